@@ -1,0 +1,85 @@
+"""Held-out classification metrics, binary or multiclass, in one pydantic result."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel
+from sklearn.metrics import (
+    accuracy_score,
+    confusion_matrix,
+    f1_score,
+    precision_score,
+    recall_score,
+    roc_auc_score,
+    roc_curve,
+)
+
+MetricName = Literal["accuracy", "precision", "recall", "f1", "roc_auc"]
+_ROC_POINTS = 200
+
+
+class Metrics(BaseModel):
+    """Scores of a classifier on one labelled set.
+
+    For two classes, precision, recall and F1 are those of the positive class; for more, their
+    macro averages, and ROC AUC is one-vs-rest macro.
+    """
+
+    n: int
+    classes: list[Any]
+    positive: Any | None
+    accuracy: float
+    precision: float
+    recall: float
+    f1: float
+    roc_auc: float
+    confusion_matrix: list[list[int]]
+    roc_curve: dict[str, list[float]] | None = None
+
+    def get(self, name: MetricName) -> float:
+        """A metric by name."""
+        return float(getattr(self, name))
+
+
+def classification_metrics(
+    y_true: Any, proba: np.ndarray, classes: np.ndarray, positive: Any | None = None
+) -> Metrics:
+    """Score predicted class probabilities against true labels."""
+    y = np.asarray(y_true)
+    pred = classes[np.argmax(proba, axis=1)]
+    binary = len(classes) == 2
+    if binary:
+        pos = positive if positive is not None else classes[1]
+        if pos not in list(classes):
+            raise ValueError(f"positive class {pos!r} is not among the classes {list(classes)}")
+        pos_index = list(classes).index(pos)
+        score = proba[:, pos_index]
+        averaging: dict[str, Any] = {"average": "binary", "pos_label": pos}
+        auc = float(roc_auc_score(y == pos, score)) if len(set(y)) == 2 else float("nan")
+        fpr, tpr, _ = roc_curve(y == pos, score) if len(set(y)) == 2 else ([], [], [])
+        keep = np.unique(np.linspace(0, len(fpr) - 1, min(len(fpr), _ROC_POINTS)).astype(int))
+        curve = {"fpr": [float(fpr[i]) for i in keep], "tpr": [float(tpr[i]) for i in keep]}
+    else:
+        pos = None
+        averaging = {"average": "macro"}
+        present = np.isin(classes, y)
+        auc = (
+            float(roc_auc_score(y, proba, multi_class="ovr", labels=classes))
+            if present.all()
+            else float("nan")
+        )
+        curve = None
+    return Metrics(
+        n=len(y),
+        classes=[c.item() if hasattr(c, "item") else c for c in classes],
+        positive=pos.item() if hasattr(pos, "item") else pos,
+        accuracy=float(accuracy_score(y, pred)),
+        precision=float(precision_score(y, pred, zero_division=0, **averaging)),
+        recall=float(recall_score(y, pred, zero_division=0, **averaging)),
+        f1=float(f1_score(y, pred, zero_division=0, **averaging)),
+        roc_auc=auc,
+        confusion_matrix=confusion_matrix(y, pred, labels=classes).tolist(),
+        roc_curve=curve,
+    )

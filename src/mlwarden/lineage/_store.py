@@ -1,0 +1,363 @@
+"""The append-only, hash-chained lineage store (SQLAlchemy; SQLite by default).
+
+Records are only ever inserted: the code has no UPDATE or DELETE, and the database itself
+rejects both (triggers), so a write through any client fails. Each record carries the hash of
+its predecessor, and the embedded store keeps the newest hash in ``HEAD``, so ``verify`` also
+finds records removed from the end. Artifact bytes live beside the database, named by sha256.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    DDL,
+    Column,
+    Engine,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+    select,
+)
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import SQLAlchemyError
+
+from mlwarden.errors import RecordNotFoundError, StoreError
+from mlwarden.lineage._artifacts import ArtifactFiles
+from mlwarden.lineage._hashing import GENESIS, canonical_json, sha256_bytes
+from mlwarden.lineage._records import RECORD_FORMAT, Record, RecordKind, record_hash
+
+Clock = Callable[[], datetime]
+
+_metadata = MetaData()
+_records = Table(
+    "records",
+    _metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("format", Integer, nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("subject", String(128), nullable=False),
+    Column("key", String(128), nullable=True),
+    Column("payload", Text, nullable=False),
+    Column("created_at", String(40), nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False, unique=True),
+    Index("ix_records_kind_subject", "kind", "subject"),
+    Index("ix_records_kind_key", "kind", "key"),
+)
+
+_FORBID = "lineage records are append-only"
+for _op in ("UPDATE", "DELETE"):
+    event.listen(
+        _records,
+        "after_create",
+        DDL(
+            f"CREATE TRIGGER records_no_{_op.lower()} BEFORE {_op} ON records "
+            f"BEGIN SELECT RAISE(ABORT, '{_FORBID}'); END"
+        ).execute_if(dialect="sqlite"),
+    )
+event.listen(
+    _records,
+    "after_create",
+    DDL(
+        "CREATE FUNCTION mlwarden_forbid_change() RETURNS trigger AS $$ "
+        f"BEGIN RAISE EXCEPTION '{_FORBID}'; END $$ LANGUAGE plpgsql; "
+        "CREATE TRIGGER records_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON records "
+        "FOR EACH STATEMENT EXECUTE FUNCTION mlwarden_forbid_change()"
+    ).execute_if(dialect="postgresql"),
+)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Appender:
+    """Appends records inside one store transaction: all of them land, or none does."""
+
+    def __init__(self, conn: Connection, last_seq: int, last_hash: str, clock: Clock) -> None:
+        self._conn = conn
+        self._seq = last_seq
+        self._hash = last_hash
+        self._clock = clock
+        self.appended: list[Record] = []
+
+    def append(
+        self,
+        kind: RecordKind,
+        subject: str,
+        payload: dict[str, Any],
+        *,
+        key: str | None = None,
+    ) -> Record:
+        """Append one record after the current head and return it."""
+        created_at = self._clock()
+        seq = self._seq + 1
+        # Round-trip the payload so what is hashed is exactly what a reader gets back.
+        stored_payload = json.loads(canonical_json(payload))
+        digest = record_hash(
+            fmt=RECORD_FORMAT,
+            seq=seq,
+            kind=kind,
+            subject=subject,
+            key=key,
+            payload=stored_payload,
+            created_at=created_at,
+            prev_hash=self._hash,
+        )
+        self._conn.execute(
+            _records.insert().values(
+                seq=seq,
+                format=RECORD_FORMAT,
+                kind=kind,
+                subject=subject,
+                key=key,
+                payload=canonical_json(stored_payload).decode("utf-8"),
+                created_at=created_at.isoformat(),
+                prev_hash=self._hash,
+                hash=digest,
+            )
+        )
+        record = Record(
+            seq=seq,
+            kind=kind,
+            subject=subject,
+            key=key,
+            payload=stored_payload,
+            created_at=created_at,
+            prev_hash=self._hash,
+            hash=digest,
+        )
+        self._seq, self._hash = seq, digest
+        self.appended.append(record)
+        return record
+
+    @property
+    def head(self) -> str:
+        """Hash of the newest record, counting this transaction's."""
+        return self._hash
+
+    def has(self, kind: RecordKind, subject: str) -> bool:
+        """Whether a record of ``kind`` about ``subject`` exists, counting this transaction's."""
+        row = self._conn.execute(
+            select(_records.c.seq)
+            .where(_records.c.kind == kind, _records.c.subject == subject)
+            .limit(1)
+        ).first()
+        return row is not None
+
+    def count(self, kind: RecordKind, subject: str) -> int:
+        """How many records of ``kind`` about ``subject`` exist, counting this transaction's."""
+        rows = self._conn.execute(
+            select(_records.c.seq).where(_records.c.kind == kind, _records.c.subject == subject)
+        ).all()
+        return len(rows)
+
+
+class LineageStore:
+    """Records and artifacts of every pipeline input, execution and output.
+
+    Parameters
+    ----------
+    root:
+        Folder of the embedded store: ``lineage.db``, ``artifacts/``, ``HEAD`` and ``keys/``.
+        Created on first use.
+    url:
+        A SQLAlchemy database URL to keep records elsewhere (e.g. PostgreSQL); artifacts stay
+        under ``root``. Defaults to ``sqlite:///<root>/lineage.db``.
+    clock:
+        Source of record timestamps; tests pass a fixed one.
+    """
+
+    def __init__(self, root: Path | str, url: str | None = None, clock: Clock = _utcnow) -> None:
+        self.root = Path(root)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create the lineage store at {self.root}: {exc}") from exc
+        self.artifacts = ArtifactFiles(self.root / "artifacts")
+        self._clock = clock
+        self._sqlite = url is None or url.startswith("sqlite")
+        self.url = url or f"sqlite:///{self.root / 'lineage.db'}"
+        self._engine = self._create_engine()
+        try:
+            _metadata.create_all(self._engine)
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot open the lineage database {self.url}: {exc}") from exc
+
+    @property
+    def head_path(self) -> Path:
+        """File holding the newest record's seq and hash, to catch records cut off the end."""
+        return self.root / "HEAD"
+
+    def _create_engine(self) -> Engine:
+        if not self._sqlite:
+            return create_engine(self.url)
+        engine = create_engine(self.url, connect_args={"timeout": 60})
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+            dbapi_conn.isolation_level = None  # transactions are begun explicitly below
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=FULL")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn: Connection) -> None:
+            # IMMEDIATE takes the write lock up front, so two writers never chain off one head.
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+
+    def close(self) -> None:
+        """Release database connections."""
+        self._engine.dispose()
+
+    # -- writing -----------------------------------------------------------------------------
+
+    @contextmanager
+    def transaction(self) -> Iterator[Appender]:
+        """Append several records atomically; a crash inside leaves none of them."""
+        try:
+            with self._engine.begin() as conn:
+                if not self._sqlite:
+                    conn.exec_driver_sql("LOCK TABLE records IN SHARE ROW EXCLUSIVE MODE")
+                last = conn.execute(
+                    select(_records.c.seq, _records.c.hash).order_by(_records.c.seq.desc()).limit(1)
+                ).first()
+                seq, digest = (last[0], last[1]) if last else (0, GENESIS)
+                appender = Appender(conn, seq, digest, self._clock)
+                yield appender
+        except SQLAlchemyError as exc:
+            raise StoreError(f"lineage write failed, nothing was recorded: {exc}") from exc
+        if appender.appended:
+            newest = appender.appended[-1]
+            self._write_head(newest.seq, newest.hash)
+
+    def append(
+        self, kind: RecordKind, subject: str, payload: dict[str, Any], *, key: str | None = None
+    ) -> Record:
+        """Append a single record in its own transaction."""
+        with self.transaction() as tx:
+            return tx.append(kind, subject, payload, key=key)
+
+    def put_artifact(
+        self, data: bytes, *, name: str, media_type: str, tx: Appender | None = None
+    ) -> str:
+        """Store ``data`` and record it (once per distinct content); return its sha256."""
+        digest = self.artifacts.write(data)
+        payload = {"sha256": digest, "size": len(data), "name": name, "media_type": media_type}
+        if tx is None:
+            with self.transaction() as own:
+                if not own.has("artifact", digest):
+                    own.append("artifact", digest, payload)
+        elif not tx.has("artifact", digest):
+            tx.append("artifact", digest, payload)
+        return digest
+
+    def _write_head(self, seq: int, digest: str) -> None:
+        data = canonical_json({"seq": seq, "hash": digest})
+        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".HEAD-")
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.head_path)
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def read_head(self) -> tuple[int, str] | None:
+        """The ``(seq, hash)`` recorded in HEAD, or None for a store that has no records yet."""
+        if not self.head_path.exists():
+            return None
+        try:
+            head = json.loads(self.head_path.read_text())
+            return int(head["seq"]), str(head["hash"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise StoreError(f"{self.head_path} is unreadable: {exc}") from exc
+
+    def records(
+        self,
+        kind: RecordKind | None = None,
+        *,
+        subject: str | None = None,
+        key: str | None = None,
+        newest_first: bool = False,
+    ) -> list[Record]:
+        """Records matching every given filter, in chain order (or newest first)."""
+        query = select(_records)
+        if kind is not None:
+            query = query.where(_records.c.kind == kind)
+        if subject is not None:
+            query = query.where(_records.c.subject == subject)
+        if key is not None:
+            query = query.where(_records.c.key == key)
+        order = _records.c.seq.desc() if newest_first else _records.c.seq
+        with self._engine.connect() as conn:
+            rows = conn.execute(query.order_by(order)).mappings().all()
+        return [_to_record(row) for row in rows]
+
+    def iter_all(self) -> Iterator[Record]:
+        """Every record in the order the database returns by seq; used by verification."""
+        with self._engine.connect() as conn:
+            for row in conn.execute(select(_records).order_by(_records.c.seq)).mappings():
+                yield _to_record(row)
+
+    def read_artifact(self, sha256: str) -> bytes:
+        """The bytes of a recorded artifact, checked against their hash."""
+        return self.artifacts.read(sha256)
+
+    def artifact_record(self, sha256: str) -> Record | None:
+        """The record that introduced this artifact, if any."""
+        found = self.records("artifact", subject=sha256)
+        return found[0] if found else None
+
+    def resolve_artifact(self, prefix: str) -> str:
+        """Expand an artifact hash prefix (at least 6 characters) to the full sha256."""
+        if len(prefix) < 6:
+            raise RecordNotFoundError(f"artifact reference {prefix!r} is too short (6+ hex chars)")
+        query = select(_records.c.subject).where(
+            _records.c.kind == "artifact", _records.c.subject.startswith(prefix)
+        )
+        with self._engine.connect() as conn:
+            matches = sorted({row[0] for row in conn.execute(query)})
+        if len(matches) != 1:
+            what = "no artifact" if not matches else f"{len(matches)} artifacts"
+            raise RecordNotFoundError(f"{what} in the store match {prefix!r}")
+        return matches[0]
+
+
+def _to_record(row: Any) -> Record:
+    return Record(
+        seq=row["seq"],
+        format=row["format"],
+        kind=row["kind"],
+        subject=row["subject"],
+        key=row["key"],
+        payload=json.loads(row["payload"]),
+        created_at=datetime.fromisoformat(row["created_at"]),
+        prev_hash=row["prev_hash"],
+        hash=row["hash"],
+    )
+
+
+def hostname() -> str:
+    """This machine's name, recorded on every execution."""
+    return socket.gethostname()
+
+
+

@@ -1,0 +1,123 @@
+"""Registered model versions: signed manifests in the lineage store, verified before loading."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel
+
+from mlwarden.errors import RecordNotFoundError, SignatureError
+from mlwarden.lineage import LineageStore, Record, canonical_json
+from mlwarden.models._adapter import SklearnAdapter
+from mlwarden.models._persist import loads_model
+from mlwarden.models._signing import load_public_key, verify_signature
+
+MANIFEST_FORMAT = 1
+_REF = re.compile(r"^(?P<name>[A-Za-z0-9_.-]+)(@(?P<version>latest|\d+))?$")
+
+
+class Manifest(BaseModel):
+    """What a registered model version is made of; its canonical JSON is what gets signed."""
+
+    format: int = MANIFEST_FORMAT
+    name: str
+    version: int
+    model_sha256: str
+    model_media_type: str
+    artifacts: dict[str, str]
+    metrics: dict[str, Any]
+    gate: dict[str, Any]
+    lineage_head: str
+    spec_sha256: str
+    run_id: str
+    signer: str
+    created_at: datetime
+
+    def message(self) -> bytes:
+        """The exact bytes the signature covers."""
+        return canonical_json(self.model_dump(mode="json"))
+
+
+class ModelVersion(BaseModel):
+    """A manifest, its signature and where it sits in the lineage chain."""
+
+    manifest: Manifest
+    signature: str
+    record_seq: int
+
+    @property
+    def ref(self) -> str:
+        """``name@version``."""
+        return f"{self.manifest.name}@{self.manifest.version}"
+
+
+def _version_of(record: Record) -> ModelVersion:
+    return ModelVersion(
+        manifest=Manifest.model_validate(record.payload["manifest"]),
+        signature=record.payload["signature"],
+        record_seq=record.seq,
+    )
+
+
+class ModelRegistry:
+    """Reads model versions from a lineage store and loads them only once they verify."""
+
+    def __init__(self, store: LineageStore) -> None:
+        self.store = store
+
+    @property
+    def keys_dir(self) -> Any:
+        """Where the signing key pair lives: beside the store."""
+        return self.store.root / "keys"
+
+    def versions(self, name: str | None = None) -> list[ModelVersion]:
+        """Every registered version, oldest first, optionally of one model name."""
+        return [_version_of(r) for r in self.store.records("model_version", subject=name)]
+
+    def get(self, ref: str) -> ModelVersion:
+        """Resolve ``name``, ``name@latest`` or ``name@N`` to a registered version."""
+        match = _REF.match(ref)
+        if match is None:
+            raise RecordNotFoundError(
+                f"model reference {ref!r} is malformed; expected NAME, NAME@latest or NAME@N"
+            )
+        name, version = match["name"], match["version"] or "latest"
+        found = self.versions(name)
+        if not found:
+            known = sorted({v.manifest.name for v in self.versions()})
+            raise RecordNotFoundError(
+                f"no model named {name!r} is registered; registered: {known or 'none'}"
+            )
+        if version == "latest":
+            return found[-1]
+        for candidate in found:
+            if candidate.manifest.version == int(version):
+                return candidate
+        raise RecordNotFoundError(
+            f"{name} has no version {version}; versions are 1..{found[-1].manifest.version}"
+        )
+
+    def verify(self, version: ModelVersion) -> None:
+        """Check the signature, the signer, the lineage head and every artifact's bytes."""
+        manifest = version.manifest
+        public_key = load_public_key(self.keys_dir)
+        if public_key.public_bytes_raw().hex() != manifest.signer:
+            raise SignatureError(f"{version.ref} was signed by a key this store does not trust")
+        verify_signature(public_key, manifest.message(), version.signature)
+        head = self.store.records(newest_first=False, subject=None, key=None, kind=None)
+        if not any(r.hash == manifest.lineage_head for r in head[: version.record_seq]):
+            raise SignatureError(f"{version.ref} names a lineage head that is not in the chain")
+        for role, sha in {"model": manifest.model_sha256, **manifest.artifacts}.items():
+            try:
+                self.store.read_artifact(sha)
+            except Exception as exc:
+                raise SignatureError(f"{version.ref}: artifact {role} fails: {exc}") from exc
+
+    def load(self, ref: str, budget: int | None = None) -> tuple[ModelVersion, SklearnAdapter]:
+        """Verify a registered version, then load its model (skops, trusted types only)."""
+        version = self.get(ref)
+        self.verify(version)
+        estimator = loads_model(self.store.read_artifact(version.manifest.model_sha256))
+        return version, SklearnAdapter(estimator, budget=budget)

@@ -1,0 +1,21 @@
+"""Pipeline: the spec, the DAG of steps, and the executors that run it."""
+
+from mlwarden.pipeline._context import Output, StepContext
+from mlwarden.pipeline._dag import StepDef, build_steps
+from mlwarden.pipeline._executor import LocalExecutor, Progress, RunResult, StepRun, cache_key
+from mlwarden.pipeline._spec import PipelineSpec, load_spec, parse_spec
+
+__all__ = [
+    "LocalExecutor",
+    "Output",
+    "PipelineSpec",
+    "Progress",
+    "RunResult",
+    "StepContext",
+    "StepDef",
+    "StepRun",
+    "build_steps",
+    "cache_key",
+    "load_spec",
+    "parse_spec",
+]

@@ -1,0 +1,299 @@
+"""The local executor: runs steps in dependency order, reusing any step whose key is unchanged.
+
+A step's cache key hashes its code version, parameters and input artifact hashes. Its start
+and its completion (outputs, events, status) are each one store transaction, so a run killed
+at any instant leaves either a completed step or an unfinished one that the next run redoes:
+resuming is the cache doing its job.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from typing import Any, Literal, Protocol
+
+from pydantic import BaseModel
+
+from mlwarden import __version__
+from mlwarden.errors import GateRejectedError, MlwardenError
+from mlwarden.lineage import LineageStore, hostname, sha256_json
+from mlwarden.models import Signer
+from mlwarden.pipeline._context import Output, StepContext
+from mlwarden.pipeline._dag import SOURCE, StepDef, build_steps, spec_document
+from mlwarden.pipeline._spec import PipelineSpec
+
+StepStatus = Literal["executed", "cached", "failed", "rejected", "skipped"]
+RunStatus = Literal["completed", "failed", "rejected"]
+
+
+class Progress(Protocol):
+    """Receives what the executor is doing, for a progress display."""
+
+    def step_started(self, step: str) -> None: ...
+
+    def step_message(self, step: str, message: str) -> None: ...
+
+    def step_finished(self, step: str, status: StepStatus, seconds: float) -> None: ...
+
+
+class _Silent:
+    def step_started(self, step: str) -> None:
+        pass
+
+    def step_message(self, step: str, message: str) -> None:
+        pass
+
+    def step_finished(self, step: str, status: StepStatus, seconds: float) -> None:
+        pass
+
+
+class StepRun(BaseModel):
+    """How one step went in a run."""
+
+    step: str
+    status: StepStatus
+    execution_id: str | None
+    cache_key: str
+    seconds: float
+    outputs: dict[str, str]
+    error: str | None = None
+
+
+class RunResult(BaseModel):
+    """The outcome of running a pipeline once."""
+
+    run_id: str
+    spec_name: str
+    spec_sha256: str
+    status: RunStatus
+    steps: list[StepRun]
+    artifacts: dict[str, str]
+    model_version: str | None
+    error: str | None = None
+    exit_code: int = 0
+    seconds: float
+
+    @property
+    def executed(self) -> list[str]:
+        """Names of the steps that ran their code in this run."""
+        return [s.step for s in self.steps if s.status == "executed"]
+
+    @property
+    def cached(self) -> list[str]:
+        """Names of the steps reused from an earlier execution."""
+        return [s.step for s in self.steps if s.status == "cached"]
+
+
+def cache_key(step: StepDef, input_sha: dict[str, str]) -> str:
+    """What identifies a step's work: its name, code version, parameters and inputs."""
+    return sha256_json(
+        {"step": step.name, "code": step.code_version, "params": step.params, "inputs": input_sha}
+    )
+
+
+class LocalExecutor:
+    """Runs a pipeline in this process, recording everything in a lineage store."""
+
+    def __init__(self, store: LineageStore, progress: Progress | None = None) -> None:
+        self.store = store
+        self.progress: Progress = progress or _Silent()
+
+    # -- cache -------------------------------------------------------------------------------
+
+    def _outputs_of(self, execution_id: str) -> dict[str, str]:
+        return {
+            e.payload["role"]: e.key or ""
+            for e in self.store.records("event", subject=execution_id)
+            if e.payload["direction"] == "output"
+        }
+
+    def find_cached(self, step: StepDef, key: str) -> tuple[str, dict[str, str]] | None:
+        """A completed execution with this key whose output files are all intact."""
+        for start in self.store.records("execution_started", key=key, newest_first=True):
+            ended = self.store.records("execution_ended", subject=start.subject)
+            if not ended or ended[0].payload["status"] != "completed":
+                continue
+            outputs = self._outputs_of(start.subject)
+            if set(outputs) != set(step.outputs):
+                continue
+            intact = True
+            for sha in outputs.values():
+                record = self.store.artifact_record(sha)
+                if record is None or self.store.artifacts.check(sha, record.payload["size"]):
+                    intact = False
+                    break
+            if intact:
+                return start.subject, outputs
+        return None
+
+    # -- running -----------------------------------------------------------------------------
+
+    def run(self, spec: PipelineSpec, signer: Signer | None = None) -> RunResult:
+        """Run every step of ``spec`` in order, reusing cached ones; never raises for a step."""
+        steps, sources = build_steps(spec)
+        signer = signer or Signer.load_or_create(self.store.root / "keys")
+        run_id = uuid.uuid4().hex
+        began = time.perf_counter()
+        spec_sha = spec.digest()
+        with self.store.transaction() as tx:
+            spec_artifact = self.store.put_artifact(
+                spec_document(spec), name="spec.yaml", media_type="application/yaml", tx=tx
+            )
+            available = {
+                f"{SOURCE}.{name}": self.store.put_artifact(
+                    out.data, name=out.name, media_type=out.media_type, tx=tx
+                )
+                for name, out in sources.items()
+            }
+            tx.append(
+                "run_started",
+                run_id,
+                {
+                    "pipeline": spec.name,
+                    "spec_sha256": spec_sha,
+                    "spec_artifact": spec_artifact,
+                    "mlwarden": __version__,
+                    "host": hostname(),
+                    "steps": [s.name for s in steps],
+                },
+            )
+        run_ctx: dict[str, Any] = {"run_id": run_id, "spec_sha256": spec_sha, "signer": signer}
+        results: list[StepRun] = []
+        status: RunStatus = "completed"
+        error: str | None = None
+        exit_code = 0
+        model_version: str | None = None
+        for step in steps:
+            input_sha = {role: available[ref] for role, ref in step.inputs.items()}
+            key = cache_key(step, input_sha)
+            self.progress.step_started(step.name)
+            started = time.perf_counter()
+            cached = self.find_cached(step, key)
+            if cached is not None:
+                execution_id, outputs = cached
+                self.store.append(
+                    "cache_hit", run_id, {"step": step.name, "execution_id": execution_id}, key=key
+                )
+                run = StepRun(step=step.name, status="cached", execution_id=execution_id,
+                              cache_key=key, seconds=time.perf_counter() - started,
+                              outputs=outputs)
+            else:
+                run = self._execute(step, key, input_sha, run_ctx)
+            results.append(run)
+            self.progress.step_finished(step.name, run.status, run.seconds)
+            available.update({f"{step.name}.{role}": sha for role, sha in run.outputs.items()})
+            if step.name == "register" and run.execution_id and run.status in ("executed", "cached"):
+                versions = self.store.records("model_version", key=run.execution_id)
+                if versions:
+                    manifest = versions[0].payload["manifest"]
+                    model_version = f"{manifest['name']}@{manifest['version']}"
+            if run.status in ("failed", "rejected"):
+                status = run.status
+                error = f"{step.name}: {run.error}"
+                exit_code = run_ctx.get("exit_code", 1)
+                break
+        done = {r.step for r in results}
+        results += [
+            StepRun(step=s.name, status="skipped", execution_id=None, cache_key="", seconds=0.0,
+                    outputs={})
+            for s in steps
+            if s.name not in done
+        ]
+        self.store.append(
+            "run_ended",
+            run_id,
+            {"status": status, "error": error, "model_version": model_version,
+             "artifacts": {k: v for k, v in available.items()}},
+        )
+        return RunResult(
+            run_id=run_id,
+            spec_name=spec.name,
+            spec_sha256=spec_sha,
+            status=status,
+            steps=results,
+            artifacts=available,
+            model_version=model_version,
+            error=error,
+            exit_code=exit_code,
+            seconds=time.perf_counter() - began,
+        )
+
+    def _execute(
+        self, step: StepDef, key: str, input_sha: dict[str, str], run_ctx: dict[str, Any]
+    ) -> StepRun:
+        execution_id = uuid.uuid4().hex
+        with self.store.transaction() as tx:
+            tx.append(
+                "execution_started",
+                execution_id,
+                {
+                    "step": step.name,
+                    "run_id": run_ctx["run_id"],
+                    "params": step.params,
+                    "code_version": step.code_version,
+                    "cache_key": key,
+                    "host": hostname(),
+                    "pid": os.getpid(),
+                },
+                key=key,
+            )
+            for role, sha in input_sha.items():
+                tx.append("event", execution_id, {"direction": "input", "role": role}, key=sha)
+        ctx = StepContext(
+            step=step.name,
+            params=step.params,
+            run={**run_ctx, "input_sha": input_sha},
+            _read=lambda role: self.store.read_artifact(input_sha[role]),
+            _progress=lambda message: self.progress.step_message(step.name, message),
+        )
+        started = time.perf_counter()
+        try:
+            produced = step.fn(ctx)
+        except BaseException as exc:
+            rejected = isinstance(exc, GateRejectedError)
+            stored = self._complete(
+                execution_id, ctx.kept, "rejected" if rejected else "failed", started,
+                error=str(exc) or type(exc).__name__, records=[],
+            )
+            if not isinstance(exc, Exception):
+                raise  # KeyboardInterrupt and the like: recorded, then passed on
+            run_ctx["exit_code"] = exc.exit_code if isinstance(exc, MlwardenError) else 1
+            message = str(exc) if isinstance(exc, MlwardenError) else f"{type(exc).__name__}: {exc}"
+            return StepRun(step=step.name, status="rejected" if rejected else "failed",
+                           execution_id=execution_id, cache_key=key,
+                           seconds=time.perf_counter() - started, outputs=stored, error=message)
+        missing = set(step.outputs) - set(produced)
+        if missing:
+            raise MlwardenError(f"step {step.name} did not produce {sorted(missing)}")
+        outputs = self._complete(execution_id, produced, "completed", started, records=ctx.records)
+        return StepRun(step=step.name, status="executed", execution_id=execution_id,
+                       cache_key=key, seconds=time.perf_counter() - started, outputs=outputs)
+
+    def _complete(
+        self,
+        execution_id: str,
+        outputs: dict[str, Output],
+        status: str,
+        started: float,
+        *,
+        error: str | None = None,
+        records: list[Any],
+    ) -> dict[str, str]:
+        stored: dict[str, str] = {}
+        with self.store.transaction() as tx:
+            for role, out in outputs.items():
+                sha = self.store.put_artifact(
+                    out.data, name=out.name, media_type=out.media_type, tx=tx
+                )
+                tx.append("event", execution_id, {"direction": "output", "role": role}, key=sha)
+                stored[role] = sha
+            for build in records:
+                kind, subject, payload = build(tx)
+                tx.append(kind, subject, payload, key=execution_id)
+            tx.append(
+                "execution_ended",
+                execution_id,
+                {"status": status, "error": error, "seconds": time.perf_counter() - started},
+            )
+        return stored

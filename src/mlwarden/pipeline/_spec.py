@@ -1,0 +1,209 @@
+"""The pipeline spec: a YAML file validated by pydantic, with errors that point at the line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from mlwarden.audit import CHECKS, GateMode
+from mlwarden.errors import SpecError
+from mlwarden.lineage import sha256_json
+
+EstimatorName = Literal[
+    "gradient_boosting",
+    "hist_gradient_boosting",
+    "random_forest",
+    "extra_trees",
+    "decision_tree",
+    "logistic_regression",
+    "mlp",
+]
+ParamValue = int | float | str | bool | None
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataSpec(_Strict):
+    """Where the table comes from, its label and positive class, and the schema policy."""
+
+    dataset: str | None = None
+    path: Path | None = None
+    label: str | None = None
+    positive: str | int | None = None
+    schema_file: Path | None = Field(default=None, alias="schema")
+    max_rejected_fraction: float = Field(default=0.0, ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataSpec:
+        if (self.dataset is None) == (self.path is None):
+            raise ValueError("give exactly one of 'dataset' (a bundled name) or 'path' (a CSV)")
+        if self.path is not None and self.label is None:
+            raise ValueError("a 'path' source needs 'label': the name of the label column")
+        return self
+
+
+class SplitSpec(_Strict):
+    """Held-out split: stratified on the label, reproducible by seed."""
+
+    test_size: float = Field(default=0.25, gt=0.0, lt=1.0)
+    seed: int = 0
+
+
+class TrainSpec(_Strict):
+    """Estimator, fixed parameters and the grid searched with cross-validation."""
+
+    estimator: EstimatorName
+    params: dict[str, ParamValue] = {}
+    grid: dict[str, list[ParamValue]] = {}
+    cv: int = Field(default=3, ge=2, le=20)
+    scoring: Literal["roc_auc", "roc_auc_ovr", "f1", "f1_macro", "accuracy"] = "roc_auc"
+    n_jobs: int = Field(default=2, ge=1)
+    seed: int = 0
+
+    @field_validator("grid")
+    @classmethod
+    def _non_empty_lists(cls, grid: dict[str, list[ParamValue]]) -> dict[str, list[ParamValue]]:
+        for name, values in grid.items():
+            if not values:
+                raise ValueError(f"grid entry {name!r} is an empty list; give at least one value")
+        return grid
+
+
+class CheckSpec(BaseModel):
+    """One check of the policy: its registry key and its parameters (thresholds)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    check: str
+
+    @model_validator(mode="after")
+    def _known_check(self) -> CheckSpec:
+        if self.check not in CHECKS:
+            raise ValueError(
+                f"unknown check {self.check!r}; known checks: {', '.join(sorted(CHECKS))}"
+            )
+        try:
+            CHECKS[self.check].params.model_validate(self.params)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err["loc"]) or "parameters"
+            given = "nothing" if err["type"] == "missing" else repr(err.get("input"))
+            raise ValueError(
+                f"check {self.check!r} parameter {where!r}: {err['msg']} (got {given})"
+            ) from None
+        return self
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The check's parameters: every key but ``check``."""
+        return dict(self.model_extra or {})
+
+
+class GateSpec(_Strict):
+    """What the gate does with failing checks."""
+
+    mode: GateMode = "fail-closed"
+
+
+class RegisterSpec(_Strict):
+    """Under which name a model that passes the gate is registered."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+
+
+class PipelineSpec(_Strict):
+    """A whole pipeline: data, split, training, policy (checks), gate and registration."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    description: str = ""
+    data: DataSpec
+    split: SplitSpec = SplitSpec()
+    train: TrainSpec
+    checks: list[CheckSpec] = Field(min_length=1)
+    gate: GateSpec = GateSpec()
+    registry: RegisterSpec = Field(alias="register")
+
+    def digest(self) -> str:
+        """sha256 of the validated spec, independent of YAML formatting and comments."""
+        return sha256_json(self.model_dump(mode="json", by_alias=True))
+
+
+def _line_index(node: yaml.Node, path: tuple[Any, ...], out: dict[tuple[Any, ...], int]) -> None:
+    out[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            out[(*path, key.value)] = key.start_mark.line + 1
+            _line_index(value, (*path, key.value), out)
+            out[(*path, key.value)] = key.start_mark.line + 1
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _line_index(item, (*path, i), out)
+
+
+def _line_of(lines: dict[tuple[Any, ...], int], loc: tuple[Any, ...]) -> int:
+    path = tuple(loc)
+    while path and path not in lines:
+        path = path[:-1]
+    return lines.get(path, 1)
+
+
+def _resolve_paths(spec: PipelineSpec, base: Path) -> PipelineSpec:
+    data = spec.data
+    updates: dict[str, Any] = {}
+    if data.path is not None and not data.path.is_absolute():
+        updates["path"] = (base / data.path).resolve()
+    if data.schema_file is not None and not data.schema_file.is_absolute():
+        updates["schema_file"] = (base / data.schema_file).resolve()
+    if not updates:
+        return spec
+    return spec.model_copy(update={"data": data.model_copy(update=updates)})
+
+
+def parse_spec(text: str, source: str = "<spec>", base: Path | None = None) -> PipelineSpec:
+    """Validate spec text; a problem raises ``SpecError`` naming field, line, given, expected."""
+    try:
+        node = yaml.compose(text)
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        raise SpecError(f"{source}{line}: not valid YAML: {getattr(exc, 'problem', exc)}") from exc
+    if not isinstance(raw, dict):
+        raise SpecError(f"{source}:1: expected a mapping of sections (name, data, train, ...)")
+    lines: dict[tuple[Any, ...], int] = {}
+    if node is not None:
+        _line_index(node, (), lines)
+    try:
+        spec = PipelineSpec.model_validate(raw)
+    except ValidationError as exc:
+        messages = []
+        for err in exc.errors():
+            loc = tuple(p for p in err["loc"] if not str(p).startswith("function-after"))
+            field = ".".join(str(p) for p in loc) or "(top level)"
+            given = err.get("input")
+            shown = "nothing" if err["type"] == "missing" else repr(given)
+            if len(shown) > 80:
+                shown = shown[:77] + "..."
+            expected = err["msg"].removeprefix("Value error, ")
+            messages.append(
+                f"{source}:{_line_of(lines, loc)}: {field}: got {shown}; expected: {expected}"
+            )
+        raise SpecError("\n".join(messages)) from None
+    return _resolve_paths(spec, base or Path.cwd())
+
+
+def load_spec(path: Path | str) -> PipelineSpec:
+    """Read and validate a spec file; relative data paths resolve against the file's folder."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise SpecError(f"pipeline spec {path} does not exist") from None
+    except OSError as exc:
+        raise SpecError(f"cannot read pipeline spec {path}: {exc}") from exc
+    return parse_spec(text, source=str(path), base=path.parent)
