@@ -6,17 +6,19 @@ their parameters are validated against the check's own pydantic model when the s
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-import numpy as np
-import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from mlwarden.audit._metrics import MetricName, classification_metrics
 from mlwarden.models import ModelAdapter
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @dataclass(frozen=True)
@@ -85,7 +87,7 @@ def register_check(
 
 
 def _compare(value: float, threshold: float, comparison: Literal[">=", "<="]) -> bool:
-    if np.isnan(value):
+    if math.isnan(value):
         return False
     return value >= threshold if comparison == ">=" else value <= threshold
 

@@ -6,15 +6,6 @@ from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel
-from sklearn.metrics import (
-    accuracy_score,
-    confusion_matrix,
-    f1_score,
-    precision_score,
-    recall_score,
-    roc_auc_score,
-    roc_curve,
-)
 
 MetricName = Literal["accuracy", "precision", "recall", "f1", "roc_auc"]
 _ROC_POINTS = 200
@@ -47,6 +38,16 @@ def classification_metrics(
     y_true: Any, proba: np.ndarray, classes: np.ndarray, positive: Any | None = None
 ) -> Metrics:
     """Score predicted class probabilities against true labels."""
+    from sklearn.metrics import (
+        accuracy_score,
+        confusion_matrix,
+        f1_score,
+        precision_score,
+        recall_score,
+        roc_auc_score,
+        roc_curve,
+    )
+
     y = np.asarray(y_true)
     pred = classes[np.argmax(proba, axis=1)]
     binary = len(classes) == 2

@@ -6,33 +6,28 @@ import gzip
 import json
 from collections.abc import Callable
 from importlib import resources
-from typing import Any
-
-import pandas as pd
-from pydantic import BaseModel, ConfigDict
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from mlwarden.data._schema import ColumnSchema, TableSchema
 from mlwarden.errors import DatasetNotFoundError
 
+if TYPE_CHECKING:
+    import pandas as pd
 
-class Dataset(BaseModel):
-    """A bundled table with its label, positive class, schema and provenance."""
 
-    model_config = ConfigDict(arbitrary_types_allowed=True, frozen=True)
+@dataclass(frozen=True)
+class Dataset:
+    """A bundled table with its label, positive class, declared schema and provenance."""
 
     name: str
     frame: pd.DataFrame
     label: str
     positive: str | int | None
-    schema_: TableSchema
+    schema: TableSchema
     description: str
     citation: str
     license: str
-
-    @property
-    def schema(self) -> TableSchema:
-        """Column types, ranges and categories, as declared by the dataset's documentation."""
-        return self.schema_
 
     @property
     def X(self) -> pd.DataFrame:  # noqa: N802 - the usual name for a feature matrix
@@ -58,6 +53,8 @@ def _int(lo: float | None, hi: float | None, nullable: bool = False) -> ColumnSc
 
 
 def _phishing() -> Dataset:
+    import pandas as pd
+
     with _bundled("phishing_websites.csv.gz").open("rb") as fh:
         frame = pd.read_csv(fh, compression="gzip").drop(columns=["index"])
     frame["Result"] = frame["Result"].map({-1: "phishing", 1: "legitimate"})
@@ -74,7 +71,7 @@ def _phishing() -> Dataset:
         frame=frame,
         label="Result",
         positive="phishing",
-        schema_=schema,
+        schema=schema,
         description="UCI Phishing Websites: 23 URL, page and domain features coded -1 (phishy), "
         "0 (suspicious) or 1 (legitimate).",
         citation="Mohammad, Thabtah, McCluskey, ICITST 2012; UCI doi:10.24432/C51W2X",
@@ -103,6 +100,8 @@ def _adult_categories() -> dict[str, list[str]]:
 
 
 def _adult() -> Dataset:
+    import pandas as pd
+
     parts = []
     for name, skip in (("adult.data.gz", 0), ("adult.test.gz", 1)):
         with _bundled(name).open("rb") as fh:
@@ -137,7 +136,7 @@ def _adult() -> Dataset:
         frame=frame,
         label="income",
         positive=">50K",
-        schema_=TableSchema(columns=columns, label="income"),
+        schema=TableSchema(columns=columns, label="income"),
         description="UCI Adult census income (train and test files together): does a person "
         "earn more than $50K a year? Carries protected attributes (sex, race).",
         citation="Kohavi, KDD 1996; UCI doi:10.24432/C5XW20",
@@ -158,6 +157,8 @@ _GERMAN_COLUMNS: list[tuple[str, str | None]] = [
 
 
 def _german() -> Dataset:
+    import pandas as pd
+
     maps = json.loads(_bundled("german_values_maps.json").read_text())
     with _bundled("german.data.gz").open("rb") as fh:
         frame = pd.read_csv(
@@ -177,7 +178,7 @@ def _german() -> Dataset:
         frame=frame,
         label="credit",
         positive="bad",
-        schema_=TableSchema(columns=columns, label="credit"),
+        schema=TableSchema(columns=columns, label="credit"),
         description="UCI Statlog German Credit: is an applicant a good or bad credit risk?",
         citation="Hofmann 1994; UCI doi:10.24432/C5NC77",
         license="CC BY 4.0",
@@ -196,7 +197,7 @@ def _digits() -> Dataset:
         frame=frame,
         label="digit",
         positive=None,
-        schema_=TableSchema(columns=columns, label="digit"),
+        schema=TableSchema(columns=columns, label="digit"),
         description="Optical recognition of handwritten digits: 8x8 images, 16 grey levels, "
         "ten classes (scikit-learn's bundled copy).",
         citation="Alpaydin, Kaynak 1998; UCI doi:10.24432/C50P49",

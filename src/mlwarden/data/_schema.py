@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from mlwarden.errors import DataError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 ColumnType = Literal["integer", "float", "category", "string", "boolean"]
 Scalar = int | float | str | bool
@@ -73,6 +75,8 @@ class TableSchema(BaseModel):
 
 def infer_column(series: pd.Series) -> ColumnSchema:
     """Infer one column's type, range or categories from its values."""
+    import pandas as pd
+
     values = series.dropna()
     nullable = bool(series.isna().any())
     if pd.api.types.is_bool_dtype(series):

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-import numpy as np
-import pandas as pd
+from typing import TYPE_CHECKING
+
 from pydantic import BaseModel
 
 from mlwarden.data._schema import ColumnSchema, TableSchema
 from mlwarden.errors import DataError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 REASONS_COLUMN = "_reasons"
 _EXAMPLES = 5
@@ -41,6 +44,9 @@ def _check_column(
     raw: pd.Series, col: ColumnSchema
 ) -> tuple[pd.Series, dict[str, pd.Series]]:
     """Coerce one column to its schema type; return it and a mask of offending rows per rule."""
+    import numpy as np
+    import pandas as pd
+
     failures: dict[str, pd.Series] = {}
     missing = raw.isna()
     if col.is_numeric:
@@ -83,6 +89,8 @@ def validate_table(
     rejected rows as given plus a ``_reasons`` column, and a report with per-column counts.
     A missing schema column makes the whole table unusable and raises ``DataError``.
     """
+    import pandas as pd
+
     absent = [name for name in schema.columns if name not in frame.columns]
     if absent:
         raise DataError(

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
-import pandas as pd
 
 from mlwarden.errors import ModelError, QueryBudgetExceeded
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @runtime_checkable

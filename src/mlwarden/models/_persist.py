@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import skops.io as sio
-
 from mlwarden.errors import ModelError, UntrustedArtifactError
 
 MEDIA_TYPE = "application/vnd.skops"
@@ -56,6 +54,8 @@ TRUSTED_TYPES: frozenset[str] = frozenset(
 
 def dumps_model(model: Any) -> bytes:
     """Serialise a fitted scikit-learn model to skops bytes (no pickle)."""
+    import skops.io as sio  # imports every scikit-learn estimator: only when needed
+
     try:
         return bytes(sio.dumps(model))
     except Exception as exc:  # skops raises plain TypeErrors for unsupported objects
@@ -64,6 +64,8 @@ def dumps_model(model: Any) -> bytes:
 
 def untrusted_types(data: bytes, trusted: frozenset[str] = TRUSTED_TYPES) -> list[str]:
     """Types in a skops file that neither skops nor ``trusted`` vouches for."""
+    import skops.io as sio
+
     try:
         found = sio.get_untrusted_types(data=data)
     except Exception as exc:
@@ -73,6 +75,8 @@ def untrusted_types(data: bytes, trusted: frozenset[str] = TRUSTED_TYPES) -> lis
 
 def loads_model(data: bytes, trusted: frozenset[str] = TRUSTED_TYPES) -> Any:
     """Load skops bytes, refusing any type outside skops' defaults and ``trusted``."""
+    import skops.io as sio
+
     refused = untrusted_types(data, trusted)
     if refused:
         raise UntrustedArtifactError(

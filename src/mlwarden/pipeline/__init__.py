@@ -3,6 +3,7 @@
 from mlwarden.pipeline._context import Output, StepContext
 from mlwarden.pipeline._dag import StepDef, build_steps
 from mlwarden.pipeline._executor import LocalExecutor, Progress, RunResult, StepRun, cache_key
+from mlwarden.pipeline._report import build_report, write_run_report
 from mlwarden.pipeline._spec import PipelineSpec, load_spec, parse_spec
 
 __all__ = [
@@ -14,8 +15,10 @@ __all__ = [
     "StepContext",
     "StepDef",
     "StepRun",
+    "build_report",
     "build_steps",
     "cache_key",
     "load_spec",
     "parse_spec",
+    "write_run_report",
 ]

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 
 from mlwarden.lineage import Appender
 from mlwarden.pipeline._io import read_json, read_table
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # Builds a record payload inside the transaction that completes the step, so that what it
 # computes from the store (a version number, the chain head) cannot race another writer.

@@ -5,12 +5,14 @@ from __future__ import annotations
 import io
 import json
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 from pydantic import BaseModel
 
 from mlwarden.lineage import canonical_json
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 PARQUET = "application/vnd.apache.parquet"
 JSON = "application/json"
@@ -26,6 +28,8 @@ def table_bytes(frame: pd.DataFrame) -> bytes:
 
 def read_table(data: bytes) -> pd.DataFrame:
     """Parquet bytes back to a table."""
+    import pandas as pd
+
     return pd.read_parquet(io.BytesIO(data), engine="pyarrow")
 
 

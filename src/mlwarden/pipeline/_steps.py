@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import io
 from datetime import UTC, datetime
-from typing import Any
+import math
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import pandas as pd
-from sklearn.model_selection import GridSearchCV, StratifiedKFold, train_test_split
 
 from mlwarden import data as data_layer
 from mlwarden.audit import (
@@ -24,8 +22,10 @@ from mlwarden.errors import DataError, GateRejectedError
 from mlwarden.lineage import Appender
 from mlwarden.models import MEDIA_TYPE, Manifest, SklearnAdapter, dumps_model, loads_model
 from mlwarden.pipeline._context import Output, StepContext
-from mlwarden.pipeline._estimators import MODEL_STEP, build_estimator
 from mlwarden.pipeline._io import CSV, JSON, PARQUET, json_bytes, table_bytes
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 Outputs = dict[str, Output]
 
@@ -46,6 +46,8 @@ def ingest(ctx: StepContext) -> Outputs:
         if label != dataset.label:
             schema = schema.model_copy(update={"label": label})
     else:
+        import pandas as pd
+
         ctx.progress(f"reading {p['path']}")
         try:
             frame = pd.read_csv(io.BytesIO(ctx.input("source")))
@@ -105,6 +107,8 @@ def validate(ctx: StepContext) -> Outputs:
 
 def split(ctx: StepContext) -> Outputs:
     """Stratified, seeded held-out split."""
+    from sklearn.model_selection import train_test_split
+
     frame = ctx.table("clean")
     label = ctx.json("info")["label"]
     counts = frame[label].value_counts()
@@ -136,12 +140,16 @@ def _scoring(name: str, n_classes: int) -> str:
 
 def train(ctx: StepContext) -> Outputs:
     """Grid search with stratified cross-validation; refit the best on all training rows."""
+    from sklearn.model_selection import GridSearchCV, StratifiedKFold
+
+    from mlwarden.pipeline._estimators import MODEL_STEP, build_estimator
+
     p = ctx.params
     schema = TableSchema.model_validate(ctx.json("schema"))
     X, y = _label_parts(ctx.table("train"), ctx.json("info")["label"])
     pipeline = build_estimator(p["estimator"], p["params"], schema, p["seed"])
     grid = {f"{MODEL_STEP}__{k}": v for k, v in p["grid"].items()}
-    candidates = int(np.prod([len(v) for v in grid.values()])) if grid else 1
+    candidates = math.prod(len(v) for v in grid.values())
     scoring = _scoring(p["scoring"], y.nunique())
     ctx.progress(
         f"{p['estimator']}: {candidates} candidate(s) x {p['cv']} folds "

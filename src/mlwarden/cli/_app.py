@@ -1,0 +1,300 @@
+"""The ``mlwarden`` command line: run pipelines, inspect lineage and registered models."""
+
+from __future__ import annotations
+
+import json
+import sys
+from importlib import resources
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from typer.exceptions import TyperException
+from rich.console import Console
+from rich.table import Table
+from rich.tree import Tree
+
+from mlwarden import __version__
+from mlwarden.errors import MlwardenError, RecordNotFoundError
+from mlwarden.lineage import (
+    LineageStore,
+    TraceNode,
+    UseEdge,
+    artifact_info,
+    downstream,
+    upstream,
+    verify_store,
+)
+from mlwarden.cli._progress import RichProgress
+from mlwarden.models import ModelRegistry
+
+app = typer.Typer(
+    name="mlwarden",
+    help="Red-team, gate and guard machine-learning models.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+lineage_app = typer.Typer(help="Inspect and verify the lineage store.", no_args_is_help=True)
+models_app = typer.Typer(help="List and inspect registered model versions.", no_args_is_help=True)
+app.add_typer(lineage_app, name="lineage")
+app.add_typer(models_app, name="models")
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+StoreOpt = Annotated[
+    Path,
+    typer.Option(
+        "--store",
+        envvar="MLWARDEN_STORE",
+        help="Folder of the embedded store (lineage.db, artifacts/, keys/, reports/).",
+    ),
+]
+DbOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--db-url",
+        envvar="MLWARDEN_DB_URL",
+        help="SQLAlchemy URL to keep records in another database (e.g. PostgreSQL).",
+    ),
+]
+DEFAULT_STORE = Path(".mlwarden")
+
+
+def _open(store: Path, db_url: str | None) -> LineageStore:
+    return LineageStore(store, url=db_url)
+
+
+def _run_spec(spec_path: Path, store: Path, db_url: str | None) -> int:
+    from mlwarden.pipeline import LocalExecutor, load_spec, write_run_report
+
+    spec = load_spec(spec_path)
+    lineage = _open(store, db_url)
+    out.print(f"[bold]mlwarden {__version__}[/]: pipeline [bold]{spec.name}[/] "
+              f"from {spec_path}, store {lineage.root}")
+    result = LocalExecutor(lineage, RichProgress(out)).run(spec)
+    report, json_path, html_path = write_run_report(lineage, spec, result)
+    if report.checks:
+        table = Table(title="checks", title_justify="left")
+        for column in ("check", "metric", "measured", "threshold", "result"):
+            table.add_column(column)
+        for c in report.checks:
+            value = f"{c.value:.4f}" if c.value is not None else "n/a"
+            verdict = "[green]pass[/]" if c.passed else "[red]FAIL[/]"
+            table.add_row(c.check, c.metric, value, f"{c.comparison} {c.threshold:g}", verdict)
+        out.print(table)
+    if report.metrics:
+        m = report.metrics
+        out.print(
+            f"held-out: accuracy {m['accuracy']:.4f}  precision {m['precision']:.4f}  "
+            f"recall {m['recall']:.4f}  F1 {m['f1']:.4f}  ROC AUC {m['roc_auc']:.4f}"
+        )
+    executed, cached = len(result.executed), len(result.cached)
+    out.print(f"{executed} step(s) executed, {cached} cache hit(s) in {result.seconds:.1f} s")
+    out.print(f"report: {html_path}\n        {json_path}")
+    if result.status == "completed":
+        flag = ""
+        if report.gate and not report.gate.get("passed"):
+            flag = " [yellow](flagged: checks failed, gate mode warn)[/]"
+        out.print(f"[green]registered[/] [bold]{result.model_version}[/]{flag}")
+        return 0
+    err.print(f"[red]error:[/] {result.error}")
+    return result.exit_code or 1
+
+
+@app.command()
+def run(
+    spec: Annotated[Path, typer.Argument(help="Pipeline spec (YAML).")],
+    store: StoreOpt = DEFAULT_STORE,
+    db_url: DbOpt = None,
+) -> int:
+    """Run a pipeline spec: ingest, validate, split, train, evaluate, audit, gate, register."""
+    return _run_spec(spec, store, db_url)
+
+
+@app.command()
+def demo(store: StoreOpt = DEFAULT_STORE, db_url: DbOpt = None) -> int:
+    """Run the bundled demo: a gradient-boosting phishing detector on UCI Phishing Websites."""
+    spec = resources.files("mlwarden").joinpath("_specs", "phishing.yaml")
+    with resources.as_file(spec) as path:
+        return _run_spec(Path(path), store, db_url)
+
+
+@app.command()
+def version() -> None:
+    """Print the mlwarden version."""
+    out.print(__version__)
+
+
+@lineage_app.command("verify")
+def lineage_verify(store: StoreOpt = DEFAULT_STORE, db_url: DbOpt = None) -> int:
+    """Check every record's hash chain and every artifact's bytes; name the first bad one."""
+    if not store.exists():
+        raise RecordNotFoundError(f"no store at {store}: run a pipeline first or pass --store")
+    report = verify_store(_open(store, db_url))
+    if report.ok:
+        out.print(report.summary())
+        return 0
+    err.print(report.summary())
+    for problem in report.problems[1:10]:
+        err.print(f"  also: {problem.message}")
+    return 4
+
+
+def _exec_label(node: TraceNode) -> str:
+    e = node.produced_by
+    if e is None:
+        return ""
+    params = json.dumps(e.params, sort_keys=True)
+    if len(params) > 160:
+        params = params[:157] + "..."
+    return (
+        f" [dim]<-[/] [bold]{e.step}[/] exec {e.id[:12]} ({e.status}, code {e.code_version[:12]}, "
+        f"host {e.host}, {e.started_at:%Y-%m-%d %H:%M:%S}) params {params}"
+    )
+
+
+def _add_upstream(tree: Tree, node: TraceNode, seen: set[str]) -> None:
+    a = node.artifact
+    role = f"{node.role}: " if node.role else ""
+    repeated = a.sha256 in seen and node.produced_by is not None
+    label = f"{role}[cyan]{a.name}[/] {a.sha256[:12]} ({a.size:,} B)"
+    if repeated:
+        tree.add(label + " [dim](traced above)[/]")
+        return
+    seen.add(a.sha256)
+    branch = tree.add(label + _exec_label(node))
+    for child in node.inputs:
+        _add_upstream(branch, child, seen)
+
+
+def _add_downstream(tree: Tree, edges: list[UseEdge]) -> None:
+    for edge in edges:
+        e = edge.execution
+        branch = tree.add(f"[bold]{e.step}[/] exec {e.id[:12]} (run {e.run_id[:12]})")
+        for artifact, further in edge.outputs:
+            child = branch.add(f"[cyan]{artifact.name}[/] {artifact.sha256[:12]}")
+            _add_downstream(child, further)
+
+
+@lineage_app.command("trace")
+def lineage_trace(
+    ref: Annotated[str, typer.Argument(help="A model version (NAME@N, NAME@latest) or an "
+                                            "artifact hash prefix.")],
+    store: StoreOpt = DEFAULT_STORE,
+    db_url: DbOpt = None,
+    downstream_too: Annotated[
+        bool, typer.Option("--downstream", help="Also show what used each artifact.")
+    ] = False,
+) -> None:
+    """Show what made a model or artifact (data, code, params, checks), and what used it."""
+    lineage = _open(store, db_url)
+    if "@" in ref or not all(c in "0123456789abcdef" for c in ref):
+        registry = ModelRegistry(lineage)
+        version = registry.get(ref)
+        m = version.manifest
+        root = Tree(
+            f"[bold]{version.ref}[/] registered {m.created_at:%Y-%m-%d %H:%M:%S} "
+            f"by run {m.run_id[:12]}; gate {m.gate['mode']} "
+            f"{'passed' if m.gate['passed'] else 'FAILED'}; spec {m.spec_sha256[:12]}"
+        )
+        seen: set[str] = set()
+        inputs = [("model", m.model_sha256), *m.artifacts.items()]
+        for role, sha in inputs:
+            _add_upstream(root, upstream(lineage, sha, role), seen)
+        shas = [sha for _, sha in inputs]
+    else:
+        sha = lineage.resolve_artifact(ref)
+        root = Tree(f"artifact [bold]{sha[:12]}[/]")
+        _add_upstream(root, upstream(lineage, sha), set())
+        shas = [sha]
+    out.print(root)
+    if downstream_too:
+        for sha in shas:
+            used = Tree(f"used by: [cyan]{artifact_info(lineage, sha).name}[/] {sha[:12]}")
+            _add_downstream(used, downstream(lineage, sha))
+            out.print(used)
+
+
+@lineage_app.command("log")
+def lineage_log(store: StoreOpt = DEFAULT_STORE, db_url: DbOpt = None) -> None:
+    """List the pipeline runs in the store, newest last."""
+    lineage = _open(store, db_url)
+    ended = {r.subject: r.payload for r in lineage.records("run_ended")}
+    table = Table()
+    for column in ("run", "pipeline", "started", "status", "model"):
+        table.add_column(column)
+    for r in lineage.records("run_started"):
+        end = ended.get(r.subject, {"status": "interrupted", "model_version": None})
+        table.add_row(r.subject[:12], r.payload["pipeline"], f"{r.created_at:%Y-%m-%d %H:%M:%S}",
+                      end["status"], end.get("model_version") or "")
+    out.print(table)
+
+
+@models_app.command("list")
+def models_list(store: StoreOpt = DEFAULT_STORE, db_url: DbOpt = None) -> None:
+    """List every registered model version."""
+    versions = ModelRegistry(_open(store, db_url)).versions()
+    if not versions:
+        out.print("no models registered yet")
+        return
+    table = Table()
+    for column in ("model", "registered", "gate", "f1", "roc_auc", "model sha256"):
+        table.add_column(column)
+    for v in versions:
+        m = v.manifest
+        gate = ("passed" if m.gate["passed"] else "[yellow]flagged[/]") + f" ({m.gate['mode']})"
+        table.add_row(v.ref, f"{m.created_at:%Y-%m-%d %H:%M:%S}", gate,
+                      _fmt(m.metrics.get("f1")), _fmt(m.metrics.get("roc_auc")),
+                      m.model_sha256[:12])
+    out.print(table)
+
+
+def _fmt(value: object) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else "n/a"
+
+
+@models_app.command("show")
+def models_show(
+    ref: Annotated[str, typer.Argument(help="NAME, NAME@latest or NAME@N")],
+    store: StoreOpt = DEFAULT_STORE,
+    db_url: DbOpt = None,
+) -> None:
+    """Verify a model version's signature and hashes, then print its manifest."""
+    registry = ModelRegistry(_open(store, db_url))
+    version = registry.get(ref)
+    registry.verify(version)
+    out.print(f"[bold]{version.ref}[/]: signature and artifact hashes [green]verified[/]")
+    out.print_json(json.dumps(
+        {"manifest": version.manifest.model_dump(mode="json"), "signature": version.signature}
+    ))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; mlwarden errors become one line on stderr and their exit code."""
+    try:
+        result = app(args=argv, prog_name="mlwarden", standalone_mode=False)
+    except typer.Exit as exc:
+        return exc.exit_code
+    except typer.Abort:
+        err.print("aborted")
+        return 130
+    except TyperException as exc:  # usage errors: bad option, missing argument
+        show = getattr(exc, "show", None)
+        if callable(show):
+            show()
+        else:
+            err.print(f"error: {exc.format_message()}")
+        return exc.exit_code
+    except MlwardenError as exc:
+        err.print(f"[red]error:[/] {exc}", soft_wrap=True)
+        return exc.exit_code
+    return result if isinstance(result, int) else 0
+
+
+def entrypoint() -> None:
+    """Console-script entry point."""
+    sys.exit(main())
+
+

@@ -1,0 +1,89 @@
+"""Build the run report from what the run recorded in the store."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from mlwarden.lineage import LineageStore
+from mlwarden.pipeline._dag import build_steps
+from mlwarden.pipeline._executor import RunResult
+from mlwarden.pipeline._io import read_json
+from mlwarden.pipeline._spec import PipelineSpec
+from mlwarden.report import CheckLine, RunReport, StepLine, write_report
+
+
+def _artifact_json(store: LineageStore, result: RunResult, ref: str) -> Any:
+    sha = result.artifacts.get(ref)
+    return read_json(store.read_artifact(sha)) if sha else None
+
+
+def build_report(store: LineageStore, spec: PipelineSpec, result: RunResult) -> RunReport:
+    """Gather metrics, findings, gate, search, validation and the step lineage of one run."""
+    steps, _ = build_steps(spec)
+    defs = {s.name: s for s in steps}
+    lines = [
+        StepLine(
+            step=run.step,
+            status=run.status,
+            seconds=run.seconds,
+            execution_id=run.execution_id,
+            code_version=defs[run.step].code_version,
+            params=defs[run.step].params,
+            inputs={
+                role: result.artifacts[ref]
+                for role, ref in defs[run.step].inputs.items()
+                if ref in result.artifacts
+            },
+            outputs=run.outputs,
+            error=run.error,
+        )
+        for run in result.steps
+    ]
+    findings = _artifact_json(store, result, "audit.findings") or []
+    versions = (
+        store.records("model_version", subject=spec.registry.name) if result.model_version else []
+    )
+    head = next(
+        (
+            v.payload["manifest"]["lineage_head"]
+            for v in versions
+            if f"{v.subject}@{v.payload['manifest']['version']}" == result.model_version
+        ),
+        None,
+    )
+    return RunReport(
+        pipeline=spec.name,
+        description=spec.description,
+        run_id=result.run_id,
+        status=result.status,
+        error=result.error,
+        created_at=datetime.now(UTC),
+        seconds=result.seconds,
+        spec_sha256=result.spec_sha256,
+        model_version=result.model_version,
+        gate=_artifact_json(store, result, "gate.gate"),
+        metrics=_artifact_json(store, result, "evaluate.metrics"),
+        search=_artifact_json(store, result, "train.search"),
+        validation=_artifact_json(store, result, "validate.report"),
+        checks=[CheckLine.model_validate(f) for f in findings],
+        steps=lines,
+        lineage_head=head,
+    )
+
+
+def report_folder(store: LineageStore, result: RunResult) -> Path:
+    """Where a run's report files go: ``<store>/reports/<pipeline>/<run id>/``."""
+    return store.root / "reports" / result.spec_name / result.run_id
+
+
+def write_run_report(
+    store: LineageStore, spec: PipelineSpec, result: RunResult
+) -> tuple[RunReport, Path, Path]:
+    """Build and write the report of a run; return it with its JSON and HTML paths."""
+    report = build_report(store, spec, result)
+    json_path, html_path = write_report(
+        report, report_folder(store, result), figure_cache=store.root / "cache" / "figures"
+    )
+    return report, json_path, html_path

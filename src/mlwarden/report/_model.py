@@ -1,0 +1,60 @@
+"""The run report: one pydantic structure that the JSON file, the HTML page and the CLI read."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel
+
+REPORT_FORMAT = 1
+
+
+class StepLine(BaseModel):
+    """One step of the run as the report shows it."""
+
+    step: str
+    status: str
+    seconds: float
+    execution_id: str | None
+    code_version: str | None
+    params: dict[str, Any]
+    inputs: dict[str, str]
+    outputs: dict[str, str]
+    error: str | None = None
+
+
+class CheckLine(BaseModel):
+    """One check of the policy with its threshold and measured value."""
+
+    check: str
+    metric: str
+    value: float | None
+    threshold: float
+    comparison: str
+    passed: bool
+    message: str
+    queries: int
+    wall_time_s: float
+
+
+class RunReport(BaseModel):
+    """Everything a reader needs to judge one pipeline run and the model it made."""
+
+    format: int = REPORT_FORMAT
+    pipeline: str
+    description: str
+    run_id: str
+    status: str
+    error: str | None
+    created_at: datetime
+    seconds: float
+    spec_sha256: str
+    model_version: str | None
+    gate: dict[str, Any] | None
+    metrics: dict[str, Any] | None
+    search: dict[str, Any] | None
+    validation: dict[str, Any] | None
+    checks: list[CheckLine]
+    steps: list[StepLine]
+    lineage_head: str | None
