@@ -69,8 +69,8 @@ def _open(store: Path, db_url: str | None) -> LineageStore:
 def _run_spec(spec_path: Path, store: Path, db_url: str | None) -> int:
     from mlwarden.pipeline import LocalExecutor, load_spec, write_run_report
 
-    spec = load_spec(spec_path)
     lineage = _open(store, db_url)
+    spec = load_spec(spec_path, memo=lineage.root / "cache" / "specs")
     out.print(f"[bold]mlwarden {__version__}[/]: pipeline [bold]{spec.name}[/] "
               f"from {spec_path}, store {lineage.root}")
     result = LocalExecutor(lineage, RichProgress(out)).run(spec)
@@ -142,13 +142,16 @@ def lineage_verify(store: StoreOpt = DEFAULT_STORE, db_url: DbOpt = None) -> int
     return 4
 
 
-def _exec_label(node: TraceNode) -> str:
+def _exec_label(node: TraceNode, seen: set[str]) -> str:
     e = node.produced_by
     if e is None:
-        return ""
+        return " [dim](source)[/]"
+    if e.id in seen:
+        return f" [dim]<-[/] [bold]{e.step}[/] exec {e.id[:12]} [dim](shown above)[/]"
+    seen.add(e.id)
     params = json.dumps(e.params, sort_keys=True)
-    if len(params) > 160:
-        params = params[:157] + "..."
+    if len(params) > 400:
+        params = params[:397] + "..."
     return (
         f" [dim]<-[/] [bold]{e.step}[/] exec {e.id[:12]} ({e.status}, code {e.code_version[:12]}, "
         f"host {e.host}, {e.started_at:%Y-%m-%d %H:%M:%S}) params {params}"
@@ -164,7 +167,7 @@ def _add_upstream(tree: Tree, node: TraceNode, seen: set[str]) -> None:
         tree.add(label + " [dim](traced above)[/]")
         return
     seen.add(a.sha256)
-    branch = tree.add(label + _exec_label(node))
+    branch = tree.add(label + _exec_label(node, seen))
     for child in node.inputs:
         _add_upstream(branch, child, seen)
 
@@ -187,6 +190,7 @@ def lineage_trace(
     downstream_too: Annotated[
         bool, typer.Option("--downstream", help="Also show what used each artifact.")
     ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the trace as JSON.")] = False,
 ) -> None:
     """Show what made a model or artifact (data, code, params, checks), and what used it."""
     lineage = _open(store, db_url)
@@ -199,16 +203,25 @@ def lineage_trace(
             f"by run {m.run_id[:12]}; gate {m.gate['mode']} "
             f"{'passed' if m.gate['passed'] else 'FAILED'}; spec {m.spec_sha256[:12]}"
         )
-        seen: set[str] = set()
         inputs = [("model", m.model_sha256), *m.artifacts.items()]
-        for role, sha in inputs:
-            _add_upstream(root, upstream(lineage, sha, role), seen)
-        shas = [sha for _, sha in inputs]
     else:
         sha = lineage.resolve_artifact(ref)
         root = Tree(f"artifact [bold]{sha[:12]}[/]")
-        _add_upstream(root, upstream(lineage, sha), set())
-        shas = [sha]
+        inputs = [("artifact", sha)]
+    nodes = [upstream(lineage, sha, role) for role, sha in inputs]
+    shas = [sha for _, sha in inputs]
+    if as_json:
+        out.print_json(json.dumps({
+            "ref": ref,
+            "upstream": [n.model_dump(mode="json") for n in nodes],
+            "downstream": {
+                sha: [e.model_dump(mode="json") for e in downstream(lineage, sha)] for sha in shas
+            } if downstream_too else None,
+        }))
+        return
+    seen: set[str] = set()
+    for node in nodes:
+        _add_upstream(root, node, seen)
     out.print(root)
     if downstream_too:
         for sha in shas:

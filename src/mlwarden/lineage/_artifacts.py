@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from pathlib import Path
 
 from mlwarden.errors import IntegrityError, RecordNotFoundError
 from mlwarden.lineage._hashing import sha256_bytes, sha256_file
+
+logger = logging.getLogger(__name__)
 
 
 class ArtifactFiles:
@@ -21,11 +24,17 @@ class ArtifactFiles:
         return self.root / sha256[:2] / sha256[2:]
 
     def write(self, data: bytes) -> str:
-        """Store ``data`` durably and return its sha256; an existing blob is left untouched."""
+        """Store ``data`` durably and return its sha256.
+
+        An intact existing blob is left untouched; a damaged one is replaced (and logged), since
+        the bytes that match the recorded hash are at hand.
+        """
         digest = sha256_bytes(data)
         target = self.path(digest)
         if target.exists():
-            return digest
+            if self.check(digest, len(data)) is None:
+                return digest
+            logger.warning("artifact %s was damaged on disk; rewriting it", digest[:12])
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
         try:

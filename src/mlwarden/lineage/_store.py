@@ -317,6 +317,12 @@ class LineageStore:
             for row in conn.execute(select(_records).order_by(_records.c.seq)).mappings():
                 yield _to_record(row)
 
+    def record_by_hash(self, digest: str) -> Record | None:
+        """The record whose hash is ``digest``, if the chain holds one."""
+        with self._engine.connect() as conn:
+            row = conn.execute(select(_records).where(_records.c.hash == digest)).mappings().first()
+        return _to_record(row) if row is not None else None
+
     def read_artifact(self, sha256: str) -> bytes:
         """The bytes of a recorded artifact, checked against their hash."""
         return self.artifacts.read(sha256)

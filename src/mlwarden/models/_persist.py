@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import io
+import json
+import zipfile
 from typing import Any
 
 from mlwarden.errors import ModelError, UntrustedArtifactError
@@ -57,9 +60,56 @@ def dumps_model(model: Any) -> bytes:
     import skops.io as sio  # imports every scikit-learn estimator: only when needed
 
     try:
-        return bytes(sio.dumps(model))
+        data = bytes(sio.dumps(model))
     except Exception as exc:  # skops raises plain TypeErrors for unsupported objects
         raise ModelError(f"cannot save {type(model).__name__} with skops: {exc}") from exc
+    return _reproducible_zip(data)
+
+
+def _renumber(node: Any, ids: dict[int, int]) -> Any:
+    """Replace skops' object ids (memory addresses) by their order of first appearance."""
+    if isinstance(node, list):
+        return [_renumber(item, ids) for item in node]
+    if not isinstance(node, dict):
+        return node
+    out = {}
+    for key, value in node.items():
+        if key == "__id__" and isinstance(value, int):
+            value = ids.setdefault(value, len(ids) + 1)
+        elif key == "file" and isinstance(value, str) and value.endswith(".npy"):
+            stem = value.removesuffix(".npy")
+            if stem.isdigit():
+                value = f"{ids.setdefault(int(stem), len(ids) + 1)}.npy"
+        else:
+            value = _renumber(value, ids)
+        out[key] = value
+    return out
+
+
+def _reproducible_zip(data: bytes) -> bytes:
+    """Rewrite a skops file so the same model always gives the same bytes, hence the same hash.
+
+    skops names objects and array files by ``id()`` and stamps zip entries with the time;
+    both are replaced by stable values. The content is otherwise unchanged.
+    """
+    ids: dict[int, int] = {}
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(data)) as src:
+        schema = _renumber(json.loads(src.read("schema.json")), ids)
+        files = {"schema.json": json.dumps(schema, indent=2, sort_keys=True).encode()}
+        for name in src.namelist():
+            if name == "schema.json":
+                continue
+            stem = name.removesuffix(".npy")
+            renamed = f"{ids[int(stem)]}.npy" if stem.isdigit() and int(stem) in ids else name
+            files[renamed] = src.read(name)
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as dst:
+        for name in sorted(files):
+            info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            dst.writestr(info, files[name])
+    return out.getvalue()
 
 
 def untrusted_types(data: bytes, trusted: frozenset[str] = TRUSTED_TYPES) -> list[str]:

@@ -106,8 +106,8 @@ class ModelRegistry:
         if public_key.public_bytes_raw().hex() != manifest.signer:
             raise SignatureError(f"{version.ref} was signed by a key this store does not trust")
         verify_signature(public_key, manifest.message(), version.signature)
-        head = self.store.records(newest_first=False, subject=None, key=None, kind=None)
-        if not any(r.hash == manifest.lineage_head for r in head[: version.record_seq]):
+        head = self.store.record_by_hash(manifest.lineage_head)
+        if head is None or head.seq >= version.record_seq:
             raise SignatureError(f"{version.ref} names a lineage head that is not in the chain")
         for role, sha in {"model": manifest.model_sha256, **manifest.artifacts}.items():
             try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any, Literal
 
@@ -9,18 +10,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mlwarden.audit import CHECKS, GateMode
+from mlwarden.data import list_datasets
 from mlwarden.errors import SpecError
 from mlwarden.lineage import sha256_json
+from mlwarden.pipeline._catalogue import EstimatorName, estimator_parameters
 
-EstimatorName = Literal[
-    "gradient_boosting",
-    "hist_gradient_boosting",
-    "random_forest",
-    "extra_trees",
-    "decision_tree",
-    "logistic_regression",
-    "mlp",
-]
 ParamValue = int | float | str | bool | None
 
 
@@ -37,6 +31,13 @@ class DataSpec(_Strict):
     positive: str | int | None = None
     schema_file: Path | None = Field(default=None, alias="schema")
     max_rejected_fraction: float = Field(default=0.0, ge=0.0, le=1.0)
+
+    @field_validator("dataset")
+    @classmethod
+    def _bundled(cls, name: str | None) -> str | None:
+        if name is not None and name not in list_datasets():
+            raise ValueError(f"a bundled dataset, one of {', '.join(list_datasets())}")
+        return name
 
     @model_validator(mode="after")
     def _one_source(self) -> DataSpec:
@@ -164,7 +165,9 @@ def _resolve_paths(spec: PipelineSpec, base: Path) -> PipelineSpec:
     return spec.model_copy(update={"data": data.model_copy(update=updates)})
 
 
-def parse_spec(text: str, source: str = "<spec>", base: Path | None = None) -> PipelineSpec:
+def parse_spec(
+    text: str, source: str = "<spec>", base: Path | None = None, memo: Path | None = None
+) -> PipelineSpec:
     """Validate spec text; a problem raises ``SpecError`` naming field, line, given, expected."""
     try:
         node = yaml.compose(text)
@@ -194,11 +197,44 @@ def parse_spec(text: str, source: str = "<spec>", base: Path | None = None) -> P
                 f"{source}:{_line_of(lines, loc)}: {field}: got {shown}; expected: {expected}"
             )
         raise SpecError("\n".join(messages)) from None
+    _check_estimator_parameters(spec, lines, source, memo)
     return _resolve_paths(spec, base or Path.cwd())
 
 
-def load_spec(path: Path | str) -> PipelineSpec:
-    """Read and validate a spec file; relative data paths resolve against the file's folder."""
+def _check_estimator_parameters(
+    spec: PipelineSpec, lines: dict[tuple[Any, ...], int], source: str, memo: Path | None
+) -> None:
+    """Refuse parameter names the estimator does not take, pointing at their line.
+
+    Knowing the names means importing scikit-learn (seconds), so a spec that passed once is
+    remembered in ``memo`` under its digest and the installed scikit-learn version.
+    """
+    train = spec.train
+    marker = None
+    if memo is not None:
+        key = sha256_json([spec.digest(), version("scikit-learn")])
+        marker = memo / key
+        if marker.exists():
+            return
+    known = estimator_parameters(train.estimator)
+    for section in ("params", "grid"):
+        for name in getattr(train, section):
+            if name not in known:
+                line = _line_of(lines, ("train", section, name))
+                raise SpecError(
+                    f"{source}:{line}: train.{section}.{name}: got {name!r}; expected: a "
+                    f"parameter of {train.estimator}, one of {', '.join(sorted(known))}"
+                )
+    if marker is not None:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
+
+
+def load_spec(path: Path | str, memo: Path | None = None) -> PipelineSpec:
+    """Read and validate a spec file; relative data paths resolve against the file's folder.
+
+    ``memo`` is a folder where specs that passed the estimator-parameter check are remembered.
+    """
     path = Path(path)
     try:
         text = path.read_text()
@@ -206,4 +242,4 @@ def load_spec(path: Path | str) -> PipelineSpec:
         raise SpecError(f"pipeline spec {path} does not exist") from None
     except OSError as exc:
         raise SpecError(f"cannot read pipeline spec {path}: {exc}") from exc
-    return parse_spec(text, source=str(path), base=path.parent)
+    return parse_spec(text, source=str(path), base=path.parent, memo=memo)

@@ -34,6 +34,13 @@ def _label_parts(frame: pd.DataFrame, label: str) -> tuple[pd.DataFrame, pd.Seri
     return frame.drop(columns=[label]), frame[label]
 
 
+def _require_label(frame: pd.DataFrame, label: str) -> None:
+    if label not in frame.columns:
+        raise DataError(
+            f"label column {label!r} is not in the table; its columns are {list(frame.columns)}"
+        )
+
+
 def ingest(ctx: StepContext) -> Outputs:
     """Read the source table and fix its schema: the bundled one, a given file, or inferred."""
     p = ctx.params
@@ -54,16 +61,14 @@ def ingest(ctx: StepContext) -> Outputs:
         except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
             raise DataError(f"{p['path']} is not a readable CSV table: {exc}") from exc
         positive = p["positive"]
+        _require_label(frame, label)
         schema = (
             TableSchema.model_validate(ctx.json("schema"))
             if p["has_schema"]
             else infer_schema(frame, label=label)
         )
         schema = schema.model_copy(update={"label": label})
-    if label not in frame.columns:
-        raise DataError(
-            f"label column {label!r} is not in the table; its columns are {list(frame.columns)}"
-        )
+    _require_label(frame, label)
     if label not in schema.columns:
         raise DataError(f"label column {label!r} is not in the schema")
     if positive is not None and positive not in set(frame[label].dropna()):
