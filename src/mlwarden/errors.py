@@ -67,7 +67,7 @@ class StoreError(MlwardenError):
 
 
 class IntegrityError(StoreError):
-    """Verification found an edited, deleted, inserted or reordered record, or a changed artifact."""
+    """Verification found an edited, deleted, inserted or reordered record or a changed artifact."""
 
 
 class RecordNotFoundError(StoreError, LookupError):

@@ -35,7 +35,7 @@ def test_each_dataset_has_its_documented_shape_and_labels(
 @pytest.mark.parametrize("name", datasets.list_datasets())
 def test_each_dataset_satisfies_its_own_schema(name: str) -> None:
     d = datasets.load(name)
-    accepted, rejected, report = validate_table(d.frame, d.schema)
+    accepted, _rejected, report = validate_table(d.frame, d.schema)
     assert report.rows_rejected == 0, report.issues
     assert len(accepted) == len(d.frame)
 

@@ -14,8 +14,9 @@ from mlwarden.errors import DataError
 SCHEMA = TableSchema(
     columns={
         "age": ColumnSchema(type="integer", min=0, max=150),
-        "workclass": ColumnSchema(type="category", categories=["Private", "State-gov"],
-                                  nullable=True),
+        "workclass": ColumnSchema(
+            type="category", categories=["Private", "State-gov"], nullable=True
+        ),
         "hours": ColumnSchema(type="float", min=0, max=168),
         "income": ColumnSchema(type="category", categories=["<=50K", ">50K"]),
     },
@@ -76,8 +77,9 @@ def test_an_inferred_schema_round_trips_through_yaml(tmp_path) -> None:  # type:
 
 @settings(max_examples=60, deadline=None)
 @given(
-    ages=st.lists(st.one_of(st.integers(-50, 300), st.none(), st.just("x")), min_size=0,
-                  max_size=40)
+    ages=st.lists(
+        st.one_of(st.integers(-50, 300), st.none(), st.just("x")), min_size=0, max_size=40
+    )
 )
 def test_rows_in_equal_accepted_plus_rejected(ages: list[object]) -> None:
     frame = pd.DataFrame({"age": pd.Series(ages, dtype=object)})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import sqlite3
 import tempfile
 from pathlib import Path
@@ -41,7 +42,7 @@ def test_records_chain_each_to_the_previous_hash(store: LineageStore) -> None:
     _fill(store, 3)
     records = store.records()
     assert [r.seq for r in records] == list(range(1, 7))
-    for before, after in zip(records, records[1:], strict=False):
+    for before, after in itertools.pairwise(records):
         assert after.prev_hash == before.hash
     assert all(r.expected_hash() == r.hash for r in records)
 
@@ -140,7 +141,9 @@ def test_verify_names_a_missing_artifact_file(store: LineageStore) -> None:
     assert "file is missing" in report.summary()
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(data=st.data())
 def test_any_single_changed_artifact_byte_fails_verify(tmp_path: Path, data: st.DataObject) -> None:
     store = LineageStore(tempfile.mkdtemp(dir=tmp_path))

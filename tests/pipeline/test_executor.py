@@ -28,8 +28,9 @@ def test_steps_run_in_dependency_order(fast_spec: PipelineSpec) -> None:
         seen.add(step.name)
 
 
-def test_a_first_run_executes_everything_and_registers(store: LineageStore,
-                                                       fast_spec: PipelineSpec) -> None:
+def test_a_first_run_executes_everything_and_registers(
+    store: LineageStore, fast_spec: PipelineSpec
+) -> None:
     result = LocalExecutor(store).run(fast_spec)
     assert result.status == "completed", result.error
     assert result.executed == ALL_STEPS
@@ -37,8 +38,7 @@ def test_a_first_run_executes_everything_and_registers(store: LineageStore,
     assert verify_store(store).ok
 
 
-def test_an_unchanged_rerun_executes_nothing(store: LineageStore,
-                                             fast_spec: PipelineSpec) -> None:
+def test_an_unchanged_rerun_executes_nothing(store: LineageStore, fast_spec: PipelineSpec) -> None:
     LocalExecutor(store).run(fast_spec)
     again = LocalExecutor(store).run(fast_spec)
     assert again.executed == []
@@ -63,8 +63,9 @@ def test_changing_the_split_seed_reruns_from_split(store: LineageStore) -> None:
     assert result.executed == ALL_STEPS[2:]
 
 
-def test_a_damaged_cached_output_is_recomputed_not_reused(store: LineageStore,
-                                                          fast_spec: PipelineSpec) -> None:
+def test_a_damaged_cached_output_is_recomputed_not_reused(
+    store: LineageStore, fast_spec: PipelineSpec
+) -> None:
     first = LocalExecutor(store).run(fast_spec)
     model = store.artifacts.path(first.artifacts["train.model"])
     model.chmod(0o644)
@@ -87,9 +88,7 @@ def test_the_gate_refuses_a_model_below_the_floor(store: LineageStore) -> None:
 
 
 def test_warn_mode_registers_a_failing_model_flagged(store: LineageStore) -> None:
-    spec = edit_spec(
-        FAST_SPEC.replace("mode: fail-closed", "mode: warn"), "min: 0.7", "min: 0.99"
-    )
+    spec = edit_spec(FAST_SPEC.replace("mode: fail-closed", "mode: warn"), "min: 0.7", "min: 0.99")
     result = LocalExecutor(store).run(spec)
     assert result.status == "completed"
     version = ModelRegistry(store).get("german@latest")
@@ -125,8 +124,7 @@ def test_a_failing_step_keeps_rejected_rows_and_the_store_consistent(
     assert execution_info(store, validate.execution_id or "").status == "failed"
 
 
-def test_a_missing_label_column_is_a_clear_data_error(tmp_path: Path,
-                                                      store: LineageStore) -> None:
+def test_a_missing_label_column_is_a_clear_data_error(tmp_path: Path, store: LineageStore) -> None:
     table = tmp_path / "t.csv"
     pd.DataFrame({"x": [1, 2], "y": ["a", "b"]}).to_csv(table, index=False)
     text = FAST_SPEC.replace(
@@ -192,7 +190,8 @@ def test_a_killed_run_leaves_the_store_consistent_and_the_next_run_resumes(
     assert result.executed[0] == first_redone
     assert result.cached == ALL_STEPS[: ALL_STEPS.index(first_redone)]
     interrupted = [
-        r.subject for r in store.records("execution_started")
+        r.subject
+        for r in store.records("execution_started")
         if not store.records("execution_ended", subject=r.subject)
     ]
     assert len(interrupted) == 1

@@ -61,8 +61,9 @@ def test_a_bad_check_threshold_is_named(fast_spec_text: str) -> None:
 
 def test_an_unknown_estimator_parameter_points_at_its_line(fast_spec_text: str) -> None:
     message = _error(fast_spec_text.replace("    C: [0.1, 1.0]", "    depth: [1, 2]"))
-    assert message.startswith("spec.yaml:14: train.grid.depth: got 'depth'; expected: a "
-                              "parameter of logistic_regression")
+    assert message.startswith(
+        "spec.yaml:14: train.grid.depth: got 'depth'; expected: a parameter of logistic_regression"
+    )
 
 
 def test_malformed_yaml_names_the_line() -> None:
@@ -81,8 +82,9 @@ def test_a_path_source_needs_a_label(fast_spec_text: str) -> None:
     assert "needs 'label'" in _error(text)
 
 
-def test_relative_paths_resolve_against_the_spec_folder(tmp_path: Path,
-                                                         fast_spec_text: str) -> None:
+def test_relative_paths_resolve_against_the_spec_folder(
+    tmp_path: Path, fast_spec_text: str
+) -> None:
     spec_file = tmp_path / "sub" / "p.yaml"
     spec_file.parent.mkdir()
     spec_file.write_text(fast_spec_text.replace("dataset: german", "path: data/t.csv"))

@@ -12,7 +12,7 @@ GateMode = Literal["fail-closed", "warn"]
 
 
 class GateResult(BaseModel):
-    """The gate's decision: ``passed`` if every check passed; ``allow_registration`` if it may ship."""
+    """The gate's decision: ``passed`` if every check passed, ``allow_registration`` if it ships."""
 
     mode: GateMode
     passed: bool
@@ -35,4 +35,6 @@ def apply_gate(findings: list[Finding], mode: GateMode) -> GateResult:
     if not findings:
         failures.append("no checks ran: the policy must list at least one check")
     passed = not failures
-    return GateResult(mode=mode, passed=passed, allow_registration=passed or mode == "warn", failures=failures)
+    return GateResult(
+        mode=mode, passed=passed, allow_registration=passed or mode == "warn", failures=failures
+    )

@@ -9,12 +9,13 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from typer.exceptions import TyperException
 from rich.console import Console
 from rich.table import Table
 from rich.tree import Tree
+from typer.exceptions import TyperException
 
 from mlwarden import __version__
+from mlwarden.cli._progress import RichProgress
 from mlwarden.errors import MlwardenError, RecordNotFoundError
 from mlwarden.lineage import (
     LineageStore,
@@ -25,7 +26,6 @@ from mlwarden.lineage import (
     upstream,
     verify_store,
 )
-from mlwarden.cli._progress import RichProgress
 from mlwarden.models import ModelRegistry
 
 app = typer.Typer(
@@ -71,8 +71,10 @@ def _run_spec(spec_path: Path, store: Path, db_url: str | None) -> int:
 
     lineage = _open(store, db_url)
     spec = load_spec(spec_path, memo=lineage.root / "cache" / "specs")
-    out.print(f"[bold]mlwarden {__version__}[/]: pipeline [bold]{spec.name}[/] "
-              f"from {spec_path}, store {lineage.root}")
+    out.print(
+        f"[bold]mlwarden {__version__}[/]: pipeline [bold]{spec.name}[/] "
+        f"from {spec_path}, store {lineage.root}"
+    )
     result = LocalExecutor(lineage, RichProgress(out)).run(spec)
     report, json_path, html_path = write_run_report(lineage, spec, result)
     if report.checks:
@@ -183,8 +185,10 @@ def _add_downstream(tree: Tree, edges: list[UseEdge]) -> None:
 
 @lineage_app.command("trace")
 def lineage_trace(
-    ref: Annotated[str, typer.Argument(help="A model version (NAME@N, NAME@latest) or an "
-                                            "artifact hash prefix.")],
+    ref: Annotated[
+        str,
+        typer.Argument(help="A model version (NAME@N, NAME@latest) or an artifact hash prefix."),
+    ],
     store: StoreOpt = DEFAULT_STORE,
     db_url: DbOpt = None,
     downstream_too: Annotated[
@@ -211,13 +215,20 @@ def lineage_trace(
     nodes = [upstream(lineage, sha, role) for role, sha in inputs]
     shas = [sha for _, sha in inputs]
     if as_json:
-        out.print_json(json.dumps({
-            "ref": ref,
-            "upstream": [n.model_dump(mode="json") for n in nodes],
-            "downstream": {
-                sha: [e.model_dump(mode="json") for e in downstream(lineage, sha)] for sha in shas
-            } if downstream_too else None,
-        }))
+        out.print_json(
+            json.dumps(
+                {
+                    "ref": ref,
+                    "upstream": [n.model_dump(mode="json") for n in nodes],
+                    "downstream": {
+                        sha: [e.model_dump(mode="json") for e in downstream(lineage, sha)]
+                        for sha in shas
+                    }
+                    if downstream_too
+                    else None,
+                }
+            )
+        )
         return
     seen: set[str] = set()
     for node in nodes:
@@ -240,8 +251,13 @@ def lineage_log(store: StoreOpt = DEFAULT_STORE, db_url: DbOpt = None) -> None:
         table.add_column(column)
     for r in lineage.records("run_started"):
         end = ended.get(r.subject, {"status": "interrupted", "model_version": None})
-        table.add_row(r.subject[:12], r.payload["pipeline"], f"{r.created_at:%Y-%m-%d %H:%M:%S}",
-                      end["status"], end.get("model_version") or "")
+        table.add_row(
+            r.subject[:12],
+            r.payload["pipeline"],
+            f"{r.created_at:%Y-%m-%d %H:%M:%S}",
+            end["status"],
+            end.get("model_version") or "",
+        )
     out.print(table)
 
 
@@ -258,9 +274,14 @@ def models_list(store: StoreOpt = DEFAULT_STORE, db_url: DbOpt = None) -> None:
     for v in versions:
         m = v.manifest
         gate = ("passed" if m.gate["passed"] else "[yellow]flagged[/]") + f" ({m.gate['mode']})"
-        table.add_row(v.ref, f"{m.created_at:%Y-%m-%d %H:%M:%S}", gate,
-                      _fmt(m.metrics.get("f1")), _fmt(m.metrics.get("roc_auc")),
-                      m.model_sha256[:12])
+        table.add_row(
+            v.ref,
+            f"{m.created_at:%Y-%m-%d %H:%M:%S}",
+            gate,
+            _fmt(m.metrics.get("f1")),
+            _fmt(m.metrics.get("roc_auc")),
+            m.model_sha256[:12],
+        )
     out.print(table)
 
 
@@ -279,9 +300,11 @@ def models_show(
     version = registry.get(ref)
     registry.verify(version)
     out.print(f"[bold]{version.ref}[/]: signature and artifact hashes [green]verified[/]")
-    out.print_json(json.dumps(
-        {"manifest": version.manifest.model_dump(mode="json"), "signature": version.signature}
-    ))
+    out.print_json(
+        json.dumps(
+            {"manifest": version.manifest.model_dump(mode="json"), "signature": version.signature}
+        )
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -309,5 +332,3 @@ def main(argv: list[str] | None = None) -> int:
 def entrypoint() -> None:
     """Console-script entry point."""
     sys.exit(main())
-
-

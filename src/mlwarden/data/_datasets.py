@@ -5,8 +5,8 @@ from __future__ import annotations
 import gzip
 import json
 from collections.abc import Callable
-from importlib import resources
 from dataclasses import dataclass
+from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 from mlwarden.data._schema import ColumnSchema, TableSchema
@@ -30,7 +30,7 @@ class Dataset:
     license: str
 
     @property
-    def X(self) -> pd.DataFrame:  # noqa: N802 - the usual name for a feature matrix
+    def X(self) -> pd.DataFrame:
         """The feature columns."""
         return self.frame.drop(columns=[self.label])
 

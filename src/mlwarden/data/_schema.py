@@ -54,7 +54,7 @@ class TableSchema(BaseModel):
 
     def to_yaml(self) -> str:
         """The schema as YAML a person can edit."""
-        return yaml.safe_dump(self.model_dump(exclude_none=True), sort_keys=False)
+        return str(yaml.safe_dump(self.model_dump(exclude_none=True), sort_keys=False))
 
     @classmethod
     def from_yaml(cls, path: Path) -> TableSchema:

@@ -40,9 +40,7 @@ class ValidationReport(BaseModel):
         return self.rows_rejected / self.rows_in if self.rows_in else 0.0
 
 
-def _check_column(
-    raw: pd.Series, col: ColumnSchema
-) -> tuple[pd.Series, dict[str, pd.Series]]:
+def _check_column(raw: pd.Series, col: ColumnSchema) -> tuple[pd.Series, dict[str, pd.Series]]:
     """Coerce one column to its schema type; return it and a mask of offending rows per rule."""
     import numpy as np
     import pandas as pd

@@ -37,7 +37,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from mlwarden.errors import RecordNotFoundError, StoreError
 from mlwarden.lineage._artifacts import ArtifactFiles
-from mlwarden.lineage._hashing import GENESIS, canonical_json, sha256_bytes
+from mlwarden.lineage._hashing import GENESIS, canonical_json
 from mlwarden.lineage._records import RECORD_FORMAT, Record, RecordKind, record_hash
 
 Clock = Callable[[], datetime]
@@ -64,7 +64,7 @@ for _op in ("UPDATE", "DELETE"):
     event.listen(
         _records,
         "after_create",
-        DDL(
+        DDL(  # type: ignore[no-untyped-call]
             f"CREATE TRIGGER records_no_{_op.lower()} BEFORE {_op} ON records "
             f"BEGIN SELECT RAISE(ABORT, '{_FORBID}'); END"
         ).execute_if(dialect="sqlite"),
@@ -72,7 +72,7 @@ for _op in ("UPDATE", "DELETE"):
 event.listen(
     _records,
     "after_create",
-    DDL(
+    DDL(  # type: ignore[no-untyped-call]
         "CREATE FUNCTION mlwarden_forbid_change() RETURNS trigger AS $$ "
         f"BEGIN RAISE EXCEPTION '{_FORBID}'; END $$ LANGUAGE plpgsql; "
         "CREATE TRIGGER records_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON records "
@@ -344,7 +344,7 @@ class LineageStore:
         if len(matches) != 1:
             what = "no artifact" if not matches else f"{len(matches)} artifacts"
             raise RecordNotFoundError(f"{what} in the store match {prefix!r}")
-        return matches[0]
+        return str(matches[0])
 
 
 def _to_record(row: Any) -> Record:
@@ -364,6 +364,3 @@ def _to_record(row: Any) -> Record:
 def hostname() -> str:
     """This machine's name, recorded on every execution."""
     return socket.gethostname()
-
-
-

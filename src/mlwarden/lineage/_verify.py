@@ -65,8 +65,10 @@ def verify_store(store: LineageStore) -> VerifyReport:
             seq = int(row["seq"])
             if seq != prev_seq + 1:
                 if seq > prev_seq + 1:
-                    gap = f"record {prev_seq + 1}" if seq == prev_seq + 2 else (
-                        f"records {prev_seq + 1}-{seq - 1}"
+                    gap = (
+                        f"record {prev_seq + 1}"
+                        if seq == prev_seq + 2
+                        else (f"records {prev_seq + 1}-{seq - 1}")
                     )
                     found(f"{gap} missing before record {seq}: deleted", seq=prev_seq + 1)
                 else:

@@ -70,4 +70,4 @@ class SklearnAdapter:
     def predict(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
         """Predicted class labels."""
         proba = self.predict_proba(X)
-        return self.classes_[np.argmax(proba, axis=1)]
+        return np.asarray(self.classes_[np.argmax(proba, axis=1)])

@@ -6,7 +6,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-
 from mlwarden.lineage import Appender
 from mlwarden.pipeline._io import read_json, read_table
 

@@ -65,8 +65,11 @@ def build_steps(spec: PipelineSpec) -> tuple[list[StepDef], dict[str, Output]]:
         StepDef(
             "ingest",
             _steps.ingest,
-            {role: f"{SOURCE}.{name}" for role, name in (("source", "table"), ("schema", "schema"))
-             if name in sources},
+            {
+                role: f"{SOURCE}.{name}"
+                for role, name in (("source", "table"), ("schema", "schema"))
+                if name in sources
+            },
             ("raw", "schema", "info"),
             {
                 "dataset": d.dataset,
@@ -115,8 +118,9 @@ def build_steps(spec: PipelineSpec) -> tuple[list[StepDef], dict[str, Output]]:
             ("findings",),
             {"checks": [{"check": c.check, **c.params} for c in spec.checks]},
         ),
-        StepDef("gate", _steps.gate, {"findings": "audit.findings"}, ("gate",),
-                {"mode": spec.gate.mode}),
+        StepDef(
+            "gate", _steps.gate, {"findings": "audit.findings"}, ("gate",), {"mode": spec.gate.mode}
+        ),
         StepDef(
             "register",
             _steps.register,
@@ -160,4 +164,5 @@ def _ordered(steps: list[StepDef]) -> list[StepDef]:
 
 def spec_document(spec: PipelineSpec) -> bytes:
     """The validated spec as YAML bytes, stored as the run's first artifact."""
-    return yaml.safe_dump(spec.model_dump(mode="json", by_alias=True), sort_keys=False).encode()
+    document = yaml.safe_dump(spec.model_dump(mode="json", by_alias=True), sort_keys=False)
+    return str(document).encode()

@@ -15,9 +15,7 @@ from mlwarden.pipeline._catalogue import ESTIMATORS, estimator_class, estimator_
 MODEL_STEP = "model"
 
 
-def build_estimator(
-    name: str, params: dict[str, Any], schema: TableSchema, seed: int
-) -> Pipeline:
+def build_estimator(name: str, params: dict[str, Any], schema: TableSchema, seed: int) -> Pipeline:
     """A Pipeline: impute (and scale) numbers, impute and one-hot categories, then the model."""
     scale = ESTIMATORS[name][1]
     numeric = [c for c in schema.features if schema.columns[c].is_numeric]

@@ -175,15 +175,24 @@ class LocalExecutor:
                 self.store.append(
                     "cache_hit", run_id, {"step": step.name, "execution_id": execution_id}, key=key
                 )
-                run = StepRun(step=step.name, status="cached", execution_id=execution_id,
-                              cache_key=key, seconds=time.perf_counter() - started,
-                              outputs=outputs)
+                run = StepRun(
+                    step=step.name,
+                    status="cached",
+                    execution_id=execution_id,
+                    cache_key=key,
+                    seconds=time.perf_counter() - started,
+                    outputs=outputs,
+                )
             else:
                 run = self._execute(step, key, input_sha, run_ctx)
             results.append(run)
             self.progress.step_finished(step.name, run.status, run.seconds)
             available.update({f"{step.name}.{role}": sha for role, sha in run.outputs.items()})
-            if step.name == "register" and run.execution_id and run.status in ("executed", "cached"):
+            if (
+                step.name == "register"
+                and run.execution_id
+                and run.status in ("executed", "cached")
+            ):
                 versions = self.store.records("model_version", key=run.execution_id)
                 if versions:
                     manifest = versions[0].payload["manifest"]
@@ -195,16 +204,26 @@ class LocalExecutor:
                 break
         done = {r.step for r in results}
         results += [
-            StepRun(step=s.name, status="skipped", execution_id=None, cache_key="", seconds=0.0,
-                    outputs={})
+            StepRun(
+                step=s.name,
+                status="skipped",
+                execution_id=None,
+                cache_key="",
+                seconds=0.0,
+                outputs={},
+            )
             for s in steps
             if s.name not in done
         ]
         self.store.append(
             "run_ended",
             run_id,
-            {"status": status, "error": error, "model_version": model_version,
-             "artifacts": {k: v for k, v in available.items()}},
+            {
+                "status": status,
+                "error": error,
+                "model_version": model_version,
+                "artifacts": {k: v for k, v in available.items()},
+            },
         )
         return RunResult(
             run_id=run_id,
@@ -253,22 +272,38 @@ class LocalExecutor:
         except BaseException as exc:
             rejected = isinstance(exc, GateRejectedError)
             stored = self._complete(
-                execution_id, ctx.kept, "rejected" if rejected else "failed", started,
-                error=str(exc) or type(exc).__name__, records=[],
+                execution_id,
+                ctx.kept,
+                "rejected" if rejected else "failed",
+                started,
+                error=str(exc) or type(exc).__name__,
+                records=[],
             )
             if not isinstance(exc, Exception):
                 raise  # KeyboardInterrupt and the like: recorded, then passed on
             run_ctx["exit_code"] = exc.exit_code if isinstance(exc, MlwardenError) else 1
             message = str(exc) if isinstance(exc, MlwardenError) else f"{type(exc).__name__}: {exc}"
-            return StepRun(step=step.name, status="rejected" if rejected else "failed",
-                           execution_id=execution_id, cache_key=key,
-                           seconds=time.perf_counter() - started, outputs=stored, error=message)
+            return StepRun(
+                step=step.name,
+                status="rejected" if rejected else "failed",
+                execution_id=execution_id,
+                cache_key=key,
+                seconds=time.perf_counter() - started,
+                outputs=stored,
+                error=message,
+            )
         missing = set(step.outputs) - set(produced)
         if missing:
             raise MlwardenError(f"step {step.name} did not produce {sorted(missing)}")
         outputs = self._complete(execution_id, produced, "completed", started, records=ctx.records)
-        return StepRun(step=step.name, status="executed", execution_id=execution_id,
-                       cache_key=key, seconds=time.perf_counter() - started, outputs=outputs)
+        return StepRun(
+            step=step.name,
+            status="executed",
+            execution_id=execution_id,
+            cache_key=key,
+            seconds=time.perf_counter() - started,
+            outputs=outputs,
+        )
 
     def _complete(
         self,

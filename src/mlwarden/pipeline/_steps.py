@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import io
-from datetime import UTC, datetime
 import math
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
-
 
 from mlwarden import data as data_layer
 from mlwarden.audit import (
@@ -77,7 +76,12 @@ def ingest(ctx: StepContext) -> Outputs:
             f"its values are {sorted(map(str, frame[label].dropna().unique()))[:20]}"
         )
     ctx.progress(f"{len(frame):,} rows x {frame.shape[1]} columns")
-    info = {"label": label, "positive": positive, "rows": len(frame), "columns": list(frame.columns)}
+    info = {
+        "label": label,
+        "positive": positive,
+        "rows": len(frame),
+        "columns": list(frame.columns),
+    }
     return {
         "raw": Output(table_bytes(frame), PARQUET, "raw.parquet"),
         "schema": Output(json_bytes(schema), JSON, "schema.json"),
@@ -91,9 +95,7 @@ def validate(ctx: StepContext) -> Outputs:
     accepted, rejected, report = validate_table(ctx.table("raw"), schema)
     outputs = {
         "clean": Output(table_bytes(accepted), PARQUET, "clean.parquet"),
-        "rejected": Output(
-            rejected.to_csv(index=False).encode("utf-8"), CSV, "rejected.csv"
-        ),
+        "rejected": Output(rejected.to_csv(index=False).encode("utf-8"), CSV, "rejected.csv"),
         "report": Output(json_bytes(report), JSON, "validation.json"),
     }
     ctx.progress(f"{report.rows_accepted:,} rows accepted, {report.rows_rejected:,} rejected")
@@ -118,7 +120,9 @@ def split(ctx: StepContext) -> Outputs:
     label = ctx.json("info")["label"]
     counts = frame[label].value_counts()
     if len(counts) < 2:
-        raise DataError(f"label {label!r} has a single class {list(counts.index)}: nothing to learn")
+        raise DataError(
+            f"label {label!r} has a single class {list(counts.index)}: nothing to learn"
+        )
     if counts.min() < 2:
         raise DataError(
             f"class {counts.idxmin()!r} of {label!r} has {counts.min()} row; "
@@ -183,7 +187,9 @@ def train(ctx: StepContext) -> Outputs:
     summary = {
         "estimator": p["estimator"],
         "scoring": scoring,
-        "best_params": {k.removeprefix(f"{MODEL_STEP}__"): v for k, v in search.best_params_.items()},
+        "best_params": {
+            k.removeprefix(f"{MODEL_STEP}__"): v for k, v in search.best_params_.items()
+        },
         "best_score": float(search.best_score_),
         "candidates": table,
     }
@@ -221,8 +227,11 @@ def audit(ctx: StepContext) -> Outputs:
         finding = run_check(spec["check"], params, check_ctx)
         ctx.progress(f"{finding.check}: {'pass' if finding.passed else 'FAIL'} ({finding.message})")
         findings.append(finding)
-    return {"findings": Output(json_bytes([f.model_dump(mode="json") for f in findings]), JSON,
-                               "findings.json")}
+    return {
+        "findings": Output(
+            json_bytes([f.model_dump(mode="json") for f in findings]), JSON, "findings.json"
+        )
+    }
 
 
 def gate(ctx: StepContext) -> Outputs:

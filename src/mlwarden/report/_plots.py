@@ -5,9 +5,7 @@ from __future__ import annotations
 import base64
 import io
 from collections.abc import Sequence
-from typing import Any
-
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mlwarden.report._model import CheckLine
 
@@ -73,8 +71,13 @@ def checks_png(checks: Sequence[CheckLine]) -> str:
     ax.barh(range(len(checks)), values, color=colours, height=0.5)
     for i, c in enumerate(checks):
         ax.plot([c.threshold, c.threshold], [i - 0.35, i + 0.35], color="black", lw=2)
-        ax.text(values[i], i, f" {values[i]:.4f} ({c.comparison} {c.threshold:g})", va="center",
-                fontsize=8)
+        ax.text(
+            values[i],
+            i,
+            f" {values[i]:.4f} ({c.comparison} {c.threshold:g})",
+            va="center",
+            fontsize=8,
+        )
     ax.set_yticks(range(len(checks)), names, fontsize=8)
     ax.invert_yaxis()
     ax.set_xlim(0, max([1.0, *values]) * 1.3)

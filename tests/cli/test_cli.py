@@ -1,0 +1,192 @@
+"""The command line end to end: the demo, the cache, lineage and models commands, and errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import FAST_SPEC
+
+REPO = Path(__file__).resolve().parents[2]
+# The script installed beside this interpreter (a venv need not be on PATH).
+_BESIDE = Path(sys.executable).parent / "mlwarden"
+EXE = str(_BESIDE) if _BESIDE.exists() else shutil.which("mlwarden")
+
+
+def mlwarden(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run the installed console script, as a user would."""
+    assert EXE is not None, "the mlwarden console script is not installed"
+    env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
+    return subprocess.run([EXE, *args], cwd=cwd, capture_output=True, text=True, env=env)
+
+
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder where the phishing demo has run once, cold."""
+    folder = tmp_path_factory.mktemp("demo")
+    result = mlwarden("run", str(REPO / "pipelines" / "phishing.yaml"), cwd=folder)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "registered phishing@1" in result.stdout
+    return folder
+
+
+@pytest.mark.slow
+def test_the_phishing_pipeline_registers_a_model_that_loads_and_predicts(demo_dir: Path) -> None:
+    from mlwarden import datasets
+    from mlwarden.lineage import LineageStore
+    from mlwarden.models import ModelRegistry
+
+    version, model = ModelRegistry(LineageStore(demo_dir / ".mlwarden")).load("phishing@latest")
+    d = datasets.load("phishing")
+    predictions = model.predict(d.X.head(200))
+    assert (predictions == d.y.head(200).to_numpy()).mean() > 0.9
+    assert version.manifest.metrics["f1"] >= 0.93
+
+
+@pytest.mark.slow
+def test_a_second_run_is_all_cache_hits_and_registers_nothing_new(demo_dir: Path) -> None:
+    result = mlwarden("demo", cwd=demo_dir)
+    assert result.returncode == 0, result.stderr
+    assert "0 step(s) executed, 8 cache hit(s)" in result.stdout
+    assert "registered phishing@1" in result.stdout
+
+
+@pytest.mark.slow
+def test_every_run_writes_a_json_and_a_self_contained_html_report(demo_dir: Path) -> None:
+    reports = sorted((demo_dir / ".mlwarden" / "reports" / "phishing").glob("*/report.json"))
+    assert reports
+    report = json.loads(reports[0].read_text())
+    assert report["status"] == "completed"
+    assert report["model_version"] == "phishing@1"
+    assert {c["check"] for c in report["checks"]} == {"performance_floor", "generalization_gap"}
+    html = (reports[0].parent / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 3  # checks, confusion matrix, ROC
+    assert 'src="http' not in html and "<script" not in html
+    assert "performance_floor" in html and "phishing@1" in html
+
+
+@pytest.mark.slow
+def test_lineage_verify_reports_ok(demo_dir: Path) -> None:
+    result = mlwarden("lineage", "verify", cwd=demo_dir)
+    assert result.returncode == 0
+    assert result.stdout.startswith("ok: ") and "records" in result.stdout
+
+
+@pytest.mark.slow
+def test_lineage_trace_shows_data_code_params_and_checks(demo_dir: Path) -> None:
+    result = mlwarden("lineage", "trace", "phishing@1", cwd=demo_dir)
+    assert result.returncode == 0, result.stderr
+    for expected in (
+        "raw.parquet",
+        "train exec",
+        "code ",
+        '"learning_rate"',
+        "performance_floor",
+        "ingest exec",
+        '"dataset": "phishing"',
+    ):
+        assert expected in result.stdout, expected
+    as_json = mlwarden("lineage", "trace", "phishing@1", "--json", "--downstream", cwd=demo_dir)
+    data = json.loads(as_json.stdout)
+    model = data["upstream"][0]
+    assert model["role"] == "model" and model["produced_by"]["step"] == "train"
+
+
+@pytest.mark.slow
+def test_models_list_and_show(demo_dir: Path) -> None:
+    listed = mlwarden("models", "list", cwd=demo_dir)
+    assert "phishing@1" in listed.stdout and "passed" in listed.stdout
+    shown = mlwarden("models", "show", "phishing@latest", cwd=demo_dir)
+    assert shown.returncode == 0
+    assert "signature and artifact hashes verified" in shown.stdout
+
+
+def _copy_store(demo_dir: Path, tmp_path: Path) -> Path:
+    shutil.copytree(demo_dir / ".mlwarden", tmp_path / ".mlwarden")
+    return tmp_path
+
+
+@pytest.mark.slow
+def test_verify_fails_with_one_line_naming_the_edited_record(
+    demo_dir: Path, tmp_path: Path
+) -> None:
+    folder = _copy_store(demo_dir, tmp_path)
+    db = sqlite3.connect(folder / ".mlwarden" / "lineage.db")
+    db.execute("DROP TRIGGER records_no_update")
+    db.execute("UPDATE records SET created_at = '2020-01-01T00:00:00+00:00' WHERE seq = 9")
+    db.commit()
+    result = mlwarden("lineage", "verify", cwd=folder)
+    assert result.returncode == 4
+    assert result.stderr.startswith("FAILED: record 9 ")
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_a_tampered_model_cannot_be_shown_or_loaded(demo_dir: Path, tmp_path: Path) -> None:
+    folder = _copy_store(demo_dir, tmp_path)
+    from mlwarden.lineage import LineageStore
+    from mlwarden.models import ModelRegistry
+
+    store = LineageStore(folder / ".mlwarden")
+    sha = ModelRegistry(store).get("phishing@1").manifest.model_sha256
+    path = store.artifacts.path(sha)
+    path.chmod(0o644)
+    data = bytearray(path.read_bytes())
+    data[100] ^= 0xFF
+    path.write_bytes(bytes(data))
+    result = mlwarden("models", "show", "phishing@1", cwd=folder)
+    assert result.returncode == 5
+    assert "does not match its hash" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (("run", "missing.yaml"), 2, "pipeline spec missing.yaml does not exist"),
+        (("models", "show", "nothing@1"), 4, "no model named 'nothing'"),
+        (("lineage", "verify", "--store", "nowhere"), 4, "no store at nowhere"),
+        (("lineage", "trace", "abc"), 4, "too short"),
+        (("frobnicate",), 2, "No such command"),
+    ],
+)
+def test_errors_are_one_clear_line_and_an_exit_code(
+    tmp_path: Path, args: tuple[str, ...], code: int, message: str
+) -> None:
+    result = mlwarden(*args, cwd=tmp_path)
+    assert result.returncode == code, result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_a_spec_error_exits_2_naming_the_line(tmp_path: Path) -> None:
+    spec = tmp_path / "bad.yaml"
+    spec.write_text(FAST_SPEC.replace("test_size: 0.3", "test_size: -1"))
+    result = mlwarden("run", str(spec), cwd=tmp_path)
+    assert result.returncode == 2
+    assert f"{spec}:7: split.test_size: got -1; expected:" in result.stderr
+
+
+def test_a_missing_data_file_exits_3(tmp_path: Path) -> None:
+    spec = tmp_path / "p.yaml"
+    spec.write_text(FAST_SPEC.replace("dataset: german", "path: nope.csv"))
+    result = mlwarden("run", str(spec), cwd=tmp_path)
+    assert result.returncode == 3
+    assert "data.path: file" in result.stderr and "does not exist" in result.stderr
+
+
+def test_a_gate_failure_exits_1_with_a_summary(tmp_path: Path) -> None:
+    spec = tmp_path / "strict.yaml"
+    spec.write_text(FAST_SPEC.replace("min: 0.7", "min: 0.99"))
+    result = mlwarden("run", str(spec), cwd=tmp_path)
+    assert result.returncode == 1
+    assert "gate (fail-closed) refused the model, not registered" in result.stderr
+    assert "performance_floor" in result.stderr
+    assert "report:" in result.stdout

@@ -1,0 +1,119 @@
+"""Models are saved without pickle, signed at registration, and loaded only once verified."""
+
+from __future__ import annotations
+
+import io
+import json
+import sqlite3
+import zipfile
+
+import pytest
+from sklearn.linear_model import LogisticRegression
+
+from mlwarden.errors import (
+    QueryBudgetExceeded,
+    RecordNotFoundError,
+    SignatureError,
+    UntrustedArtifactError,
+)
+from mlwarden.lineage import LineageStore, verify_store
+from mlwarden.models import ModelRegistry, SklearnAdapter, dumps_model, loads_model
+from mlwarden.pipeline import LocalExecutor, PipelineSpec
+
+
+@pytest.fixture
+def registered(store: LineageStore, fast_spec: PipelineSpec) -> ModelRegistry:
+    result = LocalExecutor(store).run(fast_spec)
+    assert result.model_version == "german@1"
+    return ModelRegistry(store)
+
+
+def test_a_registered_model_loads_verifies_and_predicts(registered: ModelRegistry) -> None:
+    version, model = registered.load("german@latest")
+    assert version.ref == "german@1"
+    assert list(model.classes_) == ["bad", "good"]
+    from mlwarden import datasets
+
+    X = datasets.load("german").X.head(5)
+    assert model.predict_proba(X).shape == (5, 2)
+    assert model.queries == 5
+
+
+def test_references_resolve_or_say_what_exists(registered: ModelRegistry) -> None:
+    assert registered.get("german").ref == registered.get("german@1").ref
+    with pytest.raises(RecordNotFoundError, match="registered: \\['german'\\]"):
+        registered.get("phishing@1")
+    with pytest.raises(RecordNotFoundError, match="no version 7"):
+        registered.get("german@7")
+    with pytest.raises(RecordNotFoundError, match="malformed"):
+        registered.get("german@@1")
+
+
+def test_a_changed_model_file_is_refused(registered: ModelRegistry) -> None:
+    version = registered.get("german@1")
+    path = registered.store.artifacts.path(version.manifest.model_sha256)
+    path.chmod(0o644)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(SignatureError, match="artifact model fails"):
+        registered.load("german@1")
+
+
+def test_a_manifest_signed_by_another_key_is_refused(registered: ModelRegistry) -> None:
+    from mlwarden.models import Signer
+
+    (registered.keys_dir / "signing.key").unlink()
+    (registered.keys_dir / "signing.pub").unlink()
+    Signer.load_or_create(registered.keys_dir)  # an attacker's fresh key pair
+    with pytest.raises(SignatureError, match="does not trust"):
+        registered.load("german@1")
+
+
+def test_an_edited_manifest_fails_its_signature(registered: ModelRegistry) -> None:
+    db = sqlite3.connect(registered.store.root / "lineage.db")
+    db.execute("DROP TRIGGER records_no_update")
+    (payload,) = db.execute("SELECT payload FROM records WHERE kind='model_version'").fetchone()
+    record = json.loads(payload)
+    record["manifest"]["metrics"]["f1"] = 0.999
+    db.execute("UPDATE records SET payload=? WHERE kind='model_version'", (json.dumps(record),))
+    db.commit()
+    with pytest.raises(SignatureError, match="signature does not verify"):
+        registered.load("german@1")
+    assert not verify_store(registered.store).ok
+
+
+def test_the_private_key_is_readable_by_its_owner_only(registered: ModelRegistry) -> None:
+    assert (registered.keys_dir / "signing.key").stat().st_mode & 0o777 == 0o600
+
+
+def _with_untrusted_type(data: bytes) -> bytes:
+    src = zipfile.ZipFile(io.BytesIO(data))
+    schema = json.loads(src.read("schema.json"))
+    schema["__class__"], schema["__module__"] = "Popen", "subprocess"
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as dst:
+        for name in src.namelist():
+            dst.writestr(name, json.dumps(schema) if name == "schema.json" else src.read(name))
+    return out.getvalue()
+
+
+def test_loading_refuses_types_nobody_trusted() -> None:
+    data = dumps_model(LogisticRegression().fit([[0.0], [1.0]], [0, 1]))
+    with pytest.raises(UntrustedArtifactError, match=r"subprocess\.Popen"):
+        loads_model(_with_untrusted_type(data))
+
+
+def test_saving_is_reproducible_and_lossless() -> None:
+    model = LogisticRegression().fit([[0.0], [1.0], [2.0]], [0, 1, 1])
+    data = dumps_model(model)
+    assert data == dumps_model(model)
+    assert (loads_model(data).coef_ == model.coef_).all()
+
+
+def test_the_adapter_refuses_queries_beyond_its_budget() -> None:
+    model = SklearnAdapter(LogisticRegression().fit([[0.0], [1.0]], [0, 1]), budget=3)
+    model.predict([[0.0], [1.0]])
+    with pytest.raises(QueryBudgetExceeded, match="2 spent, 2 asked"):
+        model.predict_proba([[0.0], [1.0]])
+    assert model.queries == 2
