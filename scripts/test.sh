@@ -5,6 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/_venv.sh
 install_mlwarden "test,torch,ray,kfp"
-echo "ruff"; .venv/bin/ruff check src tests bench && .venv/bin/ruff format --check src tests bench
-echo "mypy"; .venv/bin/mypy
-echo "pytest"; .venv/bin/python -m pytest "$@"
+echo "== ruff"
+.venv/bin/ruff check src tests bench
+.venv/bin/ruff format --check src tests bench
+echo "== mypy"
+.venv/bin/mypy
+echo "== pytest"
+.venv/bin/python -m pytest "$@"

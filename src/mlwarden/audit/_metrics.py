@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import numpy as np
 from pydantic import BaseModel
 
 MetricName = Literal["accuracy", "precision", "recall", "f1", "roc_auc"]
 _ROC_POINTS = 200
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 class Metrics(BaseModel):
@@ -38,6 +40,7 @@ def classification_metrics(
     y_true: Any, proba: np.ndarray, classes: np.ndarray, positive: Any | None = None
 ) -> Metrics:
     """Score predicted class probabilities against true labels."""
+    import numpy as np
     from sklearn.metrics import (
         accuracy_score,
         confusion_matrix,

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-import numpy as np
-
 from mlwarden.errors import ModelError, QueryBudgetExceeded
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
 
 
@@ -46,6 +45,8 @@ class SklearnAdapter:
     @property
     def classes_(self) -> np.ndarray:
         """Class labels in the column order of ``predict_proba``."""
+        import numpy as np
+
         return np.asarray(self.estimator.classes_)
 
     @property
@@ -64,10 +65,14 @@ class SklearnAdapter:
 
     def predict_proba(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
         """Class probabilities, one row per input row."""
+        import numpy as np
+
         self._spend(X)
         return np.asarray(self.estimator.predict_proba(X))
 
     def predict(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
         """Predicted class labels."""
+        import numpy as np
+
         proba = self.predict_proba(X)
         return np.asarray(self.classes_[np.argmax(proba, axis=1)])

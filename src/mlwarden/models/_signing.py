@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from typing import TYPE_CHECKING
 
 from mlwarden.errors import SignatureError
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+        Ed25519PrivateKey,
+        Ed25519PublicKey,
+    )
 
 _PRIVATE = "signing.key"
 _PUBLIC = "signing.pub"
@@ -24,6 +27,9 @@ class Signer:
     @classmethod
     def load_or_create(cls, keys_dir: Path) -> Signer:
         """Load the key pair from ``keys_dir``, creating it there the first time."""
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
         private_path = keys_dir / _PRIVATE
         if private_path.exists():
             key = serialization.load_pem_private_key(private_path.read_bytes(), password=None)
@@ -59,6 +65,9 @@ class Signer:
 
 def load_public_key(keys_dir: Path) -> Ed25519PublicKey:
     """The trusted public key kept beside the store."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     path = keys_dir / _PUBLIC
     if not path.exists():
         raise SignatureError(f"no public key at {path}: nothing signed here can be trusted")
@@ -70,6 +79,8 @@ def load_public_key(keys_dir: Path) -> Ed25519PublicKey:
 
 def verify_signature(public_key: Ed25519PublicKey, message: bytes, signature_hex: str) -> None:
     """Raise ``SignatureError`` unless ``signature_hex`` signs ``message`` under ``public_key``."""
+    from cryptography.exceptions import InvalidSignature
+
     try:
         public_key.verify(bytes.fromhex(signature_hex), message)
     except (InvalidSignature, ValueError) as exc:

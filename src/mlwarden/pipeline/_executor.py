@@ -132,7 +132,6 @@ class LocalExecutor:
     def run(self, spec: PipelineSpec, signer: Signer | None = None) -> RunResult:
         """Run every step of ``spec`` in order, reusing cached ones; never raises for a step."""
         steps, sources = build_steps(spec)
-        signer = signer or Signer.load_or_create(self.store.root / "keys")
         run_id = uuid.uuid4().hex
         began = time.perf_counter()
         spec_sha = spec.digest()
@@ -158,7 +157,13 @@ class LocalExecutor:
                     "steps": [s.name for s in steps],
                 },
             )
-        run_ctx: dict[str, Any] = {"run_id": run_id, "spec_sha256": spec_sha, "signer": signer}
+        keys = self.store.root / "keys"
+        run_ctx: dict[str, Any] = {
+            "run_id": run_id,
+            "spec_sha256": spec_sha,
+            # Loaded (or created) only when a step signs something: a cached run never does.
+            "signer": lambda: signer or Signer.load_or_create(keys),
+        }
         results: list[StepRun] = []
         status: RunStatus = "completed"
         error: str | None = None

@@ -253,7 +253,7 @@ def register(ctx: StepContext) -> Outputs:
             f"gate ({result.mode}) refused the model, not registered: {result.summary()}"
         )
     name = ctx.params["name"]
-    signer = ctx.run["signer"]
+    signer = ctx.run["signer"]()
     model_sha = ctx.run["input_sha"]["model"]
     artifacts = {r: s for r, s in ctx.run["input_sha"].items() if r != "model"}
     metrics = ctx.json("metrics")
