@@ -38,7 +38,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from mlwarden.errors import RecordNotFoundError, StoreError
 from mlwarden.lineage._artifacts import ArtifactFiles
 from mlwarden.lineage._hashing import GENESIS, canonical_json
-from mlwarden.lineage._records import RECORD_FORMAT, Record, RecordKind, record_hash
+from mlwarden.lineage._records import Record, RecordKind
 
 Clock = Callable[[], datetime]
 
@@ -108,8 +108,7 @@ class Appender:
         seq = self._seq + 1
         # Round-trip the payload so what is hashed is exactly what a reader gets back.
         stored_payload = json.loads(canonical_json(payload))
-        digest = record_hash(
-            fmt=RECORD_FORMAT,
+        draft = Record(
             seq=seq,
             kind=kind,
             subject=subject,
@@ -117,31 +116,11 @@ class Appender:
             payload=stored_payload,
             created_at=created_at,
             prev_hash=self._hash,
+            hash="",
         )
-        self._conn.execute(
-            _records.insert().values(
-                seq=seq,
-                format=RECORD_FORMAT,
-                kind=kind,
-                subject=subject,
-                key=key,
-                payload=canonical_json(stored_payload).decode("utf-8"),
-                created_at=created_at.isoformat(),
-                prev_hash=self._hash,
-                hash=digest,
-            )
-        )
-        record = Record(
-            seq=seq,
-            kind=kind,
-            subject=subject,
-            key=key,
-            payload=stored_payload,
-            created_at=created_at,
-            prev_hash=self._hash,
-            hash=digest,
-        )
-        self._seq, self._hash = seq, digest
+        record = draft.model_copy(update={"hash": draft.expected_hash()})
+        self._conn.execute(_records.insert().values(_to_row(record)))
+        self._seq, self._hash = seq, record.hash
         self.appended.append(record)
         return record
 
@@ -345,6 +324,20 @@ class LineageStore:
             what = "no artifact" if not matches else f"{len(matches)} artifacts"
             raise RecordNotFoundError(f"{what} in the store match {prefix!r}")
         return str(matches[0])
+
+
+def _to_row(record: Record) -> dict[str, Any]:
+    return {
+        "seq": record.seq,
+        "format": record.format,
+        "kind": record.kind,
+        "subject": record.subject,
+        "key": record.key,
+        "payload": canonical_json(record.payload).decode("utf-8"),
+        "created_at": record.created_at.isoformat(),
+        "prev_hash": record.prev_hash,
+        "hash": record.hash,
+    }
 
 
 def _to_record(row: Any) -> Record:

@@ -72,7 +72,7 @@ def checks_png(checks: Sequence[CheckLine]) -> str:
     for i, c in enumerate(checks):
         ax.plot([c.threshold, c.threshold], [i - 0.35, i + 0.35], color="black", lw=2)
         ax.text(
-            values[i],
+            max(values[i], c.threshold),
             i,
             f" {values[i]:.4f} ({c.comparison} {c.threshold:g})",
             va="center",

@@ -11,8 +11,12 @@ from typing import Any
 
 from jinja2 import Environment, select_autoescape
 
+from mlwarden.report import _plots
 from mlwarden.report._model import RunReport
 from mlwarden.report._plots import checks_png, confusion_matrix_png, roc_png
+
+# A figure is cached under its data and the code that draws it, so a change to either redraws.
+_PLOTS_CODE = Path(_plots.__file__).read_bytes()
 
 _env = Environment(autoescape=select_autoescape(default=True, default_for_string=True))
 _TEMPLATE = resources.files("mlwarden.report").joinpath("_template.html.j2").read_text("utf-8")
@@ -22,7 +26,7 @@ def _figure(cache: Path | None, kind: str, data: Any, draw: Callable[[], str]) -
     """A figure, drawn once per distinct data when a cache folder is given."""
     if cache is None:
         return draw()
-    key = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+    key = hashlib.sha256(_PLOTS_CODE + json.dumps(data, sort_keys=True).encode()).hexdigest()
     path = cache / f"{kind}-{key}.png.b64"
     if path.exists():
         return path.read_text()

@@ -1,0 +1,88 @@
+"""The HTML report is one self-contained page that escapes what it shows."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+from mlwarden.report import CheckLine, RunReport, render_html, write_report
+
+
+def _report(**overrides: object) -> RunReport:
+    fields: dict[str, object] = {
+        "pipeline": "digits",
+        "description": "ten classes",
+        "run_id": "r" * 32,
+        "status": "rejected",
+        "error": "register: gate (fail-closed) refused the model",
+        "created_at": datetime(2026, 1, 1, tzinfo=UTC),
+        "seconds": 1.5,
+        "spec_sha256": "a" * 64,
+        "model_version": None,
+        "gate": {
+            "mode": "fail-closed",
+            "passed": False,
+            "allow_registration": False,
+            "failures": ["performance_floor: held-out f1 0.5 < 0.9"],
+        },
+        "metrics": {
+            "n": 3,
+            "classes": [0, 1, 2],
+            "positive": None,
+            "accuracy": 0.5,
+            "precision": 0.5,
+            "recall": 0.5,
+            "f1": 0.5,
+            "roc_auc": None,
+            "confusion_matrix": [[1, 0, 0], [0, 1, 0], [1, 0, 0]],
+            "roc_curve": None,
+        },
+        "search": None,
+        "validation": None,
+        "checks": [
+            CheckLine(
+                check="performance_floor",
+                metric="test_f1",
+                value=0.5,
+                threshold=0.9,
+                comparison=">=",
+                passed=False,
+                message="m",
+                queries=3,
+                wall_time_s=0.1,
+            )
+        ],
+        "steps": [],
+        "lineage_head": None,
+    }
+    fields.update(overrides)
+    return RunReport.model_validate(fields)
+
+
+def test_a_rejected_multiclass_run_shows_its_failure_and_no_roc_curve() -> None:
+    html = render_html(_report())
+    assert "rejected by the gate" in html
+    assert "held-out f1 0.5 &lt; 0.9" in html
+    assert html.count("data:image/png;base64,") == 2  # checks and confusion matrix
+    assert "n/a" in html  # ROC AUC undefined
+
+
+def test_text_from_a_spec_is_escaped() -> None:
+    html = render_html(_report(description="<script>alert(1)</script>"))
+    assert "<script>" not in html
+    assert "&lt;script&gt;" in html
+
+
+def test_figures_are_drawn_once_per_distinct_data(tmp_path: Path) -> None:
+    cache = tmp_path / "figures"
+    first = render_html(_report(), cache)
+    drawn = sorted(p.name for p in cache.iterdir())
+    assert len(drawn) == 2
+    assert render_html(_report(run_id="s" * 32), cache).count("base64,") == first.count("base64,")
+    assert sorted(p.name for p in cache.iterdir()) == drawn
+
+
+def test_write_report_writes_json_and_html(tmp_path: Path) -> None:
+    json_path, html_path = write_report(_report(), tmp_path / "out")
+    assert RunReport.model_validate_json(json_path.read_text()).pipeline == "digits"
+    assert html_path.read_text().startswith("<!doctype html>")
