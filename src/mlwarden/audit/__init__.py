@@ -9,6 +9,7 @@ from mlwarden.audit._checks import (
     register_check,
     run_check,
 )
+from mlwarden.audit._fairness import DemographicParity, EqualOpportunity, GroupFairness
 from mlwarden.audit._gate import GateMode, GateResult, apply_gate
 from mlwarden.audit._metrics import MetricName, Metrics, classification_metrics
 
@@ -17,9 +18,12 @@ __all__ = [
     "CheckContext",
     "CheckDef",
     "CheckParams",
+    "DemographicParity",
+    "EqualOpportunity",
     "Finding",
     "GateMode",
     "GateResult",
+    "GroupFairness",
     "MetricName",
     "Metrics",
     "apply_gate",

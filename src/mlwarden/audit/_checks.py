@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from mlwarden.audit._metrics import MetricName, classification_metrics
 from mlwarden.models import ModelAdapter
@@ -38,7 +38,7 @@ class Finding(BaseModel):
 
     check: str
     metric: str
-    value: float
+    value: float | None  # None: could not be measured (and then the check failed)
     threshold: float
     comparison: Literal[">=", "<="]
     passed: bool
@@ -46,6 +46,11 @@ class Finding(BaseModel):
     queries: int
     wall_time_s: float
     details: dict[str, Any] = {}
+
+    @field_validator("value")
+    @classmethod
+    def _nan_is_unmeasured(cls, value: float | None) -> float | None:
+        return None if value is not None and math.isnan(value) else value
 
 
 class CheckParams(BaseModel):
@@ -86,8 +91,8 @@ def register_check(
     return decorate
 
 
-def _compare(value: float, threshold: float, comparison: Literal[">=", "<="]) -> bool:
-    if math.isnan(value):
+def _compare(value: float | None, threshold: float, comparison: Literal[">=", "<="]) -> bool:
+    if value is None or math.isnan(value):
         return False
     return value >= threshold if comparison == ">=" else value <= threshold
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
+from mlwarden.data._rules import Rule
 from mlwarden.errors import DataError
 
 if TYPE_CHECKING:
@@ -30,7 +32,22 @@ class ColumnSchema(BaseModel):
     min: float | None = None
     max: float | None = None
     categories: list[Scalar] | None = None
+    unique: bool = False
+    regex: str | None = None
     description: str | None = None
+    # What inference saw in the reference data; informational, never enforced.
+    missing_rate: float | None = None
+    frequencies: dict[str, float] | None = None
+
+    @field_validator("regex")
+    @classmethod
+    def _compiles(cls, pattern: str | None) -> str | None:
+        if pattern is not None:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"regex {pattern!r} does not compile: {exc}") from None
+        return pattern
 
     @property
     def is_numeric(self) -> bool:
@@ -46,6 +63,7 @@ class TableSchema(BaseModel):
     format: int = SCHEMA_FORMAT
     columns: dict[str, ColumnSchema]
     label: str | None = None
+    rules: list[Rule] = []
 
     @property
     def features(self) -> list[str]:
@@ -74,32 +92,47 @@ class TableSchema(BaseModel):
 
 
 def infer_column(series: pd.Series) -> ColumnSchema:
-    """Infer one column's type, range or categories from its values."""
+    """Infer one column's type, range or categories, missing rate and uniqueness from its values."""
     import pandas as pd
 
     values = series.dropna()
     nullable = bool(series.isna().any())
+    rate = round(float(series.isna().mean()), 6) if len(series) else 0.0
     if pd.api.types.is_bool_dtype(series):
-        return ColumnSchema(type="boolean", nullable=nullable)
+        return ColumnSchema(type="boolean", nullable=nullable, missing_rate=rate)
     integral = pd.api.types.is_float_dtype(series) and bool((values == values.round()).all())
-    if pd.api.types.is_integer_dtype(series) or (integral and len(values) > 0):
-        return ColumnSchema(
-            type="integer",
-            nullable=nullable,
-            min=float(values.min()) if len(values) else None,
-            max=float(values.max()) if len(values) else None,
+    if pd.api.types.is_numeric_dtype(values) and len(values) > 0:
+        kind: ColumnType = (
+            "integer" if pd.api.types.is_integer_dtype(series) or integral else "float"
         )
-    if pd.api.types.is_numeric_dtype(values):
         return ColumnSchema(
-            type="float",
+            type=kind,
+            min=float(values.min()),
+            max=float(values.max()),
+            unique=bool(
+                kind == "integer"
+                and values.is_unique
+                and len(values) > 1
+                and len(values) == len(series)
+            ),
             nullable=nullable,
-            min=float(values.min()) if len(values) else None,
-            max=float(values.max()) if len(values) else None,
+            missing_rate=rate,
         )
-    distinct = sorted({str(v) for v in values})
-    if len(distinct) <= _MAX_INFERRED_CATEGORIES:
-        return ColumnSchema(type="category", nullable=nullable, categories=list(distinct))
-    return ColumnSchema(type="string", nullable=nullable)
+    counts = values.astype(str).value_counts(normalize=True, sort=False)
+    if len(counts) <= _MAX_INFERRED_CATEGORIES:
+        return ColumnSchema(
+            type="category",
+            categories=sorted(counts.index),
+            frequencies={str(k): round(float(v), 6) for k, v in sorted(counts.items())},
+            nullable=nullable,
+            missing_rate=rate,
+        )
+    return ColumnSchema(
+        type="string",
+        unique=bool(values.is_unique and len(values) == len(series)),
+        nullable=nullable,
+        missing_rate=rate,
+    )
 
 
 def infer_schema(frame: pd.DataFrame, label: str | None = None) -> TableSchema:
