@@ -115,7 +115,7 @@ def test_a_failing_step_keeps_rejected_rows_and_the_store_consistent(
     result = LocalExecutor(store).run(parse_spec(text))
     assert result.status == "failed"
     assert result.exit_code == 3
-    assert "validation rejected 1 of 20 rows" in (result.error or "")
+    assert "validation quarantined 1 of 20 rows" in (result.error or "")
     validate = next(s for s in result.steps if s.step == "validate")
     rejected = store.read_artifact(validate.outputs["rejected"]).decode()
     assert "x: not a number" in rejected

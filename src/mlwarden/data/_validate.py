@@ -166,13 +166,16 @@ def validate_table(
     frame: pd.DataFrame,
     schema: TableSchema,
     missing: Mapping[str, MissingPolicy] | None = None,
+    *,
+    row_ids: bool = False,
 ) -> tuple[pd.DataFrame, pd.DataFrame, ValidationReport]:
     """Split ``frame`` into rows that satisfy ``schema`` and quarantined rows with reasons.
 
     Returns the accepted rows (coerced to the schema's types, in schema column order), the
     quarantined rows as given plus ``_row`` (position in ``frame``) and ``_reasons``, and a
     report with per-column counts and examples. A column the schema requires but the table
-    lacks quarantines every row, so nothing is silently accepted.
+    lacks quarantines every row, so nothing is silently accepted. With ``row_ids`` the accepted
+    rows carry ``_row`` too, so later steps can say which input rows they dropped.
     """
     import numpy as np
     import pandas as pd
@@ -220,6 +223,8 @@ def validate_table(
     for name, col in schema.columns.items():
         if col.type == "integer" and name in accepted and not accepted[name].isna().any():
             accepted[name] = accepted[name].astype("int64")
+    if row_ids:
+        accepted.insert(0, ROW_COLUMN, np.flatnonzero(~found.bad)[: len(accepted)])
     quarantined = frame[found.bad].copy()
     quarantined.insert(0, ROW_COLUMN, np.flatnonzero(found.bad))
     quarantined[REASONS_COLUMN] = found.reasons()

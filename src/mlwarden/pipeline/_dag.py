@@ -8,14 +8,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from graphlib import CycleError, TopologicalSorter
+from pathlib import Path
 from typing import Any
 
 import yaml
 
 from mlwarden import __version__
-from mlwarden.data import TableSchema
+from mlwarden.data import TableSchema, list_datasets
 from mlwarden.errors import DataError, SpecError
-from mlwarden.pipeline import _steps
+from mlwarden.pipeline import _data_steps, _steps
 from mlwarden.pipeline._context import Output, StepContext
 from mlwarden.pipeline._io import CSV, JSON, json_bytes
 from mlwarden.pipeline._spec import PipelineSpec
@@ -56,15 +57,22 @@ def build_steps(spec: PipelineSpec) -> tuple[list[StepDef], dict[str, Output]]:
             raise DataError(f"data.path: file {d.path} does not exist") from None
         except OSError as exc:
             raise DataError(f"data.path: cannot read {d.path}: {exc}") from exc
-    if d.schema_file is not None:
+    if isinstance(d.schema_file, TableSchema):
+        sources["schema"] = Output(json_bytes(d.schema_file), JSON, "schema.json")
+    elif d.schema_file is not None:
         schema = TableSchema.from_yaml(d.schema_file)
         sources["schema"] = Output(json_bytes(schema), JSON, d.schema_file.name)
-    label, positive = d.label, d.positive
+    if d.drift is not None and d.drift.reference not in list_datasets():
+        reference = Path(d.drift.reference)
+        try:
+            sources["reference"] = Output(reference.read_bytes(), CSV, reference.name)
+        except OSError as exc:
+            raise DataError(f"data.drift.reference: cannot read {reference}: {exc}") from exc
     model_spec = spec.train.model_dump(mode="json")
     steps = [
         StepDef(
             "ingest",
-            _steps.ingest,
+            _data_steps.ingest,
             {
                 role: f"{SOURCE}.{name}"
                 for role, name in (("source", "table"), ("schema", "schema"))
@@ -74,52 +82,89 @@ def build_steps(spec: PipelineSpec) -> tuple[list[StepDef], dict[str, Output]]:
             {
                 "dataset": d.dataset,
                 "path": str(d.path) if d.path else None,
-                "label": label,
-                "positive": positive,
+                "label": d.label,
+                "positive": d.positive,
                 "has_schema": "schema" in sources,
             },
         ),
         StepDef(
             "validate",
-            _steps.validate,
-            {"raw": "ingest.raw", "schema": "ingest.schema"},
-            ("clean", "rejected", "report"),
-            {"max_rejected_fraction": d.max_rejected_fraction},
+            _data_steps.validate,
+            {
+                "raw": "ingest.raw",
+                "schema": "ingest.schema",
+                "info": "ingest.info",
+                **({"reference": f"{SOURCE}.reference"} if "reference" in sources else {}),
+            },
+            ("clean", "rejected", "report", "quality"),
+            {
+                "max_rejected_fraction": d.max_rejected_fraction,
+                "missing": {c: m.model_dump(mode="json") for c, m in d.missing.items()},
+                "protected": d.protected,
+                "drift": d.drift.model_dump(mode="json") if d.drift else None,
+            },
         ),
         StepDef(
             "split",
-            _steps.split,
+            _data_steps.split,
             {"clean": "validate.clean", "info": "ingest.info"},
             ("train", "test"),
             {"test_size": spec.split.test_size, "seed": spec.split.seed},
         ),
+    ]
+    train_ref, test_ref = "split.train", "split.test"
+    kept_out = {"rejected": "validate.rejected", "quality": "validate.quality"}
+    if d.label_errors is not None:
+        steps.append(
+            StepDef(
+                "label_errors",
+                _data_steps.label_errors,
+                {"train": train_ref, "schema": "ingest.schema", "info": "ingest.info"},
+                ("train", "issues", "dropped"),
+                {**d.label_errors.model_dump(mode="json"), "seed": spec.split.seed},
+            )
+        )
+        train_ref = "label_errors.train"
+        kept_out |= {"label_issues": "label_errors.issues", "label_dropped": "label_errors.dropped"}
+    if d.imputes:
+        steps.append(
+            StepDef(
+                "impute",
+                _data_steps.impute,
+                {"train": train_ref, "test": test_ref},
+                ("train", "test", "imputation"),
+                {"missing": {c: m.model_dump(mode="json") for c, m in d.missing.items()}},
+            )
+        )
+        train_ref, test_ref = "impute.train", "impute.test"
+        kept_out["imputation"] = "impute.imputation"
+    steps += [
         StepDef(
             "train",
             _steps.train,
-            {"train": "split.train", "schema": "ingest.schema", "info": "ingest.info"},
+            {"train": train_ref, "schema": "ingest.schema", "info": "ingest.info"},
             ("model", "search"),
             model_spec,
         ),
         StepDef(
             "evaluate",
             _steps.evaluate,
-            {"model": "train.model", "test": "split.test", "info": "ingest.info"},
+            {"model": "train.model", "test": test_ref, "info": "ingest.info"},
             ("metrics",),
         ),
         StepDef(
             "audit",
             _steps.audit,
-            {
-                "model": "train.model",
-                "train": "split.train",
-                "test": "split.test",
-                "info": "ingest.info",
-            },
+            {"model": "train.model", "train": train_ref, "test": test_ref, "info": "ingest.info"},
             ("findings",),
             {"checks": [{"check": c.check, **c.params} for c in spec.checks]},
         ),
         StepDef(
-            "gate", _steps.gate, {"findings": "audit.findings"}, ("gate",), {"mode": spec.gate.mode}
+            "gate",
+            _steps.gate,
+            {"findings": "audit.findings"},
+            ("gate",),
+            {"mode": spec.gate.mode},
         ),
         StepDef(
             "register",
@@ -130,10 +175,10 @@ def build_steps(spec: PipelineSpec) -> tuple[list[StepDef], dict[str, Output]]:
                 "metrics": "evaluate.metrics",
                 "findings": "audit.findings",
                 "search": "train.search",
-                "train": "split.train",
-                "test": "split.test",
+                "train": train_ref,
+                "test": test_ref,
                 "schema": "ingest.schema",
-                "rejected": "validate.rejected",
+                **kept_out,
             },
             (),
             {"name": spec.registry.name},

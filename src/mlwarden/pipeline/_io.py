@@ -9,14 +9,27 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
+from mlwarden.data._validate import ROW_COLUMN
 from mlwarden.lineage import canonical_json
 
 if TYPE_CHECKING:
     import pandas as pd
 
+    from mlwarden.pipeline._context import Output
+
+Outputs = dict[str, "Output"]
+
 PARQUET = "application/vnd.apache.parquet"
 JSON = "application/json"
 CSV = "text/csv"
+
+
+ROW_ID = ROW_COLUMN
+
+
+def label_parts(frame: pd.DataFrame, label: str) -> tuple[pd.DataFrame, pd.Series]:
+    """Features and label of a split; the row id column is neither."""
+    return frame.drop(columns=[c for c in (label, ROW_ID) if c in frame.columns]), frame[label]
 
 
 def table_bytes(frame: pd.DataFrame) -> bytes:

@@ -10,7 +10,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mlwarden.audit import CHECKS, GateMode
-from mlwarden.data import list_datasets
+from mlwarden.data import DriftThresholds, MissingPolicy, TableSchema, list_datasets
 from mlwarden.errors import SpecError
 from mlwarden.lineage import sha256_json
 from mlwarden.pipeline._catalogue import EstimatorName, estimator_parameters
@@ -22,15 +22,37 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class LabelErrorSpec(_Strict):
+    """Look for mislabeled training rows (confident learning) and what to do with them."""
+
+    action: Literal["report", "drop", "fail"] = "report"
+    max_fraction: float = Field(default=0.05, ge=0.0, le=1.0)
+    method: Literal["prune_by_noise_rate", "confident_joint"] = "prune_by_noise_rate"
+    estimator: EstimatorName = "hist_gradient_boosting"
+    cv: int = Field(default=3, ge=2, le=20)
+
+
+class DriftSpec(_Strict):
+    """Compare the ingested table with a reference table, column by column."""
+
+    reference: str
+    thresholds: DriftThresholds = DriftThresholds()
+    action: Literal["report", "fail"] = "fail"
+
+
 class DataSpec(_Strict):
-    """Where the table comes from, its label and positive class, and the schema policy."""
+    """Where the table comes from, its label, schema and the data policy."""
 
     dataset: str | None = None
     path: Path | None = None
     label: str | None = None
     positive: str | int | None = None
-    schema_file: Path | None = Field(default=None, alias="schema")
+    schema_file: Path | TableSchema | None = Field(default=None, alias="schema")
     max_rejected_fraction: float = Field(default=0.0, ge=0.0, le=1.0)
+    missing: dict[str, MissingPolicy] = {}
+    protected: list[str] = []
+    label_errors: LabelErrorSpec | None = None
+    drift: DriftSpec | None = None
 
     @field_validator("dataset")
     @classmethod
@@ -46,6 +68,11 @@ class DataSpec(_Strict):
         if self.path is not None and self.label is None:
             raise ValueError("a 'path' source needs 'label': the name of the label column")
         return self
+
+    @property
+    def imputes(self) -> bool:
+        """Whether any column's missing values are imputed (fitted on training rows)."""
+        return any(p.action == "impute" for p in self.missing.values())
 
 
 class SplitSpec(_Strict):
@@ -158,8 +185,14 @@ def _resolve_paths(spec: PipelineSpec, base: Path) -> PipelineSpec:
     updates: dict[str, Any] = {}
     if data.path is not None and not data.path.is_absolute():
         updates["path"] = (base / data.path).resolve()
-    if data.schema_file is not None and not data.schema_file.is_absolute():
+    if isinstance(data.schema_file, Path) and not data.schema_file.is_absolute():
         updates["schema_file"] = (base / data.schema_file).resolve()
+    if data.drift is not None and data.drift.reference not in list_datasets():
+        reference = Path(data.drift.reference)
+        if not reference.is_absolute():
+            updates["drift"] = data.drift.model_copy(
+                update={"reference": str((base / reference).resolve())}
+            )
     if not updates:
         return spec
     return spec.model_copy(update={"data": data.model_copy(update=updates)})

@@ -1,13 +1,11 @@
-"""The pipeline's steps: plain functions from a context (params + inputs) to output artifacts."""
+"""The model steps: train, evaluate, audit, gate and register."""
 
 from __future__ import annotations
 
-import io
 import math
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from mlwarden import data as data_layer
 from mlwarden.audit import (
     CheckContext,
     Finding,
@@ -16,129 +14,12 @@ from mlwarden.audit import (
     classification_metrics,
     run_check,
 )
-from mlwarden.data import TableSchema, infer_schema, validate_table
-from mlwarden.errors import DataError, GateRejectedError
+from mlwarden.data import TableSchema
+from mlwarden.errors import GateRejectedError
 from mlwarden.lineage import Appender
 from mlwarden.models import MEDIA_TYPE, Manifest, SklearnAdapter, dumps_model, loads_model
 from mlwarden.pipeline._context import Output, StepContext
-from mlwarden.pipeline._io import CSV, JSON, PARQUET, json_bytes, table_bytes
-
-if TYPE_CHECKING:
-    import pandas as pd
-
-Outputs = dict[str, Output]
-
-
-def _label_parts(frame: pd.DataFrame, label: str) -> tuple[pd.DataFrame, pd.Series]:
-    return frame.drop(columns=[label]), frame[label]
-
-
-def _require_label(frame: pd.DataFrame, label: str) -> None:
-    if label not in frame.columns:
-        raise DataError(
-            f"label column {label!r} is not in the table; its columns are {list(frame.columns)}"
-        )
-
-
-def ingest(ctx: StepContext) -> Outputs:
-    """Read the source table and fix its schema: the bundled one, a given file, or inferred."""
-    p = ctx.params
-    label = p["label"]
-    if p.get("dataset"):
-        dataset = data_layer.load(p["dataset"])
-        frame, schema = dataset.frame, dataset.schema
-        label = label or dataset.label
-        positive = p["positive"] if p["positive"] is not None else dataset.positive
-        if label != dataset.label:
-            schema = schema.model_copy(update={"label": label})
-    else:
-        import pandas as pd
-
-        ctx.progress(f"reading {p['path']}")
-        try:
-            frame = pd.read_csv(io.BytesIO(ctx.input("source")))
-        except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
-            raise DataError(f"{p['path']} is not a readable CSV table: {exc}") from exc
-        positive = p["positive"]
-        _require_label(frame, label)
-        schema = (
-            TableSchema.model_validate(ctx.json("schema"))
-            if p["has_schema"]
-            else infer_schema(frame, label=label)
-        )
-        schema = schema.model_copy(update={"label": label})
-    _require_label(frame, label)
-    if label not in schema.columns:
-        raise DataError(f"label column {label!r} is not in the schema")
-    if positive is not None and positive not in set(frame[label].dropna()):
-        raise DataError(
-            f"positive class {positive!r} never occurs in label column {label!r}; "
-            f"its values are {sorted(map(str, frame[label].dropna().unique()))[:20]}"
-        )
-    ctx.progress(f"{len(frame):,} rows x {frame.shape[1]} columns")
-    info = {
-        "label": label,
-        "positive": positive,
-        "rows": len(frame),
-        "columns": list(frame.columns),
-    }
-    return {
-        "raw": Output(table_bytes(frame), PARQUET, "raw.parquet"),
-        "schema": Output(json_bytes(schema), JSON, "schema.json"),
-        "info": Output(json_bytes(info), JSON, "info.json"),
-    }
-
-
-def validate(ctx: StepContext) -> Outputs:
-    """Check the raw table against its schema; rejected rows are kept with their reasons."""
-    schema = TableSchema.model_validate(ctx.json("schema"))
-    accepted, rejected, report = validate_table(ctx.table("raw"), schema)
-    outputs = {
-        "clean": Output(table_bytes(accepted), PARQUET, "clean.parquet"),
-        "rejected": Output(rejected.to_csv(index=False).encode("utf-8"), CSV, "rejected.csv"),
-        "report": Output(json_bytes(report), JSON, "validation.json"),
-    }
-    ctx.progress(f"{report.rows_accepted:,} rows accepted, {report.rows_rejected:,} rejected")
-    limit = ctx.params["max_rejected_fraction"]
-    if report.rejected_fraction > limit:
-        for role, output in outputs.items():
-            ctx.keep(role, output)
-        worst = ", ".join(f"{i.column} {i.rule} ({i.count})" for i in report.issues[:5])
-        raise DataError(
-            f"validation rejected {report.rows_rejected} of {report.rows_in} rows "
-            f"({report.rejected_fraction:.1%}, policy allows {limit:.1%}): {worst}. "
-            "The rejected rows and their reasons are kept in the store as rejected.csv."
-        )
-    return outputs
-
-
-def split(ctx: StepContext) -> Outputs:
-    """Stratified, seeded held-out split."""
-    from sklearn.model_selection import train_test_split
-
-    frame = ctx.table("clean")
-    label = ctx.json("info")["label"]
-    counts = frame[label].value_counts()
-    if len(counts) < 2:
-        raise DataError(
-            f"label {label!r} has a single class {list(counts.index)}: nothing to learn"
-        )
-    if counts.min() < 2:
-        raise DataError(
-            f"class {counts.idxmin()!r} of {label!r} has {counts.min()} row; "
-            "a stratified split needs at least 2 rows per class"
-        )
-    train, test = train_test_split(
-        frame,
-        test_size=ctx.params["test_size"],
-        random_state=ctx.params["seed"],
-        stratify=frame[label],
-    )
-    ctx.progress(f"{len(train):,} train rows, {len(test):,} test rows")
-    return {
-        "train": Output(table_bytes(train.reset_index(drop=True)), PARQUET, "train.parquet"),
-        "test": Output(table_bytes(test.reset_index(drop=True)), PARQUET, "test.parquet"),
-    }
+from mlwarden.pipeline._io import JSON, Outputs, json_bytes, label_parts
 
 
 def _scoring(name: str, n_classes: int) -> str:
@@ -155,7 +36,7 @@ def train(ctx: StepContext) -> Outputs:
 
     p = ctx.params
     schema = TableSchema.model_validate(ctx.json("schema"))
-    X, y = _label_parts(ctx.table("train"), ctx.json("info")["label"])
+    X, y = label_parts(ctx.table("train"), ctx.json("info")["label"])
     pipeline = build_estimator(p["estimator"], p["params"], schema, p["seed"])
     grid = {f"{MODEL_STEP}__{k}": v for k, v in p["grid"].items()}
     candidates = math.prod(len(v) for v in grid.values())
@@ -208,7 +89,7 @@ def evaluate(ctx: StepContext) -> Outputs:
     """Precision, recall, F1, ROC AUC and the confusion matrix on the held-out split."""
     info = ctx.json("info")
     model = _adapter(ctx)
-    X, y = _label_parts(ctx.table("test"), info["label"])
+    X, y = label_parts(ctx.table("test"), info["label"])
     scores = classification_metrics(y, model.predict_proba(X), model.classes_, info["positive"])
     ctx.progress(f"held-out F1 {scores.f1:.4f}, ROC AUC {scores.roc_auc:.4f}")
     return {"metrics": Output(json_bytes(scores), JSON, "metrics.json")}
@@ -218,8 +99,8 @@ def audit(ctx: StepContext) -> Outputs:
     """Run every check the policy lists, through the one check registry."""
     info = ctx.json("info")
     model = _adapter(ctx)
-    X_train, y_train = _label_parts(ctx.table("train"), info["label"])
-    X_test, y_test = _label_parts(ctx.table("test"), info["label"])
+    X_train, y_train = label_parts(ctx.table("train"), info["label"])
+    X_test, y_test = label_parts(ctx.table("test"), info["label"])
     check_ctx = CheckContext(model, X_train, y_train, X_test, y_test, info["positive"])
     findings: list[Finding] = []
     for spec in ctx.params["checks"]:
