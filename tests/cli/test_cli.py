@@ -190,3 +190,79 @@ def test_a_gate_failure_exits_1_with_a_summary(tmp_path: Path) -> None:
     assert "gate (fail-closed) refused the model, not registered" in result.stderr
     assert "performance_floor" in result.stderr
     assert "report:" in result.stdout
+
+
+def test_schema_infer_prints_an_editable_schema(tmp_path: Path) -> None:
+    result = mlwarden("schema", "infer", "adult", "--label", "income", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    import yaml
+
+    from mlwarden.data import TableSchema
+
+    schema = TableSchema.model_validate(yaml.safe_load(result.stdout))
+    assert schema.label == "income"
+    assert (
+        schema.columns["workclass"].nullable and "?" not in schema.columns["workclass"].categories
+    )
+    assert schema.columns["age"].min == 17
+
+
+def test_validate_quarantines_planted_bad_rows_and_fails_the_batch(tmp_path: Path) -> None:
+    from mlwarden import datasets
+
+    frame = datasets.load("adult").frame.head(2000).copy()
+    frame["age"] = frame["age"].astype(object)
+    frame.loc[3, "age"] = 400  # out of range
+    frame.loc[5, "workclass"] = "Pirate"  # unknown category
+    frame.loc[7, "income"] = None  # empty label
+    frame.loc[9, "age"] = "forty"  # malformed number
+    frame.to_csv(tmp_path / "batch.csv", index=False)
+    schema = tmp_path / "schema.yaml"
+    schema.write_text(datasets.load("adult").schema.to_yaml())
+    result = mlwarden(
+        "validate", "batch.csv", "--schema", "schema.yaml", "--out", "v", cwd=tmp_path
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "2,000 rows in = 1,996 accepted + 4 quarantined" in result.stdout
+    assert "FAILED: 0.20% quarantined > 0.00% allowed" in result.stderr
+    quarantine = (tmp_path / "v" / "quarantine.csv").read_text()
+    for reason in (
+        "age: above max 150",
+        "workclass: not an allowed value",
+        "income: missing value",
+        "age: not a number",
+    ):
+        assert reason in quarantine
+    allowed = mlwarden(
+        "validate",
+        "batch.csv",
+        "--schema",
+        "schema.yaml",
+        "--out",
+        "v",
+        "--max-rejected",
+        "0.01",
+        cwd=tmp_path,
+    )
+    assert allowed.returncode == 0 and "passed" in allowed.stdout
+
+
+def test_validate_against_a_reference_reports_drift(tmp_path: Path) -> None:
+    from mlwarden import datasets
+
+    frame = datasets.load("german").frame.copy()
+    frame["credit_amount"] = frame["credit_amount"] * 3
+    frame.to_csv(tmp_path / "shifted.csv", index=False)
+    result = mlwarden("validate", "shifted.csv", "--against", "german", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "drift in credit_amount" in result.stderr
+    report = json.loads(
+        (tmp_path / "mlwarden-validation" / "shifted" / "validation.json").read_text()
+    )
+    assert report["drift"]["drifted_columns"] == ["credit_amount"]
+
+
+def test_validate_needs_a_schema_or_a_reference(tmp_path: Path) -> None:
+    result = mlwarden("validate", "german", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "give --schema FILE or --against REFERENCE" in result.stderr

@@ -332,3 +332,11 @@ def test_thresholds_reject_unknown_fields_and_out_of_range_values() -> None:
         ColumnThresholds.model_validate({"ks_pvalue": 1.5})
     with pytest.raises(ValidationError):
         DriftThresholds(max_drifted_share=-0.1)
+
+
+def test_categories_typed_differently_by_their_source_still_match() -> None:
+    reference = pd.DataFrame({"flag": ["True", "False"] * 50, "code": [1, 2] * 50})
+    current = pd.DataFrame({"flag": [True, False] * 50, "code": [1.0, 2.0] * 50})
+    report = drift_report(reference, current, categorical=["flag", "code"])
+    assert not report.drifted
+    assert all(c.psi == pytest.approx(0.0) for c in report.columns)

@@ -15,6 +15,7 @@ from rich.tree import Tree
 from typer.exceptions import TyperException
 
 from mlwarden import __version__
+from mlwarden.cli._data import schema_app, validate_command
 from mlwarden.cli._progress import RichProgress
 from mlwarden.errors import MlwardenError, RecordNotFoundError
 from mlwarden.lineage import (
@@ -27,6 +28,7 @@ from mlwarden.lineage import (
     verify_store,
 )
 from mlwarden.models import ModelRegistry
+from mlwarden.pipeline._kept_out import rows_kept_out
 
 app = typer.Typer(
     name="mlwarden",
@@ -39,6 +41,8 @@ lineage_app = typer.Typer(help="Inspect and verify the lineage store.", no_args_
 models_app = typer.Typer(help="List and inspect registered model versions.", no_args_is_help=True)
 app.add_typer(lineage_app, name="lineage")
 app.add_typer(models_app, name="models")
+app.add_typer(schema_app, name="schema")
+app.command("validate")(validate_command)
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -208,10 +212,12 @@ def lineage_trace(
             f"{'passed' if m.gate['passed'] else 'FAILED'}; spec {m.spec_sha256[:12]}"
         )
         inputs = [("model", m.model_sha256), *m.artifacts.items()]
+        kept_out = rows_kept_out(lineage, m.artifacts)
     else:
         sha = lineage.resolve_artifact(ref)
         root = Tree(f"artifact [bold]{sha[:12]}[/]")
         inputs = [("artifact", sha)]
+        kept_out = []
     nodes = [upstream(lineage, sha, role) for role, sha in inputs]
     shas = [sha for _, sha in inputs]
     if as_json:
@@ -220,6 +226,7 @@ def lineage_trace(
                 {
                     "ref": ref,
                     "upstream": [n.model_dump(mode="json") for n in nodes],
+                    "rows_kept_out": [k.model_dump(mode="json") for k in kept_out],
                     "downstream": {
                         sha: [e.model_dump(mode="json") for e in downstream(lineage, sha)]
                         for sha in shas
@@ -234,6 +241,14 @@ def lineage_trace(
     for node in nodes:
         _add_upstream(root, node, seen)
     out.print(root)
+    for group in kept_out:
+        reasons = ", ".join(f"{reason} ({n:,})" for reason, n in group.reasons.items())
+        rows = ", ".join(map(str, group.rows[:20])) + (" ..." if len(group.rows) > 20 else "")
+        out.print(
+            f"[bold]kept out of training[/] by {group.step} ({group.artifact_name} "
+            f"{group.artifact[:12]}): {len(group.rows):,} input rows: {reasons or 'none'}"
+            + (f"\n    rows: {rows}" if group.rows else "")
+        )
     if downstream_too:
         for sha in shas:
             used = Tree(f"used by: [cyan]{artifact_info(lineage, sha).name}[/] {sha[:12]}")

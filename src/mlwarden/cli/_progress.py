@@ -35,4 +35,4 @@ class RichProgress:
             self._status.stop()
             self._status = None
         label = "cache hit" if status == "cached" else status
-        self.console.print(f"  {_MARK.get(status, '?')} {step:<9} {label:<9} {seconds:7.2f} s")
+        self.console.print(f"  {_MARK.get(status, '?')} {step:<12} {label:<9} {seconds:7.2f} s")

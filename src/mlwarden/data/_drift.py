@@ -216,14 +216,23 @@ def _numeric_counts(
     )
 
 
+def _as_text(values: pd.Series) -> npt.NDArray[np.object_]:
+    """Categories compared by their text, so ``True`` read from a CSV matches ``"True"`` and
+    ``1.0`` matches ``1``: tables from different sources type the same value differently."""
+    import numpy as np
+    import pandas as pd
+
+    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+        return np.array([f"{v:g}" for v in values.to_numpy(dtype=float)], dtype=object)
+    return values.astype(str).to_numpy(dtype=object)
+
+
 def _category_counts(reference: pd.Series, current: pd.Series) -> tuple[Counts, Counts]:
     """Counts per category over the union of both sides' categories (absent ones count 0)."""
     import numpy as np
     import pandas as pd
 
-    both = np.concatenate(
-        [reference.to_numpy(dtype=object), current.to_numpy(dtype=object)], dtype=object
-    )
+    both = np.concatenate([_as_text(reference), _as_text(current)], dtype=object)
     codes, uniques = pd.factorize(both)
     split = len(reference)
     return (

@@ -72,7 +72,9 @@ class TableSchema(BaseModel):
 
     def to_yaml(self) -> str:
         """The schema as YAML a person can edit."""
-        return str(yaml.safe_dump(self.model_dump(exclude_none=True), sort_keys=False))
+        document = self.model_dump(mode="json", exclude_none=True, exclude_defaults=True)
+        document = {"format": self.format, **document}
+        return str(yaml.safe_dump(document, sort_keys=False, allow_unicode=True))
 
     @classmethod
     def from_yaml(cls, path: Path) -> TableSchema:
