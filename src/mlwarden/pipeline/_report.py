@@ -10,6 +10,7 @@ from mlwarden.lineage import LineageStore
 from mlwarden.pipeline._dag import build_steps
 from mlwarden.pipeline._executor import RunResult
 from mlwarden.pipeline._io import read_json
+from mlwarden.pipeline._kept_out import rows_kept_out
 from mlwarden.pipeline._spec import PipelineSpec
 from mlwarden.report import CheckLine, RunReport, StepLine, write_report
 
@@ -67,6 +68,23 @@ def build_report(store: LineageStore, spec: PipelineSpec, result: RunResult) -> 
         metrics=_artifact_json(store, result, "evaluate.metrics"),
         search=_artifact_json(store, result, "train.search"),
         validation=_artifact_json(store, result, "validate.report"),
+        quality=_artifact_json(store, result, "validate.quality"),
+        label_issues=_artifact_json(store, result, "label_errors.issues"),
+        imputation=_artifact_json(store, result, "impute.imputation"),
+        kept_out=[
+            k.model_dump(mode="json")
+            for k in rows_kept_out(
+                store,
+                {
+                    role: result.artifacts[ref]
+                    for role, ref in (
+                        ("rejected", "validate.rejected"),
+                        ("label_dropped", "label_errors.dropped"),
+                    )
+                    if ref in result.artifacts
+                },
+            )
+        ],
         checks=[CheckLine.model_validate(f) for f in findings],
         steps=lines,
         lineage_head=head,

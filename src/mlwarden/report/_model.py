@@ -55,6 +55,10 @@ class RunReport(BaseModel):
     metrics: dict[str, Any] | None
     search: dict[str, Any] | None
     validation: dict[str, Any] | None
+    quality: dict[str, Any] | None = None
+    label_issues: dict[str, Any] | None = None
+    imputation: dict[str, Any] | None = None
+    kept_out: list[dict[str, Any]] = []
     checks: list[CheckLine]
     steps: list[StepLine]
     lineage_head: str | None
