@@ -209,3 +209,18 @@ def test_an_inline_schema_with_a_rule_quarantines_breaking_rows(
     quarantine = _csv(store, result, "validate.rejected")
     original = datasets.load("german").frame
     assert sorted(quarantine["_row"]) == sorted(original.index[original["duration_months"] > 60])
+
+
+def test_a_registered_version_hands_back_its_imputation(
+    tmp_path: Path, store: LineageStore
+) -> None:
+    from mlwarden.data import Imputation
+
+    path = _german_csv(tmp_path, _blank("duration_months", BLANKS))
+    policy = "  missing:\n    duration_months: {action: impute, strategy: mean}"
+    assert _run(store, path, policy).status == "completed"
+    registry = ModelRegistry(store)
+    stored = registry.imputation(registry.get("credit@1"))
+    imputation = Imputation.model_validate(stored)
+    filled = imputation.apply(pd.DataFrame({"duration_months": [np.nan, 12.0]}))
+    assert filled["duration_months"].tolist() == [imputation.columns[0].value, 12.0]

@@ -21,12 +21,21 @@ from mlwarden.data._drift import (
     ks_test,
     population_stability_index,
 )
+from mlwarden.data._label_errors import (
+    LabelIssues,
+    find_label_issues,
+    flip_labels,
+    out_of_fold_probabilities,
+    precision_recall,
+)
+from mlwarden.data._missing import ColumnImputation, Imputation, fit_imputation
 from mlwarden.data._rules import Rule
 from mlwarden.data._schema import ColumnSchema, TableSchema, infer_column, infer_schema
 from mlwarden.data._validate import ColumnIssue, MissingPolicy, ValidationReport, validate_table
 
 __all__ = [
     "ColumnDrift",
+    "ColumnImputation",
     "ColumnIssue",
     "ColumnSchema",
     "ColumnThresholds",
@@ -36,13 +45,18 @@ __all__ = [
     "GroupMetrics",
     "GroupMetricsReport",
     "GroupStats",
+    "Imputation",
     "LabelBalance",
+    "LabelIssues",
     "MissingPolicy",
     "Rule",
     "TableSchema",
     "ValidationReport",
     "chi2_test",
     "drift_report",
+    "find_label_issues",
+    "fit_imputation",
+    "flip_labels",
     "group_metrics",
     "group_stats",
     "infer_column",
@@ -52,6 +66,8 @@ __all__ = [
     "label_balance",
     "list_datasets",
     "load",
+    "out_of_fold_probabilities",
     "population_stability_index",
+    "precision_recall",
     "validate_table",
 ]

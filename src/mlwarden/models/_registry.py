@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import datetime
 from typing import Any
@@ -114,6 +115,18 @@ class ModelRegistry:
                 self.store.read_artifact(sha)
             except Exception as exc:
                 raise SignatureError(f"{version.ref}: artifact {role} fails: {exc}") from exc
+
+    def imputation(self, version: ModelVersion) -> dict[str, Any] | None:
+        """The fill values fitted on this version's training rows, to apply before predicting.
+
+        Returned as the stored JSON (``mlwarden.data.Imputation`` reads it); verified first.
+        """
+        sha = version.manifest.artifacts.get("imputation")
+        if sha is None:
+            return None
+        self.verify(version)
+        loaded: dict[str, Any] = json.loads(self.store.read_artifact(sha))
+        return loaded
 
     def load(self, ref: str, budget: int | None = None) -> tuple[ModelVersion, SklearnAdapter]:
         """Verify a registered version, then load its model (skops, trusted types only)."""
