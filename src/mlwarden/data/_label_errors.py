@@ -13,12 +13,12 @@ from __future__ import annotations
 from collections.abc import Collection, Hashable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
-import numpy as np
 from pydantic import BaseModel
 
 from mlwarden.errors import DataError
 
 if TYPE_CHECKING:
+    import numpy as np
     from numpy.typing import ArrayLike, NDArray
 
 __all__ = [
@@ -72,11 +72,15 @@ class LabelIssues(BaseModel):
 
 def _python(value: Any) -> Any:
     """A numpy scalar as the Python scalar it holds, so results serialise to JSON."""
+    import numpy as np
+
     return value.item() if isinstance(value, np.generic) else value
 
 
 def _encode(labels: ArrayLike, classes: Sequence[Any] | NDArray[Any]) -> NDArray[np.intp]:
     """Labels as positions in ``classes``; a label outside ``classes`` is a DataError."""
+    import numpy as np
+
     class_list = [_python(c) for c in np.asarray(classes, dtype=object).ravel()]
     if len(class_list) < 2:
         raise DataError(f"need at least 2 classes to find label errors, got {class_list!r}")
@@ -93,6 +97,8 @@ def _encode(labels: ArrayLike, classes: Sequence[Any] | NDArray[Any]) -> NDArray
 
 def _check_probabilities(pred_probs: ArrayLike, n: int, k: int) -> NDArray[np.float64]:
     """``pred_probs`` as an (n, k) float array of rows that are probability distributions."""
+    import numpy as np
+
     probs = np.asarray(pred_probs, dtype=np.float64)
     if probs.ndim != 2 or probs.shape != (n, k):
         raise DataError(
@@ -113,6 +119,8 @@ def _check_probabilities(pred_probs: ArrayLike, n: int, k: int) -> NDArray[np.fl
 
 def _round_preserving_row_sums(matrix: NDArray[np.float64]) -> NDArray[np.int64]:
     """Round each row to integers whose sum is the row's rounded sum (largest remainders)."""
+    import numpy as np
+
     floors = np.floor(matrix)
     rounded = floors.astype(np.int64)
     short = np.rint(matrix.sum(axis=1)).astype(np.int64) - rounded.sum(axis=1)
@@ -132,6 +140,8 @@ def _confident_thresholds(
 
     A class nobody is labelled with gets an infinite threshold: no row is confidently in it.
     """
+    import numpy as np
+
     thresholds = np.full(k, np.inf)
     for j in range(k):
         mine = codes == j
@@ -144,6 +154,8 @@ def _confident_assignment(
     probs: NDArray[np.float64], thresholds: NDArray[np.float64]
 ) -> tuple[NDArray[np.bool_], NDArray[np.intp]]:
     """Which rows are confidently in some class, and which (argmax over classes at threshold)."""
+    import numpy as np
+
     # The small slack keeps a row whose probability equals the threshold up to float error.
     above = probs >= thresholds - 1e-6
     confident: NDArray[np.bool_] = np.asarray(above.any(axis=1))
@@ -157,6 +169,8 @@ def _calibrate(confident_joint: NDArray[np.int64], counts: NDArray[np.int64]) ->
     This is the paper's calibration (Eq. 2): the confident joint undercounts rows that are in
     no class confidently, so each row is stretched to the observed label count.
     """
+    import numpy as np
+
     row_sums = confident_joint.sum(axis=1, keepdims=True).astype(np.float64)
     scaled = np.divide(
         confident_joint * counts[:, None].astype(np.float64),
@@ -169,6 +183,8 @@ def _calibrate(confident_joint: NDArray[np.int64], counts: NDArray[np.int64]) ->
 
 def _prune_counts(calibrated: NDArray[np.int64], counts: NDArray[np.int64]) -> NDArray[np.int64]:
     """Rows to remove per off-diagonal cell, leaving at least one row in every label class."""
+    import numpy as np
+
     prune = calibrated.copy()
     np.fill_diagonal(prune, 0)
     for i in range(len(counts)):
@@ -181,6 +197,8 @@ def _prune_counts(calibrated: NDArray[np.int64], counts: NDArray[np.int64]) -> N
 
 def _top_rows(candidates: NDArray[np.intp], score: NDArray[np.float64], count: int) -> Any:
     """The ``count`` candidate rows with the largest score, ties to the lowest index."""
+    import numpy as np
+
     order = np.lexsort((candidates, -score[candidates]))
     return candidates[order[:count]]
 
@@ -189,6 +207,8 @@ def _prune_by_noise_rate(
     probs: NDArray[np.float64], codes: NDArray[np.intp], prune: NDArray[np.int64]
 ) -> NDArray[np.bool_]:
     """Per cell (i, j), flag the rows labelled i with the largest margin p_j - p_i."""
+    import numpy as np
+
     flagged = np.zeros(len(codes), dtype=bool)
     for i, j in zip(*np.nonzero(prune), strict=True):
         rows = np.flatnonzero(codes == i)
@@ -201,6 +221,8 @@ def _prune_by_class(
     probs: NDArray[np.float64], codes: NDArray[np.intp], prune: NDArray[np.int64]
 ) -> NDArray[np.bool_]:
     """Per label class i, flag the sum_j prune[i, j] rows labelled i with lowest p_i."""
+    import numpy as np
+
     flagged = np.zeros(len(codes), dtype=bool)
     for i, count in enumerate(prune.sum(axis=1)):
         if count > 0:
@@ -256,6 +278,8 @@ def find_label_issues(
         label is not among ``classes``, there are fewer than 2 classes, or ``method`` is
         unknown.
     """
+    import numpy as np
+
     if method not in _METHODS:
         raise DataError(f"unknown method {method!r}; expected one of {', '.join(_METHODS)}")
     class_list = [_python(c) for c in np.asarray(classes, dtype=object).ravel()]
@@ -342,6 +366,7 @@ def out_of_fold_probabilities(
         If ``cv`` < 2, rows of ``X`` and ``y`` differ, there are fewer than 2 classes, or a
         class has fewer rows than ``cv`` folds.
     """
+    import numpy as np
     from sklearn.base import clone
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
@@ -394,6 +419,8 @@ def flip_labels(
     DataError
         If ``rate`` is outside [0, 1], fewer than 2 classes, or a label is not in ``classes``.
     """
+    import numpy as np
+
     if not 0.0 <= rate <= 1.0:
         raise DataError(f"rate must be a fraction in [0, 1], got {rate}")
     original = np.asarray(y)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import io
 from collections import Counter
 
@@ -38,21 +39,22 @@ def _reason_kinds(text: str) -> list[str]:
 
 def rows_kept_out(store: LineageStore, artifacts: dict[str, str]) -> list[KeptOut]:
     """The quarantine and label-error artifacts among a model's inputs, summarised."""
-    import pandas as pd
-
     found = []
     for role in KEPT_OUT_ROLES:
         sha = artifacts.get(role)
         if sha is None:
             continue
-        frame = pd.read_csv(io.BytesIO(store.read_artifact(sha)))
+        # The csv module, not pandas: this runs on every report, cached runs included.
+        reader = csv.DictReader(io.StringIO(store.read_artifact(sha).decode("utf-8")))
+        counts: Counter[str] = Counter()
+        rows: list[int] = []
+        for line in reader:
+            if line.get(REASONS_COLUMN):
+                counts.update(_reason_kinds(line[REASONS_COLUMN]))
+            if line.get(ROW_COLUMN):
+                rows.append(int(line[ROW_COLUMN]))
         made_by = producer(store, sha)
         record = store.artifact_record(sha)
-        counts: Counter[str] = Counter()
-        if REASONS_COLUMN in frame:
-            for text in frame[REASONS_COLUMN].dropna():
-                counts.update(_reason_kinds(str(text)))
-        rows = [int(r) for r in frame[ROW_COLUMN]] if ROW_COLUMN in frame else []
         found.append(
             KeptOut(
                 step=made_by.step if made_by else "?",
