@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 MetricName = Literal["accuracy", "precision", "recall", "f1", "roc_auc"]
 _ROC_POINTS = 200
@@ -19,6 +19,8 @@ class Metrics(BaseModel):
     For two classes, precision, recall and F1 are those of the positive class; for more, their
     macro averages, and ROC AUC is one-vs-rest macro.
     """
+
+    model_config = ConfigDict(defer_build=True)
 
     n: int
     classes: list[Any]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from mlwarden.errors import DataError
 
@@ -45,6 +45,8 @@ def _sorted_labels(values: Any) -> list[Any]:
 class ClassShare(BaseModel):
     """How many labels, and which share of the non-missing labels, one class has."""
 
+    model_config = ConfigDict(defer_build=True)
+
     label: Any
     count: int
     share: float
@@ -56,6 +58,8 @@ class LabelBalance(BaseModel):
     ``imbalance_ratio`` is the majority count over the minority count (1.0 when balanced);
     it is None when there is a single class, since there is nothing to compare.
     """
+
+    model_config = ConfigDict(defer_build=True)
 
     n: int
     n_missing: int
@@ -114,6 +118,8 @@ class GroupStats(BaseModel):
     ``base_rate`` is the share of the group's labelled rows that carry the positive label; it is
     None when no row of the group is labelled.
     """
+
+    model_config = ConfigDict(defer_build=True)
 
     attribute: str
     group: str
@@ -210,6 +216,8 @@ class GroupMetrics(BaseModel):
     negatives: the rate is undefined, not zero.
     """
 
+    model_config = ConfigDict(defer_build=True)
+
     group: str
     n: int
     n_actual_positive: int
@@ -223,6 +231,8 @@ class GroupMetrics(BaseModel):
 
 class Exclusion(BaseModel):
     """A group left out of some fairness measures, and why."""
+
+    model_config = ConfigDict(defer_build=True)
 
     group: str
     measures: list[FairnessMeasure]
@@ -244,6 +254,8 @@ class GroupMetricsReport(BaseModel):
     fewer than two groups are left to compare (or, for the ratio, when no group is selected at
     all).
     """
+
+    model_config = ConfigDict(defer_build=True)
 
     attribute: str
     positive: Any

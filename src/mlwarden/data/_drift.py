@@ -63,7 +63,7 @@ class TwoSampleTest(NamedTuple):
 class ColumnThresholds(BaseModel):
     """Per-column overrides of the drift thresholds; ``None`` keeps the table-wide default."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     psi: float | None = Field(default=None, ge=0.0)
     ks_pvalue: float | None = Field(default=None, ge=0.0, le=1.0)
@@ -92,7 +92,7 @@ class DriftThresholds(BaseModel):
     drifted columns exceeds ``max_drifted_share`` (0.0: any drifted column fails it).
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     psi: float = Field(default=0.2, ge=0.0)
     ks_pvalue: float = Field(default=0.01, ge=0.0, le=1.0)
@@ -105,7 +105,7 @@ class DriftThresholds(BaseModel):
 class ColumnDrift(BaseModel):
     """Drift statistics of one column; ``n_*`` count the non-missing values compared."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     column: str
     kind: DriftKind
@@ -126,7 +126,7 @@ class ColumnDrift(BaseModel):
 class DriftReport(BaseModel):
     """Per-column drift and the overall verdict under ``thresholds``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     columns: list[ColumnDrift]
     drifted_columns: list[str]

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Collection, Hashable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from mlwarden.errors import DataError
 
@@ -51,6 +51,8 @@ class LabelIssues(BaseModel):
     ``joint`` is the estimated joint distribution of given label (rows) and true label (columns)
     in the order of ``classes``; ``noise_matrix[i][j]`` estimates P(given = i | true = j).
     """
+
+    model_config = ConfigDict(defer_build=True)
 
     indices: list[int]
     given: list[Any]
