@@ -157,9 +157,12 @@ def main() -> None:
     throughput(args.rows, args.repeat)
     if args.label_errors:
         import runpy
+        import sys
         from pathlib import Path
 
-        runpy.run_path(str(Path(__file__).with_name("label_errors.py")), run_name="__main__")
+        script = str(Path(__file__).with_name("label_errors.py"))
+        sys.argv = [script]  # its own defaults, not this script's options
+        runpy.run_path(script, run_name="__main__")
 
 
 if __name__ == "__main__":
