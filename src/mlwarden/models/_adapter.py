@@ -26,6 +26,13 @@ class ModelAdapter(Protocol):
     def predict(self, X: Any) -> np.ndarray: ...
 
 
+@runtime_checkable
+class HasGradient(Protocol):
+    """A model that offers the gradient of its loss with respect to its input (white-box)."""
+
+    def loss_gradient(self, X: Any, y: Any) -> np.ndarray: ...
+
+
 class SklearnAdapter:
     """Wraps any fitted scikit-learn classifier or Pipeline with ``predict_proba``.
 

@@ -1,0 +1,5 @@
+"""Attacks: pure functions of (model adapter, data, budget) that return pydantic results."""
+
+from mlwarden.attacks._result import AttackResult
+
+__all__ = ["AttackResult"]
