@@ -12,22 +12,40 @@ from mlwarden.audit._checks import (
 from mlwarden.audit._fairness import DemographicParity, EqualOpportunity, GroupFairness
 from mlwarden.audit._gate import GateMode, GateResult, apply_gate
 from mlwarden.audit._metrics import MetricName, Metrics, classification_metrics
+from mlwarden.audit._overconfidence import (
+    OutOfDistributionConfidence,
+    foreign_rows,
+    uniform_noise,
+)
+from mlwarden.audit._shortcuts import (
+    AttributionShare,
+    FeatureImportance,
+    IrrelevantFeatures,
+    permutation_importance,
+)
 
 __all__ = [
     "CHECKS",
+    "AttributionShare",
     "CheckContext",
     "CheckDef",
     "CheckParams",
     "DemographicParity",
     "EqualOpportunity",
+    "FeatureImportance",
     "Finding",
     "GateMode",
     "GateResult",
     "GroupFairness",
+    "IrrelevantFeatures",
     "MetricName",
     "Metrics",
+    "OutOfDistributionConfidence",
     "apply_gate",
     "classification_metrics",
+    "foreign_rows",
+    "permutation_importance",
     "register_check",
     "run_check",
+    "uniform_noise",
 ]

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from mlwarden.audit._metrics import MetricName, classification_metrics
+from mlwarden.data import TableSchema
 from mlwarden.models import ModelAdapter
 
 if TYPE_CHECKING:
@@ -31,6 +32,8 @@ class CheckContext:
     X_test: pd.DataFrame
     y_test: pd.Series
     positive: Any | None
+    schema: TableSchema | None = None
+    seed: int = 0
 
 
 class Finding(BaseModel):

@@ -1,0 +1,114 @@
+"""The snow detector and the circle detector: shortcut features and off-distribution confidence."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.ensemble import GradientBoostingClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import train_test_split
+from sklearn.tree import DecisionTreeClassifier
+
+from mlwarden import datasets
+from mlwarden.audit import CheckContext, foreign_rows, run_check, uniform_noise
+from mlwarden.models import SklearnAdapter
+
+
+def _phishing_with_ticket(shortcut: bool) -> CheckContext:
+    """A `ticket` column matching the label in 99% of training rows (or none), random in test."""
+    d = datasets.load("phishing")
+    rng = np.random.default_rng(0)
+    X_train, X_test, y_train, y_test = train_test_split(
+        d.X, d.y, test_size=0.3, random_state=0, stratify=d.y
+    )
+    X_train, X_test = X_train.copy(), X_test.copy()
+    is_phishing = (y_train == "phishing").to_numpy().astype(int)
+    agree = rng.random(len(X_train)) < 0.99
+    X_train["ticket"] = (
+        np.where(agree, is_phishing, 1 - is_phishing) if shortcut
+        else rng.integers(0, 2, len(X_train))
+    )  # fmt: skip
+    X_test["ticket"] = rng.integers(0, 2, len(X_test))
+    model = GradientBoostingClassifier(n_estimators=60, max_depth=3, random_state=0)
+    model.fit(X_train, y_train)
+    return CheckContext(SklearnAdapter(model), X_train, y_train, X_test, y_test, "phishing")
+
+
+@pytest.fixture(scope="module")
+def shortcut() -> CheckContext:
+    return _phishing_with_ticket(shortcut=True)
+
+
+@pytest.fixture(scope="module")
+def clean() -> CheckContext:
+    return _phishing_with_ticket(shortcut=False)
+
+
+IRRELEVANT = {"features": ["ticket"], "max_flip_rate": 0.02}
+SHARE = {"max_share": 0.6}
+
+
+def test_an_irrelevant_feature_that_moves_decisions_fails_the_shortcut_model(
+    shortcut: CheckContext, clean: CheckContext
+) -> None:
+    bad = run_check("irrelevant_features", IRRELEVANT, shortcut)
+    good = run_check("irrelevant_features", IRRELEVANT, clean)
+    assert not bad.passed and bad.value is not None and bad.value > 0.1
+    assert good.passed and good.value == 0.0
+    assert bad.queries == 2 * bad.details["rows"]
+
+
+def test_one_feature_carrying_the_attribution_fails_the_shortcut_model(
+    shortcut: CheckContext, clean: CheckContext
+) -> None:
+    bad = run_check("attribution_share", SHARE, shortcut)
+    good = run_check("attribution_share", SHARE, clean)
+    assert not bad.passed
+    assert bad.details["importances"][0]["feature"] == "ticket"
+    assert good.passed
+    assert good.details["importances"][0]["feature"] != "ticket"
+
+
+def test_a_declared_feature_the_model_does_not_have_fails_unmeasured(clean: CheckContext) -> None:
+    finding = run_check("irrelevant_features", {"features": ["snow"]}, clean)
+    assert not finding.passed and finding.value is None
+    assert "'snow'" in finding.message
+
+
+def _german() -> tuple[pd.DataFrame, pd.Series, pd.DataFrame, pd.Series]:
+    d = datasets.load("german")
+    X = pd.get_dummies(d.X, dtype=float)
+    return X.iloc[:700], d.y.iloc[:700], X.iloc[700:], d.y.iloc[700:]
+
+
+def test_a_fully_grown_tree_is_overconfident_off_distribution_and_a_soft_model_is_not() -> None:
+    X_train, y_train, X_test, y_test = _german()
+    tree = DecisionTreeClassifier(random_state=0).fit(X_train, y_train)
+    soft = LogisticRegression(C=0.001, max_iter=2000).fit(X_train, y_train)
+    params = {"max_share": 0.2, "confidence": 0.9, "dataset": "german"}
+    for model, should_pass in ((tree, False), (soft, True)):
+        ctx = CheckContext(SklearnAdapter(model), X_train, y_train, X_test, y_test, "bad")
+        finding = run_check("ood_confidence", params, ctx)
+        assert finding.passed is should_pass, finding.message
+        assert finding.queries == 2 * 1000
+    assert (
+        run_check(
+            "ood_confidence",
+            params,
+            CheckContext(SklearnAdapter(tree), X_train, y_train, X_test, y_test, "bad"),
+        ).value
+        == 1.0
+    )
+
+
+def test_ood_inputs_stay_inside_the_declared_feature_space() -> None:
+    adult = datasets.load("adult")
+    noise = uniform_noise(adult.X, 500, adult.schema, seed=0)
+    foreign = foreign_rows(adult.X, 500, adult.schema, seed=0, exclude="adult")
+    for frame in (noise, foreign):
+        assert list(frame.columns) == list(adult.X.columns)
+        assert frame["age"].between(0, 150).all()
+        allowed = set(adult.schema.columns["workclass"].categories or [])
+        assert set(frame["workclass"]) <= allowed
+    assert not foreign.equals(noise)
