@@ -86,3 +86,39 @@ def test_write_report_writes_json_and_html(tmp_path: Path) -> None:
     json_path, html_path = write_report(_report(), tmp_path / "out")
     assert RunReport.model_validate_json(json_path.read_text()).pipeline == "digits"
     assert html_path.read_text().startswith("<!doctype html>")
+
+
+def test_sarif_has_a_rule_per_check_and_an_error_per_failure() -> None:
+    from mlwarden.report import to_sarif
+
+    report = _report(spec_path="pipelines/digits.yaml")
+    sarif = to_sarif(report, "9.9")
+    assert sarif["version"] == "2.1.0"
+    (run,) = sarif["runs"]
+    assert run["tool"]["driver"]["name"] == "mlwarden"
+    assert [r["id"] for r in run["tool"]["driver"]["rules"]] == ["performance_floor"]
+    (result,) = run["results"]
+    assert result["level"] == "error" and result["kind"] == "fail"
+    location = result["locations"][0]
+    assert location["physicalLocation"]["artifactLocation"]["uri"] == "pipelines/digits.yaml"
+    assert result["properties"]["threshold"] == 0.9
+
+
+def test_junit_reports_each_check_as_a_test_case() -> None:
+    import xml.etree.ElementTree as ET
+
+    from mlwarden.report import to_junit
+
+    suite = ET.fromstring(to_junit(_report()))
+    assert suite.tag == "testsuite"
+    assert (suite.get("tests"), suite.get("failures")) == ("1", "1")
+    (case,) = suite.findall("testcase")
+    failure = case.find("failure")
+    assert failure is not None and failure.get("type") == "performance_floor"
+    assert "measured 0.5" in (failure.text or "")
+
+
+def test_write_report_also_writes_the_ci_formats(tmp_path: Path) -> None:
+    write_report(_report(), tmp_path / "out")
+    assert (tmp_path / "out" / "report.sarif").exists()
+    assert (tmp_path / "out" / "report.junit.xml").read_text().startswith("<?xml")

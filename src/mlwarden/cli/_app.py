@@ -80,7 +80,7 @@ def _run_spec(spec_path: Path, store: Path, db_url: str | None) -> int:
         f"from {spec_path}, store {lineage.root}"
     )
     result = LocalExecutor(lineage, RichProgress(out)).run(spec)
-    report, json_path, html_path = write_run_report(lineage, spec, result)
+    report, json_path, html_path = write_run_report(lineage, spec, result, str(spec_path))
     if report.checks:
         table = Table(title="checks", title_justify="left")
         for column in ("check", "metric", "measured", "threshold", "result"):
@@ -99,6 +99,7 @@ def _run_spec(spec_path: Path, store: Path, db_url: str | None) -> int:
     executed, cached = len(result.executed), len(result.cached)
     out.print(f"{executed} step(s) executed, {cached} cache hit(s) in {result.seconds:.1f} s")
     out.print(f"report: {html_path}\n        {json_path}")
+    out.print(f"for CI: {html_path.with_name('report.sarif')}, report.junit.xml beside it")
     if result.status == "completed":
         flag = ""
         if report.gate and not report.gate.get("passed"):

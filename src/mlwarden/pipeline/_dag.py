@@ -155,9 +155,18 @@ def build_steps(spec: PipelineSpec) -> tuple[list[StepDef], dict[str, Output]]:
         StepDef(
             "audit",
             _steps.audit,
-            {"model": "train.model", "train": train_ref, "test": test_ref, "info": "ingest.info"},
+            {
+                "model": "train.model",
+                "train": train_ref,
+                "test": test_ref,
+                "info": "ingest.info",
+                "schema": "ingest.schema",
+            },
             ("findings",),
-            {"checks": [{"check": c.check, **c.params} for c in spec.checks]},
+            {
+                "checks": [{"check": c.check, **c.params} for c in spec.checks],
+                "seed": spec.split.seed,
+            },
         ),
         StepDef(
             "gate",

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from mlwarden import __version__
 from mlwarden.lineage import LineageStore
 from mlwarden.pipeline._dag import build_steps
 from mlwarden.pipeline._executor import RunResult
@@ -97,11 +98,14 @@ def report_folder(store: LineageStore, result: RunResult) -> Path:
 
 
 def write_run_report(
-    store: LineageStore, spec: PipelineSpec, result: RunResult
+    store: LineageStore, spec: PipelineSpec, result: RunResult, spec_path: str | None = None
 ) -> tuple[RunReport, Path, Path]:
     """Build and write the report of a run; return it with its JSON and HTML paths."""
-    report = build_report(store, spec, result)
+    report = build_report(store, spec, result).model_copy(update={"spec_path": spec_path})
     json_path, html_path = write_report(
-        report, report_folder(store, result), figure_cache=store.root / "cache" / "figures"
+        report,
+        report_folder(store, result),
+        figure_cache=store.root / "cache" / "figures",
+        tool_version=__version__,
     )
     return report, json_path, html_path

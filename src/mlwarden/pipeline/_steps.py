@@ -101,7 +101,10 @@ def audit(ctx: StepContext) -> Outputs:
     model = _adapter(ctx)
     X_train, y_train = label_parts(ctx.table("train"), info["label"])
     X_test, y_test = label_parts(ctx.table("test"), info["label"])
-    check_ctx = CheckContext(model, X_train, y_train, X_test, y_test, info["positive"])
+    schema = TableSchema.model_validate(ctx.json("schema"))
+    check_ctx = CheckContext(
+        model, X_train, y_train, X_test, y_test, info["positive"], schema, ctx.params["seed"]
+    )
     findings: list[Finding] = []
     for spec in ctx.params["checks"]:
         params = {k: v for k, v in spec.items() if k != "check"}

@@ -62,3 +62,4 @@ class RunReport(BaseModel):
     checks: list[CheckLine]
     steps: list[StepLine]
     lineage_head: str | None
+    spec_path: str | None = None

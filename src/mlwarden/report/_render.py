@@ -12,6 +12,7 @@ from typing import Any
 from jinja2 import Environment, select_autoescape
 
 from mlwarden.report import _plots
+from mlwarden.report._ci import to_junit, to_sarif
 from mlwarden.report._model import RunReport
 from mlwarden.report._plots import checks_png, confusion_matrix_png, roc_png
 
@@ -66,11 +67,17 @@ def render_html(report: RunReport, figure_cache: Path | None = None) -> str:
 
 
 def write_report(
-    report: RunReport, folder: Path, figure_cache: Path | None = None
+    report: RunReport, folder: Path, figure_cache: Path | None = None, tool_version: str = ""
 ) -> tuple[Path, Path]:
-    """Write ``report.json`` and ``report.html`` into ``folder``; return both paths."""
+    """Write ``report.json``, ``report.html``, ``report.sarif`` and ``report.junit.xml``.
+
+    Returns the JSON and HTML paths; the SARIF and JUnit files sit beside them.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     json_path, html_path = folder / "report.json", folder / "report.html"
     json_path.write_text(json.dumps(report.model_dump(mode="json"), indent=2) + "\n")
     html_path.write_text(render_html(report, figure_cache))
+    sarif = to_sarif(report, tool_version)
+    (folder / "report.sarif").write_text(json.dumps(sarif, indent=2) + "\n")
+    (folder / "report.junit.xml").write_text(to_junit(report) + "\n")
     return json_path, html_path
