@@ -266,3 +266,73 @@ def test_validate_needs_a_schema_or_a_reference(tmp_path: Path) -> None:
     result = mlwarden("validate", "german", cwd=tmp_path)
     assert result.returncode == 2
     assert "give --schema FILE or --against REFERENCE" in result.stderr
+
+
+@pytest.mark.slow
+def test_audit_a_registered_model_on_its_own_splits(demo_dir: Path, tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        "checks:\n"
+        "  - {check: performance_floor, metric: f1, min: 0.9}\n"
+        "  - {check: attribution_share, max_share: 0.9, rows: 300, n_repeats: 1}\n"
+        "  - {check: ood_confidence, max_share: 0.01, rows: 200}\n"
+    )
+    result = mlwarden(
+        "audit",
+        "--model",
+        "phishing@1",
+        "--policy",
+        str(policy),
+        "--out",
+        str(tmp_path / "out"),
+        cwd=demo_dir,
+    )
+    assert result.returncode == 1, result.stdout + result.stderr  # the strict OOD bar fails
+    assert "pass performance_floor" in result.stdout
+    assert "FAIL ood_confidence" in result.stdout
+    sarif = json.loads((tmp_path / "out" / "report.sarif").read_text())
+    levels = {r["ruleId"]: r["level"] for r in sarif["runs"][0]["results"]}
+    assert levels == {
+        "performance_floor": "note",
+        "attribution_share": "note",
+        "ood_confidence": "error",
+    }
+    assert (tmp_path / "out" / "report.junit.xml").exists()
+
+
+def test_audit_a_model_file_on_a_labelled_table(tmp_path: Path) -> None:
+    from sklearn.tree import DecisionTreeClassifier
+
+    from mlwarden import datasets
+    from mlwarden.models import dumps_model
+
+    d = datasets.load("phishing")
+    model = DecisionTreeClassifier(max_depth=4, random_state=0).fit(d.X, d.y)
+    (tmp_path / "tree.skops").write_bytes(dumps_model(model))
+    result = mlwarden(
+        "audit",
+        "--model",
+        "tree.skops",
+        "--data",
+        "phishing",
+        "--label",
+        "Result",
+        "--checks",
+        "performance",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "all checks passed" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--model", "x.skops", "--checks", "vibes"), "unknown check group 'vibes'"),
+        (("--model", "nothing@1", "--checks", "ood"), "no model named 'nothing'"),
+    ],
+)
+def test_audit_errors_are_one_line(tmp_path: Path, args: tuple[str, ...], message: str) -> None:
+    result = mlwarden("audit", *args, cwd=tmp_path)
+    assert result.returncode in (2, 4)
+    assert message in result.stderr and "Traceback" not in result.stderr

@@ -79,9 +79,9 @@ def foreign_rows(
     rng = np.random.default_rng(seed)
     pools = []
     for name in ("digits", "adult", "german", "phishing"):
-        if name == exclude:
-            continue
         frame = datasets.load(name).X
+        if name == exclude or set(frame.columns) == set(reference.columns):
+            continue  # the model's own data is not foreign to it
         pools.append(frame.iloc[rng.integers(0, len(frame), rows)].reset_index(drop=True))
     source = pd.concat(pools, ignore_index=True).iloc[rng.permutation(rows * len(pools))[:rows]]
     source = source.reset_index(drop=True)

@@ -15,6 +15,7 @@ from rich.tree import Tree
 from typer.exceptions import TyperException
 
 from mlwarden import __version__
+from mlwarden.cli._audit import audit_command
 from mlwarden.cli._data import schema_app, validate_command
 from mlwarden.cli._progress import RichProgress
 from mlwarden.errors import MlwardenError, RecordNotFoundError
@@ -43,6 +44,7 @@ app.add_typer(lineage_app, name="lineage")
 app.add_typer(models_app, name="models")
 app.add_typer(schema_app, name="schema")
 app.command("validate")(validate_command)
+app.command("audit")(audit_command)
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)

@@ -1,0 +1,195 @@
+"""``mlwarden audit``: put one model through the check suite, outside a pipeline."""
+
+from __future__ import annotations
+
+import io
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from mlwarden.errors import DataError, SpecError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from mlwarden.audit import CheckContext
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+# Shorthand names for --checks, each a list of (check key, default parameters).
+CHECK_GROUPS: dict[str, list[tuple[str, dict[str, Any]]]] = {
+    "performance": [("performance_floor", {"metric": "roc_auc", "min": 0.8})],
+    "shortcuts": [("attribution_share", {"max_share": 0.5})],
+    "ood": [("ood_confidence", {"max_share": 0.2})],
+}
+
+
+def _policy(checks: str | None, policy: Path | None) -> list[tuple[str, dict[str, Any]]]:
+    from mlwarden.audit import CHECKS
+
+    if policy is not None:
+        try:
+            raw = yaml.safe_load(policy.read_text())
+        except (OSError, yaml.YAMLError) as exc:
+            raise SpecError(f"cannot read policy {policy}: {exc}") from exc
+        entries = raw.get("checks") if isinstance(raw, dict) else raw
+        if not isinstance(entries, list) or not all(
+            isinstance(e, dict) and "check" in e for e in entries
+        ):
+            raise SpecError(f"{policy}: expected a list of checks, each with a 'check' key")
+        chosen = [(e["check"], {k: v for k, v in e.items() if k != "check"}) for e in entries]
+    else:
+        chosen = []
+        for name in (checks or "performance,shortcuts,ood").split(","):
+            name = name.strip()
+            if name in CHECK_GROUPS:
+                chosen += CHECK_GROUPS[name]
+            elif name in CHECKS:
+                raise SpecError(
+                    f"check {name!r} needs thresholds: list it in a --policy file "
+                    "(check: NAME plus its parameters)"
+                )
+            else:
+                known = ", ".join(sorted(CHECK_GROUPS))
+                raise SpecError(f"unknown check group {name!r}; use one of {known} or --policy")
+    unknown = [key for key, _ in chosen if key not in CHECKS]
+    if unknown:
+        raise SpecError(f"unknown check(s) {unknown}; known: {', '.join(sorted(CHECKS))}")
+    return chosen
+
+
+def _table(source: str) -> pd.DataFrame:
+    import pandas as pd
+
+    from mlwarden.cli._data import read_table
+
+    if source.endswith(".parquet"):
+        try:
+            return pd.read_parquet(source)
+        except (OSError, ValueError) as exc:
+            raise DataError(f"cannot read {source}: {exc}") from exc
+    return read_table(source)[0]
+
+
+def _registered_context(ref: str, store: Path, db_url: str | None, seed: int) -> CheckContext:
+    """A registered version's model (verified) and its own training and held-out splits."""
+    import pandas as pd
+
+    from mlwarden.audit import CheckContext
+    from mlwarden.data import TableSchema
+    from mlwarden.lineage import LineageStore
+    from mlwarden.models import ModelRegistry
+
+    lineage = LineageStore(store, url=db_url)
+    registry = ModelRegistry(lineage)
+    version, model = registry.load(ref)
+    arts = version.manifest.artifacts
+    schema = TableSchema.model_validate_json(lineage.read_artifact(arts["schema"]))
+    metrics = json.loads(lineage.read_artifact(arts["metrics"]))
+    label = schema.label or ""
+
+    def split(role: str) -> tuple[pd.DataFrame, pd.Series]:
+        frame = pd.read_parquet(io.BytesIO(lineage.read_artifact(arts[role])))
+        drop = [c for c in (label, "_row") if c in frame.columns]
+        return frame.drop(columns=drop), frame[label]
+
+    (X_train, y_train), (X_test, y_test) = split("train"), split("test")
+    return CheckContext(
+        model, X_train, y_train, X_test, y_test, metrics.get("positive"), schema, seed
+    )
+
+
+def _file_context(model_path: Path, data: str, label: str, seed: int) -> CheckContext:
+    """A model file (skops, trusted types only) audited on one labelled table."""
+    from mlwarden.audit import CheckContext
+    from mlwarden.models import SklearnAdapter, loads_model
+
+    try:
+        estimator = loads_model(model_path.read_bytes())
+    except OSError as exc:
+        raise DataError(f"cannot read model file {model_path}: {exc}") from exc
+    frame = _table(data)
+    if label not in frame.columns:
+        raise DataError(f"label column {label!r} is not in {data}; columns: {list(frame.columns)}")
+    X, y = frame.drop(columns=[label]), frame[label]
+    # One table: it serves as both splits, so train-versus-test checks compare it with itself.
+    return CheckContext(SklearnAdapter(estimator), X, y, X, y, None, None, seed)
+
+
+def audit_command(
+    model: Annotated[
+        str, typer.Option("--model", help="NAME@VERSION in the store, or a .skops file.")
+    ],
+    data: Annotated[
+        str | None, typer.Option("--data", help="Table for a model file: CSV, Parquet or dataset.")
+    ] = None,
+    label: Annotated[str | None, typer.Option("--label", help="Label column of --data.")] = None,
+    checks: Annotated[
+        str | None,
+        typer.Option("--checks", help=f"Comma list of groups: {', '.join(CHECK_GROUPS)}."),
+    ] = None,
+    policy: Annotated[
+        Path | None, typer.Option("--policy", help="YAML list of checks with thresholds.")
+    ] = None,
+    store: Annotated[Path, typer.Option("--store", envvar="MLWARDEN_STORE")] = Path(".mlwarden"),
+    db_url: Annotated[str | None, typer.Option("--db-url", envvar="MLWARDEN_DB_URL")] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Where the reports go.")] = None,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+) -> int:
+    """Run checks (evasion, shortcuts, overconfidence, ...) on one model and gate on them."""
+    from mlwarden import __version__
+    from mlwarden.audit import apply_gate, run_check
+    from mlwarden.report import CheckLine, RunReport, write_report
+
+    chosen = _policy(checks, policy)
+    model_path = Path(model)
+    if model_path.suffix == ".skops" and model_path.exists():
+        if data is None or label is None:
+            raise typer.BadParameter("a model file needs --data and --label")
+        ctx = _file_context(model_path, data, label, seed)
+        name = model_path.stem
+    else:
+        ctx = _registered_context(model, store, db_url, seed)
+        name = model.replace("@", "-")
+    findings = []
+    for key, params in chosen:
+        with out.status(f"{key} ..."):
+            finding = run_check(key, params, ctx)
+        mark = "[green]pass[/]" if finding.passed else "[red]FAIL[/]"
+        out.print(f"  {mark} {key}: {finding.message}")
+        findings.append(finding)
+    gate = apply_gate(findings, "fail-closed")
+    table = Table(title=f"audit of {model}", title_justify="left")
+    for column in ("check", "metric", "measured", "threshold", "result", "queries"):
+        table.add_column(column)
+    for f in findings:
+        value = "n/a" if f.value is None else f"{f.value:.4f}"
+        verdict = "[green]pass[/]" if f.passed else "[red]FAIL[/]"
+        table.add_row(f.check, f.metric, value, f"{f.comparison} {f.threshold:g}", verdict,
+                      f"{f.queries:,}")  # fmt: skip
+    out.print(table)
+    report = RunReport(
+        pipeline=f"audit-{name}", description=f"mlwarden audit of {model}",
+        run_id=datetime.now(UTC).strftime("%Y%m%dT%H%M%S"), status="completed" if gate.passed
+        else "rejected", error=None if gate.passed else gate.summary(),
+        created_at=datetime.now(UTC), seconds=sum(f.wall_time_s for f in findings),
+        spec_sha256="", model_version=model, gate=gate.model_dump(mode="json"), metrics=None,
+        search=None, validation=None,
+        checks=[CheckLine.model_validate(f.model_dump()) for f in findings], steps=[],
+        lineage_head=None, spec_path=str(policy) if policy else None,
+    )  # fmt: skip
+    folder = out_dir or Path("mlwarden-audit") / name
+    json_path, html_path = write_report(report, folder, tool_version=__version__)
+    out.print(f"report: {html_path}\n        {json_path} (+ report.sarif, report.junit.xml)")
+    if not gate.passed:
+        err.print(f"[red]FAILED:[/] {gate.summary()}")
+        return 1
+    out.print("[green]all checks passed[/]")
+    return 0
