@@ -122,3 +122,12 @@ def test_write_report_also_writes_the_ci_formats(tmp_path: Path) -> None:
     write_report(_report(), tmp_path / "out")
     assert (tmp_path / "out" / "report.sarif").exists()
     assert (tmp_path / "out" / "report.junit.xml").read_text().startswith("<?xml")
+
+
+def test_a_check_with_a_curve_gets_its_own_figure() -> None:
+    curve = {"x": [0, 1, 2, 3], "y": [0.0, 0.2, 0.5, 0.7], "xlabel": "cost", "ylabel": "success"}
+    check = CheckLine(check="evasion", metric="success", value=0.7, threshold=0.05,
+                      comparison="<=", passed=False, message="m", queries=10, wall_time_s=0.1,
+                      details={"curve": curve})  # fmt: skip
+    html = render_html(_report(checks=[check]))
+    assert html.count("data:image/png;base64,") == 3  # checks, curve, confusion matrix

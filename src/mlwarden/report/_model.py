@@ -36,6 +36,7 @@ class CheckLine(BaseModel):
     message: str
     queries: int
     wall_time_s: float
+    details: dict[str, Any] = {}
 
 
 class RunReport(BaseModel):

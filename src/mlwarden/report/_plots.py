@@ -83,3 +83,14 @@ def checks_png(checks: Sequence[CheckLine]) -> str:
     ax.set_xlim(0, max([1.0, *values]) * 1.3)
     ax.set_xlabel("measured value (bar) and threshold (tick)")
     return _png(fig)
+
+
+def curve_png(x: Sequence[float], y: Sequence[float], xlabel: str, ylabel: str, title: str) -> str:
+    """One check's curve: evasion success against cost, accuracy against epsilon, and so on."""
+    fig, ax = _pyplot().subplots(figsize=(4.5, 3.2))
+    ax.plot(x, y, marker="o", lw=2)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    return _png(fig)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
+from functools import partial
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from jinja2 import Environment, select_autoescape
 from mlwarden.report import _plots
 from mlwarden.report._ci import to_junit, to_sarif
 from mlwarden.report._model import RunReport
-from mlwarden.report._plots import checks_png, confusion_matrix_png, roc_png
+from mlwarden.report._plots import checks_png, confusion_matrix_png, curve_png, roc_png
 
 # A figure is cached under its data and the code that draws it, so a change to either redraws.
 _PLOTS_CODE = Path(_plots.__file__).read_bytes()
@@ -35,6 +36,10 @@ def _figure(cache: Path | None, kind: str, data: Any, draw: Callable[[], str]) -
     cache.mkdir(parents=True, exist_ok=True)
     path.write_text(png)
     return png
+
+
+def _draw_curve(name: str, curve: dict[str, Any]) -> str:
+    return curve_png(curve["x"], curve["y"], curve.get("xlabel", ""), curve.get("ylabel", ""), name)
 
 
 def render_html(report: RunReport, figure_cache: Path | None = None) -> str:
@@ -63,7 +68,14 @@ def render_html(report: RunReport, figure_cache: Path | None = None) -> str:
                 [curve, m.get("roc_auc")],
                 lambda: roc_png(curve["fpr"], curve["tpr"], m.get("roc_auc")),
             )
-    return _env.from_string(_TEMPLATE).render(r=report, figs=figs)
+    curves = [
+        _figure(
+            figure_cache, "curve", [check.check, curve], partial(_draw_curve, check.check, curve)
+        )
+        for check in report.checks
+        if (curve := check.details.get("curve")) and curve.get("x")
+    ]
+    return _env.from_string(_TEMPLATE).render(r=report, figs=figs, curves=curves)
 
 
 def write_report(
