@@ -12,6 +12,7 @@ import pytest
 
 PACKAGES = [
     "mlwarden",
+    "mlwarden.attacks",
     "mlwarden.audit",
     "mlwarden.cli",
     "mlwarden.data",
