@@ -2,5 +2,21 @@
 
 from mlwarden.attacks._hopskipjump import HopSkipJumpResult, hop_skip_jump
 from mlwarden.attacks._result import AttackResult
+from mlwarden.attacks._tabular import (
+    FeatureConstraint,
+    TabularEvasionResult,
+    ThreatModel,
+    bundled_threat_model,
+    tabular_evasion,
+)
 
-__all__ = ["AttackResult", "HopSkipJumpResult", "hop_skip_jump"]
+__all__ = [
+    "AttackResult",
+    "FeatureConstraint",
+    "HopSkipJumpResult",
+    "TabularEvasionResult",
+    "ThreatModel",
+    "bundled_threat_model",
+    "hop_skip_jump",
+    "tabular_evasion",
+]

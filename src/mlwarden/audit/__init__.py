@@ -9,6 +9,7 @@ from mlwarden.audit._checks import (
     register_check,
     run_check,
 )
+from mlwarden.audit._evasion import Evasion
 from mlwarden.audit._fairness import DemographicParity, EqualOpportunity, GroupFairness
 from mlwarden.audit._gate import GateMode, GateResult, apply_gate
 from mlwarden.audit._metrics import MetricName, Metrics, classification_metrics
@@ -32,6 +33,7 @@ __all__ = [
     "CheckParams",
     "DemographicParity",
     "EqualOpportunity",
+    "Evasion",
     "FeatureImportance",
     "Finding",
     "GateMode",

@@ -26,6 +26,7 @@ err = Console(stderr=True, highlight=False)
 # Shorthand names for --checks, each a list of (check key, default parameters).
 CHECK_GROUPS: dict[str, list[tuple[str, dict[str, Any]]]] = {
     "performance": [("performance_floor", {"metric": "roc_auc", "min": 0.8})],
+    "evasion": [("evasion", {"threat_model": "phishing", "cost_budget": 3, "max_success": 0.05})],
     "shortcuts": [("attribution_share", {"max_share": 0.5})],
     "ood": [("ood_confidence", {"max_share": 0.2})],
 }

@@ -1,0 +1,74 @@
+"""The evasion check gates on how cheaply the attacker's rows flip under the threat model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mlwarden.audit import CheckContext, run_check
+from mlwarden.lineage import LineageStore
+from mlwarden.pipeline import LocalExecutor, parse_spec
+
+SPEC = """\
+name: phishing-lr
+data: {dataset: phishing, label: Result, positive: phishing}
+split: {test_size: 0.3, seed: 1}
+train: {estimator: logistic_regression, params: {max_iter: 500}, cv: 2, n_jobs: 1}
+checks:
+  - {check: performance_floor, metric: roc_auc, min: 0.9}
+  - {check: evasion, threat_model: phishing, cost_budget: COST, max_success: 0.05, rows: 40}
+register: {name: phishing-lr}
+"""
+
+
+def test_an_evadable_model_is_refused_by_the_gate(store: LineageStore) -> None:
+    result = LocalExecutor(store).run(parse_spec(SPEC.replace("COST", "3")))
+    assert result.status == "rejected"
+    assert "evasion:" in (result.error or "")
+    assert "reach 'legitimate' at cost <= 3" in (result.error or "")
+
+
+def test_a_zero_budget_attacker_only_gets_rows_already_misclassified(store: LineageStore) -> None:
+    result = LocalExecutor(store).run(parse_spec(SPEC.replace("COST", "0.001")))
+    findings = store.read_artifact(result.artifacts["audit.findings"])
+    assert b'"check":"evasion"' in findings
+    # Logistic regression misclassifies a few percent of phishing rows, under the 5% bar.
+    assert result.status == "completed", result.error
+
+
+def test_the_finding_carries_the_success_curve(tmp_path: Path) -> None:
+    import pandas as pd
+    from sklearn.ensemble import GradientBoostingClassifier
+
+    from mlwarden import datasets
+    from mlwarden.models import SklearnAdapter
+
+    d = datasets.load("phishing")
+    X, y = d.X.iloc[:3000], d.y.iloc[:3000]
+    model = GradientBoostingClassifier(n_estimators=40, random_state=0).fit(X, y)
+    ctx = CheckContext(SklearnAdapter(model), X, y, d.X.iloc[3000:4000], d.y.iloc[3000:4000],
+                       "phishing")  # fmt: skip
+    finding = run_check(
+        "evasion",
+        {"threat_model": "phishing", "cost_budget": 2, "max_success": 0.5, "rows": 30},
+        ctx,
+    )
+    curve = finding.details["curve"]
+    assert curve["x"][0] == 0 and curve["x"][-1] == 2
+    assert curve["y"] == sorted(curve["y"])  # success never falls as the budget grows
+    assert finding.queries > 0 and isinstance(pd.Series(curve["y"]).iloc[-1], float)
+
+
+def test_an_unknown_threat_model_is_a_spec_error(store: LineageStore) -> None:
+    from mlwarden.errors import SpecError
+
+    ctx_spec = SPEC.replace("threat_model: phishing", "threat_model: nowhere").replace("COST", "3")
+    result = LocalExecutor(store).run(parse_spec(ctx_spec))
+    assert result.status == "failed" and "no bundled threat model named 'nowhere'" in (
+        result.error or ""
+    )
+    with pytest.raises(SpecError):
+        from mlwarden.attacks import bundled_threat_model
+
+        bundled_threat_model("nowhere")
