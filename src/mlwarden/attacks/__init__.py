@@ -1,5 +1,13 @@
 """Attacks: pure functions of (model adapter, data, budget) that return pydantic results."""
 
+from mlwarden.attacks._gradient import (
+    GradientAttackResult,
+    RobustnessCurve,
+    RobustnessPoint,
+    fgsm,
+    pgd,
+    robust_accuracy,
+)
 from mlwarden.attacks._hopskipjump import HopSkipJumpResult, hop_skip_jump
 from mlwarden.attacks._result import AttackResult
 from mlwarden.attacks._tabular import (
@@ -13,10 +21,16 @@ from mlwarden.attacks._tabular import (
 __all__ = [
     "AttackResult",
     "FeatureConstraint",
+    "GradientAttackResult",
     "HopSkipJumpResult",
+    "RobustnessCurve",
+    "RobustnessPoint",
     "TabularEvasionResult",
     "ThreatModel",
     "bundled_threat_model",
+    "fgsm",
     "hop_skip_jump",
+    "pgd",
+    "robust_accuracy",
     "tabular_evasion",
 ]
