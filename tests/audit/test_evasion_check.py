@@ -72,3 +72,48 @@ def test_an_unknown_threat_model_is_a_spec_error(store: LineageStore) -> None:
         from mlwarden.attacks import bundled_threat_model
 
         bundled_threat_model("nowhere")
+
+
+def _phishing_context(model: object) -> CheckContext:
+    from mlwarden import datasets
+    from mlwarden.models import SklearnAdapter
+
+    d = datasets.load("phishing")
+    X, y = d.X.iloc[:3000], d.y.iloc[:3000]
+    model.fit(X, y)  # type: ignore[attr-defined]
+    return CheckContext(
+        SklearnAdapter(model), X, y, d.X.iloc[3000:4000], d.y.iloc[3000:4000], "phishing"
+    )
+
+
+def test_decision_boundary_measures_distance_with_hopskipjump() -> None:
+    from sklearn.ensemble import GradientBoostingClassifier
+    from sklearn.linear_model import LogisticRegression
+
+    params = {"min_median_perturbation": 1.0, "rows": 10, "queries_per_point": 500}
+    boosted = run_check(
+        "decision_boundary",
+        params,
+        _phishing_context(GradientBoostingClassifier(n_estimators=50, random_state=0)),
+    )
+    linear = run_check("decision_boundary", params,
+                       _phishing_context(LogisticRegression(max_iter=500)))  # fmt: skip
+    assert boosted.value is not None and linear.value is not None
+    assert boosted.value < 1.0 <= linear.value  # the trees' boundary lies closer to the data
+    assert not boosted.passed and linear.passed
+    assert boosted.queries <= 10 * 500
+    medians = boosted.details["curve"]["y"]
+    assert medians == sorted(medians, reverse=True)
+
+
+def test_decision_boundary_needs_numeric_features() -> None:
+    import pandas as pd
+    from sklearn.dummy import DummyClassifier
+
+    from mlwarden.models import SklearnAdapter
+
+    X = pd.DataFrame({"colour": ["red", "blue"] * 10, "size": range(20)})
+    y = pd.Series(["a", "b"] * 10)
+    ctx = CheckContext(SklearnAdapter(DummyClassifier().fit(X, y)), X, y, X, y, "a")
+    finding = run_check("decision_boundary", {"min_median_perturbation": 1.0}, ctx)
+    assert not finding.passed and finding.value is None and finding.queries == 0

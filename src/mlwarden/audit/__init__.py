@@ -9,7 +9,7 @@ from mlwarden.audit._checks import (
     register_check,
     run_check,
 )
-from mlwarden.audit._evasion import Evasion
+from mlwarden.audit._evasion import DecisionBoundary, Evasion
 from mlwarden.audit._fairness import DemographicParity, EqualOpportunity, GroupFairness
 from mlwarden.audit._gate import GateMode, GateResult, apply_gate
 from mlwarden.audit._metrics import MetricName, Metrics, classification_metrics
@@ -31,6 +31,7 @@ __all__ = [
     "CheckContext",
     "CheckDef",
     "CheckParams",
+    "DecisionBoundary",
     "DemographicParity",
     "EqualOpportunity",
     "Evasion",

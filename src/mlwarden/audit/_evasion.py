@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 
@@ -78,5 +79,72 @@ def evasion(params: Evasion, ctx: CheckContext) -> Finding:
                 "xlabel": "attacker's cost budget",
                 "ylabel": "share of attacked rows flipped",
             },
+        },
+    )
+
+
+class DecisionBoundary(CheckParams):
+    """Parameters of ``decision_boundary``."""
+
+    min_median_perturbation: float = Field(gt=0)
+    norm: Literal["l2", "linf"] = "l2"
+    queries_per_point: int = Field(default=1000, ge=20)
+    rows: int = Field(default=20, ge=1)
+
+
+@register_check("decision_boundary", DecisionBoundary)
+def decision_boundary(params: DecisionBoundary, ctx: CheckContext) -> Finding:
+    """The median distance to a flipped decision must be at least ``min_median_perturbation``.
+
+    Measured with HopSkipJump (Chen et al. 2020), a decision-only black-box attack, on held-out
+    rows, inside the box of the training data's per-feature minimum and maximum. Numeric
+    features only: the attack moves points continuously.
+    """
+    import numpy as np
+
+    from mlwarden.attacks._hopskipjump import hop_skip_jump
+
+    start, before = time.perf_counter(), ctx.model.queries
+    numeric = ctx.X_test.select_dtypes("number")
+    if numeric.shape[1] != ctx.X_test.shape[1]:
+        return Finding(
+            check="decision_boundary", metric="median_perturbation", value=None,
+            threshold=params.min_median_perturbation, comparison=">=", passed=False,
+            message="not measured: HopSkipJump needs numeric features only",
+            queries=0, wall_time_s=time.perf_counter() - start,
+        )  # fmt: skip
+    rows = numeric.sample(n=min(params.rows, len(numeric)), random_state=ctx.seed)
+    low = ctx.X_train.min().to_numpy(dtype=float)
+    high = ctx.X_train.max().to_numpy(dtype=float)
+    result = hop_skip_jump(
+        ctx.model, rows.astype(float), ctx.y_test.loc[rows.index].to_numpy(), norm=params.norm,
+        clip=(low, high), budget=params.queries_per_point * len(rows), seed=ctx.seed,
+    )  # fmt: skip
+    median = result.median_perturbation
+    passed = median is None or median >= params.min_median_perturbation
+    shown = "beyond reach (most points never flipped)" if median is None else f"{median:.4f}"
+    return Finding(
+        check="decision_boundary",
+        metric=f"median_{params.norm}_perturbation",
+        value=median,
+        threshold=params.min_median_perturbation,
+        comparison=">=",
+        passed=passed,
+        message=f"median {params.norm} distance to a flipped decision {shown} "
+        f"({'>=' if passed else '<'} {params.min_median_perturbation:g} required), "
+        f"{params.queries_per_point} queries per point",
+        queries=ctx.model.queries - before,
+        wall_time_s=time.perf_counter() - start,
+        details={
+            "success_rate": result.success_rate,
+            "curve": {
+                "x": [q for q, m in result.curve if m is not None],
+                "y": [m for _, m in result.curve if m is not None],
+                "xlabel": "queries spent",
+                "ylabel": f"median {params.norm} perturbation",
+            },
+            "examples": result.examples[:2],
+            "clip_low": float(np.min(low)),
+            "clip_high": float(np.max(high)),
         },
     )
