@@ -117,3 +117,25 @@ def test_decision_boundary_needs_numeric_features() -> None:
     ctx = CheckContext(SklearnAdapter(DummyClassifier().fit(X, y)), X, y, X, y, "a")
     finding = run_check("decision_boundary", {"min_median_perturbation": 1.0}, ctx)
     assert not finding.passed and finding.value is None and finding.queries == 0
+
+
+def test_adversarial_training_lowers_evasion_and_the_report_shows_both(
+    store: LineageStore,
+) -> None:
+    import json
+
+    spec = SPEC.replace("COST", "2").replace(
+        "n_jobs: 1}",
+        "n_jobs: 1, harden: {threat_model: phishing, cost_budget: 2, rounds: 2, rows: 120}}",
+    )
+    result = LocalExecutor(store).run(parse_spec(spec))
+    search = json.loads(store.read_artifact(result.artifacts["train.search"]))
+    hardening = search["hardening"]
+    assert len(hardening["rounds"]) == 2
+    assert hardening["rounds"][0]["added_rows"] > 0
+    assert hardening["success_after"] < hardening["success_before"] - 0.1
+    from mlwarden.pipeline import build_report
+    from mlwarden.report import render_html
+
+    html = render_html(build_report(store, parse_spec(spec), result))
+    assert "Adversarial training" in html and "before hardening" in html

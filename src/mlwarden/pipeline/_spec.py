@@ -82,6 +82,15 @@ class SplitSpec(_Strict):
     seed: int = 0
 
 
+class HardenSpec(_Strict):
+    """Adversarial training: refit with the evasions the tabular attack finds on training rows."""
+
+    threat_model: str
+    cost_budget: float = Field(gt=0)
+    rounds: int = Field(default=2, ge=1, le=10)
+    rows: int = Field(default=300, ge=10)
+
+
 class TrainSpec(_Strict):
     """Estimator, fixed parameters and the grid searched with cross-validation."""
 
@@ -92,6 +101,7 @@ class TrainSpec(_Strict):
     scoring: Literal["roc_auc", "roc_auc_ovr", "f1", "f1_macro", "accuracy"] = "roc_auc"
     n_jobs: int = Field(default=2, ge=1)
     seed: int = 0
+    harden: HardenSpec | None = None
 
     @field_validator("grid")
     @classmethod

@@ -75,8 +75,23 @@ def train(ctx: StepContext) -> Outputs:
         "candidates": table,
     }
     ctx.progress(f"best {scoring} {search.best_score_:.4f} with {summary['best_params']}")
+    model = search.best_estimator_
+    if p["harden"] is not None:
+        from mlwarden.pipeline._harden import harden
+
+        h = p["harden"]
+        ctx.progress(f"adversarial training: {h['rounds']} round(s) under {h['threat_model']}")
+        model, hardening = harden(
+            model, X, y, threat_model=h["threat_model"], cost_budget=h["cost_budget"],
+            rounds=h["rounds"], rows=h["rows"], seed=p["seed"], progress=ctx.progress,
+        )  # fmt: skip
+        summary["hardening"] = hardening.model_dump(mode="json")
+        ctx.progress(
+            f"evasion success on attacked training rows: {hardening.success_before:.1%} before, "
+            f"{hardening.success_after:.1%} after"
+        )
     return {
-        "model": Output(dumps_model(search.best_estimator_), MEDIA_TYPE, "model.skops"),
+        "model": Output(dumps_model(model), MEDIA_TYPE, "model.skops"),
         "search": Output(json_bytes(summary), JSON, "search.json"),
     }
 
