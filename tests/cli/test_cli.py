@@ -336,3 +336,32 @@ def test_audit_errors_are_one_line(tmp_path: Path, args: tuple[str, ...], messag
     result = mlwarden("audit", *args, cwd=tmp_path)
     assert result.returncode in (2, 4)
     assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_audit_an_onnx_model_file(tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    skl2onnx = pytest.importorskip("skl2onnx")
+    from skl2onnx.common.data_types import FloatTensorType
+    from sklearn.tree import DecisionTreeClassifier
+
+    from mlwarden import datasets
+
+    d = datasets.load("phishing")
+    model = DecisionTreeClassifier(max_depth=4, random_state=0).fit(d.X.astype(float), d.y)
+    onx = skl2onnx.convert_sklearn(model, initial_types=[("X", FloatTensorType([None, 23]))])
+    (tmp_path / "tree.onnx").write_bytes(onx.SerializeToString())
+    result = mlwarden(
+        "audit",
+        "--model",
+        "tree.onnx",
+        "--data",
+        "phishing",
+        "--label",
+        "Result",
+        "--checks",
+        "performance,evasion",
+        cwd=tmp_path,
+    )
+    assert "pass performance_floor" in result.stdout, result.stdout + result.stderr
+    assert "evasion:" in result.stdout
+    assert result.returncode == 1  # a depth-4 tree is evadable at cost 3

@@ -108,25 +108,29 @@ def _registered_context(ref: str, store: Path, db_url: str | None, seed: int) ->
 
 
 def _file_context(model_path: Path, data: str, label: str, seed: int) -> CheckContext:
-    """A model file (skops, trusted types only) audited on one labelled table."""
+    """A model file (skops with trusted types only, or ONNX) audited on one labelled table."""
     from mlwarden.audit import CheckContext
-    from mlwarden.models import SklearnAdapter, loads_model
+    from mlwarden.models import ModelAdapter, OnnxAdapter, SklearnAdapter, loads_model
 
-    try:
-        estimator = loads_model(model_path.read_bytes())
-    except OSError as exc:
-        raise DataError(f"cannot read model file {model_path}: {exc}") from exc
     frame = _table(data)
     if label not in frame.columns:
         raise DataError(f"label column {label!r} is not in {data}; columns: {list(frame.columns)}")
     X, y = frame.drop(columns=[label]), frame[label]
+    try:
+        adapter: ModelAdapter = (
+            OnnxAdapter(model_path, feature_names=[str(c) for c in X.columns])
+            if model_path.suffix == ".onnx"
+            else SklearnAdapter(loads_model(model_path.read_bytes()))
+        )
+    except OSError as exc:
+        raise DataError(f"cannot read model file {model_path}: {exc}") from exc
     # One table: it serves as both splits, so train-versus-test checks compare it with itself.
-    return CheckContext(SklearnAdapter(estimator), X, y, X, y, None, None, seed)
+    return CheckContext(adapter, X, y, X, y, None, None, seed)
 
 
 def audit_command(
     model: Annotated[
-        str, typer.Option("--model", help="NAME@VERSION in the store, or a .skops file.")
+        str, typer.Option("--model", help="NAME@VERSION in the store, or a .skops or .onnx file.")
     ],
     data: Annotated[
         str | None, typer.Option("--data", help="Table for a model file: CSV, Parquet or dataset.")
@@ -151,7 +155,7 @@ def audit_command(
 
     chosen = _policy(checks, policy)
     model_path = Path(model)
-    if model_path.suffix == ".skops" and model_path.exists():
+    if model_path.suffix in (".skops", ".onnx") and model_path.exists():
         if data is None or label is None:
             raise typer.BadParameter("a model file needs --data and --label")
         ctx = _file_context(model_path, data, label, seed)

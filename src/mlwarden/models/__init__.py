@@ -1,6 +1,7 @@
 """Models: the adapter protocol, safe persistence, signing and the registry."""
 
 from mlwarden.models._adapter import HasGradient, ModelAdapter, SklearnAdapter
+from mlwarden.models._onnx import OnnxAdapter
 from mlwarden.models._persist import MEDIA_TYPE, TRUSTED_TYPES, dumps_model, loads_model
 from mlwarden.models._registry import Manifest, ModelRegistry, ModelVersion
 from mlwarden.models._signing import Signer, load_public_key, verify_signature
@@ -20,6 +21,7 @@ __all__ = [
     "ModelAdapter",
     "ModelRegistry",
     "ModelVersion",
+    "OnnxAdapter",
     "Signer",
     "SklearnAdapter",
     "TorchAdapter",
