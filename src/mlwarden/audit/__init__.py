@@ -18,6 +18,7 @@ from mlwarden.audit._overconfidence import (
     foreign_rows,
     uniform_noise,
 )
+from mlwarden.audit._robustness import RobustAccuracy
 from mlwarden.audit._shortcuts import (
     AttributionShare,
     FeatureImportance,
@@ -44,6 +45,7 @@ __all__ = [
     "MetricName",
     "Metrics",
     "OutOfDistributionConfidence",
+    "RobustAccuracy",
     "apply_gate",
     "classification_metrics",
     "foreign_rows",

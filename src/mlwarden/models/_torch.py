@@ -165,6 +165,8 @@ class TorchAdapter:
         array = np.asarray(X)
         if array.dtype == object or array.ndim < 1:
             raise DataError("inputs must be a numeric array with one row per example")
+        if not array.flags.writeable:  # pandas hands out read-only views; torch wants to own
+            array = array.copy()
         return torch.as_tensor(array).to(device=self.device, dtype=self.dtype)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
@@ -281,6 +283,26 @@ def _digits_module(kind: Literal["mlp", "cnn"], hidden: int) -> torch.nn.Module:
     raise ValueError(f"kind must be 'mlp' or 'cnn', got {kind!r}")
 
 
+def _pgd_examples(
+    module: torch.nn.Module, x: torch.Tensor, t: torch.Tensor, eps: float, steps: int
+) -> torch.Tensor:
+    """L-infinity PGD examples with a random start, for adversarial training (not counted as
+    queries: training is the defender's own use of the model)."""
+    import torch
+    import torch.nn.functional as F
+
+    step = 2.5 * eps / steps
+    adv = (x + torch.empty_like(x).uniform_(-eps, eps)).clamp(0.0, 1.0)
+    for _ in range(steps):
+        adv.requires_grad_(True)
+        loss = F.cross_entropy(module(adv), t)
+        (grad,) = torch.autograd.grad(loss, adv)
+        with torch.no_grad():
+            adv = adv + step * grad.sign()
+            adv = torch.min(torch.max(adv, x - eps), x + eps).clamp(0.0, 1.0)
+    return adv.detach()
+
+
 def train_digits_model(
     X: Any = None,
     y: Any = None,
@@ -291,8 +313,14 @@ def train_digits_model(
     hidden: int = 128,
     lr: float = 3e-3,
     batch_size: int = 64,
+    adversarial_eps: float | None = None,
+    adversarial_steps: int = 7,
 ) -> torch.nn.Module:
     """Train a small MLP (64-hidden-10) or CNN on Digits, deterministically, in seconds on CPU.
+
+    With ``adversarial_eps`` it is PGD adversarial training (Madry et al., ICLR 2018): each
+    batch is replaced by L-infinity PGD examples (random start, ``adversarial_steps`` steps of
+    2.5 * eps / steps) against the current weights, so the model learns to resist them.
 
     A demo victim for the white-box attacks: inputs are the 64 pixels scaled to [0, 1] (flat,
     also for the CNN, which reshapes to 1x8x8 itself), outputs are the logits of digits 0..9.
@@ -309,6 +337,8 @@ def train_digits_model(
         Seeds the weight initialisation and the shuffling.
     epochs
         Passes over the data; None: 40 for the MLP, 25 for the CNN.
+    adversarial_eps, adversarial_steps
+        PGD adversarial training radius (on [0, 1] pixels) and steps; None trains normally.
 
     Returns
     -------
@@ -345,8 +375,13 @@ def train_digits_model(
             for _ in range(n_epochs):
                 order = torch.randperm(len(x_all), generator=generator)
                 for batch in torch.split(order, batch_size):
+                    inputs = x_all[batch]
+                    if adversarial_eps is not None:
+                        inputs = _pgd_examples(
+                            module, inputs, t_all[batch], adversarial_eps, adversarial_steps
+                        )
                     optimiser.zero_grad()
-                    loss = F.cross_entropy(module(x_all[batch]), t_all[batch])
+                    loss = F.cross_entropy(module(inputs), t_all[batch])
                     torch.autograd.backward(loss)
                     optimiser.step()
         finally:

@@ -1,0 +1,72 @@
+"""Robust accuracy under white-box PGD, for models that offer gradients (torch)."""
+
+from __future__ import annotations
+
+import time
+from typing import Literal
+
+from pydantic import Field
+
+from mlwarden.audit._checks import CheckContext, CheckParams, Finding, register_check
+
+
+class RobustAccuracy(CheckParams):
+    """Parameters of ``robust_accuracy``."""
+
+    eps: float = Field(gt=0)
+    min_accuracy: float = Field(ge=0.0, le=1.0)
+    epsilons: list[float] = Field(default_factory=list)  # extra points for the curve
+    norm: Literal["linf", "l2"] = "linf"
+    steps: int = Field(default=40, ge=1)
+    rows: int = Field(default=500, ge=1)
+    clip: tuple[float, float] = (0.0, 1.0)
+
+
+@register_check("robust_accuracy", RobustAccuracy)
+def robust_accuracy_check(params: RobustAccuracy, ctx: CheckContext) -> Finding:
+    """Accuracy under PGD (Madry et al. 2018) at radius ``eps`` must reach ``min_accuracy``.
+
+    The model must offer gradients through a torch module (``TorchAdapter``); the whole curve
+    over ``epsilons`` goes into the finding for the report.
+    """
+    start, before = time.perf_counter(), ctx.model.queries
+    if not hasattr(ctx.model, "logits"):
+        return Finding(
+            check="robust_accuracy", metric=f"accuracy_at_{params.norm}_{params.eps:g}",
+            value=None, threshold=params.min_accuracy, comparison=">=", passed=False,
+            message="not measured: PGD needs a differentiable model (a TorchAdapter)",
+            queries=0, wall_time_s=time.perf_counter() - start,
+        )  # fmt: skip
+    from mlwarden.attacks._gradient import robust_accuracy
+
+    X = ctx.X_test.iloc[: params.rows] if hasattr(ctx.X_test, "iloc") else ctx.X_test[: params.rows]
+    y = ctx.y_test.iloc[: params.rows] if hasattr(ctx.y_test, "iloc") else ctx.y_test[: params.rows]
+    epsilons = sorted({0.0, params.eps, *params.epsilons})
+    curve = robust_accuracy(
+        ctx.model,  # type: ignore[arg-type]
+        X, y, epsilons, params.norm, steps=params.steps, clip=params.clip, seed=ctx.seed,
+    )  # fmt: skip
+    at = {point.eps: point.accuracy for point in curve.points}
+    value = at.get(params.eps)
+    passed = value is not None and value >= params.min_accuracy
+    shown = "n/a" if value is None else f"{value:.4f}"
+    return Finding(
+        check="robust_accuracy",
+        metric=f"accuracy_at_{params.norm}_{params.eps:g}",
+        value=value,
+        threshold=params.min_accuracy,
+        comparison=">=",
+        passed=passed,
+        message=f"accuracy under {params.norm} PGD at eps {params.eps:g}: {shown} "
+        f"({'>=' if passed else '<'} {params.min_accuracy} required)",
+        queries=ctx.model.queries - before,
+        wall_time_s=time.perf_counter() - start,
+        details={
+            "curve": {
+                "x": [p.eps for p in curve.points],
+                "y": [p.accuracy for p in curve.points],
+                "xlabel": f"{params.norm} epsilon",
+                "ylabel": "robust accuracy",
+            }
+        },
+    )
