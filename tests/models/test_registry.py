@@ -117,3 +117,38 @@ def test_the_adapter_refuses_queries_beyond_its_budget() -> None:
     with pytest.raises(QueryBudgetExceeded, match="2 spent, 2 asked"):
         model.predict_proba([[0.0], [1.0]])
     assert model.queries == 2
+
+
+@pytest.mark.parametrize("classes", [2, 3])
+def test_logistic_regression_offers_its_exact_input_gradient(classes: int) -> None:
+    import numpy as np
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 4)) * [1, 10, 0.1, 3]
+    y = (X[:, 0] + X[:, 1] / 10 > 0).astype(int) + (classes == 3) * (X[:, 2] > 0.05)
+    model = SklearnAdapter(make_pipeline(StandardScaler(), LogisticRegression()).fit(X, y))
+    assert model.has_gradient
+    gradient = model.loss_gradient(X[:5], y[:5])
+
+    def loss(row: np.ndarray, label: int) -> float:
+        return float(-np.log(model.estimator.predict_proba(row[None, :])[0, label]))
+
+    for i in range(5):
+        for j in range(4):
+            step = np.zeros(4)
+            step[j] = 1e-5 * max(1.0, abs(X[i, j]))
+            numeric = (loss(X[i] + step, y[i]) - loss(X[i] - step, y[i])) / (2 * step[j])
+            assert gradient[i, j] == pytest.approx(numeric, rel=1e-3, abs=1e-6)
+
+
+def test_a_tree_offers_no_gradient() -> None:
+    from sklearn.tree import DecisionTreeClassifier
+
+    from mlwarden.errors import ModelError
+
+    model = SklearnAdapter(DecisionTreeClassifier().fit([[0.0], [1.0]], [0, 1]))
+    assert not model.has_gradient
+    with pytest.raises(ModelError, match="offers no input gradient"):
+        model.loss_gradient([[0.5]], [0])

@@ -83,3 +83,60 @@ class SklearnAdapter:
 
         proba = self.predict_proba(X)
         return np.asarray(self.classes_[np.argmax(proba, axis=1)])
+
+    def _linear_parts(self) -> tuple[np.ndarray, np.ndarray, Any]:
+        """Input scale and offset of leading StandardScalers, and the final linear model."""
+        import numpy as np
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import Pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        steps = self.estimator.steps if isinstance(self.estimator, Pipeline) else [
+            ("model", self.estimator)
+        ]  # fmt: skip
+        *prep, (_, final) = steps
+        if not isinstance(final, LogisticRegression) or not all(
+            isinstance(step, StandardScaler) or step == "passthrough" for _, step in prep
+        ):
+            raise ModelError(
+                f"{type(self.estimator).__name__} offers no input gradient: only logistic "
+                "regression (optionally after StandardScaler) is differentiable here"
+            )
+        n = final.coef_.shape[1]
+        scale, offset = np.ones(n), np.zeros(n)
+        for _, step in prep:
+            if isinstance(step, StandardScaler):
+                s = step.scale_ if step.scale_ is not None else np.ones(n)
+                m = step.mean_ if step.mean_ is not None else np.zeros(n)
+                offset = (offset - m) / s
+                scale = scale / s
+        return scale, offset, final
+
+    @property
+    def has_gradient(self) -> bool:
+        """Whether :meth:`loss_gradient` works for this estimator."""
+        try:
+            self._linear_parts()
+        except ModelError:
+            return False
+        return True
+
+    def loss_gradient(self, X: pd.DataFrame | np.ndarray, y: Any) -> np.ndarray:
+        """Gradient of each row's cross-entropy loss with respect to its inputs.
+
+        Closed form for logistic regression: ``(p - onehot(y)) @ W``, chained through any
+        StandardScaler in front. Counts one query per row, like a prediction.
+        """
+        import numpy as np
+
+        scale, _, final = self._linear_parts()
+        proba = self.predict_proba(X)
+        classes = list(self.classes_)
+        index = np.array([classes.index(label) for label in np.asarray(y)])
+        if proba.shape[1] == 2 and final.coef_.shape[0] == 1:
+            weights = np.vstack([-final.coef_[0] / 2, final.coef_[0] / 2])
+        else:
+            weights = final.coef_
+        residual = proba.copy()
+        residual[np.arange(len(index)), index] -= 1.0
+        return np.asarray((residual @ weights) * scale)
