@@ -131,3 +131,12 @@ def test_a_check_with_a_curve_gets_its_own_figure() -> None:
                       details={"curve": curve})  # fmt: skip
     html = render_html(_report(checks=[check]))
     assert html.count("data:image/png;base64,") == 3  # checks, curve, confusion matrix
+
+
+def test_a_check_with_bars_gets_a_bar_chart() -> None:
+    bars = {"labels": ["ticket", "age"], "values": [0.4, 0.1], "xlabel": "importance"}
+    check = CheckLine(check="attribution_share", metric="share", value=0.8, threshold=0.5,
+                      comparison="<=", passed=False, message="m", queries=10, wall_time_s=0.1,
+                      details={"bars": bars})  # fmt: skip
+    html = render_html(_report(checks=[check]))
+    assert html.count("data:image/png;base64,") == 3  # checks, bars, confusion matrix

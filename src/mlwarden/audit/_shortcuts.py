@@ -184,5 +184,13 @@ def attribution_share(params: AttributionShare, ctx: CheckContext) -> Finding:
         f"({'<=' if passed else '>'} {params.max_share:.0%} allowed)",
         queries=ctx.model.queries - before,
         wall_time_s=time.perf_counter() - start,
-        details={"importances": [f.model_dump() for f in found[:15]], "split": params.split},
+        details={
+            "importances": [f.model_dump() for f in found[:15]],
+            "split": params.split,
+            "bars": {
+                "labels": [f.feature for f in found[:15]],
+                "values": [f.importance for f in found[:15]],
+                "xlabel": f"permutation importance ({params.metric} drop, {params.split} split)",
+            },
+        },
     )

@@ -94,3 +94,14 @@ def curve_png(x: Sequence[float], y: Sequence[float], xlabel: str, ylabel: str, 
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     return _png(fig)
+
+
+def bars_png(labels: Sequence[str], values: Sequence[float], xlabel: str, title: str) -> str:
+    """A check's ranked quantities, such as each feature's share of the attribution."""
+    fig, ax = _pyplot().subplots(figsize=(5, 0.6 + 0.28 * len(labels)))
+    ax.barh(range(len(labels)), values, color="#1565c0", height=0.6)
+    ax.set_yticks(range(len(labels)), labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel(xlabel)
+    ax.set_title(title, fontsize=10)
+    return _png(fig)

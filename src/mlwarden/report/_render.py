@@ -15,7 +15,13 @@ from jinja2 import Environment, select_autoescape
 from mlwarden.report import _plots
 from mlwarden.report._ci import to_junit, to_sarif
 from mlwarden.report._model import RunReport
-from mlwarden.report._plots import checks_png, confusion_matrix_png, curve_png, roc_png
+from mlwarden.report._plots import (
+    bars_png,
+    checks_png,
+    confusion_matrix_png,
+    curve_png,
+    roc_png,
+)
 
 # A figure is cached under its data and the code that draws it, so a change to either redraws.
 _PLOTS_CODE = Path(_plots.__file__).read_bytes()
@@ -40,6 +46,10 @@ def _figure(cache: Path | None, kind: str, data: Any, draw: Callable[[], str]) -
 
 def _draw_curve(name: str, curve: dict[str, Any]) -> str:
     return curve_png(curve["x"], curve["y"], curve.get("xlabel", ""), curve.get("ylabel", ""), name)
+
+
+def _draw_bars(name: str, bars: dict[str, Any]) -> str:
+    return bars_png(bars["labels"], bars["values"], bars.get("xlabel", ""), name)
 
 
 def render_html(report: RunReport, figure_cache: Path | None = None) -> str:
@@ -74,6 +84,11 @@ def render_html(report: RunReport, figure_cache: Path | None = None) -> str:
         )
         for check in report.checks
         if (curve := check.details.get("curve")) and curve.get("x")
+    ]
+    curves += [
+        _figure(figure_cache, "bars", [check.check, bars], partial(_draw_bars, check.check, bars))
+        for check in report.checks
+        if (bars := check.details.get("bars")) and bars.get("labels")
     ]
     return _env.from_string(_TEMPLATE).render(r=report, figs=figs, curves=curves)
 
