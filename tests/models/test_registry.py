@@ -152,3 +152,17 @@ def test_a_tree_offers_no_gradient() -> None:
     assert not model.has_gradient
     with pytest.raises(ModelError, match="offers no input gradient"):
         model.loss_gradient([[0.5]], [0])
+
+
+def test_a_score_only_model_is_adapted_through_its_decision_function() -> None:
+    import numpy as np
+    from sklearn.svm import LinearSVC
+
+    from mlwarden import datasets
+
+    d = datasets.load("phishing")
+    svm = LinearSVC().fit(d.X.iloc[:2000], d.y.iloc[:2000])
+    model = SklearnAdapter(svm)
+    proba = model.predict_proba(d.X.iloc[:50])
+    assert np.allclose(proba.sum(axis=1), 1.0)
+    assert (model.predict(d.X.iloc[:50]) == svm.predict(d.X.iloc[:50])).all()

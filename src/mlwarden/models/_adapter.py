@@ -34,15 +34,18 @@ class HasGradient(Protocol):
 
 
 class SklearnAdapter:
-    """Wraps any fitted scikit-learn classifier or Pipeline with ``predict_proba``.
+    """Wraps any fitted scikit-learn classifier or Pipeline with ``predict_proba`` (or, failing
+    that, ``decision_function``, whose scores are mapped to [0, 1] by a logistic or softmax).
 
     Each row sent to the model counts as one query. With a ``budget``, a call that would
     exceed it is refused whole, before the model runs, as a rate-limited API would refuse it.
     """
 
     def __init__(self, estimator: Any, budget: int | None = None) -> None:
-        if not hasattr(estimator, "predict_proba"):
-            raise ModelError(f"{type(estimator).__name__} has no predict_proba")
+        if not (hasattr(estimator, "predict_proba") or hasattr(estimator, "decision_function")):
+            raise ModelError(
+                f"{type(estimator).__name__} has neither predict_proba nor decision_function"
+            )
         if budget is not None and budget < 0:
             raise ValueError(f"budget must be a non-negative number of queries, got {budget}")
         self.estimator = estimator
@@ -75,7 +78,16 @@ class SklearnAdapter:
         import numpy as np
 
         self._spend(X)
-        return np.asarray(self.estimator.predict_proba(X))
+        if hasattr(self.estimator, "predict_proba"):
+            return np.asarray(self.estimator.predict_proba(X))
+        # Scores only (an SVM, say): a logistic or softmax of them ranks and decides the same;
+        # the values are scores, not calibrated probabilities.
+        scores = np.asarray(self.estimator.decision_function(X), dtype=float)
+        if scores.ndim == 1:
+            positive = 1.0 / (1.0 + np.exp(-scores))
+            return np.column_stack([1.0 - positive, positive])
+        shifted = np.exp(scores - scores.max(axis=1, keepdims=True))
+        return np.asarray(shifted / shifted.sum(axis=1, keepdims=True))
 
     def predict(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
         """Predicted class labels."""
