@@ -365,3 +365,31 @@ def test_audit_an_onnx_model_file(tmp_path: Path) -> None:
     assert "pass performance_floor" in result.stdout, result.stdout + result.stderr
     assert "evasion:" in result.stdout
     assert result.returncode == 1  # a depth-4 tree is evadable at cost 3
+
+
+@pytest.mark.slow
+def test_audit_a_registered_model_on_another_table(demo_dir: Path) -> None:
+    ok = mlwarden(
+        "audit",
+        "--model",
+        "phishing@1",
+        "--data",
+        "phishing",
+        "--checks",
+        "performance",
+        cwd=demo_dir,
+    )
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "held-out roc_auc" in ok.stdout
+    wrong = mlwarden(
+        "audit",
+        "--model",
+        "phishing@1",
+        "--data",
+        "german",
+        "--checks",
+        "performance",
+        cwd=demo_dir,
+    )
+    assert wrong.returncode == 3
+    assert "label column 'Result' is not in german" in wrong.stderr

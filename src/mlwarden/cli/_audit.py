@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -163,6 +164,14 @@ def audit_command(
     else:
         ctx = _registered_context(model, store, db_url, seed)
         name = model.replace("@", "-")
+        if data is not None:  # audit on this table instead of the recorded held-out split
+            frame = _table(data)
+            target = label or str(ctx.y_test.name)
+            if target not in frame.columns:
+                raise DataError(
+                    f"label column {target!r} is not in {data}; columns: {list(frame.columns)}"
+                )
+            ctx = replace(ctx, X_test=frame[list(ctx.X_test.columns)], y_test=frame[target])
     findings = []
     for key, params in chosen:
         with out.status(f"{key} ..."):
