@@ -20,6 +20,7 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from mlwarden._yaml_lines import line_index, line_of
 from mlwarden.attacks._result import AttackResult
 from mlwarden.errors import QueryBudgetExceeded, SpecError
 
@@ -165,7 +166,7 @@ class ThreatModel(BaseModel):
             raise SpecError(f"{source}:1: expected a mapping with target, features, max_changes")
         lines: dict[tuple[Any, ...], int] = {}
         if node is not None:
-            _line_index(node, (), lines)
+            lines.update(line_index(node))
         try:
             return cls.model_validate(raw)
         except ValidationError as exc:
@@ -178,7 +179,7 @@ class ThreatModel(BaseModel):
                     shown = shown[:77] + "..."
                 expected = err["msg"].removeprefix("Value error, ")
                 messages.append(
-                    f"{source}:{_line_of(lines, loc)}: {where}: got {shown}; expected: {expected}"
+                    f"{source}:{line_of(lines, loc)}: {where}: got {shown}; expected: {expected}"
                 )
             raise SpecError("\n".join(messages)) from None
 
@@ -780,21 +781,3 @@ def _check_values(name: str, constraint: FeatureConstraint, dtype: Any) -> None:
 def _is_union_tag(part: Any) -> bool:
     text = str(part)
     return text in {"bool", "int", "float", "str"} or text.startswith("function-")
-
-
-def _line_index(node: yaml.Node, path: tuple[Any, ...], out: dict[tuple[Any, ...], int]) -> None:
-    out[path] = node.start_mark.line + 1
-    if isinstance(node, yaml.MappingNode):
-        for key, value in node.value:
-            _line_index(value, (*path, key.value), out)
-            out[(*path, key.value)] = key.start_mark.line + 1
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            _line_index(item, (*path, i), out)
-
-
-def _line_of(lines: dict[tuple[Any, ...], int], loc: tuple[Any, ...]) -> int:
-    path = tuple(str(p) if not isinstance(p, int) else p for p in loc)
-    while path and path not in lines:
-        path = path[:-1]
-    return lines.get(path, 1)

@@ -9,6 +9,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from mlwarden._yaml_lines import line_index, line_of
 from mlwarden.audit import CHECKS, GateMode
 from mlwarden.data import DriftThresholds, MissingPolicy, TableSchema, list_datasets
 from mlwarden.errors import SpecError
@@ -171,25 +172,6 @@ class PipelineSpec(_Strict):
         return sha256_json(self.model_dump(mode="json", by_alias=True))
 
 
-def _line_index(node: yaml.Node, path: tuple[Any, ...], out: dict[tuple[Any, ...], int]) -> None:
-    out[path] = node.start_mark.line + 1
-    if isinstance(node, yaml.MappingNode):
-        for key, value in node.value:
-            out[(*path, key.value)] = key.start_mark.line + 1
-            _line_index(value, (*path, key.value), out)
-            out[(*path, key.value)] = key.start_mark.line + 1
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            _line_index(item, (*path, i), out)
-
-
-def _line_of(lines: dict[tuple[Any, ...], int], loc: tuple[Any, ...]) -> int:
-    path = tuple(loc)
-    while path and path not in lines:
-        path = path[:-1]
-    return lines.get(path, 1)
-
-
 def _resolve_paths(spec: PipelineSpec, base: Path) -> PipelineSpec:
     data = spec.data
     updates: dict[str, Any] = {}
@@ -223,7 +205,7 @@ def parse_spec(
         raise SpecError(f"{source}:1: expected a mapping of sections (name, data, train, ...)")
     lines: dict[tuple[Any, ...], int] = {}
     if node is not None:
-        _line_index(node, (), lines)
+        lines.update(line_index(node))
     try:
         spec = PipelineSpec.model_validate(raw)
     except ValidationError as exc:
@@ -237,7 +219,7 @@ def parse_spec(
                 shown = shown[:77] + "..."
             expected = err["msg"].removeprefix("Value error, ")
             messages.append(
-                f"{source}:{_line_of(lines, loc)}: {field}: got {shown}; expected: {expected}"
+                f"{source}:{line_of(lines, loc)}: {field}: got {shown}; expected: {expected}"
             )
         raise SpecError("\n".join(messages)) from None
     _check_estimator_parameters(spec, lines, source, memo)
@@ -263,7 +245,7 @@ def _check_estimator_parameters(
     for section in ("params", "grid"):
         for name in getattr(train, section):
             if name not in known:
-                line = _line_of(lines, ("train", section, name))
+                line = line_of(lines, ("train", section, name))
                 raise SpecError(
                     f"{source}:{line}: train.{section}.{name}: got {name!r}; expected: a "
                     f"parameter of {train.estimator}, one of {', '.join(sorted(known))}"

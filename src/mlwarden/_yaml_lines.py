@@ -1,0 +1,36 @@
+"""Line numbers of YAML fields, so errors about a spec or threat model can point at the line."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+Lines = dict[tuple[Any, ...], int]
+
+
+def line_index(node: yaml.Node | None) -> Lines:
+    """Map every field path of a composed YAML document to its 1-based line number."""
+    out: Lines = {}
+    if node is not None:
+        _walk(node, (), out)
+    return out
+
+
+def _walk(node: yaml.Node, path: tuple[Any, ...], out: Lines) -> None:
+    out[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            _walk(value, (*path, key.value), out)
+            out[(*path, key.value)] = key.start_mark.line + 1  # the key's line, not the value's
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _walk(item, (*path, i), out)
+
+
+def line_of(lines: Lines, loc: tuple[Any, ...]) -> int:
+    """The line of the deepest known ancestor of ``loc`` (a pydantic error location)."""
+    path = tuple(p if isinstance(p, int) else str(p) for p in loc)
+    while path and path not in lines:
+        path = path[:-1]
+    return lines.get(path, 1)
