@@ -1,5 +1,13 @@
 """Attacks: pure functions of (model adapter, data, budget) that return pydantic results."""
 
+from mlwarden.attacks._extraction import (
+    ExtractedLinearModel,
+    ExtractionResult,
+    OneHotDesign,
+    extract_logistic,
+    extract_logistic_pipeline,
+    fidelity,
+)
 from mlwarden.attacks._gradient import (
     GradientAttackResult,
     RobustnessCurve,
@@ -20,15 +28,21 @@ from mlwarden.attacks._tabular import (
 
 __all__ = [
     "AttackResult",
+    "ExtractedLinearModel",
+    "ExtractionResult",
     "FeatureConstraint",
     "GradientAttackResult",
     "HopSkipJumpResult",
+    "OneHotDesign",
     "RobustnessCurve",
     "RobustnessPoint",
     "TabularEvasionResult",
     "ThreatModel",
     "bundled_threat_model",
+    "extract_logistic",
+    "extract_logistic_pipeline",
     "fgsm",
+    "fidelity",
     "hop_skip_jump",
     "pgd",
     "robust_accuracy",
