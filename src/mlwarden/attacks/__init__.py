@@ -17,6 +17,14 @@ from mlwarden.attacks._gradient import (
     robust_accuracy,
 )
 from mlwarden.attacks._hopskipjump import HopSkipJumpResult, hop_skip_jump
+from mlwarden.attacks._membership import (
+    MembershipMetrics,
+    MembershipResult,
+    lira,
+    logit_confidence,
+    loss_threshold_attack,
+    membership_metrics,
+)
 from mlwarden.attacks._result import AttackResult
 from mlwarden.attacks._tabular import (
     FeatureConstraint,
@@ -33,6 +41,8 @@ __all__ = [
     "FeatureConstraint",
     "GradientAttackResult",
     "HopSkipJumpResult",
+    "MembershipMetrics",
+    "MembershipResult",
     "OneHotDesign",
     "RobustnessCurve",
     "RobustnessPoint",
@@ -44,6 +54,10 @@ __all__ = [
     "fgsm",
     "fidelity",
     "hop_skip_jump",
+    "lira",
+    "logit_confidence",
+    "loss_threshold_attack",
+    "membership_metrics",
     "pgd",
     "robust_accuracy",
     "tabular_evasion",

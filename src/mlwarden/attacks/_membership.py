@@ -1,0 +1,561 @@
+"""Membership inference: a loss-threshold baseline and LiRA, with ROC metrics at low FPR.
+
+Two attacks answer "was this row in the model's training set?":
+
+* :func:`loss_threshold_attack` (Yeom et al. 2018): a row the model is unusually confident on is
+  probably a member. No reference models; one threshold for every row.
+* :func:`lira` (Carlini et al. 2022): the Likelihood Ratio Attack. Reference ("shadow") models
+  trained with and without each row calibrate, per row, how confident a model is on it anyway,
+  so easy rows no longer look like members and hard, memorised rows stand out. This is what
+  makes the attack work at low false-positive rates, where the baseline is near chance.
+
+Both score every row with the logit-scaled confidence on the true label (:func:`logit_confidence`)
+and are evaluated by :func:`membership_metrics`: AUC, TPR at 1% and 0.1% FPR (interpolated from
+the ROC), seeded bootstrap 95% confidence intervals and a log-spaced ROC for a log-log plot.
+
+References
+----------
+.. [1] N. Carlini, S. Chien, M. Nasr, S. Song, A. Terzis, F. Tramèr, "Membership Inference
+   Attacks From First Principles", IEEE Symposium on Security and Privacy, 2022.
+.. [2] S. Yeom, I. Giacomelli, M. Fredrikson, S. Jha, "Privacy Risk in Machine Learning:
+   Analyzing the Connection to Overfitting", IEEE Computer Security Foundations Symposium, 2018.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel
+from scipy import stats
+
+from mlwarden.attacks._result import AttackResult
+from mlwarden.errors import DataError
+from mlwarden.models._adapter import ModelAdapter
+
+__all__ = [
+    "FPR_LEVELS",
+    "PHI_EPSILON",
+    "MembershipMetrics",
+    "MembershipResult",
+    "lira",
+    "logit_confidence",
+    "loss_threshold_attack",
+    "membership_metrics",
+]
+
+#: Probabilities are clipped to ``[PHI_EPSILON, 1 - PHI_EPSILON]`` before the logit, so that a
+#: model certain of a row (``p = 1`` exactly, common for trees and forests) scores a finite
+#: ``log((1 - eps) / eps)`` of about 13.8 rather than infinity. The clip bounds the tails of the
+#: per-row Gaussians LiRA fits; it is far below the smallest non-zero probability a forest of up
+#: to a million trees can output, so it only touches exact 0 and 1.
+PHI_EPSILON = 1e-6
+
+#: The false-positive rates at which true-positive rates are reported.
+FPR_LEVELS: tuple[float, ...] = (0.01, 0.001)
+
+#: Below this many reference models LiRA pools the variance over all rows (the paper's advice
+#: for few shadow models: per-row variances from a handful of samples are too noisy).
+GLOBAL_VARIANCE_BELOW = 64
+
+_ROC_POINTS = 40
+_MIN_STD = 1e-3
+
+
+class MembershipMetrics(BaseModel):
+    """ROC metrics of a membership score: higher score means "more likely a member".
+
+    ``tpr_at_fpr`` maps each FPR in :data:`FPR_LEVELS` to the TPR read off the ROC by linear
+    interpolation; ``*_ci`` are percentile bootstrap 95% intervals (members and non-members
+    resampled separately, so both counts stay fixed). ``roc`` is ``(fpr, tpr)`` pairs at
+    log-spaced FPRs from ``1 / n_non_members`` (or 1e-4) to 1. ``balanced_accuracy`` is
+    ``(TPR + 1 - FPR) / 2`` at the threshold that maximises it.
+    """
+
+    auc: float
+    auc_ci: tuple[float, float]
+    tpr_at_fpr: dict[float, float]
+    tpr_at_fpr_ci: dict[float, tuple[float, float]]
+    roc: list[tuple[float, float]]
+    balanced_accuracy: float
+    n_members: int
+    n_non_members: int
+
+
+class MembershipResult(AttackResult):
+    """A membership-inference attack's result.
+
+    ``success_rate`` is the balanced accuracy at the best single threshold on the attack's
+    scores (``(TPR + 1 - FPR) / 2``, maximised over thresholds): 0.5 is chance, 1 is perfect.
+    It is an optimistic, in-sample figure (the threshold is chosen with the labels); the
+    low-FPR TPRs are the figures to judge privacy by [1]_. ``queries`` counts the rows sent to
+    the *target* model only; reference models are the attacker's own and cost no queries.
+    ``variant`` is ``"loss"``, ``"lira-offline"`` or ``"lira-online"``; ``n_reference`` is 0
+    for the loss attack.
+
+    References
+    ----------
+    .. [1] Carlini et al., "Membership Inference Attacks From First Principles", S&P 2022.
+    """
+
+    auc: float
+    auc_ci: tuple[float, float]
+    tpr_at_fpr: dict[float, float]
+    tpr_at_fpr_ci: dict[float, tuple[float, float]]
+    roc: list[tuple[float, float]]
+    n_members: int
+    n_non_members: int
+    n_reference: int
+    variant: str
+
+
+# --------------------------------------------------------------------------------------------
+# Scores
+
+
+def _true_label_proba(proba: np.ndarray, classes: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Probability each row's true label gets; 0 for a label the model never saw."""
+    lookup = {label: i for i, label in enumerate(classes.tolist())}
+    index = np.array([lookup.get(label, -1) for label in y.tolist()], dtype=int)
+    out = np.zeros(len(y), dtype=float)
+    known = index >= 0
+    out[known] = proba[np.flatnonzero(known), index[known]]
+    return out
+
+
+def logit_confidence(proba: np.ndarray, classes: Any, y: Any) -> np.ndarray:
+    """LiRA's score: the logit of the confidence on the true label.
+
+    ``phi = log(p_y / (1 - p_y))``, with ``p_y`` clipped to ``[PHI_EPSILON, 1 - PHI_EPSILON]``
+    (see :data:`PHI_EPSILON`). On this scale the confidence of a model on one row, over models
+    trained on random data sets, is close to Gaussian [1]_. It is a monotone function of the
+    cross-entropy loss ``-log p_y``, so thresholding it is the loss attack [2]_.
+
+    Parameters
+    ----------
+    proba : ndarray of shape (n, n_classes)
+        Class probabilities.
+    classes : array-like of shape (n_classes,)
+        Labels in the column order of ``proba``.
+    y : array-like of shape (n,)
+        True labels.
+
+    Returns
+    -------
+    ndarray of shape (n,)
+
+    References
+    ----------
+    .. [1] Carlini et al., "Membership Inference Attacks From First Principles", S&P 2022, §IV.
+    .. [2] Yeom et al., "Privacy Risk in Machine Learning", CSF 2018.
+    """
+    p = _true_label_proba(np.asarray(proba, dtype=float), np.asarray(classes), np.asarray(y))
+    p = np.clip(p, PHI_EPSILON, 1.0 - PHI_EPSILON)
+    return np.asarray(np.log(p) - np.log1p(-p))
+
+
+def _target_scores(model: ModelAdapter, X: Any, y: np.ndarray) -> np.ndarray:
+    return logit_confidence(model.predict_proba(X), model.classes_, y)
+
+
+# --------------------------------------------------------------------------------------------
+# Metrics
+
+
+def _roc(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.metrics import roc_curve
+
+    fpr, tpr, _ = roc_curve(labels, scores, drop_intermediate=False)
+    return np.asarray(fpr, dtype=float), np.asarray(tpr, dtype=float)
+
+
+def _point_metrics(
+    labels: np.ndarray, scores: np.ndarray, levels: Sequence[float]
+) -> tuple[float, list[float], float, np.ndarray, np.ndarray]:
+    from sklearn.metrics import auc as sklearn_auc
+
+    fpr, tpr = _roc(labels, scores)
+    auc = float(sklearn_auc(fpr, tpr))
+    tprs = [float(np.interp(level, fpr, tpr)) for level in levels]
+    balanced = float(np.max((tpr + 1.0 - fpr) / 2.0))
+    return auc, tprs, balanced, fpr, tpr
+
+
+def membership_metrics(
+    is_member: Any,
+    scores: Any,
+    *,
+    n_bootstrap: int = 200,
+    seed: int = 0,
+    fpr_levels: Sequence[float] = FPR_LEVELS,
+) -> MembershipMetrics:
+    """AUC, TPR at low FPR, bootstrap intervals and a log-spaced ROC of a membership score.
+
+    Parameters
+    ----------
+    is_member : array-like of bool, shape (n,)
+        Ground truth.
+    scores : array-like of float, shape (n,)
+        Higher means more likely a member.
+    n_bootstrap : int, default 200
+        Bootstrap resamples for the 95% percentile intervals; members and non-members are
+        resampled separately (stratified), each with replacement.
+    seed : int, default 0
+        Seeds the bootstrap.
+    fpr_levels : sequence of float
+        FPRs at which to report the TPR, read off the ROC (``sklearn.metrics.roc_curve``) by
+        linear interpolation. With fewer than ``1 / fpr`` non-members the figure is an
+        interpolation between the ROC's first points and is coarse.
+
+    Returns
+    -------
+    MembershipMetrics
+
+    Raises
+    ------
+    DataError
+        If the lengths differ, or either class is empty, or a score is not finite.
+    """
+    labels = np.asarray(is_member, dtype=bool)
+    values = np.asarray(scores, dtype=float)
+    if labels.shape != values.shape or labels.ndim != 1:
+        raise DataError(f"is_member {labels.shape} and scores {values.shape} must be 1-d, alike")
+    if not np.all(np.isfinite(values)):
+        raise DataError("membership scores must be finite")
+    members, non_members = np.flatnonzero(labels), np.flatnonzero(~labels)
+    if len(members) == 0 or len(non_members) == 0:
+        raise DataError("membership metrics need at least one member and one non-member")
+    if n_bootstrap < 1:
+        raise ValueError(f"n_bootstrap must be at least 1, got {n_bootstrap}")
+
+    auc, tprs, balanced, fpr, tpr = _point_metrics(labels, values, fpr_levels)
+
+    rng = np.random.default_rng(seed)
+    boot_auc = np.empty(n_bootstrap)
+    boot_tpr = np.empty((n_bootstrap, len(fpr_levels)))
+    for b in range(n_bootstrap):
+        idx = np.concatenate(
+            [
+                rng.choice(members, size=len(members), replace=True),
+                rng.choice(non_members, size=len(non_members), replace=True),
+            ]
+        )
+        boot_auc[b], boot_tpr[b], *_ = _point_metrics(labels[idx], values[idx], fpr_levels)
+
+    def interval(sample: np.ndarray) -> tuple[float, float]:
+        lo, hi = np.percentile(sample, [2.5, 97.5])
+        return float(lo), float(hi)
+
+    low = max(1.0 / len(non_members), 1e-4)
+    grid = np.unique(np.concatenate([np.geomspace(low, 1.0, _ROC_POINTS), [1.0]]))
+    roc = [(float(f), float(np.interp(f, fpr, tpr))) for f in grid]
+    return MembershipMetrics(
+        auc=auc,
+        auc_ci=interval(boot_auc),
+        tpr_at_fpr={float(level): t for level, t in zip(fpr_levels, tprs, strict=True)},
+        tpr_at_fpr_ci={
+            float(level): interval(boot_tpr[:, j]) for j, level in enumerate(fpr_levels)
+        },
+        roc=roc,
+        balanced_accuracy=balanced,
+        n_members=len(members),
+        n_non_members=len(non_members),
+    )
+
+
+def _result(
+    *,
+    attack: str,
+    variant: str,
+    scores: np.ndarray,
+    labels: np.ndarray,
+    model: ModelAdapter,
+    queries_before: int,
+    started: float,
+    n_reference: int,
+    params: dict[str, Any],
+    n_bootstrap: int,
+    seed: int,
+) -> MembershipResult:
+    metrics = membership_metrics(labels, scores, n_bootstrap=n_bootstrap, seed=seed)
+    top = np.argsort(-scores, kind="stable")[:5]
+    examples = [
+        {"index": int(i), "score": float(scores[i]), "is_member": bool(labels[i])} for i in top
+    ]
+    budget = getattr(model, "budget", None)
+    return MembershipResult(
+        attack=attack,
+        n_points=len(scores),
+        success_rate=metrics.balanced_accuracy,
+        queries=model.queries - queries_before,
+        budget=budget if isinstance(budget, int) else None,
+        wall_time_s=time.perf_counter() - started,
+        params=params,
+        examples=examples,
+        auc=metrics.auc,
+        auc_ci=metrics.auc_ci,
+        tpr_at_fpr=metrics.tpr_at_fpr,
+        tpr_at_fpr_ci=metrics.tpr_at_fpr_ci,
+        roc=metrics.roc,
+        n_members=metrics.n_members,
+        n_non_members=metrics.n_non_members,
+        n_reference=n_reference,
+        variant=variant,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Data helpers (numpy arrays or pandas DataFrames, as the caller's models expect)
+
+
+def _rows(X: Any, idx: np.ndarray) -> Any:
+    if hasattr(X, "iloc"):
+        return X.iloc[idx]
+    return np.asarray(X)[idx]
+
+
+def _stack(parts: Sequence[Any]) -> Any:
+    if all(hasattr(part, "iloc") for part in parts):
+        import pandas as pd
+
+        return pd.concat(list(parts), axis=0, ignore_index=True)
+    return np.concatenate([np.asarray(part) for part in parts], axis=0)
+
+
+def _labels(y: Any, name: str, n: int) -> np.ndarray:
+    values = np.asarray(y)
+    if values.ndim != 1 or len(values) != n:
+        raise DataError(f"{name} must be 1-d with one label per row ({n}), got {values.shape}")
+    return values
+
+
+# --------------------------------------------------------------------------------------------
+# Attacks
+
+
+def loss_threshold_attack(
+    model: ModelAdapter,
+    members_X: Any,
+    members_y: Any,
+    non_members_X: Any,
+    non_members_y: Any,
+    *,
+    n_bootstrap: int = 200,
+    seed: int = 0,
+) -> MembershipResult:
+    """The loss-threshold membership attack: members have low loss (Yeom et al. 2018).
+
+    Every row is scored by :func:`logit_confidence`, a monotone function of ``-loss``, and one
+    global threshold is swept over the scores; there are no reference models. This is the
+    threshold attack of TensorFlow Privacy's membership-inference module, and the baseline
+    LiRA is measured against [1]_.
+
+    Parameters
+    ----------
+    model : ModelAdapter
+        The target model; one query per row, counted through the adapter.
+    members_X, members_y : array-like
+        Rows that were in the model's training set, and their labels.
+    non_members_X, non_members_y : array-like
+        Rows that were not, and their labels.
+    n_bootstrap, seed : int
+        Bootstrap resamples and seed for the confidence intervals.
+
+    Returns
+    -------
+    MembershipResult
+        ``variant="loss"``, ``n_reference=0``; example indices count members first.
+
+    References
+    ----------
+    .. [1] Carlini et al., "Membership Inference Attacks From First Principles", S&P 2022.
+    .. [2] Yeom et al., "Privacy Risk in Machine Learning", CSF 2018.
+    """
+    started = time.perf_counter()
+    before = model.queries
+    y_in = _labels(members_y, "members_y", len(members_X))
+    y_out = _labels(non_members_y, "non_members_y", len(non_members_X))
+    scores = np.concatenate(
+        [_target_scores(model, members_X, y_in), _target_scores(model, non_members_X, y_out)]
+    )
+    labels = np.concatenate([np.ones(len(y_in), bool), np.zeros(len(y_out), bool)])
+    return _result(
+        attack="loss_threshold",
+        variant="loss",
+        scores=scores,
+        labels=labels,
+        model=model,
+        queries_before=before,
+        started=started,
+        n_reference=0,
+        params={"score": "logit_confidence", "phi_epsilon": PHI_EPSILON},
+        n_bootstrap=n_bootstrap,
+        seed=seed,
+    )
+
+
+def _gaussian_fit(phi: np.ndarray, mask: np.ndarray, pooled: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row mean and std of ``phi[mask]`` along axis 0 (reference models).
+
+    ``pooled``: one std for all rows, from the within-row deviations pooled over rows.
+    """
+    count = mask.sum(axis=0)
+    if np.any(count == 0):
+        raise DataError("every target row needs at least one reference model of each kind")
+    mean = np.where(mask, phi, 0.0).sum(axis=0) / count
+    dev2 = np.where(mask, (phi - mean) ** 2, 0.0)
+    if pooled:
+        dof = max(int(count.sum() - len(count)), 1)
+        std = np.full(phi.shape[1], np.sqrt(dev2.sum() / dof))
+    else:
+        std = np.sqrt(dev2.sum(axis=0) / np.maximum(count - 1, 1))
+    return mean, np.maximum(std, _MIN_STD)
+
+
+def lira(
+    model: ModelAdapter,
+    X_target: Any,
+    y_target: Any,
+    is_member: Any,
+    population_X: Any,
+    population_y: Any,
+    make_model: Callable[[], Any],
+    *,
+    n_reference: int = 8,
+    online: bool = False,
+    global_variance: bool | None = None,
+    n_bootstrap: int = 200,
+    seed: int = 0,
+) -> MembershipResult:
+    """The Likelihood Ratio Attack (LiRA) of Carlini et al. (2022).
+
+    ``n_reference`` reference models, each ``make_model()`` fitted on a random half of the
+    population data, are queried on every target row ``x`` for ``phi`` (:func:`logit_confidence`).
+
+    * Offline (``online=False``): the target rows are in no reference model's training set.
+      A Gaussian ``N(mu_out(x), sigma_out^2)`` is fitted to the reference models' ``phi`` on
+      ``x``; the score is the one-sided test ``-log(1 - CDF_out(phi_target(x)))``: how far
+      above what models that never saw ``x`` would say the target model's confidence lies.
+    * Online (``online=True``): each target row is added to the training set of exactly half
+      of the reference models (chosen at random per row), so each reference set is a
+      population half plus about half the target rows. Gaussians IN and OUT are fitted per
+      row and the score is the log-likelihood ratio
+      ``log N(phi; mu_in, sigma_in^2) - log N(phi; mu_out, sigma_out^2)``.
+
+    With fewer than 64 reference models the variance is pooled over all rows (the paper's
+    "global variance", more reliable with few shadow models); only the means are per row.
+
+    Parameters
+    ----------
+    model : ModelAdapter
+        The target model; queried once per target row, counted through the adapter.
+    X_target, y_target : array-like
+        The candidate rows and their labels.
+    is_member : array-like of bool
+        Ground truth, used **only** to evaluate the scores (the attack never reads it).
+    population_X, population_y : array-like
+        Data from the same distribution, **disjoint from the target model's training set**
+        (the caller guarantees it; if members leaked into it, offline reference models would
+        train on members and underestimate their scores). It should not contain the target rows.
+    make_model : callable
+        Returns a fresh unfitted estimator with ``fit`` and ``predict_proba`` and
+        ``classes_``, ideally the target's architecture and hyperparameters.
+    n_reference : int, default 8
+        Reference models. 4 is a quick (CI) setting; the paper uses 64 to 256. Online needs
+        an even number of at least 2.
+    online : bool, default False
+        Online (IN and OUT models) or offline (OUT models only) variant.
+    global_variance : bool or None
+        Pool the variance over rows; None (default): pooled below 64 reference models.
+    n_bootstrap, seed : int
+        Bootstrap resamples for the intervals; ``seed`` also draws the reference data splits.
+
+    Returns
+    -------
+    MembershipResult
+        ``variant`` is ``"lira-offline"`` or ``"lira-online"``.
+
+    Raises
+    ------
+    DataError
+        On mismatched lengths, too few reference models, or a population too small to halve.
+
+    References
+    ----------
+    .. [1] N. Carlini, S. Chien, M. Nasr, S. Song, A. Terzis, F. Tramèr, "Membership Inference
+       Attacks From First Principles", IEEE S&P 2022, §IV (online, offline, global variance).
+    """
+    started = time.perf_counter()
+    before = model.queries
+    n_target = len(X_target)
+    y_t = _labels(y_target, "y_target", n_target)
+    labels = np.asarray(is_member, dtype=bool)
+    if labels.shape != (n_target,):
+        raise DataError(f"is_member must have one flag per target row ({n_target})")
+    n_pop = len(population_X)
+    y_pop = _labels(population_y, "population_y", n_pop)
+    if n_pop < 2:
+        raise DataError("the population needs at least 2 rows to draw halves from")
+    minimum = 2 if online else 1
+    if n_reference < minimum or (online and n_reference % 2):
+        raise DataError(
+            f"n_reference must be {'an even number >= 2' if online else '>= 1'} "
+            f"for {'online' if online else 'offline'} LiRA, got {n_reference}"
+        )
+    pooled = n_reference < GLOBAL_VARIANCE_BELOW if global_variance is None else global_variance
+
+    target_phi = _target_scores(model, X_target, y_t)
+
+    rng = np.random.default_rng(seed)
+    if online:
+        # Each target row is IN for exactly half of the reference models.
+        ranks = np.argsort(rng.random((n_reference, n_target)), axis=0)
+        keep = ranks < n_reference // 2
+    else:
+        keep = np.zeros((n_reference, n_target), dtype=bool)
+    ref_phi = np.empty((n_reference, n_target))
+    for r in range(n_reference):
+        half = rng.permutation(n_pop)[: n_pop // 2]
+        X_fit, y_fit = _rows(population_X, half), y_pop[half]
+        if online:
+            chosen = np.flatnonzero(keep[r])
+            X_fit = _stack([X_fit, _rows(X_target, chosen)])
+            y_fit = np.concatenate([y_fit, y_t[chosen]])
+        reference = make_model()
+        reference.fit(X_fit, y_fit)
+        proba = np.asarray(reference.predict_proba(X_target))
+        ref_phi[r] = logit_confidence(proba, np.asarray(reference.classes_), y_t)
+
+    mu_out, sd_out = _gaussian_fit(ref_phi, ~keep, pooled)
+    if online:
+        mu_in, sd_in = _gaussian_fit(ref_phi, keep, pooled)
+        scores = stats.norm.logpdf(target_phi, mu_in, sd_in) - stats.norm.logpdf(
+            target_phi, mu_out, sd_out
+        )
+    else:
+        scores = -stats.norm.logsf(target_phi, mu_out, sd_out)
+    scores = np.asarray(scores, dtype=float)
+
+    variant = "lira-online" if online else "lira-offline"
+    return _result(
+        attack="lira",
+        variant=variant,
+        scores=scores,
+        labels=labels,
+        model=model,
+        queries_before=before,
+        started=started,
+        n_reference=n_reference,
+        params={
+            "n_reference": n_reference,
+            "online": online,
+            "global_variance": pooled,
+            "population": n_pop,
+            "phi_epsilon": PHI_EPSILON,
+            "seed": seed,
+        },
+        n_bootstrap=n_bootstrap,
+        seed=seed,
+    )
