@@ -34,3 +34,23 @@ def line_of(lines: Lines, loc: tuple[Any, ...]) -> int:
     while path and path not in lines:
         path = path[:-1]
     return lines.get(path, 1)
+
+
+def parse_mapping(text: str, source: str, expected: str) -> tuple[dict[str, Any], Lines]:
+    """Parse YAML text that must be a mapping; return it with the line of every field.
+
+    Malformed YAML or a non-mapping raises ``SpecError`` naming ``source`` and the line;
+    ``expected`` says what the top-level mapping should hold.
+    """
+    from mlwarden.errors import SpecError
+
+    try:
+        node = yaml.compose(text)
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        raise SpecError(f"{source}{line}: not valid YAML: {getattr(exc, 'problem', exc)}") from exc
+    if not isinstance(raw, dict):
+        raise SpecError(f"{source}:1: expected a mapping {expected}")
+    return raw, line_index(node)

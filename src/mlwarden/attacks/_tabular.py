@@ -17,10 +17,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from mlwarden._yaml_lines import line_index, line_of
+from mlwarden._yaml_lines import line_of, parse_mapping
 from mlwarden.attacks._result import AttackResult
 from mlwarden.errors import QueryBudgetExceeded, SpecError
 
@@ -154,19 +153,7 @@ class ThreatModel(BaseModel):
     @classmethod
     def from_yaml_text(cls, text: str, source: str = "<threat model>") -> ThreatModel:
         """Validate threat-model YAML text; see :meth:`from_yaml`."""
-        try:
-            node = yaml.compose(text)
-            raw = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            line = f":{mark.line + 1}" if mark is not None else ""
-            problem = getattr(exc, "problem", exc)
-            raise SpecError(f"{source}{line}: not valid YAML: {problem}") from exc
-        if not isinstance(raw, dict):
-            raise SpecError(f"{source}:1: expected a mapping with target, features, max_changes")
-        lines: dict[tuple[Any, ...], int] = {}
-        if node is not None:
-            lines.update(line_index(node))
+        raw, lines = parse_mapping(text, source, "with target, features, max_changes")
         try:
             return cls.model_validate(raw)
         except ValidationError as exc:

@@ -6,10 +6,9 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from mlwarden._yaml_lines import line_index, line_of
+from mlwarden._yaml_lines import line_of, parse_mapping
 from mlwarden.audit import CHECKS, GateMode
 from mlwarden.data import DriftThresholds, MissingPolicy, TableSchema, list_datasets
 from mlwarden.errors import SpecError
@@ -194,18 +193,7 @@ def parse_spec(
     text: str, source: str = "<spec>", base: Path | None = None, memo: Path | None = None
 ) -> PipelineSpec:
     """Validate spec text; a problem raises ``SpecError`` naming field, line, given, expected."""
-    try:
-        node = yaml.compose(text)
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
-        raise SpecError(f"{source}{line}: not valid YAML: {getattr(exc, 'problem', exc)}") from exc
-    if not isinstance(raw, dict):
-        raise SpecError(f"{source}:1: expected a mapping of sections (name, data, train, ...)")
-    lines: dict[tuple[Any, ...], int] = {}
-    if node is not None:
-        lines.update(line_index(node))
+    raw, lines = parse_mapping(text, source, "of sections (name, data, train, ...)")
     try:
         spec = PipelineSpec.model_validate(raw)
     except ValidationError as exc:
