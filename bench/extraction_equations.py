@@ -19,15 +19,11 @@ from mlwarden import datasets
 from mlwarden.attacks._extraction import extract_logistic, extract_logistic_pipeline
 from mlwarden.models._adapter import SklearnAdapter
 
+# Adult's categorical features, as its declared schema says.
 CATEGORICAL = [
-    "workclass",
-    "education",
-    "marital_status",
-    "occupation",
-    "relationship",
-    "race",
-    "sex",
-    "native_country",
+    name
+    for name, column in datasets.load("adult").schema.columns.items()
+    if not column.is_numeric and name != "income"
 ]
 PAPER = {"Digits LR (multinomial)": 650, "Adult LR (one-hot)": 1485}
 

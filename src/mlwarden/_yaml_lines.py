@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import yaml
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
+    from mlwarden.errors import SpecError
 
 Lines = dict[tuple[Any, ...], int]
 
@@ -54,3 +60,29 @@ def parse_mapping(text: str, source: str, expected: str) -> tuple[dict[str, Any]
     if not isinstance(raw, dict):
         raise SpecError(f"{source}:1: expected a mapping {expected}")
     return raw, line_index(node)
+
+
+def validation_error(
+    exc: ValidationError,
+    lines: Lines,
+    source: str,
+    skip: Callable[[Any], bool] = lambda part: str(part).startswith("function-"),
+) -> SpecError:
+    """One ``file:line: field: got X; expected: Y`` line per pydantic error, as a ``SpecError``.
+
+    ``skip`` drops location parts that name validators or union members, not fields.
+    """
+    from mlwarden.errors import SpecError
+
+    messages = []
+    for err in exc.errors():
+        loc = tuple(p for p in err["loc"] if not skip(p))
+        field = ".".join(str(p) for p in loc) or "(top level)"
+        shown = "nothing" if err["type"] == "missing" else repr(err.get("input"))
+        if len(shown) > 80:
+            shown = shown[:77] + "..."
+        expected = err["msg"].removeprefix("Value error, ")
+        messages.append(
+            f"{source}:{line_of(lines, loc)}: {field}: got {shown}; expected: {expected}"
+        )
+    return SpecError("\n".join(messages))

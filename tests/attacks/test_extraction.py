@@ -24,15 +24,11 @@ from mlwarden.attacks._extraction import (
 from mlwarden.errors import QueryBudgetExceeded
 from mlwarden.models._adapter import SklearnAdapter
 
+# Adult's categorical features, as its declared schema says.
 CATEGORICAL = [
-    "workclass",
-    "education",
-    "marital_status",
-    "occupation",
-    "relationship",
-    "race",
-    "sex",
-    "native_country",
+    name
+    for name, column in datasets.load("adult").schema.columns.items()
+    if not column.is_numeric and name != "income"
 ]
 
 

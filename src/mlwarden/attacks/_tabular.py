@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from mlwarden._yaml_lines import line_of, parse_mapping
+from mlwarden._yaml_lines import parse_mapping, validation_error
 from mlwarden.attacks._result import AttackResult
 from mlwarden.errors import QueryBudgetExceeded, SpecError
 
@@ -157,18 +157,7 @@ class ThreatModel(BaseModel):
         try:
             return cls.model_validate(raw)
         except ValidationError as exc:
-            messages = []
-            for err in exc.errors():
-                loc = tuple(p for p in err["loc"] if not _is_union_tag(p))
-                where = ".".join(str(p) for p in loc) or "(top level)"
-                shown = "nothing" if err["type"] == "missing" else repr(err.get("input"))
-                if len(shown) > 80:
-                    shown = shown[:77] + "..."
-                expected = err["msg"].removeprefix("Value error, ")
-                messages.append(
-                    f"{source}:{line_of(lines, loc)}: {where}: got {shown}; expected: {expected}"
-                )
-            raise SpecError("\n".join(messages)) from None
+            raise validation_error(exc, lines, source, skip=_is_union_tag) from None
 
     def check_columns(self, X: pd.DataFrame | npt.NDArray[Any]) -> None:
         """Refuse a table the threat model does not fit: unknown features or impossible values.

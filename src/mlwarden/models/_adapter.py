@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from mlwarden.errors import ModelError, QueryBudgetExceeded
@@ -33,7 +34,48 @@ class HasGradient(Protocol):
     def loss_gradient(self, X: Any, y: Any) -> np.ndarray: ...
 
 
-class SklearnAdapter:
+class MeteredModel(ABC):
+    """What every adapter shares: a query count, an optional budget, and ``predict`` as the
+    argmax of ``predict_proba``. Subclasses call ``_spend(n)`` before they run the model."""
+
+    def __init__(self, budget: int | None = None) -> None:
+        if budget is not None and budget < 0:
+            raise ValueError(f"budget must be a non-negative number of queries, got {budget}")
+        self.budget = budget
+        self._queries = 0
+
+    @property
+    def queries(self) -> int:
+        """Rows queried so far."""
+        return self._queries
+
+    @property
+    @abstractmethod
+    def classes_(self) -> np.ndarray:
+        """Class labels in the column order of ``predict_proba``."""
+
+    def _spend(self, n: int) -> None:
+        """Count ``n`` rows, refusing the whole call if it would pass the budget."""
+        if self.budget is not None and self._queries + n > self.budget:
+            raise QueryBudgetExceeded(
+                f"query budget of {self.budget} rows would be exceeded: "
+                f"{self._queries} spent, {n} asked"
+            )
+        self._queries += n
+
+    @abstractmethod
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Class probabilities, one row per input row."""
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Predicted class labels."""
+        import numpy as np
+
+        proba = self.predict_proba(X)
+        return np.asarray(self.classes_[np.argmax(proba, axis=1)])
+
+
+class SklearnAdapter(MeteredModel):
     """Wraps any fitted scikit-learn classifier or Pipeline with ``predict_proba`` (or, failing
     that, ``decision_function``, whose scores are mapped to [0, 1] by a logistic or softmax).
 
@@ -46,11 +88,8 @@ class SklearnAdapter:
             raise ModelError(
                 f"{type(estimator).__name__} has neither predict_proba nor decision_function"
             )
-        if budget is not None and budget < 0:
-            raise ValueError(f"budget must be a non-negative number of queries, got {budget}")
+        super().__init__(budget)
         self.estimator = estimator
-        self.budget = budget
-        self._queries = 0
 
     @property
     def classes_(self) -> np.ndarray:
@@ -59,25 +98,11 @@ class SklearnAdapter:
 
         return np.asarray(self.estimator.classes_)
 
-    @property
-    def queries(self) -> int:
-        """Rows queried so far."""
-        return self._queries
-
-    def _spend(self, X: Any) -> None:
-        n = len(X)
-        if self.budget is not None and self._queries + n > self.budget:
-            raise QueryBudgetExceeded(
-                f"query budget of {self.budget} rows would be exceeded: "
-                f"{self._queries} spent, {n} asked"
-            )
-        self._queries += n
-
     def predict_proba(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
         """Class probabilities, one row per input row."""
         import numpy as np
 
-        self._spend(X)
+        self._spend(len(X))
         if hasattr(self.estimator, "predict_proba"):
             return np.asarray(self.estimator.predict_proba(X))
         # Scores only (an SVM, say): a logistic or softmax of them ranks and decides the same;
@@ -88,13 +113,6 @@ class SklearnAdapter:
             return np.column_stack([1.0 - positive, positive])
         shifted = np.exp(scores - scores.max(axis=1, keepdims=True))
         return np.asarray(shifted / shifted.sum(axis=1, keepdims=True))
-
-    def predict(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
-        """Predicted class labels."""
-        import numpy as np
-
-        proba = self.predict_proba(X)
-        return np.asarray(self.classes_[np.argmax(proba, axis=1)])
 
     def _linear_parts(self) -> tuple[np.ndarray, np.ndarray, Any]:
         """Input scale and offset of leading StandardScalers, and the final linear model."""

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlwarden.errors import ModelError, QueryBudgetExceeded
+from mlwarden.errors import ModelError
+from mlwarden.models._adapter import MeteredModel
 
 if TYPE_CHECKING:
     import numpy as np
@@ -14,7 +15,7 @@ if TYPE_CHECKING:
 _INSTALL_HINT = "pip install 'mlwarden[onnx]'"
 
 
-class OnnxAdapter:
+class OnnxAdapter(MeteredModel):
     """Wraps an ONNX classifier: class probabilities from its probability output.
 
     The model must take one 2-D float input (features in ``feature_names`` order) and have an
@@ -46,15 +47,9 @@ class OnnxAdapter:
         outputs = self._session.get_outputs()
         self._label_output = outputs[0].name
         self._proba_output = outputs[-1].name
+        super().__init__(budget)
         self.feature_names = feature_names
-        self.budget = budget
-        self._queries = 0
         self._classes = classes if classes is not None else _zipmap_classes(data)
-
-    @property
-    def queries(self) -> int:
-        """Rows queried so far."""
-        return self._queries
 
     @property
     def classes_(self) -> np.ndarray:
@@ -79,13 +74,7 @@ class OnnxAdapter:
         """Class probabilities, one row per input row."""
         import numpy as np
 
-        n = len(X)
-        if self.budget is not None and self._queries + n > self.budget:
-            raise QueryBudgetExceeded(
-                f"query budget of {self.budget} rows would be exceeded: "
-                f"{self._queries} spent, {n} asked"
-            )
-        self._queries += n
+        self._spend(len(X))
         try:
             raw = self._session.run([self._proba_output], {self._input: self._matrix(X)})[0]
         except Exception as exc:  # onnxruntime raises its own untyped errors
@@ -95,13 +84,6 @@ class OnnxAdapter:
                 self._classes = sorted(raw[0]) if raw else []
             return np.array([[row[c] for c in self._classes] for row in raw], dtype=float)
         return np.asarray(raw, dtype=float)
-
-    def predict(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
-        """Predicted class labels."""
-        import numpy as np
-
-        proba = self.predict_proba(X)
-        return np.asarray(self.classes_[np.argmax(proba, axis=1)])
 
 
 def _zipmap_classes(data: bytes) -> list[Any] | None:

@@ -58,6 +58,9 @@ class StepRun(BaseModel):
     seconds: float
     outputs: dict[str, str]
     error: str | None = None
+    code_version: str = ""
+    params: dict[str, Any] = {}
+    inputs: dict[str, str] = {}
 
 
 class RunResult(BaseModel):
@@ -190,6 +193,10 @@ class LocalExecutor:
                 )
             else:
                 run = self._execute(step, key, input_sha, run_ctx)
+            run = run.model_copy(
+                update={"code_version": step.code_version, "params": step.params,
+                        "inputs": input_sha}
+            )  # fmt: skip
             results.append(run)
             self.progress.step_finished(step.name, run.status, run.seconds)
             available.update({f"{step.name}.{role}": sha for role, sha in run.outputs.items()})
@@ -216,6 +223,8 @@ class LocalExecutor:
                 cache_key="",
                 seconds=0.0,
                 outputs={},
+                code_version=s.code_version,
+                params=s.params,
             )
             for s in steps
             if s.name not in done

@@ -8,7 +8,6 @@ from typing import Any
 
 from mlwarden import __version__
 from mlwarden.lineage import LineageStore
-from mlwarden.pipeline._dag import build_steps
 from mlwarden.pipeline._executor import RunResult
 from mlwarden.pipeline._io import read_json
 from mlwarden.pipeline._kept_out import rows_kept_out
@@ -23,21 +22,15 @@ def _artifact_json(store: LineageStore, result: RunResult, ref: str) -> Any:
 
 def build_report(store: LineageStore, spec: PipelineSpec, result: RunResult) -> RunReport:
     """Gather metrics, findings, gate, search, validation and the step lineage of one run."""
-    steps, _ = build_steps(spec)
-    defs = {s.name: s for s in steps}
     lines = [
         StepLine(
             step=run.step,
             status=run.status,
             seconds=run.seconds,
             execution_id=run.execution_id,
-            code_version=defs[run.step].code_version,
-            params=defs[run.step].params,
-            inputs={
-                role: result.artifacts[ref]
-                for role, ref in defs[run.step].inputs.items()
-                if ref in result.artifacts
-            },
+            code_version=run.code_version or None,
+            params=run.params,
+            inputs=run.inputs,
             outputs=run.outputs,
             error=run.error,
         )

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from mlwarden._yaml_lines import line_of, parse_mapping
+from mlwarden._yaml_lines import line_of, parse_mapping, validation_error
 from mlwarden.audit import CHECKS, GateMode
 from mlwarden.data import DriftThresholds, MissingPolicy, TableSchema, list_datasets
 from mlwarden.errors import SpecError
@@ -197,19 +197,7 @@ def parse_spec(
     try:
         spec = PipelineSpec.model_validate(raw)
     except ValidationError as exc:
-        messages = []
-        for err in exc.errors():
-            loc = tuple(p for p in err["loc"] if not str(p).startswith("function-after"))
-            field = ".".join(str(p) for p in loc) or "(top level)"
-            given = err.get("input")
-            shown = "nothing" if err["type"] == "missing" else repr(given)
-            if len(shown) > 80:
-                shown = shown[:77] + "..."
-            expected = err["msg"].removeprefix("Value error, ")
-            messages.append(
-                f"{source}:{line_of(lines, loc)}: {field}: got {shown}; expected: {expected}"
-            )
-        raise SpecError("\n".join(messages)) from None
+        raise validation_error(exc, lines, source) from None
     _check_estimator_parameters(spec, lines, source, memo)
     return _resolve_paths(spec, base or Path.cwd())
 
