@@ -59,7 +59,7 @@ class Finding(BaseModel):
 class CheckParams(BaseModel):
     """Base of every check's parameter model: unknown keys are spec errors."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
 
 P = TypeVar("P", bound=CheckParams)
