@@ -12,6 +12,7 @@ from mlwarden.audit._checks import (
 from mlwarden.audit._evasion import DecisionBoundary, Evasion
 from mlwarden.audit._fairness import DemographicParity, EqualOpportunity, GroupFairness
 from mlwarden.audit._gate import GateMode, GateResult, apply_gate
+from mlwarden.audit._membership import Membership, TprAtFpr
 from mlwarden.audit._metrics import MetricName, Metrics, classification_metrics
 from mlwarden.audit._overconfidence import (
     OutOfDistributionConfidence,
@@ -42,10 +43,12 @@ __all__ = [
     "GateResult",
     "GroupFairness",
     "IrrelevantFeatures",
+    "Membership",
     "MetricName",
     "Metrics",
     "OutOfDistributionConfidence",
     "RobustAccuracy",
+    "TprAtFpr",
     "apply_gate",
     "classification_metrics",
     "foreign_rows",

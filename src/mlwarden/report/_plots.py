@@ -85,14 +85,37 @@ def checks_png(checks: Sequence[CheckLine]) -> str:
     return _png(fig)
 
 
-def curve_png(x: Sequence[float], y: Sequence[float], xlabel: str, ylabel: str, title: str) -> str:
-    """One check's curve: evasion success against cost, accuracy against epsilon, and so on."""
+def curve_png(curve: dict[str, Any], title: str) -> str:
+    """One check's curve: evasion success against cost, accuracy against epsilon, and so on.
+
+    ``curve`` holds ``x`` and ``y`` for one line, or ``series`` (each with ``label``, ``x``
+    and ``y``) for several; ``xscale``/``yscale`` ``"log"`` and ``diagonal`` (the ``y = x``
+    chance line, as on a membership ROC) are optional.
+    """
     fig, ax = _pyplot().subplots(figsize=(4.5, 3.2))
-    ax.plot(x, y, marker="o", lw=2)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
+    series = curve.get("series") or [{"label": None, "x": curve["x"], "y": curve["y"]}]
+    log_x, log_y = curve.get("xscale") == "log", curve.get("yscale") == "log"
+    for line in series:
+        points = [
+            (x, y)
+            for x, y in zip(line["x"], line["y"], strict=True)
+            if (x > 0 or not log_x) and (y > 0 or not log_y)
+        ]
+        ax.plot([x for x, _ in points], [y for _, y in points], marker="o", ms=3, lw=2,
+                label=line.get("label"))  # fmt: skip
+    if curve.get("diagonal"):
+        low = min((x for line in series for x in line["x"] if x > 0), default=1e-4)
+        ax.plot([low, 1.0], [low, 1.0], ls="--", color="grey", label="chance")
+    if log_x:
+        ax.set_xscale("log")
+    if log_y:
+        ax.set_yscale("log")
+    ax.set_xlabel(curve.get("xlabel", ""))
+    ax.set_ylabel(curve.get("ylabel", ""))
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
+    if any(line.get("label") for line in series) or curve.get("diagonal"):
+        ax.legend(fontsize=7)
     return _png(fig)
 
 

@@ -45,7 +45,7 @@ def _figure(cache: Path | None, kind: str, data: Any, draw: Callable[[], str]) -
 
 
 def _draw_curve(name: str, curve: dict[str, Any]) -> str:
-    return curve_png(curve["x"], curve["y"], curve.get("xlabel", ""), curve.get("ylabel", ""), name)
+    return curve_png(curve, name)
 
 
 def _draw_bars(name: str, bars: dict[str, Any]) -> str:
@@ -83,7 +83,7 @@ def render_html(report: RunReport, figure_cache: Path | None = None) -> str:
             figure_cache, "curve", [check.check, curve], partial(_draw_curve, check.check, curve)
         )
         for check in report.checks
-        if (curve := check.details.get("curve")) and curve.get("x")
+        if (curve := check.details.get("curve")) and (curve.get("x") or curve.get("series"))
     ]
     curves += [
         _figure(figure_cache, "bars", [check.check, bars], partial(_draw_bars, check.check, bars))

@@ -1,0 +1,122 @@
+"""The membership check gates on the strongest attack's TPR at a low FPR."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from pydantic import ValidationError
+from sklearn.dummy import DummyClassifier
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from mlwarden import datasets
+from mlwarden.audit import CheckContext, run_check
+from mlwarden.models import SklearnAdapter
+from mlwarden.models._adapter import MeteredModel
+
+
+def _context(estimator: object, n_train: int = 1500) -> CheckContext:
+    d = datasets.load("adult")
+    X = pd.get_dummies(d.X.iloc[:6000], dtype=float)
+    y = d.y.iloc[:6000]
+    X_train, y_train = X.iloc[:n_train], y.iloc[:n_train]
+    X_test, y_test = X.iloc[n_train:], y.iloc[n_train:]
+    estimator.fit(X_train, y_train)  # type: ignore[attr-defined]
+    return CheckContext(SklearnAdapter(estimator), X_train, y_train, X_test, y_test, d.positive)
+
+
+POLICY = {"max_tpr_at_fpr": {"fpr": 0.01, "tpr": 0.025}, "n_reference": 4, "rows": 800}
+
+
+@pytest.fixture(scope="module")
+def forest_finding() -> object:
+    forest = RandomForestClassifier(n_estimators=30, random_state=0, n_jobs=1)
+    return run_check("membership", POLICY, _context(forest))
+
+
+def test_an_overfit_forest_fails_with_lira_beating_the_loss_attack(forest_finding: object) -> None:
+    finding = forest_finding
+    assert not finding.passed  # type: ignore[attr-defined]
+    attacks = finding.details["attacks"]  # type: ignore[attr-defined]
+    assert set(attacks) == {"loss", "lira-offline"}
+    assert attacks["lira-offline"]["auc"] > 0.6
+    assert attacks["lira-offline"]["tpr_at_fpr"]["0.01"] > attacks["loss"]["tpr_at_fpr"]["0.01"]
+    assert finding.value == max(a["tpr_at_fpr"]["0.01"] for a in attacks.values())  # type: ignore[attr-defined]
+    # members and non-members are each queried once by both attacks
+    assert finding.queries == 2 * (800 + 800)  # type: ignore[attr-defined]
+
+
+def test_the_finding_carries_a_log_log_roc_per_attack(forest_finding: object) -> None:
+    curve = forest_finding.details["curve"]  # type: ignore[attr-defined]
+    assert curve["xscale"] == curve["yscale"] == "log" and curve["diagonal"]
+    assert [s["label"].split()[0] for s in curve["series"]] == ["loss", "lira-offline"]
+    assert min(curve["series"][1]["x"]) <= 1 / 800 + 1e-12
+
+
+def test_a_regularised_linear_model_passes_near_chance() -> None:
+    model = make_pipeline(StandardScaler(), LogisticRegression(C=0.01, max_iter=500))
+    finding = run_check("membership", POLICY, _context(model))
+    assert finding.passed, finding.message
+    for attack in finding.details["attacks"].values():
+        assert abs(attack["auc"] - 0.5) < 0.05
+
+
+class _Opaque(MeteredModel):
+    """A model behind an API: probabilities only, no estimator to copy."""
+
+    def __init__(self, fitted: Any) -> None:
+        super().__init__()
+        self._fitted = fitted
+
+    @property
+    def classes_(self) -> np.ndarray:
+        return np.asarray(self._fitted.classes_)
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        self._spend(len(X))
+        return np.asarray(self._fitted.predict_proba(X))
+
+
+def test_a_model_without_a_cloneable_estimator_gets_the_loss_attack_only() -> None:
+    ctx = _context(RandomForestClassifier(n_estimators=5, random_state=0))
+    opaque = _Opaque(ctx.model.estimator)  # type: ignore[attr-defined]
+    finding = run_check("membership", POLICY, replace(ctx, model=opaque))
+    assert list(finding.details["attacks"]) == ["loss"]
+    assert "scikit-learn" in finding.details["lira_skipped"]
+    assert finding.queries == 1600
+
+
+def test_the_operating_point_is_validated() -> None:
+    ctx = _context(DummyClassifier(), n_train=200)
+    with pytest.raises(ValidationError, match="less than 1"):
+        run_check("membership", {"max_tpr_at_fpr": {"fpr": 1.5, "tpr": 0.1}}, ctx)
+    with pytest.raises(ValidationError, match="max_tpr_at_fpr"):
+        run_check("membership", {"n_reference": 2}, ctx)
+
+
+def test_held_out_rows_that_copy_a_member_are_not_counted_as_non_members() -> None:
+    ctx = _context(DummyClassifier(strategy="prior"), n_train=300)
+    whole = replace(  # audit --data with the whole table: training rows come back as "held out"
+        ctx,
+        X_test=pd.concat([ctx.X_train, ctx.X_test]),
+        y_test=pd.concat([ctx.y_train, ctx.y_test]),
+    )
+    policy = {**POLICY, "attack": "loss"}
+    finding = run_check("membership", policy, whole)
+    assert finding.details["held_out_duplicates_of_members"] >= 300
+    alone = run_check("membership", policy, ctx)
+    assert (
+        finding.details["held_out_duplicates_of_members"]
+        - (alone.details["held_out_duplicates_of_members"])
+        == 300
+    )
+    # what is left is exactly the true held-out split: the same attack, the same figures
+    got, expected = finding.details["attacks"]["loss"], alone.details["attacks"]["loss"]
+    assert (got["auc"], got["tpr_at_fpr"]) == (expected["auc"], expected["tpr_at_fpr"])
+    assert finding.value == alone.value
