@@ -1,5 +1,6 @@
 """Audit: a registry of checks run on one model, findings, and the gate that applies the policy."""
 
+from mlwarden.audit._canary import CanaryCheck, canary_check
 from mlwarden.audit._checks import (
     CHECKS,
     CheckContext,
@@ -30,6 +31,7 @@ from mlwarden.audit._shortcuts import (
 __all__ = [
     "CHECKS",
     "AttributionShare",
+    "CanaryCheck",
     "CheckContext",
     "CheckDef",
     "CheckParams",
@@ -50,6 +52,7 @@ __all__ = [
     "RobustAccuracy",
     "TprAtFpr",
     "apply_gate",
+    "canary_check",
     "classification_metrics",
     "foreign_rows",
     "permutation_importance",

@@ -19,10 +19,14 @@ from mlwarden.errors import DataError, SpecError
 if TYPE_CHECKING:
     import pandas as pd
 
-    from mlwarden.audit import CheckContext
+    from mlwarden.audit import CheckContext, Finding
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
+
+#: Default limit of ``--checks canary``: 10 bits means the secret ranks in the model's top
+#: thousandth of the candidate space, far above a never-seen secret's exposure of about 1 bit.
+DEFAULT_MAX_EXPOSURE = 10.0
 
 # Shorthand names for --checks, each a list of (check key, default parameters).
 CHECK_GROUPS: dict[str, list[tuple[str, dict[str, Any]]]] = {
@@ -30,6 +34,7 @@ CHECK_GROUPS: dict[str, list[tuple[str, dict[str, Any]]]] = {
     "evasion": [("evasion", {"threat_model": "phishing", "cost_budget": 3, "max_success": 0.05})],
     "shortcuts": [("attribution_share", {"max_share": 0.5})],
     "ood": [("ood_confidence", {"max_share": 0.2})],
+    "membership": [("membership", {"max_tpr_at_fpr": {"fpr": 0.001, "tpr": 0.01}})],
 }
 
 
@@ -139,7 +144,10 @@ def audit_command(
     label: Annotated[str | None, typer.Option("--label", help="Label column of --data.")] = None,
     checks: Annotated[
         str | None,
-        typer.Option("--checks", help=f"Comma list of groups: {', '.join(CHECK_GROUPS)}."),
+        typer.Option(
+            "--checks",
+            help=f"Comma list of groups: {', '.join(CHECK_GROUPS)}; or canary (a language model).",
+        ),
     ] = None,
     policy: Annotated[
         Path | None, typer.Option("--policy", help="YAML list of checks with thresholds.")
@@ -148,12 +156,23 @@ def audit_command(
     db_url: Annotated[str | None, typer.Option("--db-url", envvar="MLWARDEN_DB_URL")] = None,
     out_dir: Annotated[Path | None, typer.Option("--out", help="Where the reports go.")] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
+    canaries: Annotated[
+        Path | None,
+        typer.Option("--canaries", help="For --checks canary: canary lines, one per line."),
+    ] = None,
+    max_exposure: Annotated[
+        float, typer.Option("--max-exposure", help="For --checks canary: most bits allowed.")
+    ] = DEFAULT_MAX_EXPOSURE,
 ) -> int:
     """Run checks (evasion, shortcuts, overconfidence, ...) on one model and gate on them."""
-    from mlwarden import __version__
-    from mlwarden.audit import apply_gate, run_check
-    from mlwarden.report import CheckLine, RunReport, write_report
+    from mlwarden.audit import run_check
 
+    if checks is not None and "canary" in [c.strip() for c in checks.split(",")]:
+        if checks.strip() != "canary":
+            raise SpecError("--checks canary is for language models: give it on its own")
+        if canaries is None:
+            raise typer.BadParameter("--checks canary needs --canaries FILE (one line each)")
+        return _audit_language_model(model, canaries, max_exposure, store, db_url, out_dir, seed)
     chosen = _policy(checks, policy)
     model_path = Path(model)
     if model_path.suffix in (".skops", ".onnx") and model_path.exists():
@@ -179,6 +198,48 @@ def audit_command(
         mark = "[green]pass[/]" if finding.passed else "[red]FAIL[/]"
         out.print(f"  {mark} {key}: {finding.message}")
         findings.append(finding)
+    return _gate_and_report(model, name, findings, out_dir, str(policy) if policy else None)
+
+
+def _audit_language_model(
+    ref: str, canaries: Path, max_exposure: float, store: Path, db_url: str | None,
+    out_dir: Path | None, seed: int,
+) -> int:  # fmt: skip
+    """The canary check on a registered character language model (verified before loading)."""
+    from mlwarden.audit import CanaryCheck, canary_check
+    from mlwarden.lineage import LineageStore
+    from mlwarden.models import ModelRegistry
+    from mlwarden.pipeline._lm import canary_lines
+
+    try:
+        lines = canary_lines(canaries.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"cannot read canaries file {canaries}: {exc}") from exc
+    if not lines:
+        raise DataError(f"{canaries} lists no canary lines (blank lines and # comments skipped)")
+    _, lm = ModelRegistry(LineageStore(store, url=db_url)).load_language_model(ref)
+    with out.status(f"canary exposure of {len(lines)} lines ..."):
+        finding = canary_check(CanaryCheck(max_exposure=max_exposure), lm, lines, seed=seed)
+    mark = "[green]pass[/]" if finding.passed else "[red]FAIL[/]"
+    out.print(f"  {mark} canary: {finding.message}")
+    table = Table(title="canary exposure", title_justify="left")
+    columns = finding.details["tables"][0]["columns"]
+    for column in columns:
+        table.add_column(column)
+    for row in finding.details["tables"][0]["rows"]:
+        table.add_row(*(str(v) for v in row))
+    out.print(table)
+    return _gate_and_report(ref, ref.replace("@", "-"), [finding], out_dir, str(canaries))
+
+
+def _gate_and_report(
+    model: str, name: str, findings: list[Finding], out_dir: Path | None, policy: str | None
+) -> int:
+    """Print the findings, gate them fail-closed, write the reports; the exit code."""
+    from mlwarden import __version__
+    from mlwarden.audit import apply_gate
+    from mlwarden.report import CheckLine, RunReport, write_report
+
     gate = apply_gate(findings, "fail-closed")
     table = Table(title=f"audit of {model}", title_justify="left")
     for column in ("check", "metric", "measured", "threshold", "result", "queries"):
@@ -197,7 +258,7 @@ def audit_command(
         spec_sha256="", model_version=model, gate=gate.model_dump(mode="json"), metrics=None,
         search=None, validation=None,
         checks=[CheckLine.model_validate(f.model_dump()) for f in findings], steps=[],
-        lineage_head=None, spec_path=str(policy) if policy else None,
+        lineage_head=None, spec_path=policy,
     )  # fmt: skip
     folder = out_dir or Path("mlwarden-audit") / name
     json_path, html_path = write_report(report, folder, tool_version=__version__)

@@ -227,3 +227,21 @@ def load(name: str) -> Dataset:
             f"no bundled dataset named {name!r}; choose one of {', '.join(list_datasets())}"
         ) from None
     return loader()
+
+
+#: Bundled text corpora for language models: name -> gzip file under ``_bundled``.
+TEXT_CORPORA = {"pydoc": "pydoc_corpus.txt.gz"}
+
+
+def list_corpora() -> list[str]:
+    """Names of the bundled text corpora."""
+    return sorted(TEXT_CORPORA)
+
+
+def load_text(name: str) -> str:
+    """A bundled text corpus (``pydoc``: docstrings of Python's standard library; NOTICE.md)."""
+    if name not in TEXT_CORPORA:
+        known = ", ".join(list_corpora())
+        raise DatasetNotFoundError(f"no bundled corpus {name!r}; bundled: {known}")
+    with _bundled(TEXT_CORPORA[name]).open("rb") as fh:
+        return gzip.decompress(fh.read()).decode("utf-8")

@@ -5,17 +5,22 @@ from __future__ import annotations
 import json
 import re
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
-from mlwarden.errors import RecordNotFoundError, SignatureError
+from mlwarden.errors import ModelError, RecordNotFoundError, SignatureError
 from mlwarden.lineage import LineageStore, Record, canonical_json
 from mlwarden.models._adapter import SklearnAdapter
-from mlwarden.models._persist import loads_model
+from mlwarden.models._persist import MEDIA_TYPE, loads_model
 from mlwarden.models._signing import load_public_key, verify_signature
 
+if TYPE_CHECKING:
+    from mlwarden.models._charlm import CharLM
+
 MANIFEST_FORMAT = 1
+#: Media type of a registered character language model: safetensors weights, JSON config.
+LANGUAGE_MODEL_MEDIA_TYPE = "application/vnd.mlwarden.charlm+safetensors"
 _REF = re.compile(r"^(?P<name>[A-Za-z0-9_.-]+)(@(?P<version>latest|\d+))?$")
 
 
@@ -131,6 +136,25 @@ class ModelRegistry:
     def load(self, ref: str, budget: int | None = None) -> tuple[ModelVersion, SklearnAdapter]:
         """Verify a registered version, then load its model (skops, trusted types only)."""
         version = self.get(ref)
+        if version.manifest.model_media_type != MEDIA_TYPE:
+            raise ModelError(
+                f"{version.ref} is a {version.manifest.model_media_type} model, not a "
+                f"scikit-learn one ({MEDIA_TYPE}); a language model is audited with "
+                "--checks canary"
+            )
         self.verify(version)
         estimator = loads_model(self.store.read_artifact(version.manifest.model_sha256))
         return version, SklearnAdapter(estimator, budget=budget)
+
+    def load_language_model(self, ref: str) -> tuple[ModelVersion, CharLM]:
+        """Verify a registered character language model, then load it (safetensors)."""
+        from mlwarden.models._charlm import load_char_lm
+
+        version = self.get(ref)
+        if version.manifest.model_media_type != LANGUAGE_MODEL_MEDIA_TYPE:
+            raise ModelError(
+                f"{version.ref} is a {version.manifest.model_media_type} model, not a "
+                f"character language model ({LANGUAGE_MODEL_MEDIA_TYPE})"
+            )
+        self.verify(version)
+        return version, load_char_lm(self.store.read_artifact(version.manifest.model_sha256))

@@ -3,10 +3,13 @@
 from mlwarden.pipeline._context import Output, StepContext
 from mlwarden.pipeline._dag import StepDef, build_steps
 from mlwarden.pipeline._executor import LocalExecutor, Progress, RunResult, StepRun, cache_key
+from mlwarden.pipeline._lm import LanguageModelSpec
 from mlwarden.pipeline._report import build_report, write_run_report
-from mlwarden.pipeline._spec import PipelineSpec, load_spec, parse_spec
+from mlwarden.pipeline._spec import AnySpec, PipelineSpec, load_spec, parse_spec
 
 __all__ = [
+    "AnySpec",
+    "LanguageModelSpec",
     "LocalExecutor",
     "Output",
     "PipelineSpec",

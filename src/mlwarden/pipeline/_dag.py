@@ -16,10 +16,12 @@ import yaml
 from mlwarden import __version__
 from mlwarden.data import TableSchema, list_datasets
 from mlwarden.errors import DataError, SpecError
-from mlwarden.pipeline import _data_steps, _steps
+from mlwarden.models._registry import LANGUAGE_MODEL_MEDIA_TYPE
+from mlwarden.pipeline import _data_steps, _lm, _steps
 from mlwarden.pipeline._context import Output, StepContext
 from mlwarden.pipeline._io import CSV, JSON, json_bytes
-from mlwarden.pipeline._spec import PipelineSpec
+from mlwarden.pipeline._lm import LanguageModelSpec
+from mlwarden.pipeline._spec import AnySpec
 
 StepFn = Callable[[StepContext], dict[str, Output]]
 SOURCE = "source"
@@ -46,8 +48,52 @@ class StepDef:
         return hashlib.sha256(f"{__version__}\n{source}".encode()).hexdigest()
 
 
-def build_steps(spec: PipelineSpec) -> tuple[list[StepDef], dict[str, Output]]:
+def build_lm_steps(spec: LanguageModelSpec) -> tuple[list[StepDef], dict[str, Output]]:
+    """The steps of a language-model spec: plant, train, audit, gate, register."""
+    params = _lm.lm_step_params(spec)
+    steps = [
+        StepDef(
+            "plant",
+            _lm.plant,
+            {"corpus": f"{SOURCE}.corpus", "canaries": f"{SOURCE}.canaries"},
+            ("text", "canaries"),
+            params["plant"],
+        ),
+        StepDef(
+            "train", _lm.train_lm, {"text": "plant.text"}, ("model", "training"), params["train"]
+        ),
+        StepDef(
+            "audit",
+            _lm.audit_lm,
+            {"model": "train.model", "canaries": "plant.canaries"},
+            ("findings",),
+            params["audit"],
+        ),
+        StepDef(
+            "gate", _steps.gate, {"findings": "audit.findings"}, ("gate",), {"mode": spec.gate.mode}
+        ),
+        StepDef(
+            "register",
+            _steps.register,
+            {
+                "model": "train.model",
+                "gate": "gate.gate",
+                "findings": "audit.findings",
+                "training": "train.training",
+                "text": "plant.text",
+                "canaries": "plant.canaries",
+            },
+            (),
+            {"name": spec.registry.name, "media_type": LANGUAGE_MODEL_MEDIA_TYPE},
+        ),
+    ]
+    return _ordered(steps), _lm.lm_sources(spec)
+
+
+def build_steps(spec: AnySpec) -> tuple[list[StepDef], dict[str, Output]]:
     """The steps of ``spec`` in dependency order, and the outside files they read."""
+    if isinstance(spec, LanguageModelSpec):
+        return build_lm_steps(spec)
     d = spec.data
     sources: dict[str, Output] = {}
     if d.path is not None:
@@ -216,7 +262,7 @@ def _ordered(steps: list[StepDef]) -> list[StepDef]:
     return [by_name[name] for name in order]
 
 
-def spec_document(spec: PipelineSpec) -> bytes:
+def spec_document(spec: AnySpec) -> bytes:
     """The validated spec as YAML bytes, stored as the run's first artifact."""
     document = yaml.safe_dump(spec.model_dump(mode="json", by_alias=True), sort_keys=False)
     return str(document).encode()

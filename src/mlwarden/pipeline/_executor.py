@@ -21,7 +21,7 @@ from mlwarden.lineage import LineageStore, hostname, sha256_json
 from mlwarden.models import Signer
 from mlwarden.pipeline._context import Output, StepContext
 from mlwarden.pipeline._dag import SOURCE, StepDef, build_steps, spec_document
-from mlwarden.pipeline._spec import PipelineSpec
+from mlwarden.pipeline._spec import AnySpec
 
 StepStatus = Literal["executed", "cached", "failed", "rejected", "skipped"]
 RunStatus = Literal["completed", "failed", "rejected"]
@@ -132,7 +132,7 @@ class LocalExecutor:
 
     # -- running -----------------------------------------------------------------------------
 
-    def run(self, spec: PipelineSpec, signer: Signer | None = None) -> RunResult:
+    def run(self, spec: AnySpec, signer: Signer | None = None) -> RunResult:
         """Run every step of ``spec`` in order, reusing cached ones; never raises for a step."""
         steps, sources = build_steps(spec)
         run_id = uuid.uuid4().hex

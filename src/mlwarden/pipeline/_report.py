@@ -11,7 +11,7 @@ from mlwarden.lineage import LineageStore
 from mlwarden.pipeline._executor import RunResult
 from mlwarden.pipeline._io import read_json
 from mlwarden.pipeline._kept_out import rows_kept_out
-from mlwarden.pipeline._spec import PipelineSpec
+from mlwarden.pipeline._spec import AnySpec
 from mlwarden.report import CheckLine, RunReport, StepLine, write_report
 
 
@@ -20,7 +20,7 @@ def _artifact_json(store: LineageStore, result: RunResult, ref: str) -> Any:
     return read_json(store.read_artifact(sha)) if sha else None
 
 
-def build_report(store: LineageStore, spec: PipelineSpec, result: RunResult) -> RunReport:
+def build_report(store: LineageStore, spec: AnySpec, result: RunResult) -> RunReport:
     """Gather metrics, findings, gate, search, validation and the step lineage of one run."""
     lines = [
         StepLine(
@@ -91,7 +91,7 @@ def report_folder(store: LineageStore, result: RunResult) -> Path:
 
 
 def write_run_report(
-    store: LineageStore, spec: PipelineSpec, result: RunResult, spec_path: str | None = None
+    store: LineageStore, spec: AnySpec, result: RunResult, spec_path: str | None = None
 ) -> tuple[RunReport, Path, Path]:
     """Build and write the report of a run; return it with its JSON and HTML paths."""
     report = build_report(store, spec, result).model_copy(update={"spec_path": spec_path})

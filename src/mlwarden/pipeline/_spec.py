@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -14,6 +14,9 @@ from mlwarden.data import DriftThresholds, MissingPolicy, TableSchema, list_data
 from mlwarden.errors import SpecError
 from mlwarden.lineage import sha256_json
 from mlwarden.pipeline._catalogue import EstimatorName, estimator_parameters
+
+if TYPE_CHECKING:
+    from mlwarden.pipeline._lm import LanguageModelSpec
 
 ParamValue = int | float | str | bool | None
 
@@ -171,6 +174,10 @@ class PipelineSpec(_Strict):
         return sha256_json(self.model_dump(mode="json", by_alias=True))
 
 
+#: A pipeline spec of either task: tabular classification or a language model.
+AnySpec: TypeAlias = "PipelineSpec | LanguageModelSpec"
+
+
 def _resolve_paths(spec: PipelineSpec, base: Path) -> PipelineSpec:
     data = spec.data
     updates: dict[str, Any] = {}
@@ -191,9 +198,17 @@ def _resolve_paths(spec: PipelineSpec, base: Path) -> PipelineSpec:
 
 def parse_spec(
     text: str, source: str = "<spec>", base: Path | None = None, memo: Path | None = None
-) -> PipelineSpec:
-    """Validate spec text; a problem raises ``SpecError`` naming field, line, given, expected."""
+) -> AnySpec:
+    """Validate spec text; a problem raises ``SpecError`` naming field, line, given, expected.
+
+    ``task: language_model`` selects the language-model pipeline; no task, the tabular one.
+    """
     raw, lines = parse_mapping(text, source, "of sections (name, data, train, ...)")
+    if "task" in raw:
+        from mlwarden.pipeline._lm import parse_lm_spec, unknown_task
+
+        unknown_task(raw, source)
+        return parse_lm_spec(raw, lines, source, base or Path.cwd())
     try:
         spec = PipelineSpec.model_validate(raw)
     except ValidationError as exc:
@@ -231,7 +246,7 @@ def _check_estimator_parameters(
         marker.touch()
 
 
-def load_spec(path: Path | str, memo: Path | None = None) -> PipelineSpec:
+def load_spec(path: Path | str, memo: Path | None = None) -> AnySpec:
     """Read and validate a spec file; relative data paths resolve against the file's folder.
 
     ``memo`` is a folder where specs that passed the estimator-parameter check are remembered.

@@ -155,7 +155,9 @@ def register(ctx: StepContext) -> Outputs:
     signer = ctx.run["signer"]()
     model_sha = ctx.run["input_sha"]["model"]
     artifacts = {r: s for r, s in ctx.run["input_sha"].items() if r != "model"}
-    metrics = ctx.json("metrics")
+    # A language model has no held-out classification metrics; its findings say what it is.
+    metrics = ctx.json("metrics") if "metrics" in ctx.run["input_sha"] else {}
+    media_type = ctx.params.get("media_type", MEDIA_TYPE)
     created = datetime.now(UTC)
 
     def build(tx: Appender) -> tuple[str, str, dict[str, Any]]:
@@ -163,9 +165,13 @@ def register(ctx: StepContext) -> Outputs:
             name=name,
             version=tx.count("model_version", name) + 1,
             model_sha256=model_sha,
-            model_media_type=MEDIA_TYPE,
+            model_media_type=media_type,
             artifacts=artifacts,
-            metrics={k: metrics[k] for k in ("accuracy", "precision", "recall", "f1", "roc_auc")},
+            metrics={
+                k: metrics[k]
+                for k in ("accuracy", "precision", "recall", "f1", "roc_auc")
+                if k in metrics
+            },
             gate=result.model_dump(mode="json"),
             lineage_head=tx.head,
             spec_sha256=ctx.run["spec_sha256"],

@@ -1,0 +1,414 @@
+"""Output hardening, measured: how many more queries each output mode costs a model thief.
+
+References: Florian Tramèr, Fan Zhang, Ari Juels, Michael K. Reiter, Thomas Ristenpart,
+"Stealing Machine Learning Models via Prediction APIs", USENIX Security 2016, §4.1
+(equation solving), §5 (retraining with label-only outputs) and §8 (rounding and label-only
+countermeasures, which slow extraction down but do not stop it); Tribhuvanesh Orekondy,
+Bernt Schiele, Mario Fritz, "Knockoff Nets", CVPR 2019 (distillation of any black box).
+
+For each output mode of :class:`~mlwarden.models.HardenedModel` the target is attacked twice:
+by equation solving (logistic-like targets only, and only where the output still carries the
+probabilities the equations need) and by distillation (any target, any output). Each attack
+yields fidelity against queries spent; the table gives the queries needed to reach each
+fidelity target and the ratio to the same attack against full probabilities, so that a
+report can say "label-only outputs cost the thief N times more queries".
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import pandas as pd
+from numpy.typing import ArrayLike
+from pydantic import BaseModel
+
+from mlwarden.attacks._distillation import (
+    DEFAULT_BUDGETS,
+    QuerySource,
+    Surrogate,
+    _check_budgets,
+    extract_distillation,
+)
+from mlwarden.attacks._extraction import OneHotDesign, extract_logistic_pipeline
+from mlwarden.errors import MlwardenError
+from mlwarden.models._adapter import ModelAdapter, SklearnAdapter
+from mlwarden.models._hardening import HardenedModel, OutputHardening, OutputMode
+
+if TYPE_CHECKING:
+    from mlwarden.data import TableSchema
+
+__all__ = [
+    "FidelityCost",
+    "HardeningAttack",
+    "HardeningCostRow",
+    "HardeningCostTable",
+    "hardening_cost",
+]
+
+HardeningAttack = Literal["equation_solving", "distillation"]
+"""The extraction attacks run against each output mode."""
+
+ALL_MODES: tuple[OutputMode, ...] = ("probabilities", "rounded", "top1", "label")
+
+
+class FidelityCost(BaseModel):
+    """Queries an attack needed to reach ``target`` fidelity on the test rows.
+
+    ``queries`` is None where the target was not reached within the budgets; ``cost_ratio``
+    divides it by the same attack's queries against full probabilities (None where either is
+    missing).
+    """
+
+    target: float
+    queries: int | None
+    cost_ratio: float | None
+
+
+class HardeningCostRow(BaseModel):
+    """One attack against one output mode.
+
+    ``applicable`` is False (with the ``reason``) where the attack cannot use the output;
+    ``reason`` also carries an error that stopped an applicable attack. ``curve`` lists
+    (queries, test fidelity) pairs as the attack spent more; ``final_fidelity`` is the last
+    one; ``queries_spent`` counts every row the attack sent, over all its runs.
+    """
+
+    mode: OutputMode
+    attack: HardeningAttack
+    applicable: bool
+    reason: str | None
+    costs: list[FidelityCost]
+    final_fidelity: float | None
+    queries_spent: int
+    wall_time_s: float
+    curve: list[tuple[int, float]]
+
+    def queries_to(self, target: float) -> int | None:
+        """Queries to reach ``target`` fidelity (None where not reached or not measured)."""
+        for cost in self.costs:
+            if math.isclose(cost.target, target):
+                return cost.queries
+        return None
+
+
+class HardeningCostTable(BaseModel):
+    """Per output mode and attack: queries to each fidelity target and the cost ratio."""
+
+    rows: list[HardeningCostRow]
+    fidelity_targets: list[float]
+    budgets: list[int]
+    decimals: int
+    source: QuerySource
+    evaluated_on: Literal["test"] = "test"
+
+    def row(self, mode: OutputMode, attack: HardeningAttack) -> HardeningCostRow:
+        """The row of ``attack`` against ``mode``."""
+        for row in self.rows:
+            if row.mode == mode and row.attack == attack:
+                return row
+        raise KeyError(f"no row for mode {mode!r} and attack {attack!r}")
+
+    def cheapest(self, mode: OutputMode, target: float) -> int | None:
+        """Fewest queries any attack needed to reach ``target`` against ``mode``."""
+        found = [
+            q for row in self.rows if row.mode == mode and (q := row.queries_to(target)) is not None
+        ]
+        return min(found) if found else None
+
+    def cost_ratio(self, mode: OutputMode, target: float) -> float | None:
+        """How many times more queries the best attack needs against ``mode`` than against
+        full probabilities to reach ``target`` (None where either was not reached)."""
+        hardened, baseline = self.cheapest(mode, target), self.cheapest("probabilities", target)
+        if hardened is None or baseline is None:
+            return None
+        return hardened / baseline
+
+
+def _estimator(model: Any) -> Any:
+    """The fitted estimator behind an adapter, where one can be seen."""
+    while isinstance(model, HardenedModel):
+        model = model.model
+    return getattr(model, "estimator", model)
+
+
+def _is_logistic_like(model: Any) -> bool:
+    """A logistic / softmax regression, alone or at the end of a Pipeline."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+
+    estimator = _estimator(model)
+    if isinstance(estimator, Pipeline):
+        estimator = estimator.steps[-1][1]
+    return isinstance(estimator, LogisticRegression)
+
+
+def _categorical_columns(X_reference: pd.DataFrame, schema: TableSchema | None) -> list[str]:
+    columns = []
+    for column in X_reference.columns:
+        declared = schema.columns.get(column) if schema is not None else None
+        numeric = (
+            declared.is_numeric
+            if declared is not None
+            else pd.api.types.is_numeric_dtype(X_reference[column])
+        )
+        if not numeric:
+            columns.append(str(column))
+    return columns
+
+
+def _costs(curve: Sequence[tuple[int, float]], targets: Sequence[float]) -> list[FidelityCost]:
+    costs = []
+    for target in targets:
+        reached = [q for q, fid in curve if fid >= target]
+        costs.append(
+            FidelityCost(target=target, queries=min(reached) if reached else None, cost_ratio=None)
+        )
+    return costs
+
+
+def _equation_solving(
+    hardened: HardenedModel,
+    X_reference: pd.DataFrame,
+    X_test: pd.DataFrame,
+    categorical: Sequence[str],
+    budgets: Sequence[int],
+    targets: Sequence[float],
+    judge: Any,
+    n_uniform: int,
+    seed: int,
+) -> tuple[list[tuple[int, float]], int, str | None]:
+    """Equation solving with ever more extra queries (least squares) along the budgets.
+
+    The first run sends the ``d + 1`` queries the exact solution needs; later runs send one of
+    the budgets in all, the extra rows making a least-squares fit that averages the rounding
+    error out. Runs stop once every fidelity target is reached. Rounded answers below
+    ``10 ** -decimals`` carry no logit (they rounded to 0) and are re-drawn nearer the anchor.
+    """
+    mode, decimals = hardened.hardening.mode, hardened.hardening.decimals
+    min_proba = None if mode == "probabilities" else 10.0**-decimals
+    n_unknowns = OneHotDesign.from_reference(X_reference, categorical).n_features + 1
+    totals = [n_unknowns] + [b for b in budgets if b > n_unknowns]
+    curve: list[tuple[int, float]] = []
+    spent = 0
+    for total in totals:
+        before = hardened.queries
+        try:
+            result = extract_logistic_pipeline(
+                hardened,
+                X_reference,
+                categorical,
+                seed=seed,
+                extra_queries=total - n_unknowns,
+                min_proba=min_proba,
+                X_test=X_test,
+                n_uniform=n_uniform,
+                true_model=judge,
+            )
+        except (MlwardenError, ValueError, np.linalg.LinAlgError) as error:
+            spent += hardened.queries - before
+            return curve, spent, f"equation solving failed with {total} queries: {error}"
+        spent += result.queries_to_extract
+        fid = result.fidelity_test
+        if fid is None or not math.isfinite(fid):
+            return curve, spent, "fidelity on the test rows could not be evaluated"
+        curve.append((result.queries_to_extract, fid))
+        if fid >= max(targets):
+            break
+    return curve, spent, None
+
+
+def _not_applicable(mode: OutputMode, attack: HardeningAttack, reason: str) -> HardeningCostRow:
+    return HardeningCostRow(
+        mode=mode,
+        attack=attack,
+        applicable=False,
+        reason=reason,
+        costs=[],
+        final_fidelity=None,
+        queries_spent=0,
+        wall_time_s=0.0,
+        curve=[],
+    )
+
+
+def hardening_cost(
+    model: ModelAdapter | Any,
+    X_reference: pd.DataFrame,
+    X_test: pd.DataFrame,
+    *,
+    y_test: ArrayLike | None = None,
+    schema: TableSchema | None = None,
+    categorical: Sequence[str] | None = None,
+    modes: Sequence[OutputMode] = ALL_MODES,
+    decimals: int = 2,
+    budgets: Sequence[int] = DEFAULT_BUDGETS,
+    fidelity_targets: Sequence[float] = (0.9, 0.95, 0.99),
+    source: QuerySource = "uniform",
+    X_public: pd.DataFrame | None = None,
+    make_surrogate: Callable[[pd.DataFrame], Surrogate] | None = None,
+    logistic: bool | None = None,
+    true_model: Any = None,
+    n_uniform: int = 1000,
+    seed: int = 0,
+) -> HardeningCostTable:
+    """Measure what each output mode costs an extraction attacker, in queries.
+
+    Each mode in ``modes`` wraps ``model`` in a :class:`~mlwarden.models.HardenedModel` and
+    faces (a) equation solving (:func:`extract_logistic_pipeline`; Tramèr et al. §4.1) where
+    the target is logistic-like and the output carries probabilities: full ones (exact with
+    ``d + 1`` queries), rounded ones (least squares over more queries, which may not reach
+    the target fidelity) and top-1 confidences for two classes (the other probability is its
+    complement); it is reported not applicable for label-only outputs and for top-1 over more
+    classes; and (b) distillation (:func:`extract_distillation`) on the same ``budgets``.
+    Fidelity is the share of ``X_test`` rows on which the copy predicts the target's label.
+
+    Parameters
+    ----------
+    model : ModelAdapter or fitted scikit-learn classifier
+        The target. An estimator is wrapped in a :class:`~mlwarden.models.SklearnAdapter` and
+        also judges fidelity (``true_model``). Every mode's attacks query it, so give it no
+        budget or one large enough for all of them.
+    X_reference : DataFrame
+        Rows showing the input schema (categorical columns without missing values, as
+        :func:`extract_logistic_pipeline` requires).
+    X_test : DataFrame
+        Held-out rows on which fidelity is measured.
+    y_test : array, optional
+        Their true labels, for the surrogates' accuracy.
+    schema : TableSchema, optional
+        Declared ranges and categories (uniform queries; which columns are categorical).
+    categorical : sequence of str, optional
+        The categorical columns (default: non-numeric in ``schema``, else by dtype).
+    modes : sequence of OutputMode
+        Output modes to measure; ``"probabilities"`` is the baseline of the cost ratios.
+    decimals : int
+        Rounding of the ``"rounded"`` and ``"top1"`` modes.
+    budgets : sequence of int
+        Query budgets of the distillation curve and of the least-squares runs.
+    fidelity_targets : sequence of float
+        Fidelities to report the queries for.
+    source, X_public, make_surrogate
+        Distillation's query source and surrogate, as in :func:`extract_distillation`.
+    logistic : bool, optional
+        Whether the target is logistic-like (default: inspect the estimator behind the
+        adapter; a black box that cannot be inspected counts as not logistic).
+    true_model : object with ``predict``, optional
+        For evaluation only: judges fidelity without spending queries (default: the
+        estimator if one was given, else the unhardened adapter, whose count then includes
+        the evaluation queries).
+    n_uniform : int
+        Uniform rows for the attacks' secondary fidelity measure.
+    seed : int
+        Seed of every attack.
+
+    Returns
+    -------
+    HardeningCostTable
+    """
+    targets = sorted({float(t) for t in fidelity_targets})
+    if not targets or targets[0] <= 0.0 or targets[-1] > 1.0:
+        raise ValueError(f"fidelity_targets must lie in (0, 1], got {list(fidelity_targets)}")
+    checked_budgets = _check_budgets(budgets)
+    unknown = [m for m in modes if m not in ALL_MODES]
+    if unknown:
+        raise ValueError(f"unknown output modes {unknown}; expected some of {list(ALL_MODES)}")
+    if isinstance(model, ModelAdapter):
+        base: ModelAdapter = model
+    else:
+        base = SklearnAdapter(model)
+        true_model = model if true_model is None else true_model
+    judge = true_model if true_model is not None else base
+    is_logistic = _is_logistic_like(base) if logistic is None else logistic
+    columns = (
+        list(categorical) if categorical is not None else _categorical_columns(X_reference, schema)
+    )
+    n_classes = len(np.asarray(base.classes_))
+
+    rows: list[HardeningCostRow] = []
+    for mode in dict.fromkeys(modes):
+        hardened = HardenedModel(base, OutputHardening(mode=mode, decimals=decimals))
+        # (a) equation solving
+        reason: str | None = None
+        if not is_logistic:
+            reason = "the target is not a logistic or softmax regression"
+        elif mode == "label":
+            reason = "label-only outputs carry no probabilities to solve for"
+        elif mode == "top1" and n_classes > 2:
+            reason = f"top-1 outputs hide {n_classes - 1} of the {n_classes} probabilities"
+        if reason is not None:
+            rows.append(_not_applicable(mode, "equation_solving", reason))
+        else:
+            start = time.perf_counter()
+            curve, spent, failure = _equation_solving(
+                hardened,
+                X_reference,
+                X_test,
+                columns,
+                checked_budgets,
+                targets,
+                judge,
+                n_uniform,
+                seed,
+            )
+            rows.append(
+                HardeningCostRow(
+                    mode=mode,
+                    attack="equation_solving",
+                    applicable=True,
+                    reason=failure,
+                    costs=_costs(curve, targets),
+                    final_fidelity=curve[-1][1] if curve else None,
+                    queries_spent=spent,
+                    wall_time_s=time.perf_counter() - start,
+                    curve=curve,
+                )
+            )
+        # (b) distillation
+        start = time.perf_counter()
+        result = extract_distillation(
+            hardened,
+            X_reference,
+            X_test=X_test,
+            y_test=y_test,
+            schema=schema,
+            source=source,
+            X_public=X_public,
+            budgets=checked_budgets,
+            make_surrogate=make_surrogate,
+            n_uniform=n_uniform,
+            true_model=judge,
+            seed=seed,
+        )
+        dcurve = [(p.budget, p.fidelity_test) for p in result.curve if p.fidelity_test is not None]
+        rows.append(
+            HardeningCostRow(
+                mode=mode,
+                attack="distillation",
+                applicable=True,
+                reason=result.stop_reason,
+                costs=_costs(dcurve, targets),
+                final_fidelity=dcurve[-1][1] if dcurve else None,
+                queries_spent=result.queries,
+                wall_time_s=time.perf_counter() - start,
+                curve=dcurve,
+            )
+        )
+
+    baseline = {row.attack: row for row in rows if row.mode == "probabilities"}
+    for row in rows:
+        reference = baseline.get(row.attack)
+        for cost in row.costs:
+            base_q = reference.queries_to(cost.target) if reference is not None else None
+            if cost.queries is not None and base_q:
+                cost.cost_ratio = cost.queries / base_q
+    return HardeningCostTable(
+        rows=rows,
+        fidelity_targets=targets,
+        budgets=checked_budgets,
+        decimals=decimals,
+        source=source,
+    )
