@@ -45,8 +45,8 @@ def test_every_error_descends_from_the_root() -> None:
 def test_importing_writes_nothing_and_loads_no_heavy_library(tmp_path: Path) -> None:
     code = (
         "import sys, mlwarden, mlwarden.cli, mlwarden.pipeline;"
-        "heavy = [m for m in ('torch', 'sklearn', 'matplotlib', 'skops', 'ray', 'kfp')"
-        " if m in sys.modules];"
+        "heavy = [m for m in ('torch', 'sklearn', 'matplotlib', 'skops', 'ray', 'kfp',"
+        " 'numpy', 'pandas') if m in sys.modules];"
         "print(','.join(heavy))"
     )
     result = subprocess.run(

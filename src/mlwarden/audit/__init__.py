@@ -11,6 +11,7 @@ from mlwarden.audit._checks import (
     run_check,
 )
 from mlwarden.audit._evasion import DecisionBoundary, Evasion
+from mlwarden.audit._extraction import Extraction
 from mlwarden.audit._fairness import DemographicParity, EqualOpportunity, GroupFairness
 from mlwarden.audit._gate import GateMode, GateResult, apply_gate
 from mlwarden.audit._membership import Membership, TprAtFpr
@@ -39,6 +40,7 @@ __all__ = [
     "DemographicParity",
     "EqualOpportunity",
     "Evasion",
+    "Extraction",
     "FeatureImportance",
     "Finding",
     "GateMode",

@@ -35,6 +35,7 @@ CHECK_GROUPS: dict[str, list[tuple[str, dict[str, Any]]]] = {
     "shortcuts": [("attribution_share", {"max_share": 0.5})],
     "ood": [("ood_confidence", {"max_share": 0.2})],
     "membership": [("membership", {"max_tpr_at_fpr": {"fpr": 0.001, "tpr": 0.01}})],
+    "extraction": [("extraction", {"max_fidelity": 0.9, "queries": 2000, "compare_outputs": True})],
 }
 
 

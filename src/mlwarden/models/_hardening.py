@@ -16,10 +16,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Literal
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from mlwarden.models._adapter import ModelAdapter
 
 __all__ = ["HardenedModel", "HardenedOutput", "OutputHardening", "OutputMode"]
@@ -92,6 +93,8 @@ class HardenedModel:
     @property
     def classes_(self) -> np.ndarray:
         """Class labels in the column order of :meth:`predict_proba`."""
+        import numpy as np
+
         return np.asarray(self.model.classes_)
 
     @property
@@ -112,6 +115,8 @@ class HardenedModel:
 
     def _answer(self, X: Any) -> tuple[np.ndarray, np.ndarray]:
         """Query the model once: the true top-class index and the hardened probability rows."""
+        import numpy as np
+
         proba = np.asarray(self.model.predict_proba(X), dtype=np.float64)
         top = np.argmax(proba, axis=1)
         mode, decimals = self.hardening.mode, self.hardening.decimals
@@ -133,6 +138,8 @@ class HardenedModel:
 
     def outputs(self, X: Any) -> list[HardenedOutput]:
         """What the API returns for each row of ``X`` (one query per row)."""
+        import numpy as np
+
         top, visible = self._answer(X)
         labels = self.classes_[top].tolist()
         mode = self.hardening.mode
@@ -155,6 +162,8 @@ class HardenedModel:
 
     def predict(self, X: Any) -> np.ndarray:
         """The wrapped model's labels, unchanged: every mode reveals the label."""
+        import numpy as np
+
         return np.asarray(self.model.predict(X))
 
     def __repr__(self) -> str:
