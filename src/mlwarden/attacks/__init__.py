@@ -53,6 +53,13 @@ from mlwarden.attacks._membership import (
     loss_threshold_attack,
     membership_metrics,
 )
+from mlwarden.attacks._privacy_audit import (
+    EpsilonLowerBound,
+    PrivacyAuditResult,
+    epsilon_from_roc,
+    epsilon_lower_bound,
+    privacy_audit,
+)
 from mlwarden.attacks._result import AttackResult
 from mlwarden.attacks._tabular import (
     FeatureConstraint,
@@ -83,6 +90,7 @@ __all__ = [
     "ContinuousFeature",
     "DistillationPoint",
     "DistillationResult",
+    "EpsilonLowerBound",
     "ExtractedLeaf",
     "ExtractedLinearModel",
     "ExtractedTree",
@@ -98,6 +106,7 @@ __all__ = [
     "MembershipMetrics",
     "MembershipResult",
     "OneHotDesign",
+    "PrivacyAuditResult",
     "QuerySource",
     "RobustnessCurve",
     "RobustnessPoint",
@@ -109,6 +118,8 @@ __all__ = [
     "TreeSchema",
     "bundled_threat_model",
     "canary_exposure",
+    "epsilon_from_roc",
+    "epsilon_lower_bound",
     "exposure_by_rank",
     "exposure_by_skew_normal",
     "extract_distillation",
@@ -126,6 +137,7 @@ __all__ = [
     "measure_canaries",
     "membership_metrics",
     "pgd",
+    "privacy_audit",
     "random_canaries",
     "robust_accuracy",
     "tabular_evasion",

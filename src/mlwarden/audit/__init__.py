@@ -10,6 +10,7 @@ from mlwarden.audit._checks import (
     register_check,
     run_check,
 )
+from mlwarden.audit._dp_audit import DpAudit
 from mlwarden.audit._evasion import DecisionBoundary, Evasion
 from mlwarden.audit._extraction import Extraction
 from mlwarden.audit._fairness import DemographicParity, EqualOpportunity, GroupFairness
@@ -38,6 +39,7 @@ __all__ = [
     "CheckParams",
     "DecisionBoundary",
     "DemographicParity",
+    "DpAudit",
     "EqualOpportunity",
     "Evasion",
     "Extraction",

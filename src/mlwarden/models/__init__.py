@@ -1,5 +1,7 @@
 """Models: the adapter protocol, safe persistence, signing and the registry."""
 
+from typing import Any
+
 from mlwarden.models._adapter import HasGradient, ModelAdapter, SklearnAdapter
 from mlwarden.models._charlm import (
     DEFAULT_VOCAB,
@@ -28,11 +30,13 @@ from mlwarden.models._torch import (
 
 __all__ = [
     "DEFAULT_VOCAB",
+    "DP_TRUSTED_TYPES",
     "LANGUAGE_MODEL_MEDIA_TYPE",
     "MEDIA_TYPE",
     "TRUSTED_TYPES",
     "CharLM",
     "CharLMConfig",
+    "DPSGDClassifier",
     "DigitsSplit",
     "HardenedModel",
     "HardenedOutput",
@@ -47,6 +51,9 @@ __all__ = [
     "Signer",
     "SklearnAdapter",
     "TorchAdapter",
+    "claimed_delta",
+    "claimed_epsilon",
+    "default_delta",
     "dumps_model",
     "load_char_lm",
     "load_digits_split",
@@ -57,3 +64,15 @@ __all__ = [
     "train_digits_model",
     "verify_signature",
 ]
+
+# DP-SGD subclasses scikit-learn's BaseEstimator: imported on first use, so that importing
+# mlwarden stays free of scikit-learn.
+_LAZY = {"DP_TRUSTED_TYPES", "DPSGDClassifier", "claimed_delta", "claimed_epsilon", "default_delta"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from mlwarden.models import _dp
+
+        return getattr(_dp, name)
+    raise AttributeError(f"module 'mlwarden.models' has no attribute {name!r}")

@@ -23,7 +23,14 @@ if TYPE_CHECKING:
 
     from mlwarden.models._adapter import ModelAdapter
 
-__all__ = ["HardenedModel", "HardenedOutput", "OutputHardening", "OutputMode"]
+__all__ = [
+    "HardenedModel",
+    "HardenedOutput",
+    "OutputHardening",
+    "OutputMode",
+    "harden_probabilities",
+    "hardened_outputs",
+]
 
 OutputMode = Literal["probabilities", "rounded", "top1", "label"]
 """What the API returns per row: every probability, rounded ones, the top one, or the label."""
@@ -58,6 +65,52 @@ class HardenedOutput(BaseModel):
     label: Any
     probabilities: list[float] | None = None
     confidence: float | None = None
+
+
+def harden_probabilities(
+    proba: np.ndarray, hardening: OutputHardening
+) -> tuple[np.ndarray, np.ndarray]:
+    """The top-class index of each row and the probability rows an attacker can rebuild."""
+    import numpy as np
+
+    top = np.argmax(proba, axis=1)
+    mode, decimals = hardening.mode, hardening.decimals
+    if mode == "probabilities":
+        return top, proba
+    if mode == "rounded":
+        return top, np.round(proba, decimals)
+    rows = np.arange(len(proba))
+    k = proba.shape[1]
+    if mode == "top1":
+        confidence = np.round(proba[rows, top], decimals)
+        rest = (1.0 - confidence) / (k - 1) if k > 1 else np.zeros_like(confidence)
+        visible = np.repeat(rest[:, None], k, axis=1)
+        visible[rows, top] = confidence
+        return top, visible
+    visible = np.zeros_like(proba)
+    visible[rows, top] = 1.0
+    return top, visible
+
+
+def hardened_outputs(
+    top: np.ndarray, visible: np.ndarray, classes: np.ndarray, mode: OutputMode
+) -> list[HardenedOutput]:
+    """The API's answer per row, from :func:`harden_probabilities`' result."""
+    import numpy as np
+
+    labels = np.asarray(classes)[top].tolist()
+    if mode in ("probabilities", "rounded"):
+        return [
+            HardenedOutput(label=label, probabilities=row)
+            for label, row in zip(labels, visible.tolist(), strict=True)
+        ]
+    if mode == "top1":
+        confidences = visible[np.arange(len(top)), top].tolist()
+        return [
+            HardenedOutput(label=label, confidence=confidence)
+            for label, confidence in zip(labels, confidences, strict=True)
+        ]
+    return [HardenedOutput(label=label) for label in labels]
 
 
 class HardenedModel:
@@ -118,43 +171,12 @@ class HardenedModel:
         import numpy as np
 
         proba = np.asarray(self.model.predict_proba(X), dtype=np.float64)
-        top = np.argmax(proba, axis=1)
-        mode, decimals = self.hardening.mode, self.hardening.decimals
-        if mode == "probabilities":
-            return top, proba
-        if mode == "rounded":
-            return top, np.round(proba, decimals)
-        rows = np.arange(len(proba))
-        k = proba.shape[1]
-        if mode == "top1":
-            confidence = np.round(proba[rows, top], decimals)
-            rest = (1.0 - confidence) / (k - 1) if k > 1 else np.zeros_like(confidence)
-            visible = np.repeat(rest[:, None], k, axis=1)
-            visible[rows, top] = confidence
-            return top, visible
-        visible = np.zeros_like(proba)
-        visible[rows, top] = 1.0
-        return top, visible
+        return harden_probabilities(proba, self.hardening)
 
     def outputs(self, X: Any) -> list[HardenedOutput]:
         """What the API returns for each row of ``X`` (one query per row)."""
-        import numpy as np
-
         top, visible = self._answer(X)
-        labels = self.classes_[top].tolist()
-        mode = self.hardening.mode
-        if mode in ("probabilities", "rounded"):
-            return [
-                HardenedOutput(label=label, probabilities=row)
-                for label, row in zip(labels, visible.tolist(), strict=True)
-            ]
-        if mode == "top1":
-            confidences = visible[np.arange(len(top)), top].tolist()
-            return [
-                HardenedOutput(label=label, confidence=confidence)
-                for label, confidence in zip(labels, confidences, strict=True)
-            ]
-        return [HardenedOutput(label=label) for label in labels]
+        return hardened_outputs(top, visible, self.classes_, self.hardening.mode)
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """What an attacker can rebuild of the class probabilities from the outputs."""

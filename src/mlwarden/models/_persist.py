@@ -40,6 +40,7 @@ TRUSTED_TYPES: frozenset[str] = frozenset(
         "sklearn.ensemble._forest.RandomForestClassifier",
         "sklearn.ensemble._forest.ExtraTreesClassifier",
         "sklearn.dummy.DummyClassifier",
+        "mlwarden.models._dp.DPSGDClassifier",
         "sklearn.impute._base.SimpleImputer",
         "sklearn.linear_model._logistic.LogisticRegression",
         "sklearn.neural_network._multilayer_perceptron.MLPClassifier",

@@ -14,6 +14,7 @@ EstimatorName = Literal[
     "decision_tree",
     "logistic_regression",
     "mlp",
+    "dp_sgd",
 ]
 
 # name -> (import path of the class, whether numeric inputs should be standardised)
@@ -25,11 +26,13 @@ ESTIMATORS: dict[str, tuple[str, bool]] = {
     "decision_tree": ("sklearn.tree.DecisionTreeClassifier", False),
     "logistic_regression": ("sklearn.linear_model.LogisticRegression", True),
     "mlp": ("sklearn.neural_network.MLPClassifier", True),
+    # DP-SGD (Opacus; extra "dp"): logistic regression or a one-hidden-layer network
+    "dp_sgd": ("mlwarden.models._dp.DPSGDClassifier", True),
 }
 
 
 def estimator_class(name: str) -> type[Any]:
-    """The scikit-learn class behind an estimator name."""
+    """The scikit-learn(-compatible) class behind an estimator name."""
     module, _, cls = ESTIMATORS[name][0].rpartition(".")
     return getattr(importlib.import_module(module), cls)  # type: ignore[no-any-return]
 
