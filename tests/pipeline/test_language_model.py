@@ -9,11 +9,11 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("safetensors")
 
-from mlwarden.errors import ModelError, SpecError  # noqa: E402
-from mlwarden.lineage import LineageStore, verify_store  # noqa: E402
-from mlwarden.models import LANGUAGE_MODEL_MEDIA_TYPE, ModelRegistry  # noqa: E402
-from mlwarden.pipeline import LanguageModelSpec, LocalExecutor, parse_spec  # noqa: E402
-from tests.cli.test_cli import mlwarden  # noqa: E402
+from mlwarden.errors import ModelError, SpecError
+from mlwarden.lineage import LineageStore, verify_store
+from mlwarden.models import LANGUAGE_MODEL_MEDIA_TYPE, ModelRegistry
+from mlwarden.pipeline import LanguageModelSpec, LocalExecutor, parse_spec
+from tests.cli.test_cli import mlwarden
 
 # Small enough to train in seconds; planted often enough that the model learns the line.
 LM_SPEC = """\
