@@ -81,8 +81,9 @@ def test_the_planted_canary_is_memorised_and_flagged_by_the_gate(trained: Path) 
     finding = gate["findings"][0] if "findings" in gate else None
     assert finding is None or finding["check"] == "canary"
     _, lm = registry.load_language_model("tiny-lm@latest")
-    planted, unseen = lm.log_perplexity(["4128"], prefix="my card number is ")[0], min(
-        lm.log_perplexity([f"{n:04d}"], prefix="my card number is ")[0] for n in (1234, 9876)
+    planted, unseen = (
+        lm.log_perplexity(["4128"], prefix="my card number is ")[0],
+        min(lm.log_perplexity([f"{n:04d}"], prefix="my card number is ")[0] for n in (1234, 9876)),
     )
     assert planted < unseen  # the model prefers the secret it read
     assert set(version.manifest.artifacts) >= {"text", "canaries", "findings", "training"}
