@@ -18,6 +18,7 @@ from mlwarden import __version__
 from mlwarden.cli._audit import audit_command
 from mlwarden.cli._data import schema_app, validate_command
 from mlwarden.cli._progress import RichProgress
+from mlwarden.cli._serve import decisions_app, keys_app, serve_command
 from mlwarden.errors import MlwardenError, RecordNotFoundError
 from mlwarden.lineage import (
     LineageStore,
@@ -45,6 +46,9 @@ app.add_typer(models_app, name="models")
 app.add_typer(schema_app, name="schema")
 app.command("validate")(validate_command)
 app.command("audit")(audit_command)
+app.command("serve")(serve_command)
+app.add_typer(keys_app, name="keys")
+app.add_typer(decisions_app, name="decisions")
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)

@@ -1,0 +1,182 @@
+"""``mlwarden serve``, ``mlwarden keys`` and ``mlwarden decisions``: the guarded server."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from mlwarden.errors import RecordNotFoundError
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+keys_app = typer.Typer(help="Create, list and revoke API keys of the server.", no_args_is_help=True)
+decisions_app = typer.Typer(help="Inspect the server's decision log.", no_args_is_help=True)
+
+StoreOpt = Annotated[Path, typer.Option("--store", envvar="MLWARDEN_STORE")]
+DbOpt = Annotated[str | None, typer.Option("--db-url", envvar="MLWARDEN_DB_URL")]
+
+
+def _serve_db(store: Path) -> Path:
+    from mlwarden.serve import SERVE_DB
+
+    store.mkdir(parents=True, exist_ok=True)
+    return store / SERVE_DB
+
+
+def serve_command(
+    model: Annotated[
+        str | None, typer.Argument(help="NAME@VERSION (or NAME@latest) to serve.")
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="Deployment YAML (routes, guards, ...).")
+    ] = None,
+    output: Annotated[
+        str | None, typer.Option("--output", help="probabilities, rounded, top1 or label.")
+    ] = None,
+    shadow: Annotated[str | None, typer.Option("--shadow", help="A version to mirror.")] = None,
+    host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port")] = 8000,
+    store: StoreOpt = Path(".mlwarden"),
+    db_url: DbOpt = None,
+) -> int:
+    """Serve a registered model behind the guards; refuses a model that fails verification."""
+    import uvicorn
+
+    from mlwarden.lineage import LineageStore
+    from mlwarden.serve import Deployment, build_server, close_server, create_app
+
+    if (model is None) == (config is None):
+        raise typer.BadParameter("give a model reference or --config FILE, not both")
+    if config is not None:
+        deployment = Deployment.from_yaml(config)
+    else:
+        updates: dict[str, object] = {}
+        if output is not None:
+            updates["output"] = {"mode": output}
+        if shadow is not None:
+            updates["shadow"] = shadow
+        deployment = Deployment.single(str(model), **updates)
+    lineage = LineageStore(store, url=db_url)
+    g = build_server(lineage, deployment, serve_db=_serve_db(store))
+    routes = ", ".join(f"{m.ref} (verified)" for m in g.routes)
+    out.print(f"serving {routes} on http://{host}:{port}; output {deployment.output.mode}")
+    try:
+        uvicorn.run(create_app(g), host=host, port=port, log_level="warning")
+    finally:
+        close_server(g)
+        lineage.close()
+    return 0
+
+
+@keys_app.command("create")
+def keys_create(
+    role: Annotated[str, typer.Option("--role", help="predict, feedback or admin.")],
+    name: Annotated[str, typer.Option("--name", help="Who or what holds the key.")] = "",
+    store: StoreOpt = Path(".mlwarden"),
+) -> int:
+    """Create a key; it is printed once and only its hash is stored."""
+    from mlwarden.serve._keys import KeyStore
+
+    if role not in ("predict", "feedback", "admin"):
+        raise typer.BadParameter(f"role must be predict, feedback or admin, got {role!r}")
+    keys = KeyStore(_serve_db(store))
+    try:
+        chosen: Literal["predict", "feedback", "admin"] = role  # type: ignore[assignment]
+        key = keys.create(chosen, name or role)
+    finally:
+        keys.close()
+    out.print(key)
+    err.print("store it now: this key is not shown again (only its hash is kept)")
+    return 0
+
+
+@keys_app.command("list")
+def keys_list(store: StoreOpt = Path(".mlwarden")) -> int:
+    """Keys with their role and state (never their secret)."""
+    from mlwarden.serve._keys import KeyStore
+
+    keys = KeyStore(_serve_db(store))
+    try:
+        table = Table(title="API keys", title_justify="left")
+        for column in ("id", "name", "role", "created", "revoked"):
+            table.add_column(column)
+        for info in keys.list():
+            revoked = info.revoked_at.isoformat(timespec="seconds") if info.revoked_at else ""
+            table.add_row(
+                info.key_id,
+                info.name,
+                info.role,
+                info.created_at.isoformat(timespec="seconds"),
+                revoked,
+            )
+        out.print(table)
+    finally:
+        keys.close()
+    return 0
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(help="The key's id (the part after mlw_).")],
+    store: StoreOpt = Path(".mlwarden"),
+) -> int:
+    """Revoke a key: recorded, not deleted; the server refuses it from its next request."""
+    from mlwarden.serve._keys import KeyStore
+
+    keys = KeyStore(_serve_db(store))
+    try:
+        info = keys.revoke(key_id)
+    finally:
+        keys.close()
+    out.print(f"revoked {info.key_id} ({info.name}, {info.role})")
+    return 0
+
+
+@decisions_app.command("show")
+def decisions_show(
+    request_id: Annotated[str, typer.Argument(help="The request id the server returned.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    store: StoreOpt = Path(".mlwarden"),
+    db_url: DbOpt = None,
+) -> int:
+    """Reproduce a past decision on its exact model version, and explain it."""
+    from mlwarden.lineage import LineageStore
+    from mlwarden.serve._decisions import DecisionLog
+    from mlwarden.serve._reproduce import reproduce_decision
+
+    if not (store / "serve.db").exists():
+        raise RecordNotFoundError(f"no decision log under {store}: has a server run here?")
+    lineage = LineageStore(store, url=db_url)
+    log = DecisionLog(_serve_db(store))
+    try:
+        found = reproduce_decision(lineage, log, request_id)
+    finally:
+        log.close()
+        lineage.close()
+    if as_json:
+        out.print_json(json.dumps(found.model_dump(mode="json")))
+        return 0 if found.reproduced else 1
+    verdict = "[green]reproduced[/]" if found.reproduced else "[red]NOT reproduced[/]"
+    out.print(
+        f"request {found.request_id} from {found.client} at {found.created_at}\n"
+        f"model {found.model_ref} (model sha256 {found.model_sha256[:12]}, verified): {verdict}"
+    )
+    for i, row in enumerate(found.rows):
+        out.print(
+            f"row {i}: served {row.logged_label!r}, now {row.label!r} (p = {row.probability:.4f})"
+        )
+        table = Table(title_justify="left")
+        for column in ("feature", "value", "typical", "moves p by"):
+            table.add_column(column)
+        for c in row.contributions:
+            table.add_row(c.feature, str(c.value), str(c.typical), f"{c.delta:+.4f}")
+        out.print(table)
+    for f in found.feedback:
+        out.print(f"feedback by {f['analyst']} at {f['created_at']}: {f['labels']}")
+    return 0 if found.reproduced else 1

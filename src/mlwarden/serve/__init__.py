@@ -1,0 +1,30 @@
+"""The guarded model server: a registered model behind authentication, rate limits, schema
+checks, output hardening, extraction and drift detection, A/B and shadow routing, a decision
+log and Prometheus metrics."""
+
+from mlwarden.serve._app import Guarded, create_app
+from mlwarden.serve._config import (
+    Deployment,
+    DriftGuard,
+    ExtractionGuard,
+    ModelPolicy,
+    OutputPolicy,
+    RateLimit,
+    Route,
+)
+from mlwarden.serve._server import SERVE_DB, build_server, close_server
+
+__all__ = [
+    "SERVE_DB",
+    "Deployment",
+    "DriftGuard",
+    "ExtractionGuard",
+    "Guarded",
+    "ModelPolicy",
+    "OutputPolicy",
+    "RateLimit",
+    "Route",
+    "build_server",
+    "close_server",
+    "create_app",
+]

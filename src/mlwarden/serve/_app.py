@@ -1,0 +1,430 @@
+"""The guarded model server: FastAPI app that serves a deployment behind its guards.
+
+A request to ``/v1/predict`` passes, in order: authentication (API key, role ``predict``), the
+client block list, the per-key rate limit (429 with ``Retry-After``), the schema (422 naming the
+field), the model chosen by sticky A/B routing, the extraction guard (per client), the drift
+monitor, and output hardening. Each guard fails open or closed as the deployment says; a
+response that failed open carries ``X-Mlwarden-Fail-Open``. Every response names the model
+version that answered (``X-Mlwarden-Model``) and its request id; the decision (input, output,
+guard verdicts, shadow answers) is logged after the response is sent.
+"""
+
+import math
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Annotated, Any, cast
+
+from fastapi import BackgroundTasks, Depends, FastAPI, HTTPException, Request, Response
+from fastapi.responses import JSONResponse, PlainTextResponse
+from pydantic import BaseModel, Field
+
+from mlwarden.serve._config import Deployment
+from mlwarden.serve._keys import Principal
+from mlwarden.serve._metrics import ServerMetrics
+from mlwarden.serve._runtime import Router, ServedModel
+from mlwarden.serve._schema import request_model, rows_of
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
+    from mlwarden.data import TableSchema
+    from mlwarden.serve._decisions import DecisionLog
+    from mlwarden.serve._detect import DetectorSuite
+    from mlwarden.serve._features import FeatureSpace
+    from mlwarden.serve._keys import KeyStore
+    from mlwarden.serve._monitor import DriftMonitor
+
+FAIL_OPEN_HEADER = "X-Mlwarden-Fail-Open"
+MODEL_HEADER = "X-Mlwarden-Model"
+REQUEST_ID_HEADER = "X-Request-Id"
+ALARM_HEADER = "X-Mlwarden-Alarm"
+ROLES = ("predict", "feedback", "admin")
+
+
+class Prediction(BaseModel):
+    """One row's answer; fields the deployment's output mode hides are absent."""
+
+    label: Any
+    probabilities: dict[str, float] | None = None
+    confidence: float | None = None
+
+
+class PredictResponse(BaseModel):
+    """The answer to ``/v1/predict``."""
+
+    request_id: str
+    model: str
+    predictions: list[Prediction]
+
+
+class FeedbackRequest(BaseModel):
+    """An analyst's true labels for the rows of a past request."""
+
+    request_id: str = Field(min_length=1)
+    labels: list[str | int | float | bool] = Field(min_length=1)
+
+
+class FeedbackResponse(BaseModel):
+    """Acknowledges stored feedback."""
+
+    request_id: str
+    stored: int
+
+
+class GuardError(Exception):
+    """A guard failed and the deployment says to fail closed."""
+
+    def __init__(self, guard: str) -> None:
+        super().__init__(guard)
+        self.guard = guard
+
+
+@dataclass
+class Guarded:
+    """Everything the app needs, loaded and verified before it starts."""
+
+    deployment: Deployment
+    routes: list[ServedModel]
+    shadow: ServedModel | None
+    schema: "TableSchema"
+    keys: "KeyStore"
+    decisions: "DecisionLog"
+    lineage_head: str
+    features: "FeatureSpace | None" = None
+    detectors: "DetectorSuite | None" = None
+    monitor: "DriftMonitor | None" = None
+    clock: Callable[[], float] = time.monotonic
+    metrics: ServerMetrics = field(default_factory=ServerMetrics)
+    blocked: set[str] = field(default_factory=set)
+    throttled: set[str] = field(default_factory=set)
+
+
+def _bearer(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+def create_app(g: Guarded) -> FastAPI:
+    """The FastAPI app of one deployment; see the module docstring for the request path."""
+    from mlwarden.serve._ratelimit import TokenBucketLimiter
+
+    deployment, metrics = g.deployment, g.metrics
+    limits = deployment.rate_limit
+    limiter = TokenBucketLimiter(limits.rate_per_s, limits.burst, clock=g.clock)
+    guard = deployment.guards.extraction
+    slow_lane = TokenBucketLimiter(guard.throttle_rate_per_s, 1, clock=g.clock)
+    router = Router([r.weight for r in deployment.routes], deployment.name)
+    Body = request_model(g.schema, deployment.guards.schema_.max_rows)
+    features = g.schema.features
+    app = FastAPI(
+        title=f"mlwarden: {deployment.name}",
+        version="1",
+        description="A registered model served behind mlwarden's guards.",
+    )
+
+    def require(role: str) -> Callable[[Request], Principal]:
+        def check(request: Request) -> Principal:
+            key = _bearer(request)
+            if key is None:
+                metrics.auth_failures.labels(reason="missing").inc()
+                raise HTTPException(
+                    401,
+                    "missing API key: send 'Authorization: Bearer KEY'",
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
+            principal = g.keys.authenticate(key)
+            if principal is None:
+                metrics.auth_failures.labels(reason="invalid").inc()
+                raise HTTPException(
+                    401, "invalid or revoked API key", headers={"WWW-Authenticate": "Bearer"}
+                )
+            if not principal.allows(role):  # type: ignore[arg-type]
+                metrics.auth_failures.labels(reason="role").inc()
+                raise HTTPException(
+                    403, f"this key has role {principal.role!r}; {request.url.path} needs {role!r}"
+                )
+            return principal
+
+        return check
+
+    @app.middleware("http")
+    async def measure(request: Request, call_next: Callable[[Request], Any]) -> Response:
+        started = time.perf_counter()
+        response: Response = await call_next(request)
+        route = request.scope.get("route")
+        endpoint = getattr(route, "path", "unmatched")
+        metrics.latency.labels(endpoint=endpoint).observe(time.perf_counter() - started)
+        metrics.requests.labels(endpoint=endpoint, status=f"{response.status_code // 100}xx").inc()
+        return response
+
+    @app.exception_handler(GuardError)
+    async def guard_failed(request: Request, exc: GuardError) -> JSONResponse:
+        return JSONResponse(
+            {"detail": f"guard {exc.guard!r} failed and this deployment fails closed"}, 503
+        )
+
+    @app.get("/healthz", tags=["probes"])
+    def healthz() -> dict[str, str]:
+        """Liveness: the process answers."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["probes"])
+    def readyz(response: Response) -> dict[str, Any]:
+        """Readiness: models loaded and the decision log accepting records."""
+        ready = g.decisions.healthy()
+        response.status_code = 200 if ready else 503
+        return {"status": "ready" if ready else "not ready", "models": [m.ref for m in g.routes]}
+
+    @app.get("/metrics", tags=["admin"], response_class=PlainTextResponse)
+    def metrics_endpoint(
+        _: Annotated[Principal, Depends(require("admin"))],
+    ) -> PlainTextResponse:
+        """Prometheus metrics (text exposition format)."""
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        metrics.decision_log_dropped.set(g.decisions.dropped)
+        return PlainTextResponse(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    def predict_rows(model: ServedModel, frame: "pd.DataFrame") -> "np.ndarray | None":
+        """Probabilities, or None when the model failed and the deployment fails open."""
+        try:
+            return model.predict_proba(frame)
+        except Exception as exc:
+            policy = deployment.guards.model
+            metrics.model_errors.labels(outcome=policy.on_error).inc()
+            if policy.on_error == "closed":
+                raise HTTPException(
+                    503, f"the model failed ({type(exc).__name__}) and this deployment fails closed"
+                ) from exc
+            return None
+
+    def watch_extraction(
+        client: str, frame: "pd.DataFrame", proba: "np.ndarray", fail_open: list[str]
+    ) -> dict[str, Any] | None:
+        if not guard.enabled or g.detectors is None or g.features is None:
+            return None
+        try:
+            vectors = g.features.transform(frame)
+            verdicts = [
+                g.detectors.observe_answer(client, x, p)
+                for x, p in zip(vectors, proba, strict=True)
+            ]
+        except Exception as exc:
+            metrics.guard_errors.labels(guard="extraction", outcome=guard.on_error).inc()
+            if guard.on_error == "closed":
+                raise GuardError("extraction") from exc
+            fail_open.append("extraction")
+            return {"error": type(exc).__name__}
+        alarms = [v for v in verdicts if v.alarm]
+        if alarms:
+            metrics.guard_alarms.labels(guard="extraction").inc()
+            if guard.action == "block":
+                g.blocked.add(client)
+            elif guard.action == "throttle":
+                g.throttled.add(client)
+        last = (alarms or verdicts)[-1]
+        return {
+            "alarm": bool(alarms),
+            "action": guard.action if alarms else None,
+            "verdict": last.model_dump(mode="json"),
+        }
+
+    def watch_drift(rows: list[dict[str, Any]], labels: list[Any], fail_open: list[str]) -> None:
+        policy = deployment.guards.drift
+        if not policy.enabled or g.monitor is None:
+            return
+        try:
+            g.monitor.observe(rows, labels)
+        except Exception as exc:
+            metrics.guard_errors.labels(guard="drift", outcome=policy.on_error).inc()
+            if policy.on_error == "closed":
+                raise GuardError("drift") from exc
+            fail_open.append("drift")
+
+    def predict(
+        body: Body,  # type: ignore[valid-type]
+        response: Response,
+        background: BackgroundTasks,
+        principal: Annotated[Principal, Depends(require("predict"))],
+    ) -> PredictResponse:
+        """Predict one or many rows; the schema is the model's training schema."""
+        import pandas as pd
+
+        from mlwarden.models._hardening import (
+            OutputHardening,
+            harden_probabilities,
+            hardened_outputs,
+        )
+
+        started = time.perf_counter()
+        client = principal.key_id
+        if client in g.blocked:
+            metrics.blocked.inc()
+            raise HTTPException(
+                403, "this client is blocked: its queries look like a model extraction attack"
+            )
+        rows = rows_of(body)
+        for bucket in (limiter, slow_lane) if client in g.throttled else (limiter,):
+            decision = bucket.acquire(client, cost=len(rows))
+            if not decision.allowed:
+                metrics.rate_limited.inc()
+                retry = max(1, math.ceil(decision.retry_after_s))
+                raise HTTPException(
+                    429, f"rate limit: retry in {retry} s", headers={"Retry-After": str(retry)}
+                )
+        request_id = uuid.uuid4().hex
+        fail_open: list[str] = []
+        model = g.routes[router.route(client)]
+        frame = pd.DataFrame(rows, columns=features)
+        proba = predict_rows(model, frame)
+        verdicts: dict[str, Any] = {}
+        if proba is None:
+            fail_open.append("model")
+            fallback = deployment.guards.model.fallback_label
+            predictions = [Prediction(label=fallback) for _ in rows]
+            labels: list[Any] = [fallback] * len(rows)
+        else:
+            extraction = watch_extraction(client, frame, proba, fail_open)
+            if extraction is not None:
+                verdicts["extraction"] = extraction
+                if extraction.get("alarm"):
+                    response.headers[ALARM_HEADER] = "extraction"
+            policy = deployment.output
+            top, visible = harden_probabilities(
+                proba, OutputHardening(mode=policy.mode, decimals=policy.decimals)
+            )
+            classes = [str(c) for c in model.classes]
+            predictions = [
+                Prediction(
+                    label=o.label,
+                    probabilities=dict(zip(classes, o.probabilities, strict=True))
+                    if o.probabilities is not None
+                    else None,
+                    confidence=o.confidence,
+                )
+                for o in hardened_outputs(top, visible, model.classes, policy.mode)
+            ]
+            labels = [p.label for p in predictions]
+            watch_drift(rows, labels, fail_open)
+            for label in labels:
+                metrics.predictions.labels(model=model.ref, label=str(label)).inc()
+        response.headers[MODEL_HEADER] = model.ref
+        response.headers[REQUEST_ID_HEADER] = request_id
+        if fail_open:
+            response.headers[FAIL_OPEN_HEADER] = ",".join(fail_open)
+        answer = PredictResponse(request_id=request_id, model=model.ref, predictions=predictions)
+        background.add_task(
+            log_decision,
+            g,
+            request_id,
+            client,
+            model,
+            rows,
+            frame,
+            answer.model_dump(mode="json")["predictions"],
+            verdicts,
+            fail_open,
+            (time.perf_counter() - started) * 1000.0,
+        )
+        return answer
+
+    # The body's model is built at run time: FastAPI must see the class, not its name.
+    predict.__annotations__["body"] = Body
+    app.post(
+        "/v1/predict",
+        response_model=PredictResponse,
+        tags=["predict"],
+        responses={401: {}, 403: {}, 422: {}, 429: {}, 503: {}},
+    )(predict)
+
+    @app.post(
+        "/v1/feedback",
+        response_model=FeedbackResponse,
+        tags=["feedback"],
+        responses={401: {}, 403: {}, 404: {}, 422: {}},
+    )
+    def feedback(
+        body: FeedbackRequest,
+        principal: Annotated[Principal, Depends(require("feedback"))],
+    ) -> FeedbackResponse:
+        """Attach an analyst's true labels to a past request, one per row it held."""
+        from mlwarden.errors import DataError, RecordNotFoundError
+
+        g.decisions.flush()  # the request may have been answered a moment ago
+        try:
+            g.decisions.feedback(body.request_id, list(body.labels), principal.key_id)
+        except RecordNotFoundError as exc:
+            raise HTTPException(404, str(exc)) from exc
+        except DataError as exc:
+            raise HTTPException(422, str(exc)) from exc
+        return FeedbackResponse(request_id=body.request_id, stored=len(body.labels))
+
+    @app.get("/v1/decisions/{request_id}", tags=["admin"], responses={404: {}})
+    def decision(
+        request_id: str, _: Annotated[Principal, Depends(require("admin"))]
+    ) -> dict[str, Any]:
+        """A logged decision with its feedback."""
+        g.decisions.flush()
+        record = g.decisions.get(request_id)
+        if record is None:
+            raise HTTPException(404, f"no decision {request_id!r} in the log")
+        return record.model_dump(mode="json")
+
+    @app.post("/v1/admin/unblock/{client}", tags=["admin"])
+    def unblock(client: str, _: Annotated[Principal, Depends(require("admin"))]) -> dict[str, Any]:
+        """Lift a block or throttle the extraction guard put on a client (key id)."""
+        was = client in g.blocked or client in g.throttled
+        g.blocked.discard(client)
+        g.throttled.discard(client)
+        return {"client": client, "was_restricted": was}
+
+    return app
+
+
+def log_decision(
+    g: Guarded,
+    request_id: str,
+    client: str,
+    model: ServedModel,
+    rows: list[dict[str, Any]],
+    frame: "pd.DataFrame",
+    output: list[dict[str, Any]],
+    verdicts: dict[str, Any],
+    fail_open: list[str],
+    latency_ms: float,
+) -> None:
+    """After the response: the shadow model's answer, then the decision record."""
+    from mlwarden.serve._decisions import DecisionRecord, ShadowResult
+
+    shadow: list[ShadowResult] = []
+    if g.shadow is not None:
+        try:
+            proba = g.shadow.predict_proba(frame)
+            labels = g.shadow.classes[proba.argmax(axis=1)].tolist()
+            answer: Any = {"labels": labels, "probabilities": proba.round(6).tolist()}
+            served = [o.get("label") for o in output]
+            differ = sum(str(a) != str(b) for a, b in zip(labels, served, strict=True))
+            if differ:
+                g.metrics.shadow_disagreements.labels(model=g.shadow.ref).inc(differ)
+        except Exception as exc:
+            answer = {"error": f"{type(exc).__name__}: {exc}"}
+        shadow.append(ShadowResult(model_ref=g.shadow.ref, output=answer))
+    g.decisions.append(
+        DecisionRecord(
+            request_id=request_id,
+            client=client,
+            model_ref=model.ref,
+            model_sha256=model.version.manifest.model_sha256,
+            lineage_head=g.lineage_head,
+            input=rows,
+            output=cast(Any, output),
+            guards=verdicts,
+            fail_open={guard: True for guard in fail_open},
+            shadow=shadow,
+            latency_ms=latency_ms,
+        )
+    )

@@ -1,0 +1,87 @@
+"""The server's Prometheus metrics: base units, ``_total`` on counters, no per-client labels.
+
+Each app has its own registry, so two servers (or two tests) in one process never share
+counters. Label values are bounded sets: endpoint paths, status classes, guard names, model
+versions of the deployment and the model's classes.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class ServerMetrics:
+    """Counters, histograms and gauges of one server."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "mlwarden_requests", "HTTP requests answered.", ["endpoint", "status"], registry=r
+        )
+        self.latency = Histogram(
+            "mlwarden_request_duration_seconds",
+            "Time to answer a request.",
+            ["endpoint"],
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+            registry=r,
+        )
+        self.predictions = Counter(
+            "mlwarden_predictions",
+            "Rows answered, by model version and label.",
+            ["model", "label"],
+            registry=r,
+        )
+        self.shadow_disagreements = Counter(
+            "mlwarden_shadow_disagreements",
+            "Rows where the shadow model's label differed.",
+            ["model"],
+            registry=r,
+        )
+        self.guard_alarms = Counter(
+            "mlwarden_guard_alarms", "Alarms raised by a guard.", ["guard"], registry=r
+        )
+        self.guard_errors = Counter(
+            "mlwarden_guard_errors",
+            "Guards that failed, and whether the server failed open.",
+            ["guard", "outcome"],
+            registry=r,
+        )
+        self.model_errors = Counter(
+            "mlwarden_model_errors", "Model failures, by outcome.", ["outcome"], registry=r
+        )
+        self.rate_limited = Counter(
+            "mlwarden_rate_limited", "Requests refused by the per-key rate limit.", registry=r
+        )
+        self.blocked = Counter(
+            "mlwarden_blocked_requests", "Requests refused from blocked clients.", registry=r
+        )
+        self.auth_failures = Counter(
+            "mlwarden_auth_failures",
+            "Requests with a missing, bad or under-privileged key.",
+            ["reason"],
+            registry=r,
+        )
+        self.input_drift = Gauge(
+            "mlwarden_input_drift_columns",
+            "Feature columns drifted in the latest window against the training reference.",
+            registry=r,
+        )
+        self.input_drift_psi = Gauge(
+            "mlwarden_input_drift_max_psi",
+            "Largest population stability index over features in the latest window.",
+            registry=r,
+        )
+        self.prediction_drift_psi = Gauge(
+            "mlwarden_prediction_drift_psi",
+            "Population stability index of the predicted-label mix against the reference.",
+            registry=r,
+        )
+        self.drift_alarms = Counter(
+            "mlwarden_drift_alarms", "Windows found drifted.", ["kind"], registry=r
+        )
+        self.decision_log_dropped = Gauge(
+            "mlwarden_decision_log_dropped",
+            "Decision records the log could not keep (queue full).",
+            registry=r,
+        )

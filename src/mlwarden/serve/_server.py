@@ -1,0 +1,133 @@
+"""Build a guarded server from a store and a deployment, verifying everything first.
+
+Nothing is served unless every version of the deployment verifies (signature, signer, lineage
+head, artifact bytes): :func:`build_server` raises, and ``mlwarden serve`` exits with the
+reason. The detectors and the drift monitor are fitted here, on the first route's own recorded
+training and held-out splits.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mlwarden.serve._app import Guarded
+from mlwarden.serve._config import Deployment
+from mlwarden.serve._metrics import ServerMetrics
+from mlwarden.serve._runtime import (
+    ServedModel,
+    check_same_schema,
+    load_served,
+    training_reference,
+)
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from mlwarden.lineage import LineageStore
+    from mlwarden.serve._detect import DetectorSuite
+    from mlwarden.serve._features import FeatureSpace
+
+#: The serving database (API keys and the decision log) beside the lineage store.
+SERVE_DB = "serve.db"
+#: Held-out rows used to calibrate the detectors' benign rates.
+CALIBRATION_ROWS = 2000
+
+
+def _held_out(store: LineageStore, served: ServedModel, columns: list[str]) -> pd.DataFrame:
+    import pandas as pd
+
+    sha = served.version.manifest.artifacts.get("test")
+    if sha is None:
+        return pd.DataFrame(columns=columns)
+    frame = pd.read_parquet(io.BytesIO(store.read_artifact(sha)))[columns]
+    if len(frame) > CALIBRATION_ROWS:
+        frame = frame.sample(n=CALIBRATION_ROWS, random_state=0)
+    return frame.reset_index(drop=True)
+
+
+def default_detectors(
+    model: ServedModel, reference: pd.DataFrame, held_out: pd.DataFrame, space: FeatureSpace
+) -> DetectorSuite:
+    """PRADA, boundary, off-manifold and rarity detectors, calibrated on the model's data."""
+    from mlwarden.serve._detect import (
+        BoundaryDetector,
+        DetectorSuite,
+        OffManifoldDetector,
+        PradaDetector,
+        RarityDetector,
+    )
+
+    benign = held_out if len(held_out) else reference
+    train_x, benign_x = space.transform(reference), space.transform(benign)
+    return DetectorSuite(
+        [
+            PradaDetector(),
+            BoundaryDetector().fit(model.predict_proba(benign)),
+            OffManifoldDetector().fit(train_x, benign_x),
+            RarityDetector().fit(space, train_x, benign_x),
+        ]
+    )
+
+
+def build_server(
+    store: LineageStore,
+    deployment: Deployment,
+    *,
+    serve_db: Path | str | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> Guarded:
+    """Verify and load the deployment's versions; fit guards; open keys and the decision log."""
+    from mlwarden.serve._decisions import DecisionLog
+    from mlwarden.serve._features import FeatureSpace
+    from mlwarden.serve._keys import KeyStore
+    from mlwarden.serve._monitor import DriftMonitor
+
+    routes = [load_served(store, route.model) for route in deployment.routes]
+    shadow = load_served(store, deployment.shadow) if deployment.shadow else None
+    references = [training_reference(store, served) for served in routes]
+    schemas = [schema for schema, _ in references]
+    if shadow is not None:
+        schemas.append(training_reference(store, shadow)[0])
+    check_same_schema(deployment, schemas)
+    schema, reference = references[0]
+    metrics = ServerMetrics()
+    first = routes[0]
+    features = detectors = monitor = None
+    if deployment.guards.extraction.enabled:
+        features = FeatureSpace.fit(reference, schema)
+        held_out = _held_out(store, first, schema.features)
+        detectors = default_detectors(first, reference, held_out, features)
+    if deployment.guards.drift.enabled:
+        labels = first.classes[first.predict_proba(reference).argmax(axis=1)].tolist()
+        drift = deployment.guards.drift
+        monitor = DriftMonitor(
+            reference, labels, schema, metrics, window=drift.window, every=drift.every
+        )
+    head = store.read_head()
+    db = serve_db if serve_db is not None else store.root / SERVE_DB
+    return Guarded(
+        deployment=deployment,
+        routes=routes,
+        shadow=shadow,
+        schema=schema,
+        keys=KeyStore(db),
+        decisions=DecisionLog(db),
+        lineage_head=head[1] if head else "0" * 64,
+        features=features,
+        detectors=detectors,
+        monitor=monitor,
+        clock=clock,
+        metrics=metrics,
+    )
+
+
+def close_server(g: Guarded) -> None:
+    """Flush the decision log and stop the background workers."""
+    if g.monitor is not None:
+        g.monitor.close()
+    g.decisions.close()
+    g.keys.close()
