@@ -348,7 +348,8 @@ def test_drift_alarm_on_shifted_traffic_and_quiet_on_normal(
     admin = {"Authorization": f"Bearer {shifted.keys['admin']}"}
     text = shifted.client.get("/metrics", headers=admin).text
     assert 'mlwarden_drift_alarms_total{kind="input"} 1.0' in text
-    assert "mlwarden_requests_total" in text and "client=" not in text
+    assert 'mlwarden_requests_total{endpoint="/v1/predict",status="2xx"} 1.0' in text
+    assert "client=" not in text  # no per-client labels
 
 
 # -- extraction detection over HTTP -----------------------------------------------------------

@@ -94,3 +94,48 @@ def test_serve_refuses_a_model_that_fails_verification(store_dir: Path, tmp_path
     started = mlwarden("serve", "phish@1", "--store", str(copy), "--port", "0", cwd=tmp_path)
     assert started.returncode == 5, started.stdout + started.stderr
     assert "phish@1" in started.stderr and "Traceback" not in started.stderr
+
+
+def test_retrain_from_feedback_adds_the_labelled_rows_as_a_new_tracked_run(
+    store_dir: Path, tmp_path: Path
+) -> None:
+    store = LineageStore(store_dir)
+    g = build_server(store, Deployment.single("phish@latest"), serve_db=store_dir / SERVE_DB)
+    client = TestClient(create_app(g))
+    keys = {role: g.keys.create(role, role) for role in ("predict", "feedback")}
+    frame = datasets.load("phishing").X.iloc[100:130]
+    payload = [{k: int(v) for k, v in r.items()} for r in frame.to_dict("records")]
+    answer = client.post(
+        "/v1/predict",
+        json={"rows": payload},
+        headers={"Authorization": f"Bearer {keys['predict']}"},
+    )
+    labels = ["phishing"] * len(payload)  # an analyst's verdicts
+    stored = client.post(
+        "/v1/feedback",
+        json={"request_id": answer.json()["request_id"], "labels": labels},
+        headers={"Authorization": f"Bearer {keys['feedback']}"},
+    )
+    assert stored.status_code == 200
+    close_server(g)
+    before = len(store.records("model_version", subject="phish"))
+    store.close()
+    spec = tmp_path / "phish.yaml"
+    spec.write_text(SPEC.replace("REPLACE_C", "1.0"))
+    result = mlwarden(
+        "retrain", str(spec), "--from-feedback", "--store", str(store_dir), cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "30 feedback row(s)" in result.stdout
+    assert f"registered phish@{before + 1}" in result.stdout
+    store = LineageStore(store_dir)
+    ended = store.records("run_ended")[-1].payload
+    feedback = store.read_artifact(ended["artifacts"]["source.feedback"]).decode()
+    assert len(feedback.splitlines()) == 1 + 30 and feedback.count("phishing") == 30
+    store.close()
+    again = mlwarden(
+        "retrain", str(spec), "--from-feedback", "--store", str(store_dir), cwd=tmp_path
+    )
+    assert again.returncode == 0 and "0 step(s) executed" in again.stdout
+    nothing = mlwarden("retrain", str(spec), "--store", str(store_dir), cwd=tmp_path)
+    assert nothing.returncode == 2 and "--from-feedback" in nothing.stderr

@@ -19,7 +19,7 @@ from mlwarden.cli._audit import audit_command
 from mlwarden.cli._data import schema_app, validate_command
 from mlwarden.cli._progress import RichProgress
 from mlwarden.cli._serve import decisions_app, keys_app, serve_command
-from mlwarden.errors import MlwardenError, RecordNotFoundError
+from mlwarden.errors import MlwardenError, RecordNotFoundError, SpecError
 from mlwarden.lineage import (
     LineageStore,
     TraceNode,
@@ -76,11 +76,26 @@ def _open(store: Path, db_url: str | None) -> LineageStore:
     return LineageStore(store, url=db_url)
 
 
-def _run_spec(spec_path: Path, store: Path, db_url: str | None) -> int:
-    from mlwarden.pipeline import LocalExecutor, load_spec, write_run_report
+def _run_spec(spec_path: Path, store: Path, db_url: str | None, from_feedback: bool = False) -> int:
+    from mlwarden.pipeline import LocalExecutor, PipelineSpec, load_spec, write_run_report
 
     lineage = _open(store, db_url)
     spec = load_spec(spec_path, memo=lineage.root / "cache" / "specs")
+    if from_feedback:
+        if not isinstance(spec, PipelineSpec):
+            raise SpecError("--from-feedback retrains a tabular pipeline, not a language model")
+        from mlwarden.cli._serve import feedback_table
+
+        label = spec.data.label
+        if label is None and spec.data.dataset is not None:
+            from mlwarden import datasets
+
+            label = datasets.load(spec.data.dataset).label
+        labelled = feedback_table(lineage.root, label or "")
+        out.print(f"{labelled.rows} feedback row(s) from the decision log: {labelled.path}")
+        spec = spec.model_copy(
+            update={"data": spec.data.model_copy(update={"feedback": labelled.path})}
+        )
     out.print(
         f"[bold]mlwarden {__version__}[/]: pipeline [bold]{spec.name}[/] "
         f"from {spec_path}, store {lineage.root}"
@@ -124,6 +139,22 @@ def run(
 ) -> int:
     """Run a pipeline spec: ingest, validate, split, train, evaluate, audit, gate, register."""
     return _run_spec(spec, store, db_url)
+
+
+@app.command()
+def retrain(
+    spec: Annotated[Path, typer.Argument(help="Pipeline spec (YAML) that made the served model.")],
+    from_feedback: Annotated[
+        bool,
+        typer.Option("--from-feedback", help="Add the rows analysts labelled through the server."),
+    ] = False,
+    store: StoreOpt = DEFAULT_STORE,
+    db_url: DbOpt = None,
+) -> int:
+    """Run a pipeline again as a new lineage-tracked run, with production feedback rows added."""
+    if not from_feedback:
+        raise typer.BadParameter("say where the new rows come from: --from-feedback")
+    return _run_spec(spec, store, db_url, from_feedback=True)
 
 
 @app.command()

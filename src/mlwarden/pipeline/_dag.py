@@ -114,6 +114,11 @@ def build_steps(spec: AnySpec) -> tuple[list[StepDef], dict[str, Output]]:
             sources["reference"] = Output(reference.read_bytes(), CSV, reference.name)
         except OSError as exc:
             raise DataError(f"data.drift.reference: cannot read {reference}: {exc}") from exc
+    if d.feedback is not None:
+        try:
+            sources["feedback"] = Output(d.feedback.read_bytes(), CSV, d.feedback.name)
+        except OSError as exc:
+            raise DataError(f"data.feedback: cannot read {d.feedback}: {exc}") from exc
     model_spec = spec.train.model_dump(mode="json")
     steps = [
         StepDef(
@@ -121,7 +126,11 @@ def build_steps(spec: AnySpec) -> tuple[list[StepDef], dict[str, Output]]:
             _data_steps.ingest,
             {
                 role: f"{SOURCE}.{name}"
-                for role, name in (("source", "table"), ("schema", "schema"))
+                for role, name in (
+                    ("source", "table"),
+                    ("schema", "schema"),
+                    ("feedback", "feedback"),
+                )
                 if name in sources
             },
             ("raw", "schema", "info"),
@@ -131,6 +140,7 @@ def build_steps(spec: AnySpec) -> tuple[list[StepDef], dict[str, Output]]:
                 "label": d.label,
                 "positive": d.positive,
                 "has_schema": "schema" in sources,
+                "has_feedback": "feedback" in sources,
             },
         ),
         StepDef(

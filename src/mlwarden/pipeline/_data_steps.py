@@ -73,6 +73,8 @@ def ingest(ctx: StepContext) -> Outputs:
         )
         schema = schema.model_copy(update={"label": label})
     _require_label(frame, label)
+    if p.get("has_feedback"):
+        frame = _with_feedback(ctx, frame, label)
     if label not in schema.columns:
         raise DataError(f"label column {label!r} is not in the schema")
     if positive is not None and positive not in set(frame[label].dropna()):
@@ -92,6 +94,27 @@ def ingest(ctx: StepContext) -> Outputs:
         "schema": Output(json_bytes(schema), JSON, "schema.json"),
         "info": Output(json_bytes(info), JSON, "info.json"),
     }
+
+
+def _with_feedback(ctx: StepContext, frame: pd.DataFrame, label: str) -> pd.DataFrame:
+    """The source table with the production feedback rows appended (same columns)."""
+    import pandas as pd
+
+    try:
+        feedback = pd.read_csv(io.BytesIO(ctx.input("feedback")))
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+        raise DataError(f"the feedback table is not a readable CSV table: {exc}") from exc
+    missing = [c for c in frame.columns if c not in feedback.columns]
+    extra = [c for c in feedback.columns if c not in frame.columns]
+    if missing or extra:
+        raise DataError(
+            f"feedback rows must have the source table's columns; missing {missing}, "
+            f"unexpected {extra}"
+        )
+    if feedback[label].isna().any():
+        raise DataError(f"{int(feedback[label].isna().sum())} feedback rows have no label")
+    ctx.progress(f"{len(feedback):,} feedback rows appended to {len(frame):,} source rows")
+    return pd.concat([frame, feedback[list(frame.columns)]], ignore_index=True)
 
 
 def _reference_table(ctx: StepContext, reference: str) -> pd.DataFrame:

@@ -56,6 +56,9 @@ class DataSpec(_Strict):
     protected: list[str] = []
     label_errors: LabelErrorSpec | None = None
     drift: DriftSpec | None = None
+    # Rows analysts labelled in production (``mlwarden retrain --from-feedback`` writes them):
+    # appended to the source table, then validated like every other row.
+    feedback: Path | None = None
 
     @field_validator("dataset")
     @classmethod
@@ -185,6 +188,8 @@ def _resolve_paths(spec: PipelineSpec, base: Path) -> PipelineSpec:
         updates["path"] = (base / data.path).resolve()
     if isinstance(data.schema_file, Path) and not data.schema_file.is_absolute():
         updates["schema_file"] = (base / data.schema_file).resolve()
+    if data.feedback is not None and not data.feedback.is_absolute():
+        updates["feedback"] = (base / data.feedback).resolve()
     if data.drift is not None and data.drift.reference not in list_datasets():
         reference = Path(data.drift.reference)
         if not reference.is_absolute():

@@ -102,6 +102,39 @@ class Guarded:
     throttled: set[str] = field(default_factory=set)
 
 
+class _Measure:
+    """Pure ASGI middleware counting requests and timing them by route and status class.
+
+    (Starlette's ``BaseHTTPMiddleware`` would wrap every response in a stream: measurably
+    slower per request.)
+    """
+
+    def __init__(self, app: Any, metrics: ServerMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def record(message: Any) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, record)
+        finally:
+            route = scope.get("route")
+            endpoint = getattr(route, "path", "unmatched")
+            self.metrics.latency.labels(endpoint=endpoint).observe(time.perf_counter() - started)
+            self.metrics.requests.labels(endpoint=endpoint, status=f"{status // 100}xx").inc()
+
+
 def _bearer(request: Request) -> str | None:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
@@ -151,15 +184,7 @@ def create_app(g: Guarded) -> FastAPI:
 
         return check
 
-    @app.middleware("http")
-    async def measure(request: Request, call_next: Callable[[Request], Any]) -> Response:
-        started = time.perf_counter()
-        response: Response = await call_next(request)
-        route = request.scope.get("route")
-        endpoint = getattr(route, "path", "unmatched")
-        metrics.latency.labels(endpoint=endpoint).observe(time.perf_counter() - started)
-        metrics.requests.labels(endpoint=endpoint, status=f"{response.status_code // 100}xx").inc()
-        return response
+    app.add_middleware(_Measure, metrics=metrics)
 
     @app.exception_handler(GuardError)
     async def guard_failed(request: Request, exc: GuardError) -> JSONResponse:
@@ -203,12 +228,12 @@ def create_app(g: Guarded) -> FastAPI:
             return None
 
     def watch_extraction(
-        client: str, frame: "pd.DataFrame", proba: "np.ndarray", fail_open: list[str]
+        client: str, rows: list[dict[str, Any]], proba: "np.ndarray", fail_open: list[str]
     ) -> dict[str, Any] | None:
         if not guard.enabled or g.detectors is None or g.features is None:
             return None
         try:
-            vectors = g.features.transform(frame)
+            vectors = g.features.transform(rows)  # per-row dicts: no DataFrame round trip
             verdicts = [
                 g.detectors.observe_answer(client, x, p)
                 for x, p in zip(vectors, proba, strict=True)
@@ -288,7 +313,7 @@ def create_app(g: Guarded) -> FastAPI:
             predictions = [Prediction(label=fallback) for _ in rows]
             labels: list[Any] = [fallback] * len(rows)
         else:
-            extraction = watch_extraction(client, frame, proba, fail_open)
+            extraction = watch_extraction(client, rows, proba, fail_open)
             if extraction is not None:
                 verdicts["extraction"] = extraction
                 if extraction.get("alarm"):

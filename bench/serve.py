@@ -1,0 +1,494 @@
+"""The guarded server under load, beside a plain FastAPI app serving the same model version.
+
+Trains and registers the demo phishing model (``pipelines/phishing.yaml``: gradient boosting,
+the realistic one) in a temporary store, then serves that one registered version twice, each
+under uvicorn (one worker) in its own subprocess on 127.0.0.1:
+
+* guarded: ``create_app(build_server(...))`` with the default guards (extraction detectors
+  blocking, drift on, decision log, metrics); only the rate limit is raised so that it never
+  refuses the benchmark;
+* plain: one ``POST /v1/predict`` taking ``{"rows": [...]}`` as a plain dict, building the
+  DataFrame and calling the same loaded model's ``predict_proba``: no auth, no validation.
+
+An asyncio + httpx load generator keeps 50 connections busy (50 workers, one API key each for
+the guarded app, one held-out row per request) for a warm-up then a measured window, guarded
+and plain alternately, twice; the server not under load is suspended (SIGSTOP) so its
+background threads cannot steal CPU. Reported per run: throughput, client-side p50/p99
+latency, errors (any non-200), and the server process's CPU time per request.
+
+Then the extraction detectors on the same model: detection delay (queries until the first
+alarm) and benign false-positive rate of PRADA alone and of the server's default suite, on
+the streams of ``bench/detect.py`` (benign clients, uniform and public-data distillation).
+
+Targets (the issue): at 50 connections guarded throughput >= 0.8x plain, p99 overhead < 3 ms,
+zero errors. Run by hand: ``.venv/bin/python bench/serve.py`` (about 4 minutes; ``--duration``
+and ``--warmup`` change the windows).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parent.parent
+SPEC = ROOT / "pipelines" / "phishing.yaml"
+MODEL_REF = "phishing@latest"
+STORE_ENV = "MLWARDEN_BENCH_STORE"
+CONNECTIONS = 50
+THROUGHPUT_RATIO_TARGET = 0.8
+P99_OVERHEAD_TARGET_MS = 3.0
+RATE_LIMIT = {"rate_per_s": 1e9, "burst": 10**9}
+
+
+# --------------------------------------------------------------------------- the two servers
+
+
+def guarded_app() -> Any:
+    """The guarded app of the store in ``$MLWARDEN_BENCH_STORE``, default guards."""
+    from mlwarden.lineage import LineageStore
+    from mlwarden.serve import Deployment, build_server, create_app
+
+    root = Path(os.environ[STORE_ENV])
+    deployment = Deployment.single(MODEL_REF, rate_limit=RATE_LIMIT)
+    g = build_server(LineageStore(root), deployment, serve_db=root / "serve.db")
+    return create_app(g)
+
+
+def plain_app() -> Any:
+    """The same registered version behind a bare FastAPI endpoint: no guards at all."""
+    from fastapi import FastAPI
+
+    from mlwarden.lineage import LineageStore
+    from mlwarden.serve._runtime import load_served, training_reference
+
+    store = LineageStore(Path(os.environ[STORE_ENV]))
+    model = load_served(store, MODEL_REF)
+    features = training_reference(store, model)[0].features
+    classes = [str(c) for c in model.classes]
+    app = FastAPI(title="plain")
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.post("/v1/predict")
+    def predict(body: dict[str, Any]) -> dict[str, Any]:
+        frame = pd.DataFrame(body["rows"], columns=features)
+        proba = model.predict_proba(frame)
+        labels = np.asarray(classes)[proba.argmax(axis=1)]
+        return {
+            "predictions": [
+                {"label": str(label), "probabilities": dict(zip(classes, p.tolist(), strict=True))}
+                for label, p in zip(labels, proba, strict=True)
+            ]
+        }
+
+    return app
+
+
+def serve_main(kind: str, port: int) -> None:
+    """Subprocess entry: build the app, serve it with one uvicorn worker until SIGTERM."""
+    import uvicorn
+
+    app = guarded_app() if kind == "guarded" else plain_app()
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class ServerProcess:
+    kind: str
+    port: int
+    proc: subprocess.Popen[bytes]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def cpu_s(self) -> float:
+        """User + system CPU seconds of the server process, all threads."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def pause(self) -> None:
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self.proc.send_signal(signal.SIGCONT)
+
+    def stop(self) -> None:
+        self.resume()
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def start_server(kind: str, store: Path) -> ServerProcess:
+    port = free_port()
+    env = {**os.environ, STORE_ENV: str(store)}
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--serve", kind, "--port", str(port)]
+    return ServerProcess(kind, port, subprocess.Popen(cmd, env=env))
+
+
+def wait_healthy(server: ServerProcess, timeout_s: float = 180.0) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if server.proc.poll() is not None:
+            raise RuntimeError(f"{server.kind} server exited with {server.proc.returncode}")
+        try:
+            if httpx.get(f"{server.url}/healthz", timeout=1.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{server.kind} server not healthy after {timeout_s} s")
+
+
+# --------------------------------------------------------------------------- load generator
+
+
+@dataclass
+class RunResult:
+    kind: str
+    requests: int
+    seconds: float
+    latencies_ms: np.ndarray
+    statuses: Counter[int]
+    server_cpu_s: float
+    client_cpu_s: float
+
+    @property
+    def throughput(self) -> float:
+        return self.requests / self.seconds
+
+    @property
+    def errors(self) -> int:
+        return sum(n for status, n in self.statuses.items() if status != 200)
+
+    def pct(self, q: float) -> float:
+        return float(np.percentile(self.latencies_ms, q)) if len(self.latencies_ms) else 0.0
+
+    @property
+    def cpu_ms_per_request(self) -> float:
+        return self.server_cpu_s / max(self.requests, 1) * 1000.0
+
+
+class Clients:
+    """50 simulated clients: each its own API key and its own random order of held-out rows,
+    continued across runs so no client repeats a row before it went through all of them."""
+
+    def __init__(self, rows: list[dict[str, Any]], keys: list[str]) -> None:
+        rng = np.random.default_rng(0)
+        self.rows = rows
+        self.keys = keys
+        self.orders = [rng.permutation(len(rows)) for _ in keys]
+        self.position = [0] * len(keys)
+
+    def next_body(self, i: int) -> dict[str, Any]:
+        order = self.orders[i]
+        row = self.rows[int(order[self.position[i] % len(order)])]
+        self.position[i] += 1
+        return {"rows": [row]}
+
+
+async def _load(
+    server: ServerProcess, clients: Clients, warmup_s: float, duration_s: float, auth: bool
+) -> tuple[list[float], Counter[int], int, float, float, float]:
+    import httpx
+
+    latencies: list[float] = []
+    statuses: Counter[int] = Counter()
+    limits = httpx.Limits(max_connections=CONNECTIONS, max_keepalive_connections=CONNECTIONS)
+    loop_start = time.perf_counter()
+    window_start = loop_start + warmup_s
+    window_end = window_start + duration_s
+    cpu_marks: dict[str, float] = {}
+
+    async def worker(i: int, client: httpx.AsyncClient) -> None:
+        headers = {"Authorization": f"Bearer {clients.keys[i]}"} if auth else {}
+        url = f"{server.url}/v1/predict"
+        while True:
+            started = time.perf_counter()
+            if started >= window_end:
+                return
+            try:
+                response = await client.post(url, json=clients.next_body(i), headers=headers)
+                status = response.status_code
+            except httpx.HTTPError:
+                status = -1
+            done = time.perf_counter()
+            if window_start <= started and done <= window_end:
+                latencies.append((done - started) * 1000.0)
+                statuses[status] += 1
+
+    async def marks() -> None:
+        await asyncio.sleep(max(0.0, window_start - time.perf_counter()))
+        cpu_marks["server0"], cpu_marks["client0"] = server.cpu_s(), time.process_time()
+        await asyncio.sleep(max(0.0, window_end - time.perf_counter()))
+        cpu_marks["server1"], cpu_marks["client1"] = server.cpu_s(), time.process_time()
+
+    async with httpx.AsyncClient(limits=limits, timeout=30.0) as client:
+        await asyncio.gather(marks(), *(worker(i, client) for i in range(CONNECTIONS)))
+    # Requests that straddle the window end are dropped, those completed in it counted.
+    return (
+        latencies,
+        statuses,
+        len(latencies),
+        duration_s,
+        cpu_marks["server1"] - cpu_marks["server0"],
+        cpu_marks["client1"] - cpu_marks["client0"],
+    )
+
+
+def load_run(
+    server: ServerProcess, clients: Clients, warmup_s: float, duration_s: float
+) -> RunResult:
+    latencies, statuses, n, seconds, server_cpu, client_cpu = asyncio.run(
+        _load(server, clients, warmup_s, duration_s, auth=server.kind == "guarded")
+    )
+    return RunResult(
+        server.kind, n, seconds, np.asarray(latencies), statuses, server_cpu, client_cpu
+    )
+
+
+def print_run(index: int, r: RunResult) -> None:
+    codes = ", ".join(f"{k}: {v}" for k, v in sorted(r.statuses.items()))
+    print(
+        f"run {index} {r.kind:<8}{r.throughput:>9.1f} req/s  p50 {r.pct(50):6.2f} ms  "
+        f"p99 {r.pct(99):6.2f} ms  errors {r.errors}  server CPU {r.cpu_ms_per_request:5.2f} "
+        f"ms/req  client CPU {r.client_cpu_s / r.seconds:4.2f} cores  [{codes}]",
+        flush=True,
+    )
+
+
+# --------------------------------------------------------------------------- detectors
+
+
+def detector_comparison(store_root: Path) -> dict[str, Any]:
+    """PRADA alone and the server's default suite on the served model's streams."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from detect import RecordingAdapter  # bench/detect.py
+
+    from mlwarden.attacks._distillation import extract_distillation
+    from mlwarden.lineage import LineageStore
+    from mlwarden.serve._detect import (
+        PradaDetector,
+        detection_delay,
+        false_positive_rate,
+    )
+    from mlwarden.serve._features import FeatureSpace
+    from mlwarden.serve._runtime import load_served, training_reference
+    from mlwarden.serve._server import CALIBRATION_ROWS, default_detectors
+
+    store = LineageStore(store_root)
+    served = load_served(store, MODEL_REF)
+    schema, reference = training_reference(store, served)
+    test = pd.read_parquet(
+        io.BytesIO(store.read_artifact(served.version.manifest.artifacts["test"]))
+    )[schema.features]
+    store.close()
+    # As build_server: detectors calibrated on up to 2000 held-out rows; the benign clients
+    # and the public-data thief use the held-out rows the calibration did not see.
+    calib = test.sample(n=min(CALIBRATION_ROWS, len(test)), random_state=0)
+    pool = test.drop(index=calib.index).reset_index(drop=True)
+    calib = calib.reset_index(drop=True)
+    space = FeatureSpace.fit(reference, schema)
+    suite = default_detectors(served, reference, calib, space)
+    estimator = served.adapter.estimator
+
+    def stream(rows: pd.DataFrame) -> list[tuple[Any, Any]]:
+        return list(zip(space.transform(rows), served.predict_proba(rows), strict=True))
+
+    rng = np.random.default_rng(1)
+    per_client = min(500, len(pool))
+    benign = [stream(pool.iloc[rng.permutation(len(pool))[:per_client]]) for _ in range(10)]
+    attacks: dict[str, list[tuple[Any, Any]]] = {}
+    for source in ("uniform", "public"):
+        recorder = RecordingAdapter(estimator)
+        extract_distillation(
+            recorder, reference, schema=schema, source=source, X_public=pool,
+            budgets=(1000,), n_uniform=50, true_model=estimator, seed=2,
+        )  # fmt: skip
+        attacks[f"distillation-{source}"] = stream(recorder.rows())
+    detectors = [("PRADA alone", PradaDetector())]
+    detectors += [(f"  {d.name}", d) for d in suite.detectors[1:]]
+    detectors += [("server suite", suite)]
+    print(
+        f"\nextraction detectors on {served.ref} ({type(estimator).__name__}); benign: 10 "
+        f"clients x {per_client} held-out rows not used for calibration; delay = queries to "
+        "the first alarm / stream length"
+    )
+    print(
+        "equation solving: skipped, the registered demo model is gradient boosting, not "
+        "logistic (bench/detect.py runs it against a logistic pipeline)"
+    )
+    print(f"{'detector':<16}{'FPR':>6}" + "".join(f"{k:>24}" for k in attacks))
+    summary: dict[str, Any] = {}
+    for label, detector in detectors:
+        fpr = false_positive_rate(detector, benign)
+        delays = {k: detection_delay(detector, s) for k, s in attacks.items()}
+        cells = "".join(
+            f"{(f'{d} / {len(attacks[k])}' if d else f'- / {len(attacks[k])}'):>24}"
+            for k, d in delays.items()
+        )
+        print(f"{label:<16}{fpr:>6.2f}{cells}")
+        summary[label.strip()] = (fpr, delays)
+    return summary
+
+
+# --------------------------------------------------------------------------- main
+
+
+def train(store_root: Path) -> None:
+    from mlwarden.lineage import LineageStore
+    from mlwarden.pipeline import LocalExecutor, load_spec
+
+    store = LineageStore(store_root)
+    try:
+        result = LocalExecutor(store).run(load_spec(SPEC))
+        if result.status != "completed":
+            raise RuntimeError(f"pipeline {result.status}: {result.error}")
+    finally:
+        store.close()
+
+
+def held_out_rows(store_root: Path) -> tuple[list[dict[str, Any]], str]:
+    from mlwarden.lineage import LineageStore
+    from mlwarden.serve._runtime import load_served, training_reference
+
+    store = LineageStore(store_root)
+    served = load_served(store, MODEL_REF)
+    features = training_reference(store, served)[0].features
+    test = pd.read_parquet(
+        io.BytesIO(store.read_artifact(served.version.manifest.artifacts["test"]))
+    )[features]
+    store.close()
+    rows = [{k: v.item() if hasattr(v, "item") else v for k, v in r.items()}
+            for r in test.to_dict("records")]  # fmt: skip
+    return rows, served.ref
+
+
+def make_keys(store_root: Path) -> list[str]:
+    from mlwarden.serve import SERVE_DB
+    from mlwarden.serve._keys import KeyStore
+
+    keys = KeyStore(store_root / SERVE_DB)
+    try:
+        return [keys.create("predict", f"bench-client-{i}") for i in range(CONNECTIONS)]
+    finally:
+        keys.close()
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "MISS"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--serve", choices=("guarded", "plain"), help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--duration", type=float, default=20.0, help="measured s per run")
+    parser.add_argument("--warmup", type=float, default=3.0, help="warm-up s per run")
+    parser.add_argument("--rounds", type=int, default=2, help="guarded/plain pairs")
+    args = parser.parse_args()
+    if args.serve:
+        serve_main(args.serve, args.port)
+        return
+
+    began = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="mlwarden-bench-serve-") as tmp:
+        store_root = Path(tmp) / "store"
+        print(f"training {SPEC.relative_to(ROOT)} (gradient boosting) ...", flush=True)
+        t0 = time.perf_counter()
+        train(store_root)
+        rows, ref = held_out_rows(store_root)
+        keys = make_keys(store_root)
+        print(f"registered {ref} in {time.perf_counter() - t0:.0f} s; {len(rows)} held-out rows")
+        servers = {kind: start_server(kind, store_root) for kind in ("guarded", "plain")}
+        try:
+            for server in servers.values():
+                wait_healthy(server)
+            print(
+                f"serving {ref}: guarded on :{servers['guarded'].port} (default guards, rate "
+                f"limit raised), plain on :{servers['plain'].port}; uvicorn, 1 worker each\n"
+                f"{CONNECTIONS} connections, one row per request, {args.warmup:g} s warm-up + "
+                f"{args.duration:g} s measured per run; the idle server is SIGSTOPped.\n"
+                f"NOTE: the load generator (httpx, one process) shares this machine's "
+                f"{os.cpu_count()} CPU cores with the server under test; absolute numbers are "
+                "bounded by that, and the client's CPU share is shown per run.",
+                flush=True,
+            )
+            servers["plain"].pause()
+            clients = Clients(rows, keys)
+            results: list[RunResult] = []
+            for _ in range(args.rounds):
+                for kind, other in (("guarded", "plain"), ("plain", "guarded")):
+                    servers[other].pause()
+                    servers[kind].resume()
+                    results.append(load_run(servers[kind], clients, args.warmup, args.duration))
+                    print_run(len(results), results[-1])
+        finally:
+            for server in servers.values():
+                server.stop()
+
+        guarded = [r for r in results if r.kind == "guarded"]
+        plain = [r for r in results if r.kind == "plain"]
+        print("\nper round (guarded / plain):")
+        for i, (g, p) in enumerate(zip(guarded, plain, strict=True), start=1):
+            print(
+                f"round {i}: throughput ratio {g.throughput / p.throughput:.3f}, p99 overhead "
+                f"{g.pct(99) - p.pct(99):+.2f} ms, p50 overhead {g.pct(50) - p.pct(50):+.2f} ms, "
+                f"server CPU {g.cpu_ms_per_request:.2f} vs {p.cpu_ms_per_request:.2f} ms/req"
+            )
+        g_tp = float(np.mean([r.throughput for r in guarded]))
+        p_tp = float(np.mean([r.throughput for r in plain]))
+        g_p99 = float(np.mean([r.pct(99) for r in guarded]))
+        p_p99 = float(np.mean([r.pct(99) for r in plain]))
+        errors = sum(r.errors for r in results)
+        refused = sum(r.statuses.get(s, 0) for r in guarded for s in (403, 429))
+
+        detectors = detector_comparison(store_root)
+
+    ratio, overhead = g_tp / p_tp, g_p99 - p_p99
+    print(
+        f"\n=== summary ({len(results)} runs, means over rounds; total "
+        f"{time.perf_counter() - began:.0f} s) ===\n"
+        f"throughput guarded {g_tp:.1f} req/s, plain {p_tp:.1f} req/s: ratio {ratio:.3f} "
+        f"(target >= {THROUGHPUT_RATIO_TARGET})  {verdict(ratio >= THROUGHPUT_RATIO_TARGET)}\n"
+        f"p99 guarded {g_p99:.2f} ms, plain {p_p99:.2f} ms: overhead {overhead:+.2f} ms "
+        f"(target < {P99_OVERHEAD_TARGET_MS:g} ms)  {verdict(overhead < P99_OVERHEAD_TARGET_MS)}"
+        f"\nerrors (any non-200): {errors}, of which 403/429 on the guarded app: {refused} "
+        f"(target 0)  {verdict(errors == 0)}"
+    )
+    for label in ("PRADA alone", "server suite"):
+        fpr, delays = detectors[label]
+        shown = ", ".join(f"{k} {d if d else 'never'}" for k, d in delays.items())
+        print(f"{label}: FPR {fpr:.2f}; delay {shown}")
+
+
+if __name__ == "__main__":
+    main()
