@@ -49,6 +49,43 @@ def test_references_resolve_or_say_what_exists(registered: ModelRegistry) -> Non
         registered.get("german@@1")
 
 
+def test_a_stage_names_the_version_last_promoted_to_it(
+    registered: ModelRegistry, store: LineageStore, fast_spec: PipelineSpec
+) -> None:
+    from mlwarden.models import Signer
+
+    signer = Signer.load_or_create(registered.keys_dir)
+    with pytest.raises(RecordNotFoundError, match="was promoted to 'production'"):
+        registered.get("german@production")
+    registered.promote("german@1", "production", signer)
+    better = fast_spec.model_copy(update={"name": "german"})
+    LocalExecutor(store).run(
+        better.model_copy(update={"train": better.train.model_copy(update={"grid": {"C": [0.5]}})})
+    )
+    assert registered.get("german@latest").ref == "german@2"
+    assert registered.get("german@production").ref == "german@1"  # promotion is explicit
+    registered.promote("german@2", "production", signer)
+    assert registered.load("german@production")[0].ref == "german@2"
+    with pytest.raises(RecordNotFoundError, match="not 'latest'"):
+        registered.promote("german@1", "Prod!", signer)
+    assert verify_store(store).ok
+
+
+def test_a_forged_promotion_is_refused(registered: ModelRegistry, store: LineageStore) -> None:
+    from mlwarden.models import Signer
+
+    registered.promote("german@1", "production", Signer.load_or_create(registered.keys_dir))
+    forged = {
+        "name": "german", "version": 1, "stage": "canary",
+        "model_sha256": registered.get("german@1").manifest.model_sha256,
+        "signer": Signer.load_or_create(registered.keys_dir).public_key_hex,
+        "signature": "00" * 64,
+    }  # fmt: skip
+    store.append("model_stage", "german", forged, key="canary")
+    with pytest.raises(SignatureError):
+        registered.get("german@canary")
+
+
 def test_a_changed_model_file_is_refused(registered: ModelRegistry) -> None:
     version = registered.get("german@1")
     path = registered.store.artifacts.path(version.manifest.model_sha256)

@@ -344,7 +344,7 @@ def _fmt(value: object) -> str:
 
 @models_app.command("show")
 def models_show(
-    ref: Annotated[str, typer.Argument(help="NAME, NAME@latest or NAME@N")],
+    ref: Annotated[str, typer.Argument(help="NAME, NAME@latest, NAME@N or NAME@STAGE")],
     store: StoreOpt = DEFAULT_STORE,
     db_url: DbOpt = None,
 ) -> None:
@@ -358,6 +358,22 @@ def models_show(
             {"manifest": version.manifest.model_dump(mode="json"), "signature": version.signature}
         )
     )
+
+
+@models_app.command("promote")
+def models_promote(
+    ref: Annotated[str, typer.Argument(help="NAME@N (or NAME@latest) to promote")],
+    stage: Annotated[str, typer.Option("--stage", help="e.g. production, staging")],
+    store: StoreOpt = DEFAULT_STORE,
+    db_url: DbOpt = None,
+) -> None:
+    """Point NAME@STAGE at a verified version (signed, appended to the lineage chain)."""
+    from mlwarden.models import Signer
+
+    lineage = _open(store, db_url)
+    registry = ModelRegistry(lineage)
+    version = registry.promote(ref, stage, Signer.load_or_create(registry.keys_dir))
+    out.print(f"{version.manifest.name}@{stage} -> [bold]{version.ref}[/] (verified, signed)")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,6 +20,7 @@ RecordKind = Literal[
     "run_ended",
     "cache_hit",
     "model_version",
+    "model_stage",
 ]
 
 

@@ -13,7 +13,7 @@ from mlwarden.errors import ModelError, RecordNotFoundError, SignatureError
 from mlwarden.lineage import LineageStore, Record, canonical_json
 from mlwarden.models._adapter import SklearnAdapter
 from mlwarden.models._persist import MEDIA_TYPE, loads_model
-from mlwarden.models._signing import load_public_key, verify_signature
+from mlwarden.models._signing import Signer, load_public_key, verify_signature
 
 if TYPE_CHECKING:
     from mlwarden.models._charlm import CharLM
@@ -21,7 +21,8 @@ if TYPE_CHECKING:
 MANIFEST_FORMAT = 1
 #: Media type of a registered character language model: safetensors weights, JSON config.
 LANGUAGE_MODEL_MEDIA_TYPE = "application/vnd.mlwarden.charlm+safetensors"
-_REF = re.compile(r"^(?P<name>[A-Za-z0-9_.-]+)(@(?P<version>latest|\d+))?$")
+_REF = re.compile(r"^(?P<name>[A-Za-z0-9_.-]+)(@(?P<version>latest|\d+|[a-z][a-z0-9_-]*))?$")
+_STAGE = re.compile(r"^[a-z][a-z0-9_-]*$")
 
 
 class Manifest(BaseModel):
@@ -83,11 +84,12 @@ class ModelRegistry:
         return [_version_of(r) for r in self.store.records("model_version", subject=name)]
 
     def get(self, ref: str) -> ModelVersion:
-        """Resolve ``name``, ``name@latest`` or ``name@N`` to a registered version."""
+        """Resolve ``name``, ``name@latest``, ``name@N`` or ``name@STAGE`` to a version."""
         match = _REF.match(ref)
         if match is None:
             raise RecordNotFoundError(
-                f"model reference {ref!r} is malformed; expected NAME, NAME@latest or NAME@N"
+                f"model reference {ref!r} is malformed; expected NAME, NAME@latest, NAME@N "
+                "or NAME@STAGE"
             )
         name, version = match["name"], match["version"] or "latest"
         found = self.versions(name)
@@ -98,12 +100,54 @@ class ModelRegistry:
             )
         if version == "latest":
             return found[-1]
+        if not version.isdigit():
+            return self._staged(name, version, found)
         for candidate in found:
             if candidate.manifest.version == int(version):
                 return candidate
         raise RecordNotFoundError(
             f"{name} has no version {version}; versions are 1..{found[-1].manifest.version}"
         )
+
+    def _staged(self, name: str, stage: str, found: list[ModelVersion]) -> ModelVersion:
+        """The version most recently promoted to ``stage`` (its signed promotion verified)."""
+        records = self.store.records("model_stage", subject=name, key=stage, newest_first=True)
+        if not records:
+            raise RecordNotFoundError(
+                f"no version of {name} was promoted to {stage!r}; "
+                f"mlwarden models promote {name}@N --stage {stage}"
+            )
+        payload = records[0].payload
+        public_key = load_public_key(self.keys_dir)
+        claim = {k: v for k, v in payload.items() if k != "signature"}
+        if payload.get("signer") != public_key.public_bytes_raw().hex():
+            raise SignatureError(f"the promotion of {name} to {stage} was signed by another key")
+        verify_signature(public_key, canonical_json(claim), payload["signature"])
+        for candidate in found:
+            if candidate.manifest.version == payload["version"]:
+                if candidate.manifest.model_sha256 != payload["model_sha256"]:
+                    raise SignatureError(f"{name}@{stage} names a model that is not {candidate.ref}")
+                return candidate
+        raise RecordNotFoundError(f"{name}@{stage} names version {payload['version']}, not found")
+
+    def promote(self, ref: str, stage: str, signer: Signer) -> ModelVersion:
+        """Point ``name@stage`` at a verified version: a signed record, appended (never moved)."""
+        if not _STAGE.match(stage) or stage == "latest":
+            raise RecordNotFoundError(
+                f"stage {stage!r} must be lowercase letters, digits, - or _, and not 'latest'"
+            )
+        version = self.get(ref)
+        self.verify(version)
+        claim = {
+            "name": version.manifest.name,
+            "version": version.manifest.version,
+            "stage": stage,
+            "model_sha256": version.manifest.model_sha256,
+            "signer": signer.public_key_hex,
+        }
+        payload = {**claim, "signature": signer.sign(canonical_json(claim))}
+        self.store.append("model_stage", version.manifest.name, payload, key=stage)
+        return version
 
     def verify(self, version: ModelVersion) -> None:
         """Check the signature, the signer, the lineage head and every artifact's bytes."""
