@@ -238,8 +238,10 @@ async def _load(
             try:
                 response = await client.post(url, json=clients.next_body(i), headers=headers)
                 status = response.status_code
-            except httpx.HTTPError:
+            except httpx.HTTPError as exc:
                 status = -1
+                if window_start <= started:
+                    print(f"  client error: {type(exc).__name__}: {exc}", flush=True)
             done = time.perf_counter()
             if window_start <= started and done <= window_end:
                 latencies.append((done - started) * 1000.0)
