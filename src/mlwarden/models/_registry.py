@@ -126,7 +126,9 @@ class ModelRegistry:
         for candidate in found:
             if candidate.manifest.version == payload["version"]:
                 if candidate.manifest.model_sha256 != payload["model_sha256"]:
-                    raise SignatureError(f"{name}@{stage} names a model that is not {candidate.ref}")
+                    raise SignatureError(
+                        f"{name}@{stage} names a model that is not {candidate.ref}"
+                    )
                 return candidate
         raise RecordNotFoundError(f"{name}@{stage} names version {payload['version']}, not found")
 
