@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
-    DDL,
     Column,
     Engine,
     Index,
@@ -28,13 +27,12 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    create_engine,
-    event,
     select,
 )
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
+from mlwarden._sql import forbid_changes, open_engine
 from mlwarden.errors import RecordNotFoundError, StoreError
 from mlwarden.lineage._artifacts import ArtifactFiles
 from mlwarden.lineage._hashing import GENESIS, canonical_json
@@ -59,26 +57,7 @@ _records = Table(
     Index("ix_records_kind_key", "kind", "key"),
 )
 
-_FORBID = "lineage records are append-only"
-for _op in ("UPDATE", "DELETE"):
-    event.listen(
-        _records,
-        "after_create",
-        DDL(  # type: ignore[no-untyped-call]
-            f"CREATE TRIGGER records_no_{_op.lower()} BEFORE {_op} ON records "
-            f"BEGIN SELECT RAISE(ABORT, '{_FORBID}'); END"
-        ).execute_if(dialect="sqlite"),
-    )
-event.listen(
-    _records,
-    "after_create",
-    DDL(  # type: ignore[no-untyped-call]
-        "CREATE FUNCTION mlwarden_forbid_change() RETURNS trigger AS $$ "
-        f"BEGIN RAISE EXCEPTION '{_FORBID}'; END $$ LANGUAGE plpgsql; "
-        "CREATE TRIGGER records_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON records "
-        "FOR EACH STATEMENT EXECUTE FUNCTION mlwarden_forbid_change()"
-    ).execute_if(dialect="postgresql"),
-)
+forbid_changes(_records, "lineage records are append-only", "mlwarden_forbid_change")
 
 
 def _utcnow() -> datetime:
@@ -183,24 +162,7 @@ class LineageStore:
         return self.root / "HEAD"
 
     def _create_engine(self) -> Engine:
-        if not self._sqlite:
-            return create_engine(self.url)
-        engine = create_engine(self.url, connect_args={"timeout": 60})
-
-        @event.listens_for(engine, "connect")
-        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-            dbapi_conn.isolation_level = None  # transactions are begun explicitly below
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=FULL")
-            cur.close()
-
-        @event.listens_for(engine, "begin")
-        def _on_begin(conn: Connection) -> None:
-            # IMMEDIATE takes the write lock up front, so two writers never chain off one head.
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-        return engine
+        return open_engine(self.url, self._sqlite, begin="immediate")
 
     def close(self) -> None:
         """Release database connections."""

@@ -50,22 +50,19 @@ from pydantic import (
     model_validator,
 )
 from sqlalchemy import (
-    DDL,
     Column,
-    Engine,
     Index,
     Integer,
     MetaData,
     String,
     Table,
     Text,
-    create_engine,
-    event,
     select,
 )
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
+from mlwarden._sql import forbid_changes, open_engine, sqlalchemy_url
 from mlwarden.errors import DataError, IntegrityError, RecordNotFoundError, StoreError
 from mlwarden.lineage import canonical_json, sha256_bytes, sha256_json
 
@@ -256,28 +253,8 @@ _INDEXED: dict[ChainName, tuple[str, ...]] = {
     "decision_feedback": ("request_id", "created_at", "analyst"),
 }
 
-_FORBID = "the decision log is append-only"
 for _table in _TABLES.values():
-    for _op in ("UPDATE", "DELETE"):
-        event.listen(
-            _table,
-            "after_create",
-            DDL(  # type: ignore[no-untyped-call]
-                f"CREATE TRIGGER {_table.name}_no_{_op.lower()} BEFORE {_op} ON {_table.name} "
-                f"BEGIN SELECT RAISE(ABORT, '{_FORBID}'); END"
-            ).execute_if(dialect="sqlite"),
-        )
-    event.listen(
-        _table,
-        "after_create",
-        DDL(  # type: ignore[no-untyped-call]
-            "CREATE OR REPLACE FUNCTION mlwarden_decisions_forbid_change() RETURNS trigger AS $$ "
-            f"BEGIN RAISE EXCEPTION '{_FORBID}'; END $$ LANGUAGE plpgsql; "
-            f"CREATE TRIGGER {_table.name}_append_only BEFORE UPDATE OR DELETE OR TRUNCATE "
-            f"ON {_table.name} FOR EACH STATEMENT EXECUTE FUNCTION "
-            "mlwarden_decisions_forbid_change()"
-        ).execute_if(dialect="postgresql"),
-    )
+    forbid_changes(_table, "the decision log is append-only", "mlwarden_decisions_forbid_change")
 
 
 def chain_hash(chain: ChainName, fmt: int, seq: int, body: bytes, prev_hash: str) -> str:
@@ -334,15 +311,9 @@ class DecisionLog:
         self._max_batch = max_batch
         self._put_timeout_s = put_timeout_s
         self._clock = clock
-        text = str(url_or_path)
-        self._sqlite = "://" not in text or text.startswith("sqlite")
         try:
-            if "://" not in text:
-                path = Path(text).resolve()
-                path.parent.mkdir(parents=True, exist_ok=True)
-                text = f"sqlite:///{path}"
-            self.url = text
-            self._engine = _create_engine(self.url, self._sqlite)
+            self.url, self._sqlite = sqlalchemy_url(url_or_path)
+            self._engine = open_engine(self.url, self._sqlite, begin="manual")
             _metadata.create_all(self._engine)
         except (OSError, SQLAlchemyError) as exc:
             raise StoreError(f"cannot open the decision log {url_or_path}: {exc}") from exc
@@ -838,19 +809,3 @@ def _load_body(text: str, request_id: str) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise IntegrityError(f"the log row of request {request_id} is not a JSON object")
     return body
-
-
-def _create_engine(url: str, sqlite: bool) -> Engine:
-    if not sqlite:
-        return create_engine(url)
-    engine = create_engine(url, connect_args={"timeout": 60})
-
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-        dbapi_conn.isolation_level = None  # writes begin explicitly (BEGIN IMMEDIATE)
-        cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA synchronous=FULL")
-        cur.close()
-
-    return engine

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import math
 import threading
+from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from functools import lru_cache
@@ -542,7 +543,35 @@ class _WindowTest:
         return 0 if state is None else len(state.flags)
 
 
-class BoundaryDetector:
+class _CountingDetector(ABC):
+    """What the detectors that count flagged queries in a client's window share."""
+
+    name: str
+    _test: _WindowTest
+
+    @abstractmethod
+    def observe(self, client: str, x: ArrayLike, proba: ArrayLike) -> Verdict:
+        """Record one query of ``client`` and test its window."""
+
+    def observe_answer(self, client: str, x: ArrayLike, proba: ArrayLike) -> Verdict:
+        """:meth:`observe`, in the :class:`Detector` call shape."""
+        return self.observe(client, x, proba)
+
+    def state_size(self, client: str) -> int:
+        """Stored flags for ``client`` (0 if unknown)."""
+        return self._test.state_size(client)
+
+    @property
+    def n_clients(self) -> int:
+        """Clients currently tracked."""
+        return len(self._test._clients)
+
+    def reset(self, client: str) -> None:
+        """Forget everything about ``client``."""
+        self._test._clients.drop(client)
+
+
+class BoundaryDetector(_CountingDetector):
     """Too many queries answered near the decision boundary (small top-1 margin).
 
     A query is flagged when the model's top-1 minus top-2 probability is at most
@@ -623,23 +652,8 @@ class BoundaryDetector:
         margin = float(top_margin(proba)[0])
         return self._test.push(client, margin <= self.margin_, f"at margin <= {self.margin_:.3g}")
 
-    observe_answer = observe
 
-    def state_size(self, client: str) -> int:
-        """Stored flags for ``client`` (0 if unknown)."""
-        return self._test.state_size(client)
-
-    @property
-    def n_clients(self) -> int:
-        """Clients currently tracked."""
-        return len(self._test._clients)
-
-    def reset(self, client: str) -> None:
-        """Forget everything about ``client``."""
-        self._test._clients.drop(client)
-
-
-class OffManifoldDetector:
+class OffManifoldDetector(_CountingDetector):
     """Too many queries far from every training row.
 
     A query is flagged when its L2 distance (in the feature space) to its ``k``-th nearest
@@ -748,25 +762,8 @@ class OffManifoldDetector:
             client, distance > self.radius_, f"beyond k-NN radius {self.radius_:.3g}"
         )
 
-    def observe_answer(self, client: str, x: ArrayLike, proba: ArrayLike) -> Verdict:
-        """:meth:`observe`, in the :class:`Detector` call shape."""
-        return self.observe(client, x, proba)
 
-    def state_size(self, client: str) -> int:
-        """Stored flags for ``client`` (0 if unknown)."""
-        return self._test.state_size(client)
-
-    @property
-    def n_clients(self) -> int:
-        """Clients currently tracked."""
-        return len(self._test._clients)
-
-    def reset(self, client: str) -> None:
-        """Forget everything about ``client``."""
-        self._test._clients.drop(client)
-
-
-class RarityDetector:
+class RarityDetector(_CountingDetector):
     """Too many queries made of values that are rare column by column.
 
     Each column of the encoded row is binned: a categorical column by its category (unknown
@@ -898,23 +895,6 @@ class RarityDetector:
         return self._test.push(
             client, score > self.threshold_, f"with surprise above {self.threshold_:.3g}"
         )
-
-    def observe_answer(self, client: str, x: ArrayLike, proba: ArrayLike) -> Verdict:
-        """:meth:`observe`, in the :class:`Detector` call shape."""
-        return self.observe(client, x, proba)
-
-    def state_size(self, client: str) -> int:
-        """Stored flags for ``client`` (0 if unknown)."""
-        return self._test.state_size(client)
-
-    @property
-    def n_clients(self) -> int:
-        """Clients currently tracked."""
-        return len(self._test._clients)
-
-    def reset(self, client: str) -> None:
-        """Forget everything about ``client``."""
-        self._test._clients.drop(client)
 
 
 # --------------------------------------------------------------------------- suite, evaluation

@@ -46,17 +46,16 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy import (
     DDL,
     Column,
-    Engine,
     MetaData,
     String,
     Table,
-    create_engine,
     event,
     select,
     update,
 )
 from sqlalchemy.exc import SQLAlchemyError
 
+from mlwarden._sql import open_engine, sqlalchemy_url
 from mlwarden.errors import MlwardenError, RecordNotFoundError, StoreError
 
 __all__ = [
@@ -191,16 +190,6 @@ def parse_key_id(key: str) -> str | None:
     return match.group(1) if match else None
 
 
-def _sqlite_url(url_or_path: str | Path) -> tuple[str, bool]:
-    """A SQLAlchemy URL for ``url_or_path`` and whether it is SQLite; plain paths become files."""
-    text = str(url_or_path)
-    if "://" in text:
-        return text, text.startswith("sqlite")
-    path = Path(text).resolve()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{path}", True
-
-
 class KeyStore:
     """API keys with roles, kept as keyed hashes in a SQL database.
 
@@ -241,8 +230,8 @@ class KeyStore:
         self._lock = threading.Lock()
         self._revocations = 0
         try:
-            self.url, sqlite = _sqlite_url(url_or_path)
-            self._engine = _create_engine(self.url, sqlite)
+            self.url, sqlite = sqlalchemy_url(url_or_path)
+            self._engine = open_engine(self.url, sqlite)
             _metadata.create_all(self._engine)
         except (OSError, SQLAlchemyError) as exc:
             raise StoreError(f"cannot open the key store {url_or_path}: {exc}") from exc
@@ -381,17 +370,3 @@ def _to_info(row: Any) -> KeyInfo:
         created_at=datetime.fromisoformat(row["created_at"]),
         revoked_at=datetime.fromisoformat(revoked) if revoked is not None else None,
     )
-
-
-def _create_engine(url: str, sqlite: bool) -> Engine:
-    if not sqlite:
-        return create_engine(url)
-    engine = create_engine(url, connect_args={"timeout": 60})
-
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-        cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
-        cur.close()
-
-    return engine
