@@ -1,5 +1,7 @@
 """Attacks: pure functions of (model adapter, data, budget) that return pydantic results."""
 
+from typing import Any
+
 from mlwarden.attacks._canary import (
     Canary,
     CanaryExposure,
@@ -110,6 +112,7 @@ __all__ = [
     "QuerySource",
     "RobustnessCurve",
     "RobustnessPoint",
+    "SlowdownResult",
     "Surrogate",
     "TabularEvasionResult",
     "TabularSurrogate",
@@ -118,6 +121,7 @@ __all__ = [
     "TreeSchema",
     "bundled_threat_model",
     "canary_exposure",
+    "deepsloth",
     "epsilon_from_roc",
     "epsilon_lower_bound",
     "exposure_by_rank",
@@ -139,6 +143,24 @@ __all__ = [
     "pgd",
     "privacy_audit",
     "random_canaries",
+    "random_slowdown",
     "robust_accuracy",
+    "slowdown_loss",
     "tabular_evasion",
+    "transfer_deepsloth",
+    "universal_deepsloth",
 ]
+
+# DeepSloth needs torch: imported on first use.
+_SLOWDOWN = {
+    "SlowdownResult", "deepsloth", "random_slowdown", "slowdown_loss", "transfer_deepsloth",
+    "universal_deepsloth",
+}  # fmt: skip
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SLOWDOWN:
+        from mlwarden.attacks import _deepsloth
+
+        return getattr(_deepsloth, name)
+    raise AttributeError(f"module 'mlwarden.attacks' has no attribute {name!r}")

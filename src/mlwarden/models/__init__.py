@@ -38,6 +38,9 @@ __all__ = [
     "CharLMConfig",
     "DPSGDClassifier",
     "DigitsSplit",
+    "EarlyExitNetwork",
+    "EarlyExitOutput",
+    "ExitHead",
     "HardenedModel",
     "HardenedOutput",
     "HasGradient",
@@ -48,31 +51,48 @@ __all__ = [
     "OnnxAdapter",
     "OutputHardening",
     "OutputMode",
+    "SDNConfig",
     "Signer",
     "SklearnAdapter",
+    "ThresholdCalibration",
     "TorchAdapter",
+    "calibrate_threshold",
     "claimed_delta",
     "claimed_epsilon",
     "default_delta",
+    "digits_sdn",
     "dumps_model",
+    "efficacy",
     "load_char_lm",
     "load_digits_split",
     "load_public_key",
+    "load_sdn",
     "loads_model",
+    "measure_latency",
     "save_char_lm",
+    "save_sdn",
     "train_char_lm",
     "train_digits_model",
+    "train_sdn",
     "verify_signature",
 ]
 
 # DP-SGD subclasses scikit-learn's BaseEstimator: imported on first use, so that importing
 # mlwarden stays free of scikit-learn.
-_LAZY = {"DP_TRUSTED_TYPES", "DPSGDClassifier", "claimed_delta", "claimed_epsilon", "default_delta"}
+# Early-exit networks import torch: also on first use.
+_LAZY = {
+    "_dp": {"DP_TRUSTED_TYPES", "DPSGDClassifier", "claimed_delta", "claimed_epsilon",
+            "default_delta"},
+    "_sdn": {"EarlyExitNetwork", "EarlyExitOutput", "ExitHead", "SDNConfig", "ThresholdCalibration",
+             "calibrate_threshold", "digits_sdn", "efficacy", "load_sdn", "measure_latency",
+             "save_sdn", "train_sdn"},
+}  # fmt: skip
 
 
 def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        from mlwarden.models import _dp
+    import importlib
 
-        return getattr(_dp, name)
+    for module, names in _LAZY.items():
+        if name in names:
+            return getattr(importlib.import_module(f"mlwarden.models.{module}"), name)
     raise AttributeError(f"module 'mlwarden.models' has no attribute {name!r}")
