@@ -147,7 +147,8 @@ def audit_command(
         str | None,
         typer.Option(
             "--checks",
-            help=f"Comma list of groups: {', '.join(CHECK_GROUPS)}; or canary (a language model).",
+            help=f"Comma list of groups: {', '.join(CHECK_GROUPS)}; or canary (a language "
+            "model), or slowdown (an early-exit network).",
         ),
     ] = None,
     policy: Annotated[
@@ -164,10 +165,23 @@ def audit_command(
     max_exposure: Annotated[
         float, typer.Option("--max-exposure", help="For --checks canary: most bits allowed.")
     ] = DEFAULT_MAX_EXPOSURE,
+    max_reduction: Annotated[
+        float,
+        typer.Option(
+            "--max-efficacy-reduction", help="For --checks slowdown: most percent allowed."
+        ),
+    ] = 50.0,
+    eps: Annotated[
+        float, typer.Option("--eps", help="For --checks slowdown: the attack's L-inf radius.")
+    ] = 0.2,
 ) -> int:
     """Run checks (evasion, shortcuts, overconfidence, ...) on one model and gate on them."""
     from mlwarden.audit import run_check
 
+    if checks is not None and "slowdown" in [c.strip() for c in checks.split(",")]:
+        if checks.strip() != "slowdown":
+            raise SpecError("--checks slowdown is for early-exit networks: give it on its own")
+        return _audit_early_exit(model, max_reduction, eps, store, db_url, out_dir, seed)
     if checks is not None and "canary" in [c.strip() for c in checks.split(",")]:
         if checks.strip() != "canary":
             raise SpecError("--checks canary is for language models: give it on its own")
@@ -203,9 +217,14 @@ def audit_command(
 
 
 def _audit_language_model(
-    ref: str, canaries: Path, max_exposure: float, store: Path, db_url: str | None,
-    out_dir: Path | None, seed: int,
-) -> int:  # fmt: skip
+    ref: str,
+    canaries: Path,
+    max_exposure: float,
+    store: Path,
+    db_url: str | None,
+    out_dir: Path | None,
+    seed: int,
+) -> int:
     """The canary check on a registered character language model (verified before loading)."""
     from mlwarden.audit import CanaryCheck, canary_check
     from mlwarden.lineage import LineageStore
@@ -231,6 +250,31 @@ def _audit_language_model(
         table.add_row(*(str(v) for v in row))
     out.print(table)
     return _gate_and_report(ref, ref.replace("@", "-"), [finding], out_dir, str(canaries))
+
+
+def _audit_early_exit(
+    ref: str,
+    max_reduction: float,
+    eps: float,
+    store: Path,
+    db_url: str | None,
+    out_dir: Path | None,
+    seed: int,
+) -> int:
+    """DeepSloth on a registered early-exit network, at its serving threshold, on its test split."""
+    from mlwarden.audit._slowdown import SlowdownCheck, slowdown_check
+    from mlwarden.lineage import LineageStore
+    from mlwarden.models import ModelRegistry
+    from mlwarden.models._torch import load_digits_split
+
+    _, model, info = ModelRegistry(LineageStore(store, url=db_url)).load_early_exit(ref)
+    split = load_digits_split(test_size=info["test_size"], seed=info["seed"])
+    params = SlowdownCheck(max_efficacy_reduction=max_reduction, eps=eps)
+    with out.status(f"DeepSloth on {ref} ..."):
+        finding = slowdown_check(params, model, split.X_test, split.y_test, info["threshold"], seed)
+    mark = "[green]pass[/]" if finding.passed else "[red]FAIL[/]"
+    out.print(f"  {mark} slowdown: {finding.message}")
+    return _gate_and_report(ref, ref.replace("@", "-"), [finding], out_dir, None)
 
 
 def _gate_and_report(

@@ -17,10 +17,13 @@ from mlwarden.models._signing import Signer, load_public_key, verify_signature
 
 if TYPE_CHECKING:
     from mlwarden.models._charlm import CharLM
+    from mlwarden.models._sdn import EarlyExitNetwork
 
 MANIFEST_FORMAT = 1
 #: Media type of a registered character language model: safetensors weights, JSON config.
 LANGUAGE_MODEL_MEDIA_TYPE = "application/vnd.mlwarden.charlm+safetensors"
+#: Media type of a registered early-exit network (Shallow-Deep Network): safetensors, JSON.
+EARLY_EXIT_MEDIA_TYPE = "application/vnd.mlwarden.sdn+safetensors"
 _REF = re.compile(r"^(?P<name>[A-Za-z0-9_.-]+)(@(?P<version>latest|\d+|[a-z][a-z0-9_-]*))?$")
 _STAGE = re.compile(r"^[a-z][a-z0-9_-]*$")
 
@@ -186,11 +189,26 @@ class ModelRegistry:
             raise ModelError(
                 f"{version.ref} is a {version.manifest.model_media_type} model, not a "
                 f"scikit-learn one ({MEDIA_TYPE}); a language model is audited with "
-                "--checks canary"
+                "--checks canary, an early-exit network with --checks slowdown"
             )
         self.verify(version)
         estimator = loads_model(self.store.read_artifact(version.manifest.model_sha256))
         return version, SklearnAdapter(estimator, budget=budget)
+
+    def load_early_exit(self, ref: str) -> tuple[ModelVersion, EarlyExitNetwork, dict[str, Any]]:
+        """Verify a registered early-exit network, then load it and its threshold and split."""
+        from mlwarden.models._sdn import load_sdn
+
+        version = self.get(ref)
+        if version.manifest.model_media_type != EARLY_EXIT_MEDIA_TYPE:
+            raise ModelError(
+                f"{version.ref} is a {version.manifest.model_media_type} model, not an "
+                f"early-exit network ({EARLY_EXIT_MEDIA_TYPE})"
+            )
+        self.verify(version)
+        info = json.loads(self.store.read_artifact(version.manifest.artifacts["info"]))
+        model = load_sdn(self.store.read_artifact(version.manifest.model_sha256))
+        return version, model, info
 
     def load_language_model(self, ref: str) -> tuple[ModelVersion, CharLM]:
         """Verify a registered character language model, then load it (safetensors)."""

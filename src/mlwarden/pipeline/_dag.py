@@ -16,9 +16,10 @@ import yaml
 from mlwarden import __version__
 from mlwarden.data import TableSchema, list_datasets
 from mlwarden.errors import DataError, SpecError
-from mlwarden.models._registry import LANGUAGE_MODEL_MEDIA_TYPE
-from mlwarden.pipeline import _data_steps, _lm, _steps
+from mlwarden.models._registry import EARLY_EXIT_MEDIA_TYPE, LANGUAGE_MODEL_MEDIA_TYPE
+from mlwarden.pipeline import _data_steps, _early_exit, _lm, _steps
 from mlwarden.pipeline._context import Output, StepContext
+from mlwarden.pipeline._early_exit import EarlyExitSpec
 from mlwarden.pipeline._io import CSV, JSON, json_bytes
 from mlwarden.pipeline._lm import LanguageModelSpec
 from mlwarden.pipeline._spec import AnySpec
@@ -90,10 +91,43 @@ def build_lm_steps(spec: LanguageModelSpec) -> tuple[list[StepDef], dict[str, Ou
     return _ordered(steps), _lm.lm_sources(spec)
 
 
+def build_early_exit_steps(spec: EarlyExitSpec) -> tuple[list[StepDef], dict[str, Output]]:
+    """The steps of an early-exit spec: train, audit, gate, register."""
+    params = _early_exit.early_exit_step_params(spec)
+    steps = [
+        StepDef("train", _early_exit.train_early_exit, {}, ("model", "info"), params["train"]),
+        StepDef(
+            "audit",
+            _early_exit.audit_early_exit,
+            {"model": "train.model", "info": "train.info"},
+            ("findings",),
+            params["audit"],
+        ),
+        StepDef(
+            "gate", _steps.gate, {"findings": "audit.findings"}, ("gate",), {"mode": spec.gate.mode}
+        ),
+        StepDef(
+            "register",
+            _steps.register,
+            {
+                "model": "train.model",
+                "gate": "gate.gate",
+                "findings": "audit.findings",
+                "info": "train.info",
+            },
+            (),
+            {"name": spec.registry.name, "media_type": EARLY_EXIT_MEDIA_TYPE},
+        ),
+    ]
+    return _ordered(steps), {}
+
+
 def build_steps(spec: AnySpec) -> tuple[list[StepDef], dict[str, Output]]:
     """The steps of ``spec`` in dependency order, and the outside files they read."""
     if isinstance(spec, LanguageModelSpec):
         return build_lm_steps(spec)
+    if isinstance(spec, EarlyExitSpec):
+        return build_early_exit_steps(spec)
     d = spec.data
     sources: dict[str, Output] = {}
     if d.path is not None:

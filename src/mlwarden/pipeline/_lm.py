@@ -244,4 +244,6 @@ def unknown_task(raw: dict[str, Any], source: str) -> None:
     """A ``task`` other than the two known ones is a spec error, not a tabular spec."""
     task = raw.get("task")
     if task is not None and task != "language_model":
-        raise SpecError(f"{source}: task: got {task!r}; expected 'language_model' or no task")
+        raise SpecError(
+            f"{source}: task: got {task!r}; expected 'language_model', 'early_exit' or no task"
+        )

@@ -16,6 +16,7 @@ from mlwarden.lineage import sha256_json
 from mlwarden.pipeline._catalogue import EstimatorName, estimator_parameters
 
 if TYPE_CHECKING:
+    from mlwarden.pipeline._early_exit import EarlyExitSpec
     from mlwarden.pipeline._lm import LanguageModelSpec
 
 ParamValue = int | float | str | bool | None
@@ -177,8 +178,8 @@ class PipelineSpec(_Strict):
         return sha256_json(self.model_dump(mode="json", by_alias=True))
 
 
-#: A pipeline spec of either task: tabular classification or a language model.
-AnySpec: TypeAlias = "PipelineSpec | LanguageModelSpec"
+#: A pipeline spec of any task: tabular classification, a language model, an early-exit network.
+AnySpec: TypeAlias = "PipelineSpec | LanguageModelSpec | EarlyExitSpec"
 
 
 def _resolve_paths(spec: PipelineSpec, base: Path) -> PipelineSpec:
@@ -206,9 +207,14 @@ def parse_spec(
 ) -> AnySpec:
     """Validate spec text; a problem raises ``SpecError`` naming field, line, given, expected.
 
-    ``task: language_model`` selects the language-model pipeline; no task, the tabular one.
+    ``task: language_model`` or ``task: early_exit`` selects that pipeline; no task, the
+    tabular one.
     """
     raw, lines = parse_mapping(text, source, "of sections (name, data, train, ...)")
+    if raw.get("task") == "early_exit":
+        from mlwarden.pipeline._early_exit import parse_early_exit_spec
+
+        return parse_early_exit_spec(raw, lines, source, base or Path.cwd())
     if "task" in raw:
         from mlwarden.pipeline._lm import parse_lm_spec, unknown_task
 

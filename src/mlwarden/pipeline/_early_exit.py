@@ -1,0 +1,174 @@
+"""The early-exit pipeline: train a Shallow-Deep Network, fix its exit threshold, red-team it
+for slowdown, gate, register.
+
+A spec with ``task: early_exit`` runs ``train`` (the SDN on Digits, optionally adversarially
+trained against the slowdown objective; the exit threshold fixed or calibrated on a held-out
+slice as DeepSloth does) -> ``audit`` (the ``slowdown`` check) -> ``gate`` -> ``register``
+through the same executor, cache and lineage as every other pipeline.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from mlwarden._yaml_lines import validation_error
+from mlwarden.audit._slowdown import SlowdownCheck
+from mlwarden.lineage import sha256_json
+from mlwarden.models._registry import EARLY_EXIT_MEDIA_TYPE
+from mlwarden.pipeline._context import Output, StepContext
+from mlwarden.pipeline._io import JSON, json_bytes
+from mlwarden.pipeline._spec import GateSpec, RegisterSpec
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class SDNTrainSpec(_Strict):
+    """The network and its training (``adversarial_eps``: DeepSloth adversarial training)."""
+
+    width: int = Field(default=16, ge=2)
+    epochs: int = Field(default=30, ge=1)
+    lr: float = Field(default=3e-3, gt=0)
+    adversarial_eps: float | None = Field(default=None, gt=0)
+    adversarial_steps: int = Field(default=3, ge=1)
+    seed: int = 0
+
+
+class ExitSpec(_Strict):
+    """The serving threshold q: fixed, or the lowest within ``max_drop`` of the final accuracy."""
+
+    threshold: float | None = Field(default=None, gt=0, le=1)
+    calibrate_max_drop: float | None = Field(default=None, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _one(self) -> ExitSpec:
+        if (self.threshold is None) == (self.calibrate_max_drop is None):
+            raise ValueError("give exactly one of threshold or calibrate_max_drop")
+        return self
+
+
+class SlowdownCheckSpec(SlowdownCheck):
+    """A ``slowdown`` entry of the policy."""
+
+    check: Literal["slowdown"]
+
+
+class EarlyExitSpec(_Strict):
+    """A ``task: early_exit`` pipeline spec (the bundled Digits images)."""
+
+    task: Literal["early_exit"]
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    description: str = ""
+    dataset: Literal["digits"] = "digits"
+    test_size: float = Field(default=0.3, gt=0, lt=1)
+    train: SDNTrainSpec = SDNTrainSpec()
+    exit: ExitSpec = ExitSpec(threshold=0.9)
+    checks: list[SlowdownCheckSpec] = Field(min_length=1)
+    gate: GateSpec = GateSpec()
+    registry: RegisterSpec = Field(alias="register")
+
+    def digest(self) -> str:
+        """sha256 of the validated spec, independent of YAML formatting and comments."""
+        return sha256_json(self.model_dump(mode="json", by_alias=True))
+
+
+def parse_early_exit_spec(
+    raw: dict[str, Any], lines: dict[tuple[Any, ...], int], source: str, base: Path
+) -> EarlyExitSpec:
+    """Validate an early-exit spec (``base`` is unused: it reads no files)."""
+    try:
+        return EarlyExitSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise validation_error(exc, lines, source) from None
+
+
+def train_early_exit(ctx: StepContext) -> dict[str, Output]:
+    """Train the SDN on the training split and fix its exit threshold."""
+    from mlwarden.models._sdn import calibrate_threshold, digits_sdn, efficacy, save_sdn, train_sdn
+    from mlwarden.models._torch import load_digits_split
+
+    p = ctx.params
+    split = load_digits_split(test_size=p["test_size"], seed=p["seed"])
+    # A fifth of the training split is held back to calibrate the threshold.
+    n_fit = int(len(split.X_train) * 0.8)
+    X_fit, y_fit = split.X_train[:n_fit], split.y_train[:n_fit]
+    X_val, y_val = split.X_train[n_fit:], split.y_train[n_fit:]
+    t = p["train"]
+    ctx.progress(f"training a width-{t['width']} SDN for {t['epochs']} epochs on {n_fit} images")
+    model = train_sdn(
+        digits_sdn(width=t["width"], seed=t["seed"]),
+        X_fit,
+        y_fit,
+        epochs=t["epochs"],
+        lr=t["lr"],
+        seed=t["seed"],
+        adversarial_eps=t["adversarial_eps"],
+        adversarial_steps=t["adversarial_steps"],
+    )
+    exit_spec = p["exit"]
+    if exit_spec["threshold"] is not None:
+        threshold = float(exit_spec["threshold"])
+    else:
+        threshold = calibrate_threshold(
+            model, X_val, y_val, max_drop=exit_spec["calibrate_max_drop"]
+        ).threshold
+    out = model.infer(split.X_test, threshold)
+    info = {
+        "threshold": threshold,
+        "test_size": p["test_size"],
+        "seed": p["seed"],
+        "accuracy": out.accuracy(split.y_test),
+        "efficacy": efficacy(out.compute_fraction),
+        "mean_compute": out.mean_compute,
+        "exit_fractions": [float(f) for f in model.exit_fractions],
+    }
+    ctx.progress(
+        f"threshold {threshold:.3g}: accuracy {info['accuracy']:.4f}, "
+        f"efficacy {info['efficacy']:.3f}"
+    )
+    return {
+        "model": Output(save_sdn(model), EARLY_EXIT_MEDIA_TYPE, "sdn.safetensors"),
+        "info": Output(json_bytes(info), JSON, "early_exit.json"),
+    }
+
+
+def audit_early_exit(ctx: StepContext) -> dict[str, Output]:
+    """Run the slowdown checks on the held-out images at the serving threshold."""
+    from mlwarden.audit._slowdown import slowdown_check
+    from mlwarden.models._sdn import load_sdn
+    from mlwarden.models._torch import load_digits_split
+
+    info = ctx.json("info")
+    model = load_sdn(ctx.input("model"))
+    split = load_digits_split(test_size=info["test_size"], seed=info["seed"])
+    findings = []
+    for params in ctx.params["checks"]:
+        check = SlowdownCheck.model_validate({k: v for k, v in params.items() if k != "check"})
+        ctx.progress(f"DeepSloth {check.norm} eps {check.eps:g} on {check.rows} images")
+        findings.append(
+            slowdown_check(
+                check, model, split.X_test, split.y_test, info["threshold"], seed=info["seed"]
+            )
+        )
+    return {
+        "findings": Output(
+            json_bytes([f.model_dump(mode="json") for f in findings]), JSON, "findings.json"
+        )
+    }
+
+
+def early_exit_step_params(spec: EarlyExitSpec) -> dict[str, dict[str, Any]]:
+    """Each step's slice of the spec (what its cache key depends on)."""
+    return {
+        "train": {
+            "test_size": spec.test_size,
+            "seed": spec.train.seed,
+            "train": spec.train.model_dump(mode="json"),
+            "exit": spec.exit.model_dump(mode="json"),
+        },
+        "audit": {"checks": [c.model_dump(mode="json") for c in spec.checks]},
+    }
