@@ -36,20 +36,30 @@ if TYPE_CHECKING:
     from mlwarden.serve._features import FeatureSpace
     from mlwarden.serve._keys import KeyStore
     from mlwarden.serve._monitor import DriftMonitor
+    from mlwarden.serve._runtime import ExitAnswers
+    from mlwarden.serve._slowdown import ComputeBudget, ExitMonitor
 
 FAIL_OPEN_HEADER = "X-Mlwarden-Fail-Open"
 MODEL_HEADER = "X-Mlwarden-Model"
 REQUEST_ID_HEADER = "X-Request-Id"
 ALARM_HEADER = "X-Mlwarden-Alarm"
+CAPPED_HEADER = "X-Mlwarden-Compute-Capped"
 ROLES = ("predict", "feedback", "admin")
 
 
 class Prediction(BaseModel):
-    """One row's answer; fields the deployment's output mode hides are absent."""
+    """One row's answer; fields the deployment's output mode hides are absent.
+
+    Early-exit models also say which exit answered and what share of the full network's
+    compute it took (``capped``: cut short by the client's compute cap).
+    """
 
     label: Any
     probabilities: dict[str, float] | None = None
     confidence: float | None = None
+    exit: int | None = None
+    compute: float | None = None
+    capped: bool | None = None
 
 
 class PredictResponse(BaseModel):
@@ -96,6 +106,8 @@ class Guarded:
     features: "FeatureSpace | None" = None
     detectors: "DetectorSuite | None" = None
     monitor: "DriftMonitor | None" = None
+    exits: "ExitMonitor | None" = None
+    budget: "ComputeBudget | None" = None
     clock: Callable[[], float] = time.monotonic
     metrics: ServerMetrics = field(default_factory=ServerMetrics)
     blocked: set[str] = field(default_factory=set)
@@ -214,10 +226,32 @@ def create_app(g: Guarded) -> FastAPI:
         metrics.decision_log_dropped.set(g.decisions.dropped)
         return PlainTextResponse(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    def predict_rows(model: ServedModel, frame: "pd.DataFrame") -> "np.ndarray | None":
-        """Probabilities, or None when the model failed and the deployment fails open."""
+    slowdown = deployment.guards.slowdown
+
+    def guarded_slowdown(action: Callable[[], Any], fail_open: list[str]) -> Any:
+        """Run a slowdown-guard step; on its failure, fail as the deployment says."""
         try:
-            return model.predict_proba(frame)
+            return action()
+        except Exception as exc:
+            metrics.guard_errors.labels(guard="slowdown", outcome=slowdown.on_error).inc()
+            if slowdown.on_error == "closed":
+                raise GuardError("slowdown") from exc
+            fail_open.append("slowdown")
+            return None
+
+    def predict_rows(
+        model: ServedModel, frame: "pd.DataFrame", client: str, fail_open: list[str]
+    ) -> "tuple[np.ndarray | None, ExitAnswers | None]":
+        """Probabilities (None when the model failed open) and, for early exit, the exits."""
+        cap = None
+        if model.early_exit is not None and g.budget is not None and slowdown.enabled:
+            budget = g.budget
+            cap = guarded_slowdown(lambda: budget.cap_for(client), fail_open)
+        try:
+            if model.early_exit is not None:
+                answers = model.early_exit.answer(frame, max_exit=cap)
+                return answers.proba, answers
+            return model.predict_proba(frame), None
         except Exception as exc:
             policy = deployment.guards.model
             metrics.model_errors.labels(outcome=policy.on_error).inc()
@@ -225,7 +259,37 @@ def create_app(g: Guarded) -> FastAPI:
                 raise HTTPException(
                     503, f"the model failed ({type(exc).__name__}) and this deployment fails closed"
                 ) from exc
+            return None, None
+
+    def watch_slowdown(
+        client: str, model: ServedModel, answers: "ExitAnswers", fail_open: list[str]
+    ) -> dict[str, Any] | None:
+        """Account the compute; watch the client's exits; flag it on alarm (then capped)."""
+        metrics.compute.labels(model=model.ref).inc(float(answers.compute.sum()))
+        metrics.capped.inc(int(answers.capped.sum()))
+        if not slowdown.enabled or g.exits is None or g.budget is None:
             return None
+        monitor, budget = g.exits, g.budget
+
+        def observe() -> dict[str, Any]:
+            verdicts = [
+                monitor.observe(client, int(e), float(c))
+                for e, c in zip(answers.exits, answers.compute, strict=True)
+            ]
+            budget.charge(client, float(answers.compute.sum()))
+            alarms = [v for v in verdicts if v.alarm]
+            if alarms:
+                metrics.guard_alarms.labels(guard="slowdown").inc()
+                budget.flag(client)
+            last = (alarms or verdicts)[-1]
+            return {
+                "alarm": bool(alarms),
+                "capped": int(answers.capped.sum()),
+                "verdict": last.model_dump(mode="json"),
+            }
+
+        result: dict[str, Any] | None = guarded_slowdown(observe, fail_open)
+        return result
 
     def watch_extraction(
         client: str, rows: list[dict[str, Any]], proba: "np.ndarray", fail_open: list[str]
@@ -305,19 +369,28 @@ def create_app(g: Guarded) -> FastAPI:
         fail_open: list[str] = []
         model = g.routes[router.route(client)]
         frame = pd.DataFrame(rows, columns=features)
-        proba = predict_rows(model, frame)
+        proba, answers = predict_rows(model, frame, client, fail_open)
         verdicts: dict[str, Any] = {}
+        alarms: list[str] = []
         if proba is None:
             fail_open.append("model")
             fallback = deployment.guards.model.fallback_label
             predictions = [Prediction(label=fallback) for _ in rows]
             labels: list[Any] = [fallback] * len(rows)
         else:
+            if answers is not None:
+                watched = watch_slowdown(client, model, answers, fail_open)
+                if watched is not None:
+                    verdicts["slowdown"] = watched
+                    if watched["alarm"]:
+                        alarms.append("slowdown")
+                if answers.capped.any():
+                    response.headers[CAPPED_HEADER] = str(int(answers.capped.sum()))
             extraction = watch_extraction(client, rows, proba, fail_open)
             if extraction is not None:
                 verdicts["extraction"] = extraction
                 if extraction.get("alarm"):
-                    response.headers[ALARM_HEADER] = "extraction"
+                    alarms.append("extraction")
             policy = deployment.output
             top, visible = harden_probabilities(
                 proba, OutputHardening(mode=policy.mode, decimals=policy.decimals)
@@ -333,6 +406,13 @@ def create_app(g: Guarded) -> FastAPI:
                 )
                 for o in hardened_outputs(top, visible, model.classes, policy.mode)
             ]
+            if answers is not None:
+                predictions = [
+                    p.model_copy(update={"exit": int(e), "compute": float(c), "capped": bool(k)})
+                    for p, e, c, k in zip(
+                        predictions, answers.exits, answers.compute, answers.capped, strict=True
+                    )
+                ]
             labels = [p.label for p in predictions]
             watch_drift(rows, labels, fail_open)
             for label in labels:
@@ -341,6 +421,8 @@ def create_app(g: Guarded) -> FastAPI:
         response.headers[REQUEST_ID_HEADER] = request_id
         if fail_open:
             response.headers[FAIL_OPEN_HEADER] = ",".join(fail_open)
+        if alarms:
+            response.headers[ALARM_HEADER] = ",".join(alarms)
         answer = PredictResponse(request_id=request_id, model=model.ref, predictions=predictions)
         background.add_task(
             log_decision,

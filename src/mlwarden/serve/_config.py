@@ -69,6 +69,22 @@ class DriftGuard(_Strict):
     on_error: OnError = "open"
 
 
+class SlowdownGuard(_Strict):
+    """Early-exit models: per-client exit monitoring and compute caps (DeepSloth defence).
+
+    A client whose answers stop exiting early raises an alarm; for ``alarm_hold_s`` after it,
+    and while it spends more than ``compute_per_s`` full passes per second, its answers come
+    from exit ``max_exit_when_alarmed`` at the latest (the most confident exit so far; the
+    response says so in ``X-Mlwarden-Compute-Capped``).
+    """
+
+    enabled: bool = True
+    max_exit_when_alarmed: int = Field(default=0, ge=0)
+    compute_per_s: float | None = Field(default=None, gt=0)
+    alarm_hold_s: float = Field(default=300.0, ge=0)
+    on_error: OnError = "closed"
+
+
 class SchemaGuard(_Strict):
     """Request rows are validated against the training schema (422 naming the field)."""
 
@@ -94,6 +110,7 @@ class Guards(_Strict):
     schema_: SchemaGuard = Field(default_factory=SchemaGuard, alias="schema")
     extraction: ExtractionGuard = Field(default_factory=ExtractionGuard)
     drift: DriftGuard = Field(default_factory=DriftGuard)
+    slowdown: SlowdownGuard = Field(default_factory=SlowdownGuard)
     model: ModelPolicy = Field(default_factory=ModelPolicy)
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)

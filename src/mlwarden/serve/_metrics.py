@@ -80,6 +80,15 @@ class ServerMetrics:
         self.drift_alarms = Counter(
             "mlwarden_drift_alarms", "Windows found drifted.", ["kind"], registry=r
         )
+        self.compute = Counter(
+            "mlwarden_inference_compute",
+            "Compute spent by early-exit models, in full-network passes.",
+            ["model"],
+            registry=r,
+        )
+        self.capped = Counter(
+            "mlwarden_capped_answers", "Answers cut short by a compute cap.", registry=r
+        )
         self.decision_log_dropped = Gauge(
             "mlwarden_decision_log_dropped",
             "Decision records the log could not keep (queue full).",

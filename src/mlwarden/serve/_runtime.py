@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from mlwarden.errors import ModelError
 
@@ -21,23 +21,65 @@ if TYPE_CHECKING:
     from mlwarden.data import Imputation, TableSchema
     from mlwarden.lineage import LineageStore
     from mlwarden.models import ModelVersion, SklearnAdapter
+    from mlwarden.models._sdn import EarlyExitNetwork
     from mlwarden.serve._config import Deployment
 
 #: Training rows kept as the drift reference and to fit the detectors' feature space.
 REFERENCE_ROWS = 5000
 
 
+class ExitAnswers(NamedTuple):
+    """An early-exit network's answers: probabilities, exit index, compute fraction, capped."""
+
+    proba: np.ndarray
+    exits: np.ndarray
+    compute: np.ndarray
+    capped: np.ndarray
+
+
+@dataclass
+class EarlyExit:
+    """An early-exit network as served: its serving threshold and its input scaling."""
+
+    network: EarlyExitNetwork
+    threshold: float
+    input_scale: float
+    info: dict[str, Any]
+    n_classes: int
+
+    def answer(self, frame: pd.DataFrame, max_exit: int | None = None) -> ExitAnswers:
+        """Early-exit inference on ``frame``'s pixels, at most up to exit ``max_exit``."""
+        import numpy as np
+
+        X = frame.to_numpy(dtype=np.float32) * np.float32(self.input_scale)
+        out = self.network.infer(X, self.threshold, max_exit=max_exit)
+        return ExitAnswers(
+            np.asarray(out.probabilities, dtype=np.float64),
+            np.asarray(out.exit_index),
+            np.asarray(out.compute_fraction, dtype=np.float64),
+            np.asarray(out.capped, dtype=bool),
+        )
+
+
 @dataclass
 class ServedModel:
-    """One registered version, verified and loaded, ready to answer."""
+    """One registered version, verified and loaded, ready to answer.
+
+    A scikit-learn model answers through ``adapter``; an early-exit network through
+    ``early_exit``, which also says which exit answered and what it cost.
+    """
 
     ref: str
     version: ModelVersion
-    adapter: SklearnAdapter
+    adapter: SklearnAdapter | None
     imputation: Imputation | None
+    early_exit: EarlyExit | None = None
 
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
         """Class probabilities of ``frame`` (training-time imputation applied first)."""
+        if self.early_exit is not None:
+            return self.early_exit.answer(frame).proba
+        assert self.adapter is not None
         if self.imputation is not None:
             frame = self.imputation.apply(frame)
         return self.adapter.predict_proba(frame)
@@ -45,15 +87,27 @@ class ServedModel:
     @property
     def classes(self) -> np.ndarray:
         """Class labels in the column order of :meth:`predict_proba`."""
+        import numpy as np
+
+        if self.early_exit is not None:
+            return np.arange(self.early_exit.n_classes)
+        assert self.adapter is not None
         return self.adapter.classes_
 
 
 def load_served(store: LineageStore, ref: str) -> ServedModel:
-    """Verify and load ``ref`` (``name@N`` or ``name@latest``) from the store's registry."""
+    """Verify and load ``ref`` (``name@N``, ``name@latest``, ``name@STAGE``) from the registry."""
     from mlwarden.data import Imputation
     from mlwarden.models import ModelRegistry
+    from mlwarden.models._registry import EARLY_EXIT_MEDIA_TYPE
 
     registry = ModelRegistry(store)
+    if registry.get(ref).manifest.model_media_type == EARLY_EXIT_MEDIA_TYPE:
+        version, network, info = registry.load_early_exit(ref)  # verified
+        # The pipeline trains on Digits pixels divided by 16 (load_digits_split).
+        n_classes = network.config.n_classes if network.config is not None else 10
+        early = EarlyExit(network, float(info["threshold"]), 1.0 / 16.0, info, n_classes)
+        return ServedModel(version.ref, version, None, None, early)
     version, adapter = registry.load(ref)  # verifies signature, head and every artifact
     fill = registry.imputation(version)
     imputation = Imputation.model_validate(fill) if fill is not None else None
@@ -68,6 +122,12 @@ def training_reference(
 
     from mlwarden.data import TableSchema
 
+    if served.early_exit is not None:  # trained on the bundled Digits images
+        from mlwarden import datasets
+
+        digits = datasets.load("digits")
+        sample = digits.X.sample(n=min(len(digits.X), REFERENCE_ROWS), random_state=seed)
+        return digits.schema, sample.reset_index(drop=True)
     artifacts = served.version.manifest.artifacts
     if "schema" not in artifacts or "train" not in artifacts:
         raise ModelError(f"{served.ref} was registered without its schema and training split")

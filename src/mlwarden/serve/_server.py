@@ -107,6 +107,21 @@ def build_server(
         monitor = DriftMonitor(
             reference, labels, schema, metrics, window=drift.window, every=drift.every
         )
+    exits = budget = None
+    policy = deployment.guards.slowdown
+    if first.early_exit is not None and policy.enabled:
+        from mlwarden.serve._slowdown import ComputeBudget, ExitMonitor, SlowdownPolicy
+
+        clean = first.early_exit.answer(reference).compute
+        exits = ExitMonitor(n_exits=first.early_exit.network.n_exits).fit(clean)
+        budget = ComputeBudget(
+            SlowdownPolicy(
+                max_exit_when_alarmed=policy.max_exit_when_alarmed,
+                compute_per_s=policy.compute_per_s,
+                alarm_hold_s=policy.alarm_hold_s,
+            ),
+            clock=clock,
+        )
     head = store.read_head()
     db = serve_db if serve_db is not None else store.root / SERVE_DB
     return Guarded(
@@ -120,6 +135,8 @@ def build_server(
         features=features,
         detectors=detectors,
         monitor=monitor,
+        exits=exits,
+        budget=budget,
         clock=clock,
         metrics=metrics,
     )
