@@ -19,7 +19,9 @@ ICLR 2021): 90-100% efficacy lost to white-box attacks, 20-50% to transfer.
 from __future__ import annotations
 
 import time
+from typing import Any
 
+import numpy as np
 import torch
 
 from mlwarden.attacks._deepsloth import (
@@ -89,7 +91,52 @@ def main() -> None:
         linf = {"eps": 0.2, "threshold": q, "norm": "linf"}
         row(f"defended q={q:.3f}", deepsloth(defended, X, y, steps=30, **linf))  # type: ignore[arg-type]
         row(f"undefended q={q:.3f}", deepsloth(victim, X, y, steps=30, **linf))  # type: ignore[arg-type]
+    guard(victim, X, y, X_fit)
     print(f"\ntotal {time.perf_counter() - started:.0f} s")
+
+
+def guard(victim: Any, X: np.ndarray, y: np.ndarray, X_fit: np.ndarray) -> None:
+    """The server's exit monitor on the Digits SDN at q = 0.9: false alarms over 10,000 clean
+    requests (20 clients, test images drawn with replacement) and the delay, in requests,
+    from a client switching to DeepSloth inputs (white-box and universal) to the alarm."""
+    from mlwarden.serve._slowdown import (
+        ExitMonitor,
+        exit_detection_delay,
+        exit_false_positive_rate,
+    )
+
+    q, rng = 0.9, np.random.default_rng(0)
+    clean = victim.infer(X, q)
+    monitor = ExitMonitor(n_exits=victim.n_exits).fit(clean.compute_fraction)
+    streams = []
+    for _ in range(20):
+        pick = rng.integers(0, len(X), 500)
+        streams.append((clean.exit_index[pick], clean.compute_fraction[pick]))
+    fpr = exit_false_positive_rate(monitor, streams)
+    print(f"\nguard: exit monitor at q = {q} (clean mean compute {clean.mean_compute:.3f})")
+    print(f"  false-positive rate over 20 clients x 500 clean requests: {fpr:.3f} (target 0)")
+    attacks = {
+        "white-box linf 0.2": deepsloth(victim, X, y, eps=0.2, threshold=q, steps=30),
+        "universal linf 0.2": universal_deepsloth(victim, X_fit, X, y, eps=0.2, threshold=q,
+                                                  steps=200),
+    }  # fmt: skip
+    for name, result in attacks.items():
+        attacked = victim.infer(result.adversarial, q)
+        delays = []
+        for _ in range(20):
+            before, after = rng.integers(0, len(X), 50), rng.integers(0, len(X), 200)
+            exits = np.r_[clean.exit_index[before], attacked.exit_index[after]]
+            compute = np.r_[clean.compute_fraction[before], attacked.compute_fraction[after]]
+            found = exit_detection_delay(monitor, exits, compute)
+            if found is not None and found <= 50:
+                raise AssertionError(f"false alarm on the clean prefix ({found} requests)")
+            delays.append(None if found is None else found - 50)
+        caught = [d for d in delays if d is not None]
+        shown = f"median {np.median(caught):.0f}, max {max(caught)}" if caught else "never"
+        print(
+            f"  {name}: caught {len(caught)}/20 clients; requests after the switch: {shown} "
+            "(target <= 20)"
+        )
 
 
 if __name__ == "__main__":
