@@ -28,18 +28,17 @@ References
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import string
-import struct
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from mlwarden.errors import DataError, ModelError
+from mlwarden.errors import DataError
+from mlwarden.models._safetensors import load_weights, read_config, save_module
 from mlwarden.models._torch import require_torch
 
 if TYPE_CHECKING:
@@ -392,37 +391,13 @@ def train_char_lm(
 # Persistence
 
 
-def _header(data: bytes) -> dict[str, Any]:
-    """The JSON header of a safetensors blob (8-byte little-endian length, then JSON)."""
-    if len(data) < 8:
-        raise ModelError("not a safetensors file: shorter than its 8-byte header length")
-    (size,) = struct.unpack("<Q", data[:8])
-    if size > len(data) - 8:
-        raise ModelError(f"not a safetensors file: header of {size} bytes overruns the data")
-    try:
-        header = json.loads(data[8 : 8 + size])
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelError(f"not a safetensors file: unreadable header ({exc})") from exc
-    if not isinstance(header, dict):
-        raise ModelError("not a safetensors file: the header is not a JSON object")
-    return header
-
-
 def save_char_lm(model: CharLM) -> bytes:
     """The model as safetensors bytes: weights as tensors, the config as JSON metadata.
 
     Nothing executable is written; read it back with :func:`load_char_lm`.
     """
     require_torch()
-    from safetensors.torch import save
-
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.module.state_dict().items()}
-    metadata = {
-        "format": FORMAT,
-        "format_version": str(FORMAT_VERSION),
-        "config": model.config.model_dump_json(),
-    }
-    return bytes(save(tensors, metadata=metadata))
+    return save_module(model.module, model.config, FORMAT, FORMAT_VERSION)
 
 
 def load_char_lm(data: bytes) -> CharLM:
@@ -436,41 +411,7 @@ def load_char_lm(data: bytes) -> CharLM:
         config.
     """
     require_torch()
-    import torch
-    from safetensors.torch import load
-
-    meta = _header(bytes(data)).get("__metadata__") or {}
-    if meta.get("format") != FORMAT:
-        raise ModelError(f"not a saved char LM: metadata format is {meta.get('format')!r}")
-    if meta.get("format_version") != str(FORMAT_VERSION):
-        raise ModelError(
-            f"char LM format version {meta.get('format_version')!r} is not supported "
-            f"(this mlwarden reads version {FORMAT_VERSION})"
-        )
-    try:
-        config = CharLMConfig.model_validate_json(meta.get("config", ""))
-    except ValidationError as exc:
-        raise ModelError(f"saved char LM has an invalid config: {exc}") from exc
-    try:
-        tensors = load(bytes(data))
-    except Exception as exc:  # safetensors raises its own error type for corrupt data
-        raise ModelError(f"cannot read the char LM weights: {exc}") from exc
+    config = read_config(data, FORMAT, FORMAT_VERSION, CharLMConfig, "char LM")
     module = _build_module(config)
-    expected = module.state_dict()
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
-    if missing or unexpected:
-        raise ModelError(
-            f"char LM tensors do not match its config: missing {missing}, unexpected {unexpected}"
-        )
-    for name, want in expected.items():
-        got = tensors[name]
-        if got.shape != want.shape or got.dtype != want.dtype:
-            raise ModelError(
-                f"char LM tensor {name!r} is {tuple(got.shape)} {got.dtype}; the config needs "
-                f"{tuple(want.shape)} {want.dtype}"
-            )
-        if not torch.isfinite(got).all():
-            raise ModelError(f"char LM tensor {name!r} holds NaN or infinite values")
-    module.load_state_dict(tensors, strict=True)
+    load_weights(data, module, "char LM")
     return CharLM(config, module)

@@ -52,9 +52,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from mlwarden.errors import DataError, ModelError
+from mlwarden.models._safetensors import load_weights, read_config, save_module
 
 try:
     import numpy as np
@@ -791,17 +792,9 @@ def save_sdn(model: EarlyExitNetwork) -> bytes:
     ModelError
         The network was not built by :func:`digits_sdn`, so there is no config to rebuild it.
     """
-    from safetensors.torch import save
-
     if model.config is None:
         raise ModelError("only networks built by digits_sdn carry a config and can be saved")
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    metadata = {
-        "format": FORMAT,
-        "format_version": str(FORMAT_VERSION),
-        "config": model.config.model_dump_json(),
-    }
-    return bytes(save(tensors, metadata=metadata))
+    return save_module(model, model.config, FORMAT, FORMAT_VERSION)
 
 
 def load_sdn(data: bytes) -> EarlyExitNetwork:
@@ -813,39 +806,7 @@ def load_sdn(data: bytes) -> EarlyExitNetwork:
         Not a safetensors file of this format and version, an invalid config, or tensors that
         are missing, unexpected, or of the wrong shape or dtype for the config.
     """
-    from safetensors.torch import load
-
-    from mlwarden.models._charlm import _header
-
-    meta = _header(bytes(data)).get("__metadata__") or {}
-    if meta.get("format") != FORMAT:
-        raise ModelError(f"not a saved SDN: metadata format is {meta.get('format')!r}")
-    if meta.get("format_version") != str(FORMAT_VERSION):
-        raise ModelError(
-            f"SDN format version {meta.get('format_version')!r} is not supported "
-            f"(this mlwarden reads version {FORMAT_VERSION})"
-        )
-    try:
-        config = SDNConfig.model_validate_json(meta.get("config", ""))
-    except ValidationError as exc:
-        raise ModelError(f"saved SDN has an invalid config: {exc}") from exc
-    try:
-        tensors = load(bytes(data))
-    except Exception as exc:  # safetensors raises its own error type for corrupt data
-        raise ModelError(f"cannot read the SDN weights: {exc}") from exc
+    config = read_config(data, FORMAT, FORMAT_VERSION, SDNConfig, "SDN")
     model = _build(config)
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
-    if missing or unexpected:
-        raise ModelError(f"SDN tensors do not match its config: missing {missing}, "
-                         f"unexpected {unexpected}")  # fmt: skip
-    for name, want in expected.items():
-        got = tensors[name]
-        if got.shape != want.shape or got.dtype != want.dtype:
-            raise ModelError(
-                f"SDN tensor {name!r} is {tuple(got.shape)} {got.dtype}; the config needs "
-                f"{tuple(want.shape)} {want.dtype}"
-            )
-    model.load_state_dict(tensors, strict=True)
+    load_weights(data, model, "SDN")
     return model.eval()
