@@ -106,7 +106,16 @@ def serve_main(kind: str, port: int) -> None:
     import uvicorn
 
     app = guarded_app() if kind == "guarded" else plain_app()
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    # Keep-alive longer than the worst queueing delay: otherwise uvicorn closes a connection the
+    # client is about to reuse, and the request fails with a ReadError on either server.
+    uvicorn.run(
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        access_log=False,
+        timeout_keep_alive=60,
+    )
 
 
 def free_port() -> int:
