@@ -49,6 +49,25 @@ class StepDef:
         return hashlib.sha256(f"{__version__}\n{source}".encode()).hexdigest()
 
 
+def _gate_and_register(
+    spec: LanguageModelSpec | EarlyExitSpec, recorded: dict[str, str], media_type: str
+) -> list[StepDef]:
+    """The gate on ``audit.findings`` and the register step of ``train.model`` (a model that
+    is not scikit-learn: ``media_type`` says what it is), keeping ``recorded`` in its manifest."""
+    return [
+        StepDef(
+            "gate", _steps.gate, {"findings": "audit.findings"}, ("gate",), {"mode": spec.gate.mode}
+        ),
+        StepDef(
+            "register",
+            _steps.register,
+            {"model": "train.model", "gate": "gate.gate", "findings": "audit.findings", **recorded},
+            (),
+            {"name": spec.registry.name, "media_type": media_type},
+        ),
+    ]
+
+
 def build_lm_steps(spec: LanguageModelSpec) -> tuple[list[StepDef], dict[str, Output]]:
     """The steps of a language-model spec: plant, train, audit, gate, register."""
     params = _lm.lm_step_params(spec)
@@ -70,22 +89,10 @@ def build_lm_steps(spec: LanguageModelSpec) -> tuple[list[StepDef], dict[str, Ou
             ("findings",),
             params["audit"],
         ),
-        StepDef(
-            "gate", _steps.gate, {"findings": "audit.findings"}, ("gate",), {"mode": spec.gate.mode}
-        ),
-        StepDef(
-            "register",
-            _steps.register,
-            {
-                "model": "train.model",
-                "gate": "gate.gate",
-                "findings": "audit.findings",
-                "training": "train.training",
-                "text": "plant.text",
-                "canaries": "plant.canaries",
-            },
-            (),
-            {"name": spec.registry.name, "media_type": LANGUAGE_MODEL_MEDIA_TYPE},
+        *_gate_and_register(
+            spec,
+            {"training": "train.training", "text": "plant.text", "canaries": "plant.canaries"},
+            LANGUAGE_MODEL_MEDIA_TYPE,
         ),
     ]
     return _ordered(steps), _lm.lm_sources(spec)
@@ -103,21 +110,7 @@ def build_early_exit_steps(spec: EarlyExitSpec) -> tuple[list[StepDef], dict[str
             ("findings",),
             params["audit"],
         ),
-        StepDef(
-            "gate", _steps.gate, {"findings": "audit.findings"}, ("gate",), {"mode": spec.gate.mode}
-        ),
-        StepDef(
-            "register",
-            _steps.register,
-            {
-                "model": "train.model",
-                "gate": "gate.gate",
-                "findings": "audit.findings",
-                "info": "train.info",
-            },
-            (),
-            {"name": spec.registry.name, "media_type": EARLY_EXIT_MEDIA_TYPE},
-        ),
+        *_gate_and_register(spec, {"info": "train.info"}, EARLY_EXIT_MEDIA_TYPE),
     ]
     return _ordered(steps), {}
 
