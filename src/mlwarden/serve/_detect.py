@@ -98,6 +98,23 @@ class Verdict(BaseModel):
     reason: str
     parts: tuple[Verdict, ...] = ()
 
+    @classmethod
+    def any_of(
+        cls, detector: str, client: str, parts: tuple[Verdict, ...], quiet: str = "no alarm"
+    ) -> Verdict:
+        """One verdict from several: an alarm when any part alarms (``statistic``: how many)."""
+        alarming = [p for p in parts if p.alarm]
+        return cls(
+            detector=detector,
+            client=client,
+            alarm=bool(alarming),
+            statistic=float(len(alarming)),
+            threshold=1.0,
+            n=max(p.n for p in parts),
+            reason="; ".join(f"{p.detector}: {p.reason}" for p in alarming) or quiet,
+            parts=parts,
+        )
+
 
 @runtime_checkable
 class Detector(Protocol):
@@ -923,17 +940,7 @@ class DetectorSuite:
     def observe_answer(self, client: str, x: ArrayLike, proba: ArrayLike) -> Verdict:
         """Pass one query to every detector; alarm if any alarms."""
         parts = tuple(d.observe_answer(client, x, proba) for d in self.detectors)
-        alarming = [p for p in parts if p.alarm]
-        return Verdict(
-            detector=self.name,
-            client=client,
-            alarm=bool(alarming),
-            statistic=float(len(alarming)),
-            threshold=1.0,
-            n=max(p.n for p in parts),
-            reason="; ".join(f"{p.detector}: {p.reason}" for p in alarming) or "no alarm",
-            parts=parts,
-        )
+        return Verdict.any_of(self.name, client, parts)
 
     observe = observe_answer
 

@@ -252,17 +252,8 @@ class ExitMonitor:
             self._window.push(client, late, f"late (compute >= {self.late_:.3g})"),
             self._cusum(client, value),
         )
-        alarming = [p for p in parts if p.alarm]
-        return Verdict(
-            detector=self.name,
-            client=client,
-            alarm=bool(alarming),
-            statistic=float(len(alarming)),
-            threshold=1.0,
-            n=max(p.n for p in parts),
-            reason="; ".join(f"{p.detector}: {p.reason}" for p in alarming)
-            or f"no alarm (exit {index}, compute {value:.3g})",
-            parts=parts,
+        return Verdict.any_of(
+            self.name, client, parts, f"no alarm (exit {index}, compute {value:.3g})"
         )
 
     def _cusum(self, client: str, value: float) -> Verdict:
