@@ -33,7 +33,7 @@ from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
 from mlwarden import datasets
 from mlwarden.attacks._distillation import extract_distillation
 from mlwarden.attacks._extraction import extract_logistic_pipeline
-from mlwarden.models._adapter import MeteredModel, SklearnAdapter
+from mlwarden.models._recording import RecordingModel
 from mlwarden.serve._detect import (
     BoundaryDetector,
     Detector,
@@ -45,27 +45,6 @@ from mlwarden.serve._detect import (
     false_positive_rate,
 )
 from mlwarden.serve._features import FeatureSpace
-
-
-class RecordingAdapter(MeteredModel):
-    """Answers like the wrapped estimator and keeps every row it was asked."""
-
-    def __init__(self, estimator: Any) -> None:
-        super().__init__()
-        self.inner = SklearnAdapter(estimator)
-        self.asked: list[pd.DataFrame] = []
-
-    @property
-    def classes_(self) -> np.ndarray:
-        return self.inner.classes_
-
-    def predict_proba(self, X: Any) -> np.ndarray:
-        self._spend(len(X))
-        self.asked.append(pd.DataFrame(X).reset_index(drop=True))
-        return self.inner.predict_proba(X)
-
-    def rows(self) -> pd.DataFrame:
-        return pd.concat(self.asked, ignore_index=True)
 
 
 def models(X: pd.DataFrame, y: pd.Series, categorical: list[str]) -> tuple[Any, Any]:
@@ -172,13 +151,13 @@ def run(name: str) -> None:
 
     attacks: dict[str, tuple[Any, pd.DataFrame]] = {}
     for source in ("uniform", "public"):
-        recorder = RecordingAdapter(gbm)
+        recorder = RecordingModel(gbm)
         extract_distillation(
             recorder, train, schema=data.schema, source=source, X_public=pool,
             budgets=(1000,), n_uniform=50, true_model=gbm, seed=2,
         )  # fmt: skip
         attacks[f"distillation-{source}"] = (gbm, recorder.rows())
-    recorder = RecordingAdapter(lr)
+    recorder = RecordingModel(lr)
     reference = train.copy()
     for c in categorical:
         reference[c] = reference[c].fillna(reference[c].mode().iloc[0])

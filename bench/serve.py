@@ -301,11 +301,9 @@ def print_run(index: int, r: RunResult) -> None:
 
 def detector_comparison(store_root: Path) -> dict[str, Any]:
     """PRADA alone and the server's default suite on the served model's streams."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from detect import RecordingAdapter  # bench/detect.py
-
     from mlwarden.attacks._distillation import extract_distillation
     from mlwarden.lineage import LineageStore
+    from mlwarden.models import RecordingModel
     from mlwarden.serve._detect import (
         PradaDetector,
         detection_delay,
@@ -339,7 +337,7 @@ def detector_comparison(store_root: Path) -> dict[str, Any]:
     benign = [stream(pool.iloc[rng.permutation(len(pool))[:per_client]]) for _ in range(10)]
     attacks: dict[str, list[tuple[Any, Any]]] = {}
     for source in ("uniform", "public"):
-        recorder = RecordingAdapter(estimator)
+        recorder = RecordingModel(estimator)
         extract_distillation(
             recorder, reference, schema=schema, source=source, X_public=pool,
             budgets=(1000,), n_uniform=50, true_model=estimator, seed=2,

@@ -16,7 +16,7 @@ from mlwarden import datasets
 from mlwarden.attacks._distillation import extract_distillation
 from mlwarden.attacks._extraction import extract_logistic_pipeline
 from mlwarden.errors import DataError
-from mlwarden.models._adapter import MeteredModel, SklearnAdapter
+from mlwarden.models._recording import RecordingModel
 from mlwarden.serve._detect import (
     BoundaryDetector,
     Detector,
@@ -30,27 +30,6 @@ from mlwarden.serve._detect import (
     top_margin,
 )
 from mlwarden.serve._features import FeatureSpace
-
-
-class RecordingAdapter(MeteredModel):
-    """Answers like the estimator and keeps every row it was asked, in order."""
-
-    def __init__(self, estimator: Any) -> None:
-        super().__init__()
-        self.inner = SklearnAdapter(estimator)
-        self.asked: list[pd.DataFrame] = []
-
-    @property
-    def classes_(self) -> np.ndarray:
-        return self.inner.classes_
-
-    def predict_proba(self, X: Any) -> np.ndarray:
-        self._spend(len(X))
-        self.asked.append(pd.DataFrame(X).reset_index(drop=True))
-        return self.inner.predict_proba(X)
-
-    def rows(self) -> pd.DataFrame:
-        return pd.concat(self.asked, ignore_index=True)
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +73,7 @@ def test_benign_clients_raise_no_alarm(setup: dict[str, Any]) -> None:
 
 
 def test_uniform_distillation_is_caught(setup: dict[str, Any]) -> None:
-    recorder = RecordingAdapter(setup["model"])
+    recorder = RecordingModel(setup["model"])
     extract_distillation(
         recorder,
         setup["train"],
@@ -118,7 +97,7 @@ def test_uniform_distillation_is_caught(setup: dict[str, Any]) -> None:
 
 
 def test_equation_solving_is_caught(setup: dict[str, Any]) -> None:
-    recorder = RecordingAdapter(setup["model"])
+    recorder = RecordingModel(setup["model"])
     result = extract_logistic_pipeline(
         recorder, setup["train"], [], n_uniform=20, true_model=setup["model"]
     )

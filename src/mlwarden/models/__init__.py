@@ -14,6 +14,7 @@ from mlwarden.models._charlm import (
 from mlwarden.models._hardening import HardenedModel, HardenedOutput, OutputHardening, OutputMode
 from mlwarden.models._onnx import OnnxAdapter
 from mlwarden.models._persist import MEDIA_TYPE, TRUSTED_TYPES, dumps_model, loads_model
+from mlwarden.models._recording import RecordingModel
 from mlwarden.models._registry import (
     LANGUAGE_MODEL_MEDIA_TYPE,
     Manifest,
@@ -51,6 +52,7 @@ __all__ = [
     "OnnxAdapter",
     "OutputHardening",
     "OutputMode",
+    "RecordingModel",
     "SDNConfig",
     "Signer",
     "SklearnAdapter",
