@@ -41,6 +41,7 @@ __all__ = [
     "MembershipMetrics",
     "MembershipResult",
     "lira",
+    "lira_scores",
     "logit_confidence",
     "loss_threshold_attack",
     "membership_metrics",
@@ -414,6 +415,54 @@ def _gaussian_fit(phi: np.ndarray, mask: np.ndarray, pooled: bool) -> tuple[np.n
     return mean, np.maximum(std, _MIN_STD)
 
 
+def lira_scores(
+    model: ModelAdapter,
+    X_target: Any,
+    y_t: np.ndarray,
+    population_X: Any,
+    y_pop: np.ndarray,
+    make_model: Callable[[], Any],
+    *,
+    n_reference: int,
+    online: bool,
+    pooled: bool,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """LiRA's per-row scores (see :func:`lira`): reference models on population halves drawn
+    from ``rng`` (plus, online, each target row in half of them), then the Gaussian test."""
+    n_target, n_pop = len(y_t), len(y_pop)
+    target_phi = _target_scores(model, X_target, y_t)
+
+    if online:
+        # Each target row is IN for exactly half of the reference models.
+        ranks = np.argsort(rng.random((n_reference, n_target)), axis=0)
+        keep = ranks < n_reference // 2
+    else:
+        keep = np.zeros((n_reference, n_target), dtype=bool)
+    ref_phi = np.empty((n_reference, n_target))
+    for r in range(n_reference):
+        half = rng.permutation(n_pop)[: n_pop // 2]
+        X_fit, y_fit = _rows(population_X, half), y_pop[half]
+        if online:
+            chosen = np.flatnonzero(keep[r])
+            X_fit = _stack([X_fit, _rows(X_target, chosen)])
+            y_fit = np.concatenate([y_fit, y_t[chosen]])
+        reference = make_model()
+        reference.fit(X_fit, y_fit)
+        proba = np.asarray(reference.predict_proba(X_target))
+        ref_phi[r] = logit_confidence(proba, np.asarray(reference.classes_), y_t)
+
+    mu_out, sd_out = _gaussian_fit(ref_phi, ~keep, pooled)
+    if online:
+        mu_in, sd_in = _gaussian_fit(ref_phi, keep, pooled)
+        scores = stats.norm.logpdf(target_phi, mu_in, sd_in) - stats.norm.logpdf(
+            target_phi, mu_out, sd_out
+        )
+    else:
+        scores = -stats.norm.logsf(target_phi, mu_out, sd_out)
+    return np.asarray(scores, dtype=float)
+
+
 def lira(
     model: ModelAdapter,
     X_target: Any,
@@ -506,37 +555,18 @@ def lira(
         )
     pooled = n_reference < GLOBAL_VARIANCE_BELOW if global_variance is None else global_variance
 
-    target_phi = _target_scores(model, X_target, y_t)
-
-    rng = np.random.default_rng(seed)
-    if online:
-        # Each target row is IN for exactly half of the reference models.
-        ranks = np.argsort(rng.random((n_reference, n_target)), axis=0)
-        keep = ranks < n_reference // 2
-    else:
-        keep = np.zeros((n_reference, n_target), dtype=bool)
-    ref_phi = np.empty((n_reference, n_target))
-    for r in range(n_reference):
-        half = rng.permutation(n_pop)[: n_pop // 2]
-        X_fit, y_fit = _rows(population_X, half), y_pop[half]
-        if online:
-            chosen = np.flatnonzero(keep[r])
-            X_fit = _stack([X_fit, _rows(X_target, chosen)])
-            y_fit = np.concatenate([y_fit, y_t[chosen]])
-        reference = make_model()
-        reference.fit(X_fit, y_fit)
-        proba = np.asarray(reference.predict_proba(X_target))
-        ref_phi[r] = logit_confidence(proba, np.asarray(reference.classes_), y_t)
-
-    mu_out, sd_out = _gaussian_fit(ref_phi, ~keep, pooled)
-    if online:
-        mu_in, sd_in = _gaussian_fit(ref_phi, keep, pooled)
-        scores = stats.norm.logpdf(target_phi, mu_in, sd_in) - stats.norm.logpdf(
-            target_phi, mu_out, sd_out
-        )
-    else:
-        scores = -stats.norm.logsf(target_phi, mu_out, sd_out)
-    scores = np.asarray(scores, dtype=float)
+    scores = lira_scores(
+        model,
+        X_target,
+        y_t,
+        population_X,
+        y_pop,
+        make_model,
+        n_reference=n_reference,
+        online=online,
+        pooled=pooled,
+        rng=np.random.default_rng(seed),
+    )
 
     variant = "lira-online" if online else "lira-offline"
     return _result(

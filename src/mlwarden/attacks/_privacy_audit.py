@@ -40,9 +40,9 @@ from scipy import optimize, stats
 
 from mlwarden.attacks._membership import (
     GLOBAL_VARIANCE_BELOW,
-    _gaussian_fit,
     _labels,
     _rows,
+    lira_scores,
     logit_confidence,
     membership_metrics,
 )
@@ -405,35 +405,6 @@ def epsilon_from_roc(
 # The experiment
 
 
-def _offline_lira_scores(
-    target: SklearnAdapter,
-    X_audit: Any,
-    y_audit: np.ndarray,
-    population_X: Any,
-    population_y: np.ndarray,
-    make_model: Callable[[], Any],
-    n_reference: int,
-    rng: np.random.Generator,
-) -> np.ndarray:
-    """Offline LiRA scores, as :func:`~mlwarden.attacks.lira` computes them (``online=False``).
-
-    Reference models are fitted on random halves of the population (disjoint from the audit
-    rows), so they depend on nothing the coin flips decide, as the one-run theorem needs.
-    """
-    target_phi = logit_confidence(target.predict_proba(X_audit), target.classes_, y_audit)
-    n_pop = len(population_y)
-    ref_phi = np.empty((n_reference, len(y_audit)))
-    for r in range(n_reference):
-        half = rng.permutation(n_pop)[: n_pop // 2]
-        reference = make_model()
-        reference.fit(_rows(population_X, half), population_y[half])
-        proba = np.asarray(reference.predict_proba(X_audit))
-        ref_phi[r] = logit_confidence(proba, np.asarray(reference.classes_), y_audit)
-    pooled = n_reference < GLOBAL_VARIANCE_BELOW
-    mu, sd = _gaussian_fit(ref_phi, np.ones_like(ref_phi, dtype=bool), pooled)
-    return np.asarray(-stats.norm.logsf(target_phi, mu, sd), dtype=float)
-
-
 def privacy_audit(
     make_model: Callable[[], Any],
     X: Any,
@@ -587,8 +558,19 @@ def privacy_audit(
         scores = logit_confidence(target.predict_proba(X_audit), target.classes_, y_audit)
         variant = "loss"
     else:
-        scores = _offline_lira_scores(
-            target, X_audit, y_audit, X_pop, y_pop, make_model, n_reference, rng
+        # Reference models train on population halves only, disjoint from the audit rows, so
+        # they depend on nothing the coin flips decide, as the one-run theorem needs.
+        scores = lira_scores(
+            target,
+            X_audit,
+            y_audit,
+            X_pop,
+            y_pop,
+            make_model,
+            n_reference=n_reference,
+            online=False,
+            pooled=n_reference < GLOBAL_VARIANCE_BELOW,
+            rng=rng,
         )
         variant = "lira-offline"
     queries = target.queries
