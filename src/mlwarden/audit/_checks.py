@@ -50,7 +50,7 @@ class Finding(BaseModel):
     value: float | None  # None: could not be measured (and then the check failed)
     threshold: float
     comparison: Literal[">=", "<="]
-    verdict: Verdict
+    verdict: Verdict = "fail"  # a check that gives only ``passed`` gets its verdict from it
     passed: bool = False
     n: int | None = None
     interval: tuple[float, float] | None = None

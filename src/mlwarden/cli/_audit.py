@@ -14,6 +14,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from mlwarden.audit._defaults import CHECK_GROUPS, DEFAULT_GROUPS
 from mlwarden.errors import DataError, SpecError
 
 if TYPE_CHECKING:
@@ -27,16 +28,6 @@ err = Console(stderr=True, highlight=False)
 #: Default limit of ``--checks canary``: 10 bits means the secret ranks in the model's top
 #: thousandth of the candidate space, far above a never-seen secret's exposure of about 1 bit.
 DEFAULT_MAX_EXPOSURE = 10.0
-
-# Shorthand names for --checks, each a list of (check key, default parameters).
-CHECK_GROUPS: dict[str, list[tuple[str, dict[str, Any]]]] = {
-    "performance": [("performance_floor", {"metric": "roc_auc", "min": 0.8})],
-    "evasion": [("evasion", {"threat_model": "phishing", "cost_budget": 3, "max_success": 0.05})],
-    "shortcuts": [("attribution_share", {"max_share": 0.5})],
-    "ood": [("ood_confidence", {"max_share": 0.2})],
-    "membership": [("membership", {"max_tpr_at_fpr": {"fpr": 0.001, "tpr": 0.01}})],
-    "extraction": [("extraction", {"max_fidelity": 0.9, "queries": 2000, "compare_outputs": True})],
-}
 
 
 def _policy(checks: str | None, policy: Path | None) -> list[tuple[str, dict[str, Any]]]:
@@ -55,7 +46,7 @@ def _policy(checks: str | None, policy: Path | None) -> list[tuple[str, dict[str
         chosen = [(e["check"], {k: v for k, v in e.items() if k != "check"}) for e in entries]
     else:
         chosen = []
-        for name in (checks or "performance,shortcuts,ood").split(","):
+        for name in (checks or ",".join(DEFAULT_GROUPS)).split(","):
             name = name.strip()
             if name in CHECK_GROUPS:
                 chosen += CHECK_GROUPS[name]
@@ -147,8 +138,9 @@ def audit_command(
         str | None,
         typer.Option(
             "--checks",
-            help=f"Comma list of groups: {', '.join(CHECK_GROUPS)}; or canary (a language "
-            "model), or slowdown (an early-exit network).",
+            help=f"Comma list of groups: {', '.join(CHECK_GROUPS)} (default: "
+            f"{','.join(DEFAULT_GROUPS)}); or canary (a language model), or slowdown (an "
+            "early-exit network).",
         ),
     ] = None,
     policy: Annotated[
