@@ -151,8 +151,10 @@ def validate_command(
 ) -> int:
     """Validate a table: quarantine rows that break the schema, and test drift.
 
-    The quarantine and the report are written before drift is tested; drift compares the
-    accepted rows with the reference (non-numbers in its numeric columns count as missing).
+    The quarantine and the report are written before drift is tested. Drift compares every
+    row of the batch with the reference, values that are not numbers in a numeric column
+    counting as missing on either side: leaving out the quarantined rows would hide the very
+    out-of-range values that show a shift, and bias the other columns.
     """
     from mlwarden.data import (
         TableSchema,
@@ -172,7 +174,7 @@ def validate_command(
     else:
         assert reference is not None
         table_schema = infer_schema(reference)
-    accepted, quarantined, report = validate_table(
+    _accepted, quarantined, report = validate_table(
         frame, table_schema, _parse_missing(missing or [])
     )
     _show_report(report)
@@ -190,9 +192,12 @@ def validate_command(
     out.print(f"quarantine: {folder / 'quarantine.csv'}\nreport:     {report_path}")
     drift = None
     if reference is not None:
-        shared = [c for c in table_schema.columns if c in reference.columns and c in accepted]
-        typed_reference = coerce_numeric(reference[shared], table_schema)
-        drift = drift_report(typed_reference, accepted[shared], schema=table_schema)
+        shared = [c for c in table_schema.columns if c in reference.columns and c in frame]
+        drift = drift_report(
+            coerce_numeric(reference[shared], table_schema),
+            coerce_numeric(frame[shared], table_schema),
+            schema=table_schema,
+        )
         _show_drift(drift)
         result["drift"] = drift.model_dump(mode="json")
         report_path.write_text(json.dumps(result, indent=2) + "\n")

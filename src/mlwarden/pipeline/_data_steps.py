@@ -152,8 +152,13 @@ def _reference_table(ctx: StepContext, reference: str) -> pd.DataFrame:
 
 
 def _quality(
-    ctx: StepContext, accepted: pd.DataFrame, schema: TableSchema, info: dict[str, Any]
+    ctx: StepContext,
+    raw: pd.DataFrame,
+    accepted: pd.DataFrame,
+    schema: TableSchema,
+    info: dict[str, Any],
 ) -> dict[str, Any]:
+    """Label balance, classes, groups, and drift of the whole batch (see ``validate``)."""
     p = ctx.params
     label, positive = info["label"], info["positive"]
     features = accepted.drop(columns=[ROW_ID])
@@ -171,11 +176,11 @@ def _quality(
         quality["groups"] = [g.model_dump(mode="json") for g in stats]
     if p["drift"] is not None:
         reference = coerce_numeric(_reference_table(ctx, p["drift"]["reference"]), schema)
-        shared = [c for c in schema.columns if c in reference.columns]
+        shared = [c for c in schema.columns if c in reference.columns and c in raw.columns]
         ctx.progress(f"drift against {p['drift']['reference']} on {len(shared)} columns")
         drift = drift_report(
             reference[shared],
-            features[shared],
+            coerce_numeric(raw[shared], schema),
             DriftThresholds.model_validate(p["drift"]["thresholds"]),
             schema=schema,
         )
@@ -205,9 +210,12 @@ def validate(ctx: StepContext) -> Outputs:
     Rows that break a column rule, a cross-column rule or a ``drop`` missing-value policy, and
     rows whose label is not one of the label's classes, are quarantined with their reasons;
     with ``duplicates: drop``, so are rows that repeat an earlier accepted row (not counted
-    against ``max_rejected_fraction``: nothing is lost). The step fails (keeping its outputs)
-    when more rows than the policy allows are quarantined, when a ``fail`` policy meets a
-    missing value, or when the table drifted from its reference and the drift policy says fail.
+    against ``max_rejected_fraction``: nothing is lost). Drift compares every row of the batch
+    with the reference (non-numbers in numeric columns as missing): quarantined out-of-range
+    rows are evidence of a shift, and leaving them out would bias the other columns. The step
+    fails (keeping its outputs) when more rows than the policy allows are quarantined, when a
+    ``fail`` policy meets a missing value, or when the table drifted from its reference and the
+    drift policy says fail. The quarantine is kept whatever fails.
     """
     import pandas as pd
 
@@ -215,8 +223,9 @@ def validate(ctx: StepContext) -> Outputs:
     schema = TableSchema.model_validate(ctx.json("schema"))
     info = ctx.json("info")
     policies = {c: MissingPolicy.model_validate(v) for c, v in p["missing"].items()}
+    raw = ctx.table("raw")
     accepted, quarantined, report = validate_table(
-        ctx.table("raw"), schema, policies, row_ids=True, label_classes=info.get("classes")
+        raw, schema, policies, row_ids=True, label_classes=info.get("classes")
     )
     accepted, dropped, duplicates = _duplicates(
         accepted, info["label"], p.get("duplicates", "report")
@@ -234,7 +243,7 @@ def validate(ctx: StepContext) -> Outputs:
         "report": Output(json_bytes(report), JSON, "validation.json"),
     }
     try:
-        quality = _quality(ctx, accepted, schema, info)
+        quality = _quality(ctx, raw, accepted, schema, info)
     except DataError:
         for role in ("rejected", "report"):  # the quarantine is kept whatever fails next
             ctx.keep(role, outputs[role])
