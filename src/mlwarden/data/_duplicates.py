@@ -61,9 +61,13 @@ def find_duplicates(
     names = list(columns) if columns is not None else [str(c) for c in frame.columns]
     features = [c for c in names if c != label]
     n = len(frame)
-    full = pd.Series(row_hashes(frame, names))
-    repeated = full.duplicated().to_numpy()
-    keyed = pd.DataFrame({"x": row_hashes(frame, features), "y": full.to_numpy()})
+    keyed = pd.DataFrame(
+        {
+            "x": row_hashes(frame, features),
+            "y": row_hashes(frame, [label] if label in names else []),
+        }
+    )
+    repeated = keyed.duplicated().to_numpy()  # same features and same label
     labels_per_input = keyed.groupby("x")["y"].transform("nunique").to_numpy()
     conflicting = int((labels_per_input > 1).sum())
     count = int(repeated.sum())
