@@ -23,7 +23,7 @@ def _phishing_labels(n: int = 400) -> pd.Series:
     return pd.Series(["phishing", "legitimate"] * (n // 2), name="y", dtype=object)
 
 
-@pytest.mark.parametrize("value", [1, 1.0, "1", " 1", np.int64(1), np.float64(1.0)])
+@pytest.mark.parametrize("value", [1, 1.0, "1", " 1", "1.0", np.int64(1), np.float64(1.0)])
 def test_label_key_makes_numbers_and_their_text_equal(value: object) -> None:
     assert label_key(value) == "1"
 

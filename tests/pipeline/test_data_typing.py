@@ -203,3 +203,34 @@ def test_drift_with_bad_rows_keeps_the_quarantine(tmp_path: Path, store: Lineage
     assert result.status == "completed", result.error
     drift = _json(store, result, "validate.quality")["drift"]
     assert not drift["drifted"] and len(_quarantine(store, result)) == 3
+
+
+def test_a_numeric_label_with_a_stray_text_value_keeps_positive_one(
+    tmp_path: Path, store: LineageStore
+) -> None:
+    frame = _table()
+    frame["y"] = (frame["y"] == "phishing").astype(int).astype(object)
+    frame.loc[5, "y"] = "x"  # read as text; the schema still types the label integer
+    result = _run(store, tmp_path, frame, ", positive: 1, max_rejected_fraction: 0.01")
+    assert result.status == "completed", result.error
+    metrics = _json(store, result, "evaluate.metrics")
+    assert metrics["positive"] == 1 and metrics["classes"] == [0, 1]
+
+
+def test_a_label_of_numbers_declared_as_categories_keeps_its_positive(
+    tmp_path: Path, store: LineageStore
+) -> None:
+    frame = _table()
+    frame["y"] = (frame["y"] == "phishing").astype(int)
+    schema = {
+        "columns": {
+            "x1": {"type": "float"},
+            "x2": {"type": "integer"},
+            "c": {"type": "category", "categories": ["a", "b"]},
+            "y": {"type": "category", "categories": [0, 1]},
+        },
+        "label": "y",
+    }
+    result = _run(store, tmp_path, frame, f", positive: 1, schema: {json.dumps(schema)}")
+    assert result.status == "completed", result.error
+    assert _json(store, result, "evaluate.metrics")["positive"] == "1"  # as the model sees it

@@ -24,6 +24,7 @@ from mlwarden.data import (
     read_csv_table,
     validate_table,
 )
+from mlwarden.data._labels import typed_classes
 from mlwarden.data._validate import REASONS_COLUMN
 from mlwarden.errors import DataError
 from mlwarden.pipeline._context import Output, StepContext
@@ -86,6 +87,7 @@ def ingest(ctx: StepContext) -> Outputs:
     classes = decide_classes(frame[label], positive, p.get("classes"), None if inferred else schema)
     if inferred:
         schema = _with_label_classes(schema, classes)
+    classes = typed_classes(classes, schema.columns[label], frame[label])
     ctx.progress(f"{len(frame):,} rows x {frame.shape[1]} columns; {_classes_line(classes)}")
     info = {
         "label": label,
