@@ -67,3 +67,25 @@ def test_a_header_only_file_says_zero_data_rows(tmp_path: Path) -> None:
     result = mlwarden("schema", "infer", "t.csv", cwd=tmp_path)
     assert result.returncode == 3
     assert "t.csv has a header (3 columns) but 0 data rows" in " ".join(result.stderr.split())
+
+
+def test_a_run_on_a_table_of_duplicates_shows_both_held_out_lines(tmp_path: Path) -> None:
+    half = _table(300)
+    doubled = pd.concat([half, half]).sample(frac=1, random_state=0)
+    doubled.to_csv(tmp_path / "x.csv", index=False)
+    repeats = int(doubled.duplicated().sum())
+    (tmp_path / "spec.yaml").write_text(
+        "name: t\n"
+        "data: {path: x.csv, label: y, positive: phishing}\n"
+        "train: {estimator: logistic_regression, cv: 3, n_jobs: 1}\n"
+        "checks:\n  - {check: performance_floor, metric: accuracy, min: 0.5}\n"
+        "register: {name: t}\n"
+    )
+    result = mlwarden("run", "spec.yaml", "--store", "store", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "held-out: accuracy" in result.stdout
+    assert "test rows not seen in training (" in result.stdout
+    (html,) = (tmp_path / "store" / "reports" / "t").glob("*/report.html")
+    text = html.read_text()
+    assert "not seen in training" in text
+    assert f"Duplicate rows: {repeats} of 600 ({repeats / 6:.1f}%)" in text
