@@ -30,7 +30,7 @@ from mlwarden.data._label_errors import (
     out_of_fold_probabilities,
     precision_recall,
 )
-from mlwarden.data._labels import LabelClasses, decide_classes, label_key
+from mlwarden.data._labels import LabelClasses, decide_classes, label_key, typed_classes
 from mlwarden.data._missing import ColumnImputation, Imputation, fit_imputation
 from mlwarden.data._rules import Rule
 from mlwarden.data._schema import ColumnSchema, TableSchema, infer_column, infer_schema, widen
@@ -88,6 +88,7 @@ __all__ = [
     "precision_recall",
     "read_csv_table",
     "seen_in_training",
+    "typed_classes",
     "validate_table",
     "widen",
 ]

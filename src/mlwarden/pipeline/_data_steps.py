@@ -22,9 +22,9 @@ from mlwarden.data import (
     infer_schema,
     label_balance,
     read_csv_table,
+    typed_classes,
     validate_table,
 )
-from mlwarden.data._labels import typed_classes
 from mlwarden.data._validate import REASONS_COLUMN
 from mlwarden.errors import DataError
 from mlwarden.pipeline._context import Output, StepContext
