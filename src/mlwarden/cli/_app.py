@@ -117,6 +117,14 @@ def _run_spec(spec_path: Path, store: Path, db_url: str | None, from_feedback: b
             f"held-out: accuracy {m['accuracy']:.4f}  precision {m['precision']:.4f}  "
             f"recall {m['recall']:.4f}  F1 {m['f1']:.4f}  ROC AUC {m['roc_auc']:.4f}"
         )
+        overlap, unseen = m.get("overlap") or {}, m.get("deduplicated")
+        if overlap.get("seen_in_training") and unseen:
+            out.print(
+                f"held-out, the {unseen['n']:,} test rows not seen in training "
+                f"({overlap['seen_in_training']:,} of {overlap['test_rows']:,} copy a training "
+                f"row): accuracy {unseen['accuracy']:.4f}  F1 {unseen['f1']:.4f}  "
+                f"ROC AUC {unseen['roc_auc']:.4f}"
+            )
     executed, cached = len(result.executed), len(result.cached)
     out.print(f"{executed} step(s) executed, {cached} cache hit(s) in {result.seconds:.1f} s")
     out.print(f"report: {html_path}\n        {json_path}")
