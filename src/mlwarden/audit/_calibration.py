@@ -129,7 +129,7 @@ def _leak(split: CalibrationSplit, seed: int) -> CalibrationSplit:
 
 
 #: Gradient boosting as one would ship it: shallow trees, shrinkage and row subsampling.
-_REGULARISED = {"n_estimators": 100, "max_depth": 2, "learning_rate": 0.05, "subsample": 0.8}
+_REGULARISED = {"n_estimators": 100, "max_depth": 3, "learning_rate": 0.05, "subsample": 0.8}
 
 ModelRecipe = tuple[str, dict[str, Any], Callable[[CalibrationSplit, int], CalibrationSplit] | None]
 

@@ -17,7 +17,7 @@ CHECK_GROUPS: dict[str, list[tuple[str, dict[str, Any]]]] = {
     "shortcuts": [("attribution_share", {"max_share": 0.7})],
     "ood": [("ood_confidence", {"min_auroc": 0.55})],
     "membership": [("membership", {"max_tpr_at_fpr": {"fpr": 0.01, "tpr": 0.05}})],
-    "extraction": [("extraction", {"max_gain": 0.05, "queries": 2000, "compare_outputs": True})],
+    "extraction": [("extraction", {"max_gain": 0.1, "queries": 2000, "compare_outputs": True})],
 }
 
 #: What ``mlwarden audit`` runs without ``--checks``: the groups that need nothing but a model

@@ -191,6 +191,7 @@ def attribution_share(params: AttributionShare, ctx: CheckContext) -> Finding:
         threshold=params.max_share,
         comparison="<=",
         passed=passed,
+        n=len(X),
         message=f"{top.feature} carries {share:.1%} of the attribution "
         f"({'<=' if passed else '>'} {params.max_share:.0%} allowed)",
         queries=ctx.model.queries - before,
