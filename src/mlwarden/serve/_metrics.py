@@ -94,3 +94,23 @@ class ServerMetrics:
             "Decision records the log could not keep (queue full).",
             registry=r,
         )
+        self.decision_log_backlog = Gauge(
+            "mlwarden_decision_log_backlog",
+            "Decision records waiting to be written.",
+            registry=r,
+        )
+        self.decision_log_oldest = Gauge(
+            "mlwarden_decision_log_oldest_seconds",
+            "How long the oldest unwritten decision record has waited.",
+            registry=r,
+        )
+        self.decision_log_failed = Gauge(
+            "mlwarden_decision_log_failed",
+            "Decision records the writer could not store (each logged with its request id).",
+            registry=r,
+        )
+        self.decision_log_stalled = Gauge(
+            "mlwarden_decision_log_stalled",
+            "1 while the decision log cannot keep up (predict refuses or fails open), else 0.",
+            registry=r,
+        )
