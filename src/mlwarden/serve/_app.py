@@ -297,7 +297,7 @@ def create_app(g: Guarded) -> FastAPI:
         "/metrics",
         tags=["admin"],
         response_class=PlainTextResponse,
-        responses=_errors.responses(401, 403, 503),
+        responses=_errors.responses(401, 403, 413, 503),
     )
     def metrics_endpoint(
         _: Annotated[Principal, Depends(require("admin"))],

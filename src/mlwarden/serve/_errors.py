@@ -133,7 +133,7 @@ async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     detail: Any = exc.detail
     if exc.status_code == 400 and exc.__cause__ is not None:
-        detail = f"the body could not be read as JSON: {exc.__cause__}"
+        detail = f"the body is not valid JSON: {exc.__cause__}"
     body = {"detail": safe_text(detail) if isinstance(detail, str) else detail}
     return JSONResponse(body, exc.status_code, headers=exc.headers)
 
