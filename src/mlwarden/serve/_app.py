@@ -20,20 +20,28 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated, Any, cast
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import BackgroundTasks, Depends, FastAPI, HTTPException, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, Field
 from sqlalchemy.exc import SQLAlchemyError
 
 from mlwarden.errors import StoreError
 from mlwarden.serve import _errors
+from mlwarden.serve._api import (
+    DecisionLogState,
+    FeedbackRequest,
+    FeedbackResponse,
+    Prediction,
+    PredictResponse,
+    Readiness,
+)
 from mlwarden.serve._config import Deployment
 from mlwarden.serve._keys import Principal
 from mlwarden.serve._limits import BodyLimit
-from mlwarden.serve._metrics import ServerMetrics
+from mlwarden.serve._metrics import Measure, ServerMetrics
+from mlwarden.serve._record import log_decision
 from mlwarden.serve._runtime import Router, ServedModel
 from mlwarden.serve._schema import request_model, rows_of
 
@@ -64,64 +72,6 @@ _bearer_scheme = HTTPBearer(
 )
 
 
-class Prediction(BaseModel):
-    """One row's answer; fields the deployment's output mode hides are absent.
-
-    Early-exit models also say which exit answered and what share of the full network's
-    compute it took (``capped``: cut short by the client's compute cap).
-    """
-
-    label: Any
-    probabilities: dict[str, float] | None = None
-    confidence: float | None = None
-    exit: int | None = None
-    compute: float | None = None
-    capped: bool | None = None
-
-
-class PredictResponse(BaseModel):
-    """The answer to ``/v1/predict``."""
-
-    request_id: str
-    model: str
-    predictions: list[Prediction]
-
-
-class FeedbackRequest(BaseModel):
-    """An analyst's true labels for the rows of a past request."""
-
-    request_id: str = Field(min_length=1, max_length=64)
-    labels: list[str | int | Annotated[float, Field(allow_inf_nan=False)] | bool] = Field(
-        min_length=1
-    )
-
-
-class FeedbackResponse(BaseModel):
-    """Acknowledges stored feedback."""
-
-    request_id: str
-    stored: int
-
-
-class DecisionLogState(BaseModel):
-    """The decision log as ``/readyz`` reports it."""
-
-    accepting: bool
-    backlog: int
-    oldest_s: float
-    reason: str | None = None
-    on_error: str
-
-
-class Readiness(BaseModel):
-    """``/readyz``: ``ready``, ``degraded`` (the decision log stalled, failing open) or
-    ``not ready``."""
-
-    status: str
-    models: list[str]
-    decision_log: DecisionLogState
-
-
 class GuardError(Exception):
     """A guard failed and the deployment says to fail closed."""
 
@@ -150,39 +100,6 @@ class Guarded:
     metrics: ServerMetrics = field(default_factory=ServerMetrics)
     blocked: set[str] = field(default_factory=set)
     throttled: set[str] = field(default_factory=set)
-
-
-class _Measure:
-    """Pure ASGI middleware counting requests and timing them by route and status class.
-
-    (Starlette's ``BaseHTTPMiddleware`` would wrap every response in a stream: measurably
-    slower per request.)
-    """
-
-    def __init__(self, app: Any, metrics: ServerMetrics) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-
-        async def record(message: Any) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, record)
-        finally:
-            route = scope.get("route")
-            endpoint = getattr(route, "path", "unmatched")
-            self.metrics.latency.labels(endpoint=endpoint).observe(time.perf_counter() - started)
-            self.metrics.requests.labels(endpoint=endpoint, status=f"{status // 100}xx").inc()
 
 
 def _bearer(request: Request) -> str | None:
@@ -253,7 +170,7 @@ def create_app(g: Guarded) -> FastAPI:
     app.add_middleware(
         BodyLimit, max_bytes=body_cap, hint=f"send at most {max_rows} rows per request"
     )
-    app.add_middleware(_Measure, metrics=metrics)
+    app.add_middleware(Measure, metrics=metrics)
 
     @app.exception_handler(GuardError)
     async def guard_failed(request: Request, exc: GuardError) -> JSONResponse:
@@ -685,48 +602,3 @@ def create_app(g: Guarded) -> FastAPI:
         return {"client": client, "was_restricted": was}
 
     return app
-
-
-def log_decision(
-    g: Guarded,
-    request_id: str,
-    client: str,
-    model: ServedModel,
-    rows: list[dict[str, Any]],
-    frame: "pd.DataFrame",
-    output: list[dict[str, Any]],
-    verdicts: dict[str, Any],
-    fail_open: list[str],
-    latency_ms: float,
-) -> None:
-    """After the response: the shadow model's answer, then the decision record."""
-    from mlwarden.serve._decisions import DecisionRecord, ShadowResult
-
-    shadow: list[ShadowResult] = []
-    if g.shadow is not None:
-        try:
-            proba = g.shadow.predict_proba(frame)
-            labels = g.shadow.classes[proba.argmax(axis=1)].tolist()
-            answer: Any = {"labels": labels, "probabilities": proba.round(6).tolist()}
-            served = [o.get("label") for o in output]
-            differ = sum(str(a) != str(b) for a, b in zip(labels, served, strict=True))
-            if differ:
-                g.metrics.shadow_disagreements.labels(model=g.shadow.ref).inc(differ)
-        except Exception as exc:
-            answer = {"error": f"{type(exc).__name__}: {exc}"}
-        shadow.append(ShadowResult(model_ref=g.shadow.ref, output=answer))
-    g.decisions.append(
-        DecisionRecord(
-            request_id=request_id,
-            client=client,
-            model_ref=model.ref,
-            model_sha256=model.version.manifest.model_sha256,
-            lineage_head=g.lineage_head,
-            input=rows,
-            output=cast(Any, output),
-            guards=verdicts,
-            fail_open={guard: True for guard in fail_open},
-            shadow=shadow,
-            latency_ms=latency_ms,
-        )
-    )
