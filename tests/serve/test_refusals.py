@@ -233,6 +233,21 @@ def test_a_batch_that_raises_the_alarm_is_not_answered(serve: Any) -> None:
     assert s.predict(rows(held_out, 200, 1), key=benign).status_code == 200
 
 
+def test_a_throttling_alarm_refuses_its_batch_then_serves_one_row_at_a_time(serve: Any) -> None:
+    from mlwarden.audit import uniform_noise
+
+    s = serve(guards={"extraction": {"action": "throttle", "throttle_rate_per_s": 0.5}})
+    phishing = datasets.load("phishing")
+    queries = uniform_noise(phishing.X, 200, phishing.schema, seed=1)
+    answer = s.predict(rows(queries, 200))
+    assert answer.status_code == 429 and answer.headers["Retry-After"] == "1"
+    assert "now throttled to 0.5 rows/s" in answer.json()["detail"]
+    s.clock.now += 2.0  # the refused batch spent its 200 rows of the burst
+    assert s.predict(rows(queries, 1)).status_code == 200  # throttled, not blocked
+    slowed = s.predict(rows(queries, 1, 1))
+    assert slowed.status_code == 429 and slowed.headers["Retry-After"] == "2"
+
+
 # -- the decision log -------------------------------------------------------------------------
 
 
