@@ -488,3 +488,21 @@ def test_keys_and_decisions_on_postgres(pg_url: str) -> None:
         with pytest.raises(DBAPIError, match=r"append-only|api key"), engine.begin() as conn:
             conn.execute(text(statement))
     engine.dispose()
+
+
+def test_feedback_on_a_locked_database_is_a_store_error_after_its_timeout(
+    log: DecisionLog, db: Path
+) -> None:
+    record = _record(1)
+    log.append(record)
+    log.flush()
+    lock = sqlite3.connect(db, isolation_level=None)
+    lock.execute("BEGIN IMMEDIATE")
+    with pytest.raises(StoreError, match="was not recorded"):
+        log.feedback(record.request_id, ["ok"], "analyst", timeout_s=0.2)
+    lock.execute("ROLLBACK")
+    lock.close()
+    assert log.feedback(record.request_id, ["ok"], "analyst").labels == ["ok"]
+    log.append(_record(2))
+    log.flush()  # the writer's own connection kept its long busy timeout
+    assert log.failed == 0
