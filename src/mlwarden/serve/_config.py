@@ -190,7 +190,12 @@ class Deployment(_Strict):
         try:
             return cls.model_validate({"routes": [{"model": model}], **updates})
         except ValidationError as exc:
-            raise validation_error(exc, {}, "deployment") from None
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'deployment'}: "
+                + str(e["msg"]).removeprefix("Value error, ")
+                for e in exc.errors()
+            )
+            raise SpecError(f"bad deployment settings: {problems}") from None
 
     @classmethod
     def from_yaml(cls, path: Path) -> Deployment:
