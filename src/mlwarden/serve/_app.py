@@ -1,8 +1,8 @@
 """The guarded model server: FastAPI app that serves a deployment behind its guards.
 
-A request to ``/v1/predict`` passes, in order: the body cap (413 before parsing), the schema
-(422 naming the field, with a bounded excerpt), authentication (API key, role ``predict``), the
-client block list, the decision log's state (503 while it cannot keep up, unless it fails
+A request to ``/v1/predict`` passes, in order: the body cap (413 before parsing), the JSON
+parser (400), authentication (API key, role ``predict``), the schema (422 naming the field, with
+a bounded excerpt; 413 for more rows than a request may hold), the client block list, the decision log's state (503 while it cannot keep up, unless it fails
 open), the per-key rate limit (429 with ``Retry-After``; 413 for more rows than the burst), the
 model chosen by sticky A/B routing, the extraction guard (each row screened before any is
 answered), the drift monitor, and output hardening. Each guard fails open or closed as the
