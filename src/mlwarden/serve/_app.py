@@ -1,14 +1,15 @@
 """The guarded model server: FastAPI app that serves a deployment behind its guards.
 
 A request to ``/v1/predict`` passes, in order: the body cap (413 before parsing), the JSON
-parser (400), authentication (API key, role ``predict``), the schema (422 naming the field, with
-a bounded excerpt; 413 for more rows than a request may hold), the client block list, the decision log's state (503 while it cannot keep up, unless it fails
-open), the per-key rate limit (429 with ``Retry-After``; 413 for more rows than the burst), the
-model chosen by sticky A/B routing, the extraction guard (each row screened before any is
-answered), the drift monitor, and output hardening. Each guard fails open or closed as the
-deployment says; a response that failed open carries ``X-Mlwarden-Fail-Open``. Every response
-names the model version that answered (``X-Mlwarden-Model``) and its request id; the decision
-(input, output, guard verdicts, shadow answers) is logged after the response is sent.
+parser (400), authentication (API key, role ``predict``), the schema (422 naming the field,
+with a bounded excerpt; 413 for more rows than a request may hold), the client block list, the
+decision log's state (503 while it cannot keep up, unless it fails open), the per-key rate
+limit (429 with ``Retry-After``), the model chosen by sticky A/B routing, the extraction guard
+(each row screened before any is answered), the drift monitor, and output hardening. Each
+guard fails open or closed as the deployment says; a response that failed open carries
+``X-Mlwarden-Fail-Open``. Every response names the model version that answered
+(``X-Mlwarden-Model``) and its request id; the decision (input, output, guard verdicts, shadow
+answers) is logged after the response is sent.
 
 No client input should make it answer 500: client mistakes are 4xx naming the problem, and the
 server's own failures (a guard, the model, the serving database) are 503 saying which.

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from mlwarden.errors import SpecError
+
 __all__ = ["BodyLimit"]
 
 
@@ -28,7 +30,7 @@ class BodyLimit:
 
     def __init__(self, app: Any, max_bytes: int, hint: str = "") -> None:
         if not isinstance(max_bytes, int) or isinstance(max_bytes, bool) or max_bytes < 1:
-            raise ValueError(f"max_bytes must be a positive integer, got {max_bytes!r}")
+            raise SpecError(f"max_bytes must be a positive integer, got {max_bytes!r}")
         self.app = app
         self.max_bytes = max_bytes
         self.hint = hint
