@@ -329,8 +329,15 @@ def test_openapi_declares_the_bearer_scheme_and_every_refusal(serve: Any) -> Non
         declared = set(op["responses"])
         assert "413" in declared, path
         if path not in ("/healthz", "/readyz"):
-            assert {"401", "403", "503"} <= declared and op["security"], path
-    assert {"400", "422", "429"} <= set(operations["/v1/predict", "post"]["responses"])
+            assert {"401", "403", "429", "503"} <= declared and op["security"], path
+    assert {"400", "422"} <= set(operations["/v1/predict", "post"]["responses"])
+
+
+def test_every_keyed_operation_spends_the_rate_limit(serve: Any) -> None:
+    s = serve(rate_limit={"rate_per_s": 0.5, "burst": 1})
+    assert s.client.get("/metrics", headers=_admin(s)).status_code == 200
+    refused = s.client.get("/metrics", headers=_admin(s))
+    assert refused.status_code == 429 and refused.headers["Retry-After"] == "2"
 
 
 def test_docs_and_openapi_can_be_switched_off(serve: Any) -> None:

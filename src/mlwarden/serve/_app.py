@@ -139,7 +139,10 @@ def create_app(g: Guarded) -> FastAPI:
     _errors.install(app)
     app.add_exception_handler(SQLAlchemyError, _errors.on_store_error)
 
-    def require(role: str) -> Callable[..., Principal]:
+    def require(role: str, *, charge: bool = True) -> Callable[..., Principal]:
+        """The dependency checking a key for ``role``; ``charge``: spend one row of its rate
+        limit (``/v1/predict`` charges its rows itself)."""
+
         def check(
             request: Request,
             _: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer_scheme)],
@@ -163,6 +166,8 @@ def create_app(g: Guarded) -> FastAPI:
                 raise HTTPException(
                     403, f"this key has role {principal.role!r}; {request.url.path} needs {role!r}"
                 )
+            if charge:
+                admit(principal.key_id, 1)
             return principal
 
         return check
@@ -215,7 +220,7 @@ def create_app(g: Guarded) -> FastAPI:
         "/metrics",
         tags=["admin"],
         response_class=PlainTextResponse,
-        responses=_errors.responses(401, 403, 413, 503),
+        responses=_errors.responses(401, 403, 413, 429, 503),
     )
     def metrics_endpoint(
         _: Annotated[Principal, Depends(require("admin"))],
@@ -424,7 +429,7 @@ def create_app(g: Guarded) -> FastAPI:
         body: Body,  # type: ignore[valid-type]
         response: Response,
         background: BackgroundTasks,
-        principal: Annotated[Principal, Depends(require("predict"))],
+        principal: Annotated[Principal, Depends(require("predict", charge=False))],
     ) -> PredictResponse:
         """Predict one or many rows; the schema is the model's training schema."""
         import pandas as pd
@@ -540,7 +545,7 @@ def create_app(g: Guarded) -> FastAPI:
         "/v1/feedback",
         response_model=FeedbackResponse,
         tags=["feedback"],
-        responses=_errors.responses(400, 401, 403, 404, 413, 422, 503),
+        responses=_errors.responses(400, 401, 403, 404, 413, 422, 429, 503),
     )
     def feedback(
         body: FeedbackRequest,
@@ -578,7 +583,7 @@ def create_app(g: Guarded) -> FastAPI:
     @app.get(
         "/v1/decisions/{request_id}",
         tags=["admin"],
-        responses=_errors.responses(401, 403, 404, 413, 503),
+        responses=_errors.responses(401, 403, 404, 413, 429, 503),
     )
     def decision(
         request_id: str, _: Annotated[Principal, Depends(require("admin"))]
@@ -593,7 +598,7 @@ def create_app(g: Guarded) -> FastAPI:
     @app.post(
         "/v1/admin/unblock/{client}",
         tags=["admin"],
-        responses=_errors.responses(401, 403, 413, 503),
+        responses=_errors.responses(401, 403, 413, 429, 503),
     )
     def unblock(client: str, _: Annotated[Principal, Depends(require("admin"))]) -> dict[str, Any]:
         """Lift a block or throttle the extraction guard put on a client (key id)."""
