@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -13,11 +11,11 @@ from typing import Any
 
 import yaml
 
-from mlwarden import __version__
 from mlwarden.data import TableSchema, list_datasets
 from mlwarden.errors import DataError, SpecError
 from mlwarden.models._registry import EARLY_EXIT_MEDIA_TYPE, LANGUAGE_MODEL_MEDIA_TYPE
 from mlwarden.pipeline import _data_steps, _early_exit, _lm, _steps
+from mlwarden.pipeline._code_version import code_version
 from mlwarden.pipeline._context import Output, StepContext
 from mlwarden.pipeline._early_exit import EarlyExitSpec
 from mlwarden.pipeline._io import CSV, JSON, json_bytes
@@ -44,9 +42,8 @@ class StepDef:
 
     @cached_property
     def code_version(self) -> str:
-        """Hash of the step function's source and the package version: code changes rerun it."""
-        source = inspect.getsource(self.fn)
-        return hashlib.sha256(f"{__version__}\n{source}".encode()).hexdigest()
+        """Hash of all mlwarden code the step function can reach (see ``_code_version``)."""
+        return code_version(self.fn)
 
 
 def _gate_and_register(
