@@ -12,7 +12,7 @@ from pathlib import Path
 
 import mlwarden
 from mlwarden.pipeline import _data_steps, _steps
-from mlwarden.pipeline._code_version import reached_modules
+from mlwarden.pipeline._code_version import _function_part, code_version, reached_modules
 from tests.conftest import FAST_SPEC
 
 PACKAGE = Path(mlwarden.__file__).resolve().parent
@@ -52,6 +52,23 @@ def test_the_audit_step_covers_every_check_and_the_steps_before_it_none() -> Non
         reached_modules(_steps.train)
     )
     assert "mlwarden.models._dp" in reached_modules(_steps.train)  # named by the catalogue
+
+
+def test_a_step_covers_the_helpers_of_its_own_module_it_uses_and_no_other_step() -> None:
+    sources, _ = _function_part("mlwarden.pipeline._steps", "train")
+    text = "".join(sources)
+    assert "def train(" in text and "def _scoring(" in text  # a helper train calls
+    assert "def evaluate(" not in text and "def _adapter(" not in text
+
+
+def test_a_function_outside_mlwarden_is_versioned_by_its_source() -> None:
+    def one(ctx: object) -> dict[str, object]:
+        return {}
+
+    def two(ctx: object) -> dict[str, object]:
+        return {"x": ctx}
+
+    assert code_version(one) != code_version(two)
 
 
 def _run(folder: Path) -> dict[str, object]:
