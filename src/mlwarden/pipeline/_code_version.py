@@ -2,29 +2,32 @@
 
 A step's cache key must change whenever mlwarden code that can change its outputs changes:
 a check, an attack, ``harden``, an estimator builder, not only the step function itself. The
-code reached is found statically, with :mod:`ast`, never by importing anything:
+code reached is found statically, never by importing anything:
 
-* in the step function's own module, at the level of top-level names: the function, the
-  module-level helpers and constants it names (transitively), and every top-level statement
-  that is not a definition or an import (it may have side effects). So editing ``evaluate``
-  does not rerun ``train``, although both live in ``_steps.py``;
-* from there, whole modules: every mlwarden module imported at module level or inside a
-  function (``if TYPE_CHECKING:`` blocks excepted: they never run), and every mlwarden module
-  named in a string such as the estimator catalogue's ``"mlwarden.models._dp.DPSGDClassifier"``
-  (imported by name at run time), hashed by file content, transitively.
+* in the step function's own module (parsed with :mod:`ast`), at the level of top-level
+  names: the function, the module-level helpers and constants it names (transitively), and
+  every top-level statement that is not a definition or an import (it may have side
+  effects). So editing ``evaluate`` does not rerun ``train``, although both are in
+  ``_steps.py``;
+* from there, whole modules, hashed by file content, transitively: every mlwarden module
+  imported at module level or inside a function (``if TYPE_CHECKING:`` blocks excepted: they
+  never run), and every mlwarden module named in a string such as the estimator catalogue's
+  ``"mlwarden.models._dp.DPSGDClassifier"`` (imported by name at run time).
 
-``from package import name`` reaches the package's ``__init__`` (which may fill a registry, as
-``mlwarden.audit`` fills the check registry: so the audit step covers every check module),
-but ``from package import submodule`` and ``import package.module`` reach only the module:
-the parents' ``__init__`` files run too, yet the code they hold is not what the step calls,
-and counting them would make every step depend on the whole package. It is sound as long as
-code reaches a registry through the package that fills it, as mlwarden's does.
+``from package import name`` reaches the module that defines ``name``: an ``__init__`` that
+only re-exports it is looked through, so taking ``classification_metrics`` from
+``mlwarden.audit`` does not make ``evaluate`` depend on every check. ``import package.module``
+and ``from package import module`` reach that module only. The parents' ``__init__`` files
+run too, but the code the step calls is not in them, except where they fill a registry: a
+name that reads one (``run_check``, ``CHECKS``) reaches the package whose ``__init__`` imports
+every module that registers into it (``_REGISTRIES``), so the audit step covers every check.
+That is sound as long as every registry is listed there; a test checks the check registry.
 
 The granularity is the module: a step that imports a module depends on all of it, so editing
 one function of ``attacks/_tabular.py`` reruns every step that imports that module, even
 where the function is not called (``train`` reaches ``harden`` whether or not the spec
 hardens). Coarser than necessary never serves a stale result; finer would need a call graph.
-Each module is read and parsed once per process.
+Each module is read and scanned once per process (tens of milliseconds for a whole DAG).
 """
 
 from __future__ import annotations
@@ -54,12 +57,10 @@ _REGISTRIES: dict[tuple[str, str], str] = {
 
 @dataclass(frozen=True)
 class _Module:
-    """One mlwarden module: its content hash, its import statements that run (with whether each
-    is at top level) and the mlwarden modules it reaches."""
+    """One mlwarden module: its content hash and the mlwarden modules it reaches directly."""
 
     name: str
     sha256: str
-    statements: tuple[tuple[bool, ast.Import | ast.ImportFrom], ...]
     imports: frozenset[str]
 
 
@@ -100,7 +101,7 @@ def _reexported(package: str, name: str) -> tuple[str, str]:
     for _ in range(10):  # re-export chains are short; a cycle must not loop forever
         if not _is_package(package):
             break
-        for top, stmt in _module(package).statements:
+        for top, stmt in _statements(package):
             if (
                 top
                 and isinstance(stmt, ast.ImportFrom)
@@ -246,16 +247,27 @@ def _parse_import(statement: str) -> ast.Import | ast.ImportFrom | None:
 
 
 @cache
-def _module(name: str) -> _Module:
-    """Module ``name``'s hash, imports and reach, read once per process."""
+def _source(name: str) -> bytes:
+    """The bytes of module ``name``'s file, read once per process."""
     file = _file_of(name)
     if file is None:
         raise LookupError(f"no mlwarden module {name!r}")
-    source = file.read_bytes()
+    return file.read_bytes()
+
+
+@cache
+def _statements(name: str) -> tuple[tuple[bool, ast.Import | ast.ImportFrom], ...]:
+    """Module ``name``'s import statements of mlwarden code that can run (top level or not)."""
+    return tuple(_import_statements(_source(name).decode()))
+
+
+@cache
+def _module(name: str) -> _Module:
+    """Module ``name``'s hash and the mlwarden modules it reaches directly."""
+    source = _source(name)
     text = source.decode()
-    statements = tuple(_import_statements(text))
     reached: set[str] = set()
-    for _, stmt in statements:
+    for _, stmt in _statements(name):
         for targets in _bindings(stmt, name).values():
             reached |= targets
     for match in _STRING.finditer(text):
@@ -263,7 +275,7 @@ def _module(name: str) -> _Module:
         if target is not None:
             reached.add(target)
     reached.discard(name)
-    return _Module(name, hashlib.sha256(source).hexdigest(), statements, frozenset(reached))
+    return _Module(name, hashlib.sha256(source).hexdigest(), frozenset(reached))
 
 
 def _closure(start: frozenset[str]) -> set[str]:
