@@ -10,9 +10,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from mlwarden.errors import SpecError
 from mlwarden.lineage import LineageStore, execution_info, verify_store
 from mlwarden.models import ModelRegistry
-from mlwarden.pipeline import LocalExecutor, PipelineSpec, build_steps, parse_spec
+from mlwarden.pipeline import LocalExecutor, PipelineSpec, build_steps, load_spec, parse_spec
 from tests.conftest import FAST_SPEC, edit_spec
 
 ALL_STEPS = ["ingest", "validate", "split", "train", "evaluate", "audit", "gate", "register"]
@@ -197,3 +198,57 @@ def test_a_killed_run_leaves_the_store_consistent_and_the_next_run_resumes(
     assert len(interrupted) == 1
     assert execution_info(store, interrupted[0]).status == "interrupted"
     assert verify_store(store).ok
+
+
+GERMAN_THREAT = """\
+target: good
+features:
+  duration_months: {min: 6, max: 48, step: 6, cost: 0.1}
+  housing: {values: [own, rent, for free], cost: 1.0}
+"""
+
+EVASION_CHECK = (
+    "  - {check: evasion, threat_model: threats/german.yaml, cost_budget: 2, max_success: 1.0,"
+    " rows: 20}\ngate:\n"
+)
+
+
+def test_editing_a_threat_model_file_reruns_the_audit_and_after_only(
+    tmp_path: Path, store: LineageStore
+) -> None:
+    threat = tmp_path / "threats" / "german.yaml"
+    threat.parent.mkdir()
+    threat.write_text(GERMAN_THREAT)
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(FAST_SPEC.replace("gate:\n", EVASION_CHECK))
+    first = LocalExecutor(store).run(load_spec(spec_file))
+    assert first.status == "completed", first.error
+    source = first.artifacts["source.checks.1.threat_model"]
+    assert store.read_artifact(source) == threat.read_bytes()  # recorded in lineage as a source
+    audit = next(s for s in first.steps if s.step == "audit")
+    assert audit.inputs["checks.1.threat_model"] == source
+    threat.write_text(GERMAN_THREAT.replace("cost: 0.1", "cost: 0.5"))
+    again = LocalExecutor(store).run(load_spec(spec_file))
+    assert again.cached == ["ingest", "validate", "split", "train", "evaluate"]
+    assert again.executed == ["audit", "gate", "register"]
+    assert again.artifacts["source.checks.1.threat_model"] != source
+
+
+def test_the_hardening_threat_model_file_is_an_input_of_train(tmp_path: Path) -> None:
+    threat = tmp_path / "german.yml"
+    threat.write_text(GERMAN_THREAT)
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(
+        FAST_SPEC.replace(
+            "  n_jobs: 1\n", "  n_jobs: 1\n  harden: {threat_model: german.yml, cost_budget: 2}\n"
+        )
+    )
+    spec = load_spec(spec_file)
+    steps, sources = build_steps(spec)
+    train = next(s for s in steps if s.name == "train")
+    assert train.inputs["threat_model"] == "source.train.harden.threat_model"
+    assert sources["train.harden.threat_model"].data == threat.read_bytes()
+    assert all("threat_model" not in s.inputs for s in steps if s.name != "train")
+    threat.unlink()  # gone between loading the spec and running it
+    with pytest.raises(SpecError, match=r"train\.harden\.threat_model: cannot read threat model"):
+        build_steps(spec)

@@ -95,3 +95,45 @@ def test_relative_paths_resolve_against_the_spec_folder(
 def test_the_digest_ignores_formatting(fast_spec_text: str) -> None:
     reformatted = "# a comment\n" + fast_spec_text.replace("test_size: 0.3", "test_size: 0.30")
     assert parse_spec(reformatted).digest() == parse_spec(fast_spec_text).digest()
+
+
+HARDEN = "  n_jobs: 1\n  harden: {threat_model: THREAT, cost_budget: 2}\n"
+EVASION = "  - {check: evasion, threat_model: THREAT, cost_budget: 2, max_success: 0.5}\n"
+
+
+def _with_threat_models(text: str, threat: str) -> str:
+    text = text.replace("  n_jobs: 1\n", HARDEN.replace("THREAT", threat))
+    return text.replace("gate:\n", EVASION.replace("THREAT", threat) + "gate:\n")
+
+
+def test_threat_model_paths_resolve_against_the_spec_folder(
+    tmp_path: Path, fast_spec_text: str
+) -> None:
+    threat = tmp_path / "sub" / "threats" / "t.yaml"
+    threat.parent.mkdir(parents=True)
+    threat.write_text("target: good\nfeatures:\n  age: {min: 18, max: 80}\n")
+    spec_file = tmp_path / "sub" / "p.yaml"
+    spec_file.write_text(_with_threat_models(fast_spec_text, "threats/t.yaml"))
+    spec = load_spec(spec_file)
+    assert spec.train.harden is not None
+    assert spec.train.harden.threat_model == str(threat.resolve())
+    assert spec.checks[1].params["threat_model"] == str(threat.resolve())
+    bundled = parse_spec(_with_threat_models(fast_spec_text, "phishing"))
+    assert bundled.checks[1].params["threat_model"] == "phishing"  # a name, left as it is
+
+
+def test_a_missing_threat_model_file_names_the_field_line_and_path(
+    tmp_path: Path, fast_spec_text: str
+) -> None:
+    spec_file = tmp_path / "p.yaml"
+    spec_file.write_text(
+        fast_spec_text.replace("gate:\n", EVASION.replace("THREAT", "nope.yml") + "gate:\n")
+    )
+    with pytest.raises(SpecError) as info:
+        load_spec(spec_file)
+    message = str(info.value)
+    assert message.startswith(f"{spec_file}:22: checks.1.threat_model: file ")
+    assert str(tmp_path / "nope.yml") in message and "does not exist" in message
+    spec_file.write_text(_with_threat_models(fast_spec_text, "nope.yml"))
+    with pytest.raises(SpecError, match=r":18: train\.harden\.threat_model: file .*nope\.yml"):
+        load_spec(spec_file)

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import importlib
+import importlib.abc
 import io
 import json
+import sys
 import zipfile
+from importlib.machinery import ModuleSpec
+from types import ModuleType
 from typing import Any
 
 from mlwarden.errors import ModelError, UntrustedArtifactError
@@ -56,9 +61,44 @@ TRUSTED_TYPES: frozenset[str] = frozenset(
 )
 
 
+# scikit-learn's vendored array-api-compat namespace for torch: importing it imports torch.
+_TORCH_NAMESPACE = "sklearn.externals.array_api_compat.torch"
+
+
+class _SkipTorchNamespace(importlib.abc.MetaPathFinder):
+    """Refuses the torch namespace of array-api-compat while skops is being imported."""
+
+    def find_spec(
+        self, fullname: str, path: Any, target: ModuleType | None = None
+    ) -> ModuleSpec | None:
+        if fullname == _TORCH_NAMESPACE:
+            raise ImportError(f"{fullname}: not needed to list scikit-learn estimators")
+        return None
+
+
+def _skops_io() -> ModuleType:
+    """``skops.io``, imported without importing torch.
+
+    Importing ``skops.io`` lists the types it trusts with scikit-learn's ``all_estimators()``,
+    which imports every scikit-learn package, the vendored array-api-compat torch namespace
+    included, and that imports torch where it is installed: one to two seconds, most of the
+    train step's overhead over a plain ``GridSearchCV``, for a library no scikit-learn model
+    uses. The namespace defines no estimator, so skipping it leaves skops' trusted types as
+    they are; the skip lasts only for this import.
+    """
+    if "skops.io" in sys.modules or "torch" in sys.modules:
+        return importlib.import_module("skops.io")
+    finder = _SkipTorchNamespace()
+    sys.meta_path.insert(0, finder)
+    try:
+        return importlib.import_module("skops.io")  # every scikit-learn estimator: when needed
+    finally:
+        sys.meta_path.remove(finder)
+
+
 def dumps_model(model: Any) -> bytes:
     """Serialise a fitted scikit-learn model to skops bytes (no pickle)."""
-    import skops.io as sio  # imports every scikit-learn estimator: only when needed
+    sio = _skops_io()
 
     try:
         data = bytes(sio.dumps(model))
@@ -97,7 +137,9 @@ def _reproducible_zip(data: bytes) -> bytes:
     out = io.BytesIO()
     with zipfile.ZipFile(io.BytesIO(data)) as src:
         schema = _renumber(json.loads(src.read("schema.json")), ids)
-        files = {"schema.json": json.dumps(schema, indent=2, sort_keys=True).encode()}
+        # Compact: with an indent, json falls back to its pure-Python encoder (10x slower).
+        compact = json.dumps(schema, sort_keys=True, separators=(",", ":"))
+        files = {"schema.json": compact.encode()}
         for name in src.namelist():
             if name == "schema.json":
                 continue
@@ -115,7 +157,7 @@ def _reproducible_zip(data: bytes) -> bytes:
 
 def untrusted_types(data: bytes, trusted: frozenset[str] = TRUSTED_TYPES) -> list[str]:
     """Types in a skops file that neither skops nor ``trusted`` vouches for."""
-    import skops.io as sio
+    sio = _skops_io()
 
     try:
         found = sio.get_untrusted_types(data=data)
@@ -126,7 +168,7 @@ def untrusted_types(data: bytes, trusted: frozenset[str] = TRUSTED_TYPES) -> lis
 
 def loads_model(data: bytes, trusted: frozenset[str] = TRUSTED_TYPES) -> Any:
     """Load skops bytes, refusing any type outside skops' defaults and ``trusted``."""
-    import skops.io as sio
+    sio = _skops_io()
 
     refused = untrusted_types(data, trusted)
     if refused:

@@ -2,30 +2,35 @@
 
 from __future__ import annotations
 
-import hashlib
-import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from graphlib import CycleError, TopologicalSorter
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from mlwarden import __version__
 from mlwarden.data import TableSchema, list_datasets
 from mlwarden.errors import DataError, SpecError
 from mlwarden.models._registry import EARLY_EXIT_MEDIA_TYPE, LANGUAGE_MODEL_MEDIA_TYPE
 from mlwarden.pipeline import _data_steps, _early_exit, _lm, _steps
+from mlwarden.pipeline._code_version import code_version
 from mlwarden.pipeline._context import Output, StepContext
 from mlwarden.pipeline._early_exit import EarlyExitSpec
 from mlwarden.pipeline._io import CSV, JSON, json_bytes
 from mlwarden.pipeline._lm import LanguageModelSpec
-from mlwarden.pipeline._spec import AnySpec
+from mlwarden.pipeline._spec import (
+    AnySpec,
+    PipelineSpec,
+    is_threat_model_path,
+    threat_model_fields,
+)
 
 StepFn = Callable[[StepContext], dict[str, Output]]
 SOURCE = "source"
+_YAML = "application/yaml"
 
 
 @dataclass(frozen=True)
@@ -44,9 +49,8 @@ class StepDef:
 
     @cached_property
     def code_version(self) -> str:
-        """Hash of the step function's source and the package version: code changes rerun it."""
-        source = inspect.getsource(self.fn)
-        return hashlib.sha256(f"{__version__}\n{source}".encode()).hexdigest()
+        """Hash of all mlwarden code the step function can reach (see ``_code_version``)."""
+        return code_version(self.fn)
 
 
 def _gate_and_register(
@@ -115,6 +119,32 @@ def build_early_exit_steps(spec: EarlyExitSpec) -> tuple[list[StepDef], dict[str
     return _ordered(steps), {}
 
 
+def _threat_model_sources(spec: PipelineSpec) -> dict[tuple[str | int, ...], Output]:
+    """The threat-model files the spec names, by field, read as pipeline sources.
+
+    They are hashed into the cache key of the steps that use them and recorded in lineage like
+    the data. A bundled name reads the file shipped with mlwarden; an unknown name is left to
+    the step, whose check fails saying so.
+    """
+    found: dict[tuple[str | int, ...], Output] = {}
+    for loc, value in threat_model_fields(spec).items():
+        if is_threat_model_path(value):
+            path = Path(value)
+            try:
+                data = path.read_bytes()
+            except OSError as exc:
+                field = ".".join(str(p) for p in loc)
+                raise SpecError(
+                    f"{field}: cannot read threat model file {path}: {exc.strerror or exc}"
+                ) from None
+            found[loc] = Output(data, _YAML, path.name)
+        else:
+            bundled = resources.files("mlwarden").joinpath("_specs", f"{value}_threat_model.yaml")
+            if bundled.is_file():
+                found[loc] = Output(bundled.read_bytes(), _YAML, bundled.name)
+    return found
+
+
 def build_steps(spec: AnySpec) -> tuple[list[StepDef], dict[str, Output]]:
     """The steps of ``spec`` in dependency order, and the outside files they read."""
     if isinstance(spec, LanguageModelSpec):
@@ -146,6 +176,13 @@ def build_steps(spec: AnySpec) -> tuple[list[StepDef], dict[str, Output]]:
             sources["feedback"] = Output(d.feedback.read_bytes(), CSV, d.feedback.name)
         except OSError as exc:
             raise DataError(f"data.feedback: cannot read {d.feedback}: {exc}") from exc
+    threat_models = {
+        ".".join(str(p) for p in loc): out for loc, out in _threat_model_sources(spec).items()
+    }
+    sources.update(threat_models)
+    harden_source = "train.harden.threat_model"
+    train_threat = {"threat_model": f"{SOURCE}.{harden_source}"} if harden_source in sources else {}
+    check_threats = {n: f"{SOURCE}.{n}" for n in threat_models if n.startswith("checks.")}
     model_spec = spec.train.model_dump(mode="json")
     steps = [
         StepDef(
@@ -228,7 +265,12 @@ def build_steps(spec: AnySpec) -> tuple[list[StepDef], dict[str, Output]]:
         StepDef(
             "train",
             _steps.train,
-            {"train": train_ref, "schema": "ingest.schema", "info": "ingest.info"},
+            {
+                "train": train_ref,
+                "schema": "ingest.schema",
+                "info": "ingest.info",
+                **train_threat,
+            },
             ("model", "search"),
             model_spec,
         ),
@@ -247,6 +289,7 @@ def build_steps(spec: AnySpec) -> tuple[list[StepDef], dict[str, Output]]:
                 "test": test_ref,
                 "info": "ingest.info",
                 "schema": "ingest.schema",
+                **check_threats,
             },
             ("findings",),
             {

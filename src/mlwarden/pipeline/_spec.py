@@ -198,7 +198,60 @@ class PipelineSpec(_Strict):
 AnySpec: TypeAlias = "PipelineSpec | LanguageModelSpec | EarlyExitSpec"
 
 
-def _resolve_paths(spec: PipelineSpec, base: Path) -> PipelineSpec:
+def is_threat_model_path(value: str) -> bool:
+    """Whether a ``threat_model`` value is a path to a YAML file (else: a bundled name)."""
+    return Path(value).suffix in (".yaml", ".yml")
+
+
+def threat_model_fields(spec: PipelineSpec) -> dict[tuple[str | int, ...], str]:
+    """Every ``threat_model`` the spec names, by field: ``train.harden`` and check parameters."""
+    found: dict[tuple[str | int, ...], str] = {}
+    if spec.train.harden is not None:
+        found[("train", "harden", "threat_model")] = spec.train.harden.threat_model
+    for i, check in enumerate(spec.checks):
+        value = check.params.get("threat_model")
+        if isinstance(value, str):
+            found[("checks", i, "threat_model")] = value
+    return found
+
+
+def _resolve_threat_models(
+    spec: PipelineSpec, base: Path, lines: dict[tuple[Any, ...], int], source: str
+) -> PipelineSpec:
+    """Threat-model paths made absolute against ``base``; a missing file is a ``SpecError``."""
+    resolved: dict[tuple[str | int, ...], str] = {}
+    for loc, value in threat_model_fields(spec).items():
+        if not is_threat_model_path(value):
+            continue
+        path = (base / value).resolve()
+        if not path.is_file():
+            field = ".".join(str(p) for p in loc)
+            raise SpecError(
+                f"{source}:{line_of(lines, loc)}: {field}: file {path} does not exist (given "
+                f"{value!r}, relative to {base}); expected: a threat-model YAML file or the "
+                "name of a bundled threat model"
+            )
+        resolved[loc] = str(path)
+    if not resolved:
+        return spec
+    train, checks = spec.train, list(spec.checks)
+    for loc, absolute in resolved.items():
+        if loc[0] == "train" and train.harden is not None:
+            harden = train.harden.model_copy(update={"threat_model": absolute})
+            train = train.model_copy(update={"harden": harden})
+        elif isinstance(loc[1], int):
+            check = checks[loc[1]]
+            checks[loc[1]] = CheckSpec.model_validate(
+                {"check": check.check, **check.params, "threat_model": absolute}
+            )
+    return spec.model_copy(update={"train": train, "checks": checks})
+
+
+def _resolve_paths(
+    spec: PipelineSpec, base: Path, lines: dict[tuple[Any, ...], int], source: str
+) -> PipelineSpec:
+    """Relative paths the spec names made absolute against ``base``, the spec file's folder."""
+    spec = _resolve_threat_models(spec, base, lines, source)
     data = spec.data
     updates: dict[str, Any] = {}
     if data.path is not None and not data.path.is_absolute():
@@ -241,7 +294,7 @@ def parse_spec(
     except ValidationError as exc:
         raise validation_error(exc, lines, source) from None
     _check_estimator_parameters(spec, lines, source, memo)
-    return _resolve_paths(spec, base or Path.cwd())
+    return _resolve_paths(spec, base or Path.cwd(), lines, source)
 
 
 def _check_estimator_parameters(
