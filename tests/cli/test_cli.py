@@ -393,3 +393,73 @@ def test_audit_a_registered_model_on_another_table(demo_dir: Path) -> None:
     )
     assert wrong.returncode == 3
     assert "label column 'Result' is not in german" in wrong.stderr
+
+
+def test_evasion_on_a_table_with_columns_of_its_own_says_how_to_make_a_threat_model(
+    tmp_path: Path,
+) -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    from mlwarden import datasets
+    from mlwarden.models import dumps_model
+
+    d = datasets.load("german")
+    numbers = d.frame.select_dtypes("number").assign(credit=d.y)
+    numbers.to_csv(tmp_path / "credit.csv", index=False)
+    X = numbers.drop(columns="credit")
+    model = LogisticRegression(max_iter=500).fit(X, d.y)
+    (tmp_path / "lr.skops").write_bytes(dumps_model(model))
+    args = ("--model", "lr.skops", "--data", "credit.csv", "--label", "credit")
+    result = mlwarden("audit", *args, "--checks", "evasion", cwd=tmp_path)
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "no column for 21 of the threat model's 21 features" in lines[0]
+    assert f"{X.shape[1]} of its {X.shape[1]} columns are not in it ('duration_months'" in lines[0]
+    assert "evasion needs a threat model for these columns" in lines[0]
+    assert "mlwarden threat-model init DATA --label LABEL" in lines[0]
+    assert "Iframe" not in lines[0]  # a few of the other data's names, not all 21
+    # The command it names writes one for these columns, and the check then runs with it.
+    made = mlwarden(
+        "threat-model", "init", "credit.csv", "--label", "credit", "--out", "t.yaml", cwd=tmp_path
+    )
+    assert made.returncode == 0, made.stderr
+    assert "wrote t.yaml: 7 features" in made.stdout
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        "checks:\n  - {check: evasion, threat_model: t.yaml, cost_budget: 1, max_success: 0.5,"
+        " rows: 20}\n"
+    )
+    audited = mlwarden("audit", *args, "--policy", "policy.yaml", cwd=tmp_path)
+    assert "evasion" in audited.stdout and "Traceback" not in audited.stderr
+    assert audited.returncode in (0, 1), audited.stdout + audited.stderr
+
+
+def test_threat_model_init_writes_a_starter_that_loads_and_never_overwrites(
+    tmp_path: Path,
+) -> None:
+    from mlwarden import datasets
+    from mlwarden.attacks import ThreatModel, draft_threat_model
+
+    printed = mlwarden("threat-model", "init", "german", "--label", "credit", cwd=tmp_path)
+    assert printed.returncode == 0, printed.stderr
+    frame = datasets.load("german").frame
+    assert ThreatModel.from_yaml_text(printed.stdout) == draft_threat_model(frame, "credit")
+    frame.to_parquet(tmp_path / "german.parquet")
+    target = tmp_path / "threat.yaml"
+    args = ("threat-model", "init", "german.parquet", "--label", "credit", "--target", "bad")
+    first = mlwarden(*args, "--out", "threat.yaml", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert ThreatModel.from_yaml(target).target == "bad"
+    target.write_text("# my edits\n" + target.read_text())
+    again = mlwarden(*args, "--out", "threat.yaml", cwd=tmp_path)
+    assert again.returncode == 2
+    assert "exists; give --force to overwrite it" in again.stderr
+    assert target.read_text().startswith("# my edits")  # nothing lost
+    forced = mlwarden(*args, "--out", "threat.yaml", "--force", cwd=tmp_path)
+    assert forced.returncode == 0 and not target.read_text().startswith("# my edits")
+    wrong = mlwarden("threat-model", "init", "german", "--label", "Credit", cwd=tmp_path)
+    assert wrong.returncode == 3
+    assert wrong.stderr.count("\n") == 1 and "--label: the table has no column 'Credit'" in (
+        wrong.stderr
+    )
