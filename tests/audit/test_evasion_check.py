@@ -26,15 +26,40 @@ def test_an_evadable_model_is_refused_by_the_gate(store: LineageStore) -> None:
     result = LocalExecutor(store).run(parse_spec(SPEC.replace("COST", "3")))
     assert result.status == "rejected"
     assert "evasion:" in (result.error or "")
-    assert "reach 'legitimate' at cost <= 3" in (result.error or "")
+    assert "flipped to 'legitimate' at cost <= 3: FAILS" in (result.error or "")
 
 
-def test_a_zero_budget_attacker_only_gets_rows_already_misclassified(store: LineageStore) -> None:
-    result = LocalExecutor(store).run(parse_spec(SPEC.replace("COST", "0.001")))
-    findings = store.read_artifact(result.artifacts["audit.findings"])
-    assert b'"check":"evasion"' in findings
-    # Logistic regression misclassifies a few percent of phishing rows, under the 5% bar.
+def test_rows_the_model_already_misclassifies_are_model_error_not_evasion(
+    store: LineageStore,
+) -> None:
+    import json
+
+    # A zero-budget attacker flips nothing. Rows the model already calls legitimate (logistic
+    # regression misses about 7% of phishing rows, above the 5% bar) must not count as evasions.
+    spec = SPEC.replace("COST", "0.001").replace("rows: 40", "rows: 300")
+    result = LocalExecutor(store).run(parse_spec(spec))
+    findings = json.loads(store.read_artifact(result.artifacts["audit.findings"]))
+    evasion = next(f for f in findings if f["check"] == "evasion")
+    assert evasion["value"] == 0.0 and evasion["details"]["already_target"] > 0.05 * 300
+    assert evasion["n"] == 300 - evasion["details"]["already_target"]
+    assert evasion["verdict"] == "pass" and evasion["interval"][1] <= 0.05
     assert result.status == "completed", result.error
+
+
+def test_too_few_rows_to_decide_is_inconclusive_and_flagged(store: LineageStore) -> None:
+    import json
+
+    # Nothing flipped in 38 rows still cannot show a rate below 5% at 95% confidence.
+    result = LocalExecutor(store).run(parse_spec(SPEC.replace("COST", "0.001")))
+    findings = json.loads(store.read_artifact(result.artifacts["audit.findings"]))
+    evasion = next(f for f in findings if f["check"] == "evasion")
+    assert evasion["value"] == 0.0 and evasion["verdict"] == "inconclusive"
+    assert evasion["interval"][0] == 0.0 < 0.05 < evasion["interval"][1]
+    gate = json.loads(store.read_artifact(result.artifacts["gate.gate"]))
+    assert result.status == "completed"  # on_inconclusive: warn (the default) registers, flagged
+    assert not gate["passed"] and gate["allow_registration"] and gate["inconclusive"]
+    strict = SPEC.replace("COST", "0.001") + "gate: {on_inconclusive: fail}\n"
+    assert LocalExecutor(store).run(parse_spec(strict)).status == "rejected"
 
 
 def test_the_finding_carries_the_success_curve(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from mlwarden.audit._dp_audit import DpAudit
 from mlwarden.audit._evasion import DecisionBoundary, Evasion
 from mlwarden.audit._extraction import Extraction
 from mlwarden.audit._fairness import DemographicParity, EqualOpportunity, GroupFairness
-from mlwarden.audit._gate import GateMode, GateResult, apply_gate
+from mlwarden.audit._gate import GateMode, GateResult, OnInconclusive, apply_gate
 from mlwarden.audit._membership import Membership, TprAtFpr
 from mlwarden.audit._metrics import MetricName, Metrics, classification_metrics
 from mlwarden.audit._overconfidence import (
@@ -29,6 +29,7 @@ from mlwarden.audit._shortcuts import (
     IrrelevantFeatures,
     permutation_importance,
 )
+from mlwarden.audit._stats import Verdict, bootstrap_interval, decide, proportion_interval
 
 __all__ = [
     "CHECKS",
@@ -52,14 +53,19 @@ __all__ = [
     "Membership",
     "MetricName",
     "Metrics",
+    "OnInconclusive",
     "OutOfDistributionConfidence",
     "RobustAccuracy",
     "TprAtFpr",
+    "Verdict",
     "apply_gate",
+    "bootstrap_interval",
     "canary_check",
     "classification_metrics",
+    "decide",
     "foreign_rows",
     "permutation_importance",
+    "proportion_interval",
     "register_check",
     "run_check",
     "uniform_noise",

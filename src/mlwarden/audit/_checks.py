@@ -12,9 +12,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from mlwarden.audit._metrics import MetricName, classification_metrics
+from mlwarden.audit._metrics import MetricName, metric_value
+from mlwarden.audit._stats import Verdict, bootstrap_interval, decide
 from mlwarden.data import TableSchema
 from mlwarden.models import ModelAdapter
 
@@ -37,14 +38,22 @@ class CheckContext:
 
 
 class Finding(BaseModel):
-    """The result of one check: what was measured, against which threshold, and the cost."""
+    """The result of one check: what was measured, on how many points, against which threshold.
+
+    ``verdict`` is three-valued: ``inconclusive`` when the 95% ``interval`` straddles the
+    threshold (too few points to decide); ``passed`` is ``verdict == "pass"``. ``n`` is the
+    sample size the value was measured on (None where it is not a sample statistic).
+    """
 
     check: str
     metric: str
     value: float | None  # None: could not be measured (and then the check failed)
     threshold: float
     comparison: Literal[">=", "<="]
-    passed: bool
+    verdict: Verdict
+    passed: bool = False
+    n: int | None = None
+    interval: tuple[float, float] | None = None
     message: str
     queries: int
     wall_time_s: float
@@ -54,6 +63,28 @@ class Finding(BaseModel):
     @classmethod
     def _nan_is_unmeasured(cls, value: float | None) -> float | None:
         return None if value is not None and math.isnan(value) else value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _verdict_and_passed_agree(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            data = dict(data)
+            if "verdict" not in data and "passed" in data:  # a finding of an older report
+                data["verdict"] = "pass" if data["passed"] else "fail"
+            data["passed"] = data.get("verdict") == "pass"
+        return data
+
+    @property
+    def shown(self) -> str:
+        """The value with its interval and sample size, for a table cell."""
+        if self.value is None:
+            return "n/a"
+        text = f"{self.value:.4f}"
+        if self.interval is not None:
+            text += f" [{self.interval[0]:.4f}, {self.interval[1]:.4f}]"
+        if self.n is not None:
+            text += f" n={self.n:,}"
+        return text
 
 
 class CheckParams(BaseModel):
@@ -94,10 +125,17 @@ def register_check(
     return decorate
 
 
-def _compare(value: float | None, threshold: float, comparison: Literal[">=", "<="]) -> bool:
-    if value is None or math.isnan(value):
-        return False
-    return value >= threshold if comparison == ">=" else value <= threshold
+#: How a message says a verdict, against the threshold named after it.
+VERDICT_WORDS: dict[Verdict, str] = {
+    "pass": "within",
+    "fail": "FAILS",
+    "inconclusive": "INCONCLUSIVE (the interval straddles)",
+}
+
+
+def span(interval: tuple[float, float] | None) -> str:
+    """`` [low, high]`` for a message, or nothing."""
+    return "" if interval is None else f" [95% CI {interval[0]:.4f}, {interval[1]:.4f}]"
 
 
 class PerformanceFloor(CheckParams):
@@ -112,20 +150,27 @@ def performance_floor(params: PerformanceFloor, ctx: CheckContext) -> Finding:
     """Held-out performance must reach a floor: a model worse than this is not worth shipping."""
     start, before = time.perf_counter(), ctx.model.queries
     proba = ctx.model.predict_proba(ctx.X_test)
-    scores = classification_metrics(ctx.y_test, proba, ctx.model.classes_, ctx.positive)
-    value = scores.get(params.metric)
-    passed = _compare(value, params.min, ">=")
+    classes, y = ctx.model.classes_, ctx.y_test.to_numpy()
+    value = metric_value(params.metric, y, proba, classes, ctx.positive)
+    interval = bootstrap_interval(
+        lambda i: metric_value(params.metric, y[i], proba[i], classes, ctx.positive),
+        len(y), seed=ctx.seed,
+    )  # fmt: skip
+    verdict = decide(value, interval, params.min, ">=")
     return Finding(
         check="performance_floor",
         metric=f"test_{params.metric}",
         value=value,
         threshold=params.min,
         comparison=">=",
-        passed=passed,
-        message=f"held-out {params.metric} {value:.4f} {'>=' if passed else '<'} {params.min}",
+        verdict=verdict,
+        n=len(y),
+        interval=interval,
+        message=f"held-out {params.metric} {value:.4f}{span(interval)} on {len(y):,} rows: "
+        f"{VERDICT_WORDS[verdict]} the floor {params.min:g}",
         queries=ctx.model.queries - before,
         wall_time_s=time.perf_counter() - start,
-        details={"n_test": len(ctx.y_test)},
+        details={"n_test": len(y)},
     )
 
 
@@ -141,30 +186,42 @@ def generalization_gap(params: GeneralizationGap, ctx: CheckContext) -> Finding:
     """Train minus held-out score must stay small: a large gap means memorised training rows.
 
     Overfitting is what membership-inference attacks exploit (Shokri et al., S&P 2017), so the gap
-    is a cheap first signal of privacy leakage as well as of poor generalisation.
+    is a cheap first signal of privacy leakage as well as of poor generalisation. The interval
+    resamples the training and the held-out rows independently.
     """
     start, before = time.perf_counter(), ctx.model.queries
     classes = ctx.model.classes_
-    train = classification_metrics(
-        ctx.y_train, ctx.model.predict_proba(ctx.X_train), classes, ctx.positive
+    sets = [
+        (ctx.y_train.to_numpy(), ctx.model.predict_proba(ctx.X_train)),
+        (ctx.y_test.to_numpy(), ctx.model.predict_proba(ctx.X_test)),
+    ]
+
+    def score(k: int, rows: Any = slice(None)) -> float:
+        y, proba = sets[k]
+        return metric_value(params.metric, y[rows], proba[rows], classes, ctx.positive)
+
+    train, test = score(0), score(1)
+    gap = train - test
+    n_train, n_test = len(sets[0][0]), len(sets[1][0])
+    interval = bootstrap_interval(
+        lambda i, j: score(0, i) - score(1, j), n_train, n_test, seed=ctx.seed
     )
-    test = classification_metrics(
-        ctx.y_test, ctx.model.predict_proba(ctx.X_test), classes, ctx.positive
-    )
-    gap = train.get(params.metric) - test.get(params.metric)
-    passed = _compare(gap, params.max_gap, "<=")
+    verdict = decide(gap, interval, params.max_gap, "<=")
     return Finding(
         check="generalization_gap",
         metric=f"{params.metric}_gap",
         value=gap,
         threshold=params.max_gap,
         comparison="<=",
-        passed=passed,
-        message=f"train-test {params.metric} gap {gap:.4f} {'<=' if passed else '>'} "
-        f"{params.max_gap}",
+        verdict=verdict,
+        n=n_test,
+        interval=interval,
+        message=f"train-test {params.metric} gap {gap:.4f}{span(interval)} "
+        f"({n_train:,} train, {n_test:,} held-out rows): "
+        f"{VERDICT_WORDS[verdict]} the limit {params.max_gap:g}",
         queries=ctx.model.queries - before,
         wall_time_s=time.perf_counter() - start,
-        details={"train": train.get(params.metric), "test": test.get(params.metric)},
+        details={"train": train, "test": test, "n_train": n_train},
     )
 
 

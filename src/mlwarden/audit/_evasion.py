@@ -1,19 +1,31 @@
 """The evasion check: can an attacker flip the model's decision cheaply, under a threat model?
 
 Runs the constrained tabular evasion attack on held-out rows that are not of the attacker's
-target class (for a phishing detector: real phishing pages trying to pass as legitimate), and
-gates on the share flipped within the cost budget the policy allows.
+target class and that the model classifies correctly (for a phishing detector: real phishing
+pages it catches, trying to pass as legitimate), and gates on the share flipped within the cost
+budget the policy allows.
 """
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
-from mlwarden.audit._checks import CheckContext, CheckParams, Finding, register_check
+from mlwarden.audit._checks import (
+    VERDICT_WORDS,
+    CheckContext,
+    CheckParams,
+    Finding,
+    register_check,
+    span,
+)
+from mlwarden.audit._stats import decide, proportion_interval
+
+if TYPE_CHECKING:
+    from mlwarden.attacks._tabular import TabularEvasionResult, ThreatModel
 
 
 class Evasion(CheckParams):
@@ -27,22 +39,70 @@ class Evasion(CheckParams):
     beam_width: int | None = Field(default=8, ge=1)
 
 
+def _cheapest(result: TabularEvasionResult, shown: int) -> dict[str, Any]:
+    """The cheapest successful changes, one row each, as a report table."""
+
+    def change(c: dict[str, Any]) -> str:
+        return f"{c['feature']}: {c['from']} -> {c['to']}"
+
+    order = sorted(
+        (k for k, c in enumerate(result.cost) if c is not None),
+        key=lambda k: (result.cost[k], result.rows[k]),
+    )
+    return {
+        "title": f"cheapest successful changes (of {len(order)})",
+        "columns": ["row", "cost", "changes", f"P({result.target}) after"],
+        "rows": [
+            [
+                result.rows[k],
+                f"{result.cost[k]:g}",
+                "; ".join(change(c) for c in result.changes[k]),
+                f"{result.p_target[k]:.3f}",
+            ]
+            for k in order[:shown]
+        ],
+    }
+
+
+def _features_used(result: TabularEvasionResult) -> dict[str, Any]:
+    """How often each feature is changed by the successful evasions, most used first."""
+    from collections import Counter
+
+    counts = Counter(
+        c["feature"] for k, cost in enumerate(result.cost) if cost is not None
+        for c in result.changes[k]
+    )  # fmt: skip
+    flipped = sum(c is not None for c in result.cost)
+    return {
+        "title": "features the successful evasions change",
+        "columns": ["feature", "evasions using it", "share of evasions"],
+        "rows": [[f, n, f"{n / flipped:.1%}"] for f, n in counts.most_common(10)],
+    }
+
+
+def load_threat_model(name_or_path: str) -> ThreatModel:
+    """A threat model from a YAML path, or a bundled one by name (``phishing``)."""
+    from mlwarden.attacks._tabular import ThreatModel, bundled_threat_model
+
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml"):
+        return ThreatModel.from_yaml(path)
+    return bundled_threat_model(name_or_path)
+
+
 @register_check("evasion", Evasion)
 def evasion(params: Evasion, ctx: CheckContext) -> Finding:
-    """At most ``max_success`` of attacked rows may be flipped to the target within the budget.
+    """At most ``max_success`` of the rows the model gets right may be flipped within the budget.
 
-    The attack is score-based black-box, so a passing model resists an attacker who can query
-    it; the curve of success against cost goes into the finding for the report.
+    The attacked rows are held-out rows of the other classes that the model classifies
+    correctly: a row it already gives the attacker's class is a model error, reported apart,
+    not an evasion. The attack is score-based black-box, so a passing model resists an
+    attacker who can query it; the curve of success against cost goes into the report.
     """
-    from mlwarden.attacks._tabular import ThreatModel, bundled_threat_model, tabular_evasion
+    from mlwarden.attacks._tabular import tabular_evasion
 
     start, before = time.perf_counter(), ctx.model.queries
-    path = Path(params.threat_model)
-    threat = (
-        ThreatModel.from_yaml(path)
-        if path.suffix in (".yaml", ".yml")
-        else bundled_threat_model(params.threat_model)
-    )
+    threat = load_threat_model(params.threat_model)
     threat.check_columns(ctx.X_test)
     attackable = ctx.X_test[(ctx.y_test != threat.target).to_numpy()]
     if len(attackable) > params.rows:
@@ -52,10 +112,12 @@ def evasion(params: Evasion, ctx: CheckContext) -> Finding:
         beam_width=params.beam_width, seed=ctx.seed,
     )  # fmt: skip
     flipped = sum(c is not None for c in result.cost)
-    attacked = result.n_points + result.already_target
-    # Rows the model already gives the attacker count as evaded at zero cost.
-    share = (flipped + result.already_target) / attacked if attacked else 0.0
-    passed = share <= params.max_success
+    attacked = result.n_points
+    share = flipped / attacked if attacked else None
+    interval = proportion_interval(flipped, attacked) if attacked else None
+    verdict = decide(share, interval, params.max_success, "<=")
+    errors = result.already_target
+    shown = "no row" if share is None else f"{share:.1%}"
     curve = result.success_curve
     return Finding(
         check="evasion",
@@ -63,21 +125,30 @@ def evasion(params: Evasion, ctx: CheckContext) -> Finding:
         value=share,
         threshold=params.max_success,
         comparison="<=",
-        passed=passed,
-        message=f"{share:.1%} of {attacked} attacked rows reach {threat.target!r} at cost "
-        f"<= {params.cost_budget:g} ({'<=' if passed else '>'} {params.max_success:.0%} allowed)",
+        verdict=verdict,
+        n=attacked,
+        interval=interval,
+        message=f"{flipped} of {attacked} correctly classified rows ({shown}{span(interval)}) "
+        f"flipped to {threat.target!r} at cost <= {params.cost_budget:g}: "
+        f"{VERDICT_WORDS[verdict]} {params.max_success:.0%} allowed; {errors} of "
+        f"{attacked + errors} sampled rows were already misclassified as {threat.target!r} "
+        "(model error, not counted)",
         queries=ctx.model.queries - before,
         wall_time_s=time.perf_counter() - start,
         details={
-            "already_target": result.already_target,
+            "flipped": flipped,
+            "attacked": attacked,
+            "already_target": errors,
+            "model_error_rate": errors / (attacked + errors) if attacked + errors else None,
             "queries_per_success": result.queries_per_success,
             "budget_exhausted": result.budget_exhausted,
             "examples": result.examples[:3],
+            "tables": [_cheapest(result, 10), _features_used(result)] if flipped else [],
             "curve": {
                 "x": [c for c, _ in curve],
                 "y": [s for _, s in curve],
                 "xlabel": "attacker's cost budget",
-                "ylabel": "share of attacked rows flipped",
+                "ylabel": "share of correctly classified rows flipped",
             },
         },
     )

@@ -9,32 +9,55 @@ from pydantic import BaseModel
 from mlwarden.audit._checks import Finding
 
 GateMode = Literal["fail-closed", "warn"]
+#: What an inconclusive finding does: fail the gate, let the model through flagged, or pass.
+OnInconclusive = Literal["fail", "warn", "pass"]
 
 
 class GateResult(BaseModel):
-    """The gate's decision: ``passed`` if every check passed, ``allow_registration`` if it ships."""
+    """The gate's decision.
+
+    ``passed``: every check passed (and none was inconclusive, unless the policy says
+    ``on_inconclusive: pass``). ``allow_registration``: the model ships, flagged when it did not
+    pass. ``failures`` name the failing checks (inconclusive ones too under
+    ``on_inconclusive: fail``); ``inconclusive`` names every inconclusive check.
+    """
 
     mode: GateMode
+    on_inconclusive: OnInconclusive = "warn"
     passed: bool
     allow_registration: bool
     failures: list[str]
+    inconclusive: list[str] = []
 
     def summary(self) -> str:
-        """One line per failing check, or that all passed."""
+        """One line per failing or inconclusive check, or that all passed."""
         if self.passed:
             return "all checks passed"
-        return "; ".join(self.failures)
+        flagged = [f"inconclusive: {i}" for i in self.inconclusive if i not in self.failures]
+        return "; ".join(self.failures + flagged)
 
 
-def apply_gate(findings: list[Finding], mode: GateMode) -> GateResult:
+def apply_gate(
+    findings: list[Finding], mode: GateMode, on_inconclusive: OnInconclusive = "warn"
+) -> GateResult:
     """Fail-closed refuses a model with any failing check; warn lets it through, flagged.
 
-    A gate with no findings fails closed too: a policy that checked nothing proves nothing.
+    An inconclusive check (its interval straddles the threshold) fails the gate, flags the
+    model while letting it through, or counts as passed, as ``on_inconclusive`` says. A gate
+    with no findings fails closed too: a policy that checked nothing proves nothing.
     """
-    failures = [f"{f.check}: {f.message}" for f in findings if not f.passed]
+    failures = [f"{f.check}: {f.message}" for f in findings if f.verdict == "fail"]
+    undecided = [f"{f.check}: {f.message}" for f in findings if f.verdict == "inconclusive"]
+    if on_inconclusive == "fail":
+        failures += undecided
     if not findings:
         failures.append("no checks ran: the policy must list at least one check")
-    passed = not failures
+    passed = not failures and (not undecided or on_inconclusive == "pass")
     return GateResult(
-        mode=mode, passed=passed, allow_registration=passed or mode == "warn", failures=failures
+        mode=mode,
+        on_inconclusive=on_inconclusive,
+        passed=passed,
+        allow_registration=not failures or mode == "warn",
+        failures=failures,
+        inconclusive=undecided,
     )

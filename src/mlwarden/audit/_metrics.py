@@ -89,3 +89,35 @@ def classification_metrics(
         confusion_matrix=confusion_matrix(y, pred, labels=classes).tolist(),
         roc_curve=curve,
     )
+
+
+def metric_value(
+    name: MetricName, y_true: Any, proba: np.ndarray, classes: np.ndarray, positive: Any | None
+) -> float:
+    """One metric, as :func:`classification_metrics` defines it, without the rest (fast enough
+    to bootstrap); NaN where it is undefined (ROC AUC on one class)."""
+    import numpy as np
+    from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
+
+    y = np.asarray(y_true)
+    pred = classes[np.argmax(proba, axis=1)]
+    if name == "accuracy":
+        return float(accuracy_score(y, pred))
+    binary = len(classes) == 2
+    pos = (positive if positive is not None else classes[1]) if binary else None
+    if name == "roc_auc":
+        from sklearn.metrics import roc_auc_score
+
+        if binary:
+            truth = y == pos
+            if truth.all() or not truth.any():
+                return float("nan")
+            return float(roc_auc_score(truth, proba[:, list(classes).index(pos)]))
+        if not np.isin(classes, y).all():
+            return float("nan")
+        return float(roc_auc_score(y, proba, multi_class="ovr", labels=classes))
+    averaging: dict[str, Any] = (
+        {"average": "binary", "pos_label": pos} if binary else {"average": "macro"}
+    )
+    score = {"precision": precision_score, "recall": recall_score, "f1": f1_score}[name]
+    return float(score(y, pred, zero_division=0, **averaging))

@@ -56,7 +56,7 @@ def _gate_and_register(
     is not scikit-learn: ``media_type`` says what it is), keeping ``recorded`` in its manifest."""
     return [
         StepDef(
-            "gate", _steps.gate, {"findings": "audit.findings"}, ("gate",), {"mode": spec.gate.mode}
+            "gate", _steps.gate, {"findings": "audit.findings"}, ("gate",), spec.gate.model_dump()
         ),
         StepDef(
             "register",
@@ -256,7 +256,7 @@ def build_steps(spec: AnySpec) -> tuple[list[StepDef], dict[str, Output]]:
             _steps.gate,
             {"findings": "audit.findings"},
             ("gate",),
-            {"mode": spec.gate.mode},
+            spec.gate.model_dump(),
         ),
         StepDef(
             "register",

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mlwarden._yaml_lines import line_of, parse_mapping, validation_error
-from mlwarden.audit import CHECKS, GateMode
+from mlwarden.audit import CHECKS, GateMode, OnInconclusive
 from mlwarden.data import DriftThresholds, MissingPolicy, TableSchema, list_datasets
 from mlwarden.errors import SpecError
 from mlwarden.lineage import sha256_json
@@ -150,9 +150,10 @@ class CheckSpec(BaseModel):
 
 
 class GateSpec(_Strict):
-    """What the gate does with failing checks."""
+    """What the gate does with failing checks, and with inconclusive ones (too few points)."""
 
     mode: GateMode = "fail-closed"
+    on_inconclusive: OnInconclusive = "warn"
 
 
 class RegisterSpec(_Strict):

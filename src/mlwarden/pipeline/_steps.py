@@ -124,7 +124,7 @@ def audit(ctx: StepContext) -> Outputs:
     for spec in ctx.params["checks"]:
         params = {k: v for k, v in spec.items() if k != "check"}
         finding = run_check(spec["check"], params, check_ctx)
-        ctx.progress(f"{finding.check}: {'pass' if finding.passed else 'FAIL'} ({finding.message})")
+        ctx.progress(f"{finding.check}: {finding.verdict} ({finding.message})")
         findings.append(finding)
     return {
         "findings": Output(
@@ -136,7 +136,7 @@ def audit(ctx: StepContext) -> Outputs:
 def gate(ctx: StepContext) -> Outputs:
     """Apply the policy's gate mode to the findings."""
     findings = [Finding.model_validate(f) for f in ctx.json("findings")]
-    result = apply_gate(findings, ctx.params["mode"])
+    result = apply_gate(findings, ctx.params["mode"], ctx.params.get("on_inconclusive", "warn"))
     ctx.progress(result.summary())
     return {"gate": Output(json_bytes(result), JSON, "gate.json")}
 
@@ -184,6 +184,12 @@ def register(ctx: StepContext) -> Outputs:
         return "model_version", name, payload
 
     ctx.emit(build)
-    flag = "" if result.passed else " (flagged: gate mode warn let failing checks through)"
+    flag = ""
+    if not result.passed:
+        flag = (
+            " (flagged: gate mode warn let failing checks through)"
+            if any(f not in result.inconclusive for f in result.failures)
+            else " (flagged: inconclusive checks, on_inconclusive: warn)"
+        )
     ctx.progress(f"registering {name}{flag}")
     return {}
