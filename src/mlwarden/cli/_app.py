@@ -94,13 +94,18 @@ def _run_spec(spec_path: Path, store: Path, db_url: str | None, from_feedback: b
 
             label = datasets.load(spec.data.dataset).label
         labelled = feedback_table(lineage.root, label or "")
-        out.print(f"{labelled.rows} feedback row(s) from the decision log: {labelled.path}")
+        out.print(
+            f"{labelled.rows} feedback row(s) from the decision log: {labelled.path}",
+            soft_wrap=True,
+        )
         spec = spec.model_copy(
             update={"data": spec.data.model_copy(update={"feedback": labelled.path})}
         )
+    # Paths are printed with soft_wrap: a line wrapped mid-path cannot be copied back.
     out.print(
         f"[bold]mlwarden {__version__}[/]: pipeline [bold]{spec.name}[/] "
-        f"from {spec_path}, store {lineage.root}"
+        f"from {spec_path}, store {lineage.root}",
+        soft_wrap=True,
     )
     result = LocalExecutor(lineage, RichProgress(out)).run(spec)
     report, json_path, html_path = write_run_report(lineage, spec, result, str(spec_path))
@@ -119,10 +124,17 @@ def _run_spec(spec_path: Path, store: Path, db_url: str | None, from_feedback: b
             f"held-out: accuracy {m['accuracy']:.4f}  precision {m['precision']:.4f}  "
             f"recall {m['recall']:.4f}  F1 {m['f1']:.4f}  ROC AUC {m['roc_auc']:.4f}"
         )
+    hardening = (report.search or {}).get("hardening") or {}
+    if hardening.get("held_out"):
+        _print_hardening(hardening)
     executed, cached = len(result.executed), len(result.cached)
     out.print(f"{executed} step(s) executed, {cached} cache hit(s) in {result.seconds:.1f} s")
-    out.print(f"report: {html_path}\n        {json_path}")
-    out.print(f"for CI: {html_path.with_name('report.sarif')}, report.junit.xml beside it")
+    out.print(f"report: {html_path}", soft_wrap=True)
+    out.print(f"        {json_path}", soft_wrap=True)
+    out.print(
+        f"for CI: {html_path.with_name('report.sarif')}, report.junit.xml beside it",
+        soft_wrap=True,
+    )
     if result.status == "completed":
         flag = ""
         if report.gate and not report.gate.get("passed"):
@@ -131,6 +143,40 @@ def _run_spec(spec_path: Path, store: Path, db_url: str | None, from_feedback: b
         return 0
     err.print(f"[red]error:[/] {result.error}")
     return result.exit_code or 1
+
+
+def _print_hardening(hardening: dict[str, object]) -> None:
+    """Evasion and clean metrics before and after hardening, side by side, and what it cost."""
+    from mlwarden.pipeline._harden import CLEAN_METRICS, COST_TOLERANCE, HeldOutComparison
+
+    o = HeldOutComparison.model_validate(hardening["held_out"])
+    table = Table(
+        title=f"hardening: the same {o.rows:,} held-out rows before and after", title_justify="left"
+    )
+    for column in ("measure", "before", "after", "change"):
+        table.add_column(column)
+    shown = []
+    for e in (o.evasion_before, o.evasion_after):
+        shown.append("n/a" if e.success is None else f"{e.success:.1%} ({e.flipped}/{e.attacked})")
+    b, a = o.evasion_before.success, o.evasion_after.success
+    delta = "" if a is None or b is None else f"{100 * (a - b):+.1f} points"
+    table.add_row(f"evasion at cost <= {hardening['cost_budget']:g}", *shown, delta)
+    costs = o.costs(COST_TOLERANCE)
+    for name in CLEAN_METRICS:
+        before, after = o.metrics_before.get(name), o.metrics_after.get(name)
+        if before is None or after is None:
+            table.add_row(name, str(before), str(after), "")
+            continue
+        change = f"{after - before:+.4f}"
+        table.add_row(
+            name, f"{before:.4f}", f"{after:.4f}", f"[red]{change}[/]" if name in costs else change
+        )
+    out.print(table)
+    if costs:
+        lost = ", ".join(f"{k} {b:.4f} -> {a:.4f}" for k, (b, a) in costs.items())
+        out.print(f"[yellow]hardening cost clean held-out {lost}[/]")
+    else:
+        out.print(f"hardening cost no clean held-out metric more than {COST_TOLERANCE:g}")
 
 
 @app.command()

@@ -225,7 +225,8 @@ def build_steps(spec: AnySpec) -> tuple[list[StepDef], dict[str, Output]]:
         StepDef(
             "train",
             _steps.train,
-            {"train": train_ref, "schema": "ingest.schema", "info": "ingest.info"},
+            {"train": train_ref, "schema": "ingest.schema", "info": "ingest.info"}
+            | ({"test": test_ref} if spec.train.harden else {}),  # hardening's held-out cost
             ("model", "search"),
             model_spec,
         ),
