@@ -20,18 +20,22 @@ _BESIDE = Path(sys.executable).parent / "mlwarden"
 EXE = str(_BESIDE) if _BESIDE.exists() else shutil.which("mlwarden")
 
 
-def mlwarden(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    """Run the installed console script, as a user would."""
+def mlwarden(*args: str, cwd: Path, columns: int = 200) -> subprocess.CompletedProcess[str]:
+    """Run the installed console script, as a user would (in a terminal ``columns`` wide)."""
     assert EXE is not None, "the mlwarden console script is not installed"
-    env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
+    env = {**os.environ, "COLUMNS": str(columns), "NO_COLOR": "1"}
     return subprocess.run([EXE, *args], cwd=cwd, capture_output=True, text=True, env=env)
 
 
 @pytest.fixture(scope="module")
 def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A folder where the phishing demo has run once, cold."""
+    """A folder where the phishing demo has run once, cold, in an 80-column terminal.
+
+    Its output is kept in ``run.out`` for the tests that read what the user saw.
+    """
     folder = tmp_path_factory.mktemp("demo")
-    result = mlwarden("run", str(REPO / "pipelines" / "phishing.yaml"), cwd=folder)
+    result = mlwarden("run", str(REPO / "pipelines" / "phishing.yaml"), cwd=folder, columns=80)
+    (folder / "run.out").write_text(result.stdout)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "registered phishing@1" in result.stdout
     return folder
@@ -51,6 +55,56 @@ def test_the_phishing_pipeline_registers_a_model_that_loads_and_predicts(demo_di
 
 
 @pytest.mark.slow
+def test_the_demo_gates_on_evasion_and_hardening_shows_what_it_bought_and_cost(
+    demo_dir: Path,
+) -> None:
+    shown = (demo_dir / "run.out").read_text()
+    report = json.loads(next((demo_dir / ".mlwarden" / "reports").rglob("report.json")).read_text())
+    evasion = next(c for c in report["checks"] if c["check"] == "evasion")
+    held_out = report["search"]["hardening"]["held_out"]
+    before, after = held_out["evasion_before"], held_out["evasion_after"]
+    # The shipped model passes the evasion check: the whole interval is within the limit ...
+    assert evasion["verdict"] == "pass" and evasion["interval"][1] <= evasion["threshold"]
+    # ... which the same model without hardening fails, on the same rows, by the same check.
+    assert before["interval"][0] > evasion["threshold"]
+    assert (after["flipped"], after["attacked"]) == (
+        evasion["details"]["flipped"],
+        evasion["details"]["attacked"],
+    )
+    assert report["gate"]["passed"]
+    # The user sees evasion and the clean metrics before and after, side by side.
+    assert "hardening: the same 2,764 held-out rows before and after" in shown
+    budget = report["search"]["hardening"]["cost_budget"]
+    row = next(line for line in shown.splitlines() if f"evasion at cost <= {budget:g}" in line)
+    assert f"{before['success']:.1%} ({before['flipped']}/{before['attacked']})" in row
+    assert f"{after['success']:.1%} ({after['flipped']}/{after['attacked']})" in row
+    for name in ("accuracy", "precision", "recall", "f1", "roc_auc"):
+        line = next(x for x in shown.splitlines() if x.startswith(f"│ {name} "))
+        assert f"{held_out['metrics_before'][name]:.4f}" in line
+        assert f"{held_out['metrics_after'][name]:.4f}" in line
+    lowered = [
+        name
+        for name, value in held_out["metrics_after"].items()
+        if value < held_out["metrics_before"][name] - 0.001
+    ]
+    assert lowered  # hardening the demo model costs some precision, and the run says so
+    said = next(x for x in shown.splitlines() if x.startswith("what hardening cost"))
+    assert all(name in said for name in lowered)
+
+
+@pytest.mark.slow
+def test_report_paths_are_never_wrapped_mid_word_at_80_columns(demo_dir: Path) -> None:
+    lines = (demo_dir / "run.out").read_text().splitlines()
+    folder = next((demo_dir / ".mlwarden" / "reports" / "phishing").iterdir())
+    html = next(line for line in lines if line.startswith("report: "))
+    assert html == f"report: {Path('.mlwarden') / folder.relative_to(demo_dir) / 'report.html'}"
+    assert len(html) > 80  # long enough that a wrapping console would have cut it
+    assert lines[lines.index(html) + 1].strip().endswith(f"{folder.name}/report.json")
+    ci = next(line for line in lines if line.startswith("for CI: "))
+    assert ci.endswith("report.sarif, report.junit.xml beside it")
+
+
+@pytest.mark.slow
 def test_a_second_run_is_all_cache_hits_and_registers_nothing_new(demo_dir: Path) -> None:
     result = mlwarden("demo", cwd=demo_dir)
     assert result.returncode == 0, result.stderr
@@ -65,9 +119,11 @@ def test_every_run_writes_a_json_and_a_self_contained_html_report(demo_dir: Path
     report = json.loads(reports[0].read_text())
     assert report["status"] == "completed"
     assert report["model_version"] == "phishing@1"
-    assert {c["check"] for c in report["checks"]} == {"performance_floor", "generalization_gap"}
+    checks = {"performance_floor", "generalization_gap", "evasion"}
+    assert {c["check"] for c in report["checks"]} == checks
     html = (reports[0].parent / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 3  # checks, confusion matrix, ROC
+    assert html.count("data:image/png;base64,") == 4  # checks, evasion curve, confusion, ROC
+    assert "before hardening</th><th>after hardening</th>" in html
     assert 'src="http' not in html and "<script" not in html
     assert "performance_floor" in html and "phishing@1" in html
 

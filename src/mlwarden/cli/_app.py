@@ -174,9 +174,11 @@ def _print_hardening(hardening: dict[str, object]) -> None:
     out.print(table)
     if costs:
         lost = ", ".join(f"{k} {b:.4f} -> {a:.4f}" for k, (b, a) in costs.items())
-        out.print(f"[yellow]hardening cost clean held-out {lost}[/]")
+        out.print(
+            f"[yellow]what hardening cost on the clean held-out rows: {lost}[/]", soft_wrap=True
+        )
     else:
-        out.print(f"hardening cost no clean held-out metric more than {COST_TOLERANCE:g}")
+        out.print(f"hardening lowered no clean held-out metric by more than {COST_TOLERANCE:g}")
 
 
 @app.command()
