@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from mlwarden import __version__
 from tests.conftest import FAST_SPEC
 
 REPO = Path(__file__).resolve().parents[2]
@@ -64,13 +65,13 @@ def test_the_demo_gates_on_evasion_and_hardening_shows_what_it_bought_and_cost(
     held_out = report["search"]["hardening"]["held_out"]
     before, after = held_out["evasion_before"], held_out["evasion_after"]
     # The shipped model passes the evasion check: the whole interval is within the limit ...
-    assert evasion["verdict"] == "pass" and evasion["interval"][1] <= evasion["threshold"]
+    from mlwarden.audit._stats import proportion_interval
+
+    flipped, attacked = evasion["details"]["flipped"], evasion["details"]["attacked"]
+    assert evasion["passed"] and proportion_interval(flipped, attacked)[1] <= evasion["threshold"]
     # ... which the same model without hardening fails, on the same rows, by the same check.
     assert before["interval"][0] > evasion["threshold"]
-    assert (after["flipped"], after["attacked"]) == (
-        evasion["details"]["flipped"],
-        evasion["details"]["attacked"],
-    )
+    assert (after["flipped"], after["attacked"]) == (flipped, attacked)
     assert report["gate"]["passed"]
     # The user sees evasion and the clean metrics before and after, side by side.
     assert "hardening: the same 2,764 held-out rows before and after" in shown
@@ -96,12 +97,15 @@ def test_the_demo_gates_on_evasion_and_hardening_shows_what_it_bought_and_cost(
 def test_report_paths_are_never_wrapped_mid_word_at_80_columns(demo_dir: Path) -> None:
     lines = (demo_dir / "run.out").read_text().splitlines()
     folder = next((demo_dir / ".mlwarden" / "reports" / "phishing").iterdir())
-    html = next(line for line in lines if line.startswith("report: "))
-    assert html == f"report: {Path('.mlwarden') / folder.relative_to(demo_dir) / 'report.html'}"
-    assert len(html) > 80  # long enough that a wrapping console would have cut it
-    assert lines[lines.index(html) + 1].strip().endswith(f"{folder.name}/report.json")
-    ci = next(line for line in lines if line.startswith("for CI: "))
-    assert ci.endswith("report.sarif, report.junit.xml beside it")
+    relative = folder.relative_to(demo_dir)
+    assert f"report: {relative / 'report.html'}" in lines
+    assert f"        {relative / 'report.json'}" in lines
+    # Lines longer than the terminal stay whole, so the paths in them can be copied.
+    ci = f"for CI: {relative / 'report.sarif'}, report.junit.xml beside it"
+    assert ci in lines and len(ci) > 80
+    spec = REPO / "pipelines" / "phishing.yaml"
+    header = f"mlwarden {__version__}: pipeline phishing from {spec}, store .mlwarden"
+    assert header in lines and len(header) > 80
 
 
 @pytest.mark.slow
