@@ -5,13 +5,20 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.ensemble import GradientBoostingClassifier
-from sklearn.linear_model import LogisticRegression
+from pydantic import ValidationError
+from sklearn.ensemble import GradientBoostingClassifier, RandomForestClassifier
 from sklearn.model_selection import train_test_split
 from sklearn.tree import DecisionTreeClassifier
 
 from mlwarden import datasets
-from mlwarden.audit import CheckContext, foreign_rows, run_check, uniform_noise
+from mlwarden.audit import (
+    CheckContext,
+    Finding,
+    OutOfDistributionConfidence,
+    foreign_rows,
+    run_check,
+    uniform_noise,
+)
 from mlwarden.models import SklearnAdapter
 
 
@@ -82,24 +89,32 @@ def _german() -> tuple[pd.DataFrame, pd.Series, pd.DataFrame, pd.Series]:
     return X.iloc[:700], d.y.iloc[:700], X.iloc[700:], d.y.iloc[700:]
 
 
-def test_a_fully_grown_tree_is_overconfident_off_distribution_and_a_soft_model_is_not() -> None:
+def test_a_fully_grown_tree_gives_no_confidence_signal_and_tree_ensembles_do() -> None:
     X_train, y_train, X_test, y_test = _german()
-    tree = DecisionTreeClassifier(random_state=0).fit(X_train, y_train)
-    soft = LogisticRegression(C=0.001, max_iter=2000).fit(X_train, y_train)
-    params = {"max_share": 0.2, "confidence": 0.9, "dataset": "german"}
-    for model, should_pass in ((tree, False), (soft, True)):
+    params = {"min_auroc": 0.55, "dataset": "german"}
+
+    def audit(model: object) -> Finding:
+        model.fit(X_train, y_train)  # type: ignore[attr-defined]
         ctx = CheckContext(SklearnAdapter(model), X_train, y_train, X_test, y_test, "bad")
-        finding = run_check("ood_confidence", params, ctx)
-        assert finding.passed is should_pass, finding.message
-        assert finding.queries == 2 * 1000
-    assert (
-        run_check(
-            "ood_confidence",
-            params,
-            CheckContext(SklearnAdapter(tree), X_train, y_train, X_test, y_test, "bad"),
-        ).value
-        == 1.0
-    )
+        return run_check("ood_confidence", params, ctx)
+
+    tree = audit(DecisionTreeClassifier(random_state=0))
+    # every answer, on or off the data, has confidence 1: nothing to tell them apart
+    assert tree.value == 0.5 and tree.verdict == "fail", tree.message
+    assert tree.queries == len(X_test) + 1000 and tree.n == len(X_test) + 1000
+    # The old share-of-confident-answers default failed every tree ensemble tried.
+    for ensemble in (
+        RandomForestClassifier(n_estimators=100, random_state=0, n_jobs=1),
+        GradientBoostingClassifier(random_state=0),
+    ):
+        finding = audit(ensemble)
+        assert finding.verdict == "pass", finding.message
+        assert finding.interval is not None and finding.interval[0] >= 0.55
+
+
+def test_the_old_share_parameter_says_what_replaced_it() -> None:
+    with pytest.raises(ValidationError, match="max_share was replaced by min_auroc"):
+        OutOfDistributionConfidence.model_validate({"max_share": 0.2})
 
 
 def test_ood_inputs_stay_inside_the_declared_feature_space() -> None:

@@ -474,6 +474,16 @@ def test_evasion_on_a_table_with_columns_of_its_own_says_how_to_make_a_threat_mo
     assert result.returncode == 2, result.stdout + result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
+    assert "evasion needs a threat model for these columns" in lines[0]
+    assert "mlwarden threat-model init credit.csv --label credit" in lines[0]
+    # A policy naming the bundled threat model on these columns: the same, from the check.
+    (tmp_path / "phishing_policy.yaml").write_text(
+        "checks:\n  - {check: evasion, threat_model: phishing, cost_budget: 1, max_success: 0.5}\n"
+    )
+    result = mlwarden("audit", *args, "--policy", "phishing_policy.yaml", cwd=tmp_path)
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
     assert "no column for 21 of the threat model's 21 features" in lines[0]
     assert f"{X.shape[1]} of its {X.shape[1]} columns are not in it ('duration_months'" in lines[0]
     assert "evasion needs a threat model for these columns" in lines[0]

@@ -279,8 +279,11 @@ def _result(
     params: dict[str, Any],
     n_bootstrap: int,
     seed: int,
+    fpr_levels: Sequence[float] = FPR_LEVELS,
 ) -> MembershipResult:
-    metrics = membership_metrics(labels, scores, n_bootstrap=n_bootstrap, seed=seed)
+    metrics = membership_metrics(
+        labels, scores, n_bootstrap=n_bootstrap, seed=seed, fpr_levels=fpr_levels
+    )
     top = np.argsort(-scores, kind="stable")[:5]
     examples = [
         {"index": int(i), "score": float(scores[i]), "is_member": bool(labels[i])} for i in top
@@ -345,6 +348,7 @@ def loss_threshold_attack(
     *,
     n_bootstrap: int = 200,
     seed: int = 0,
+    fpr_levels: Sequence[float] = FPR_LEVELS,
 ) -> MembershipResult:
     """The loss-threshold membership attack: members have low loss (Yeom et al. 2018).
 
@@ -363,6 +367,8 @@ def loss_threshold_attack(
         Rows that were not, and their labels.
     n_bootstrap, seed : int
         Bootstrap resamples and seed for the confidence intervals.
+    fpr_levels : sequence of float
+        FPRs at which to report the TPR (see :func:`membership_metrics`).
 
     Returns
     -------
@@ -394,6 +400,7 @@ def loss_threshold_attack(
         params={"score": "logit_confidence", "phi_epsilon": PHI_EPSILON},
         n_bootstrap=n_bootstrap,
         seed=seed,
+        fpr_levels=fpr_levels,
     )
 
 
@@ -477,6 +484,7 @@ def lira(
     global_variance: bool | None = None,
     n_bootstrap: int = 200,
     seed: int = 0,
+    fpr_levels: Sequence[float] = FPR_LEVELS,
 ) -> MembershipResult:
     """The Likelihood Ratio Attack (LiRA) of Carlini et al. (2022).
 
@@ -520,6 +528,8 @@ def lira(
         Pool the variance over rows; None (default): pooled below 64 reference models.
     n_bootstrap, seed : int
         Bootstrap resamples for the intervals; ``seed`` also draws the reference data splits.
+    fpr_levels : sequence of float
+        FPRs at which to report the TPR (see :func:`membership_metrics`).
 
     Returns
     -------
@@ -588,4 +598,5 @@ def lira(
         },
         n_bootstrap=n_bootstrap,
         seed=seed,
+        fpr_levels=fpr_levels,
     )

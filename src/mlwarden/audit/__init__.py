@@ -10,6 +10,7 @@ from mlwarden.audit._checks import (
     register_check,
     run_check,
 )
+from mlwarden.audit._defaults import CHECK_GROUPS, DEFAULT_GROUPS
 from mlwarden.audit._dp_audit import DpAudit
 from mlwarden.audit._evasion import DecisionBoundary, Evasion
 from mlwarden.audit._extraction import Extraction
@@ -33,6 +34,8 @@ from mlwarden.audit._stats import Verdict, bootstrap_interval, decide, proportio
 
 __all__ = [
     "CHECKS",
+    "CHECK_GROUPS",
+    "DEFAULT_GROUPS",
     "AttributionShare",
     "CanaryCheck",
     "CheckContext",

@@ -50,7 +50,7 @@ class Finding(BaseModel):
     value: float | None  # None: could not be measured (and then the check failed)
     threshold: float
     comparison: Literal[">=", "<="]
-    verdict: Verdict
+    verdict: Verdict = "fail"  # a check that gives only ``passed`` gets its verdict from it
     passed: bool = False
     n: int | None = None
     interval: tuple[float, float] | None = None
@@ -76,14 +76,12 @@ class Finding(BaseModel):
 
     @property
     def shown(self) -> str:
-        """The value with its interval and sample size, for a table cell."""
+        """The value with its interval, for a table cell."""
         if self.value is None:
             return "n/a"
         text = f"{self.value:.4f}"
         if self.interval is not None:
             text += f" [{self.interval[0]:.4f}, {self.interval[1]:.4f}]"
-        if self.n is not None:
-            text += f" n={self.n:,}"
         return text
 
 

@@ -10,12 +10,25 @@ as the strongest attack measured says.
 
 from __future__ import annotations
 
+import math
 import time
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from mlwarden.audit._checks import CheckContext, CheckParams, Finding, register_check
+from mlwarden.audit._checks import (
+    VERDICT_WORDS,
+    CheckContext,
+    CheckParams,
+    Finding,
+    register_check,
+    span,
+)
+from mlwarden.audit._stats import Verdict, decide
+
+#: A TPR at FPR f is judged only with at least this many expected false positives, i.e.
+#: ``MIN_FALSE_POSITIVES / f`` non-members: with fewer, the rate is set by one or two rows.
+MIN_FALSE_POSITIVES = 10
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -131,7 +144,7 @@ def membership(params: Membership, ctx: CheckContext) -> Finding:
     """
     import numpy as np
 
-    from mlwarden.attacks._membership import lira, loss_threshold_attack
+    from mlwarden.attacks._membership import FPR_LEVELS, lira, loss_threshold_attack
 
     start, before = time.perf_counter(), ctx.model.queries
     point = params.max_tpr_at_fpr
@@ -145,8 +158,10 @@ def membership(params: Membership, ctx: CheckContext) -> Finding:
     X_in, y_in = ctx.X_train.iloc[in_idx], ctx.y_train.iloc[in_idx]
     X_out, y_out = X_test.iloc[out_idx], y_test.iloc[out_idx]
 
+    levels = sorted({*FPR_LEVELS, point.fpr})
     results = [loss_threshold_attack(
-        ctx.model, X_in, y_in, X_out, y_out, n_bootstrap=params.n_bootstrap, seed=ctx.seed
+        ctx.model, X_in, y_in, X_out, y_out, n_bootstrap=params.n_bootstrap, seed=ctx.seed,
+        fpr_levels=levels,
     )]  # fmt: skip
     skipped = None
     estimator = _cloneable(ctx.model)
@@ -166,17 +181,42 @@ def membership(params: Membership, ctx: CheckContext) -> Finding:
                 y_test.iloc[population_idx].reset_index(drop=True),
                 lambda: clone(estimator), n_reference=params.n_reference,
                 online=params.online, n_bootstrap=params.n_bootstrap, seed=ctx.seed,
+                fpr_levels=levels,
             ))  # fmt: skip
-    tprs = {r.variant: _tpr_at(r, point.fpr) for r in results}
-    strongest = max(tprs, key=lambda v: tprs[v])
-    value = tprs[strongest]
-    passed = value <= point.tpr
     n_out = len(X_out)
-    coarse = (
-        f"; with {n_out} non-members FPR {point.fpr:g} is below one false positive, so the "
-        "figure is interpolated"
-        if n_out * point.fpr < 1
-        else ""
+    failed = [r.variant for r in results if r.auc_ci[1] < 0.5]
+    valid = [r for r in results if r.variant not in failed]
+    tprs = {r.variant: _tpr_at(r, point.fpr) for r in valid}
+    strongest = max(tprs, key=lambda v: tprs[v]) if tprs else None
+    value = tprs[strongest] if strongest is not None else None
+    interval = (
+        next(r.tpr_at_fpr_ci.get(point.fpr) for r in valid if r.variant == strongest)
+        if strongest is not None
+        else None
+    )
+    needed = math.ceil(MIN_FALSE_POSITIVES / point.fpr)
+    notes = []
+    if failed:
+        notes.append(
+            f"{', '.join(failed)} scored below chance (AUC interval under 0.5): a failed "
+            "attack, not evidence either way"
+        )
+    verdict: Verdict = "inconclusive"
+    if strongest is not None:
+        verdict = decide(value, interval, point.tpr, "<=")
+    if n_out < needed and verdict != "fail":
+        # Too few non-members to pin the rate at this FPR: a leak far above the limit still
+        # shows (the interval's lower end clears it), but a pass cannot be shown.
+        verdict = "inconclusive"
+        notes.append(
+            f"a TPR at FPR {point.fpr:g} needs at least {needed:,} non-members "
+            f"({MIN_FALSE_POSITIVES} false positives at that rate) to pass; there were {n_out:,}"
+        )
+    head = (
+        "no attack did better than chance"
+        if strongest is None
+        else f"{strongest} reaches TPR {value:.4f}{span(interval)} at FPR {point.fpr:g} "
+        f"({len(X_in):,} members, {n_out:,} non-members)"
     )
     return Finding(
         check="membership",
@@ -184,9 +224,11 @@ def membership(params: Membership, ctx: CheckContext) -> Finding:
         value=value,
         threshold=point.tpr,
         comparison="<=",
-        passed=passed,
-        message=f"{strongest} reaches TPR {value:.4f} at FPR {point.fpr:g} "
-        f"({'<=' if passed else '>'} {point.tpr:g} allowed){coarse}",
+        verdict=verdict,
+        n=n_out,
+        interval=interval,
+        message=f"{head}: {VERDICT_WORDS[verdict]} {point.tpr:g} allowed"
+        + "".join(f"; {note}" for note in notes),
         queries=ctx.model.queries - before,
         wall_time_s=time.perf_counter() - start,
         details={
@@ -207,6 +249,7 @@ def membership(params: Membership, ctx: CheckContext) -> Finding:
             "population": len(population_idx),
             "held_out_duplicates_of_members": duplicates,
             "lira_skipped": skipped,
+            "failed_attacks": failed,
             "curve": {
                 "series": [
                     {

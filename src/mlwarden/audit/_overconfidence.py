@@ -2,21 +2,30 @@
 
 A classifier asked about inputs unlike anything it was trained on should not answer with high
 confidence (Nguyen, Yosinski, Clune, CVPR 2015; Hendrycks and Gimpel, ICLR 2017). The check
-feeds two kinds of such inputs: uniform noise over the feature space the schema declares, and
-rows of other real datasets mapped onto this schema, and measures how many get a confident
-answer.
+feeds such inputs (rows of other real datasets mapped onto this schema, and optionally uniform
+noise over the feature space the schema declares) and measures how well the model's confidence
+tells them from held-out rows: the baseline detector of Hendrycks and Gimpel, scored by AUROC.
 """
 
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from mlwarden.audit._checks import CheckContext, CheckParams, Finding, register_check
+from mlwarden.audit._checks import (
+    VERDICT_WORDS,
+    CheckContext,
+    CheckParams,
+    Finding,
+    register_check,
+    span,
+)
+from mlwarden.audit._stats import bootstrap_interval, decide
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
 
     from mlwarden.data import TableSchema
@@ -113,29 +122,63 @@ OodSource = Literal["uniform", "foreign"]
 _SOURCES: tuple[OodSource, ...] = ("uniform", "foreign")
 
 
-class OutOfDistributionConfidence(CheckParams):
-    """Parameters of ``ood_confidence``."""
+def _foreign_only() -> list[OodSource]:
+    return ["foreign"]
 
-    confidence: float = Field(default=0.9, gt=0.0, le=1.0)
-    max_share: float = Field(ge=0.0, le=1.0)
+
+class OutOfDistributionConfidence(CheckParams):
+    """Parameters of ``ood_confidence``.
+
+    ``min_auroc``: how well the model's top-class confidence must tell held-out rows (more
+    confident) from off-distribution rows, as the area under the ROC curve (0.5: no signal at
+    all; below 0.5: more confident off the data than on it). ``sources``: rows of other bundled
+    datasets mapped onto the schema (``foreign``, in range, foreign joint structure) and/or
+    uniform noise over the declared ranges (``uniform``; wide declared ranges make it easy).
+    """
+
+    min_auroc: float = Field(gt=0.0, lt=1.0)
     rows: int = Field(default=1000, ge=10)
-    sources: list[OodSource] = Field(default_factory=lambda: list(_SOURCES), min_length=1)
+    sources: list[OodSource] = Field(default_factory=_foreign_only, min_length=1)
     dataset: str | None = None  # the bundled dataset the model was trained on, never used as OOD
+    confidence: float = Field(default=0.9, gt=0.0, le=1.0)  # for the reported confident shares
+
+    @model_validator(mode="before")
+    @classmethod
+    def _max_share_is_gone(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "max_share" in data:
+            raise ValueError(
+                "max_share was replaced by min_auroc: how well confidence separates held-out "
+                "rows from off-distribution rows (tree ensembles answer most inputs, on or off "
+                "the data, with high confidence, so a share of confident answers says little)"
+            )
+        return data
+
+
+def _auroc(inside: np.ndarray, outside: np.ndarray) -> float:
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+
+    labels = np.r_[np.ones(len(inside)), np.zeros(len(outside))]
+    return float(roc_auc_score(labels, np.r_[inside, outside]))
 
 
 @register_check("ood_confidence", OutOfDistributionConfidence)
 def ood_confidence(params: OutOfDistributionConfidence, ctx: CheckContext) -> Finding:
-    """At most ``max_share`` of off-distribution inputs may get a confident answer.
+    """The model's confidence must separate held-out rows from off-distribution rows.
 
-    Confident means the top class probability is at least ``confidence``. The share is taken
-    over both sources together; each source's share is in the details.
+    Measured as the AUROC of the top-class probability, held-out rows against the ``sources``'
+    rows pooled, with a bootstrap interval resampling both. A model that answers garbage as
+    confidently as real inputs gives a downstream confidence threshold (route uncertain cases
+    to a person) nothing to work with. Per source, the AUROC and the share of confident
+    answers (top probability at least ``confidence``) are in the details.
     """
     import numpy as np
 
     start, before = time.perf_counter(), ctx.model.queries
     reference = ctx.X_train
-    shares: dict[str, float] = {}
-    confident_total = 0
+    inside = np.max(ctx.model.predict_proba(ctx.X_test), axis=1)
+    by_source: dict[str, dict[str, float]] = {}
+    outside_parts = []
     for source in params.sources:
         rows = (
             uniform_noise(reference, params.rows, ctx.schema, ctx.seed)
@@ -143,22 +186,35 @@ def ood_confidence(params: OutOfDistributionConfidence, ctx: CheckContext) -> Fi
             else foreign_rows(reference, params.rows, ctx.schema, ctx.seed, params.dataset)
         )
         top = np.max(ctx.model.predict_proba(rows), axis=1)
-        confident = int(np.sum(top >= params.confidence))
-        shares[source] = confident / len(rows)
-        confident_total += confident
-    share = confident_total / (params.rows * len(params.sources))
-    passed = share <= params.max_share
-    detail = ", ".join(f"{k} {v:.1%}" for k, v in shares.items())
+        outside_parts.append(top)
+        by_source[source] = {
+            "auroc": _auroc(inside, top),
+            "confident_share": float(np.mean(top >= params.confidence)),
+        }
+    outside = np.concatenate(outside_parts)
+    value = _auroc(inside, outside)
+    interval = bootstrap_interval(
+        lambda i, j: _auroc(inside[i], outside[j]), len(inside), len(outside), seed=ctx.seed
+    )
+    verdict = decide(value, interval, params.min_auroc, ">=")
+    detail = ", ".join(f"{k} {v['auroc']:.3f}" for k, v in by_source.items())
     return Finding(
         check="ood_confidence",
-        metric="ood_confident_share",
-        value=share,
-        threshold=params.max_share,
-        comparison="<=",
-        passed=passed,
-        message=f"{share:.1%} of off-distribution inputs got confidence >= {params.confidence} "
-        f"({detail}; {'<=' if passed else '>'} {params.max_share:.0%} allowed)",
+        metric="ood_confidence_auroc",
+        value=value,
+        threshold=params.min_auroc,
+        comparison=">=",
+        verdict=verdict,
+        n=len(inside) + len(outside),
+        interval=interval,
+        message=f"confidence separates {len(inside):,} held-out rows from {len(outside):,} "
+        f"off-distribution rows at AUROC {value:.3f}{span(interval)} ({detail}; 0.5 is no "
+        f"signal): {VERDICT_WORDS[verdict]} the floor {params.min_auroc:g}",
         queries=ctx.model.queries - before,
         wall_time_s=time.perf_counter() - start,
-        details={"by_source": shares, "confidence": params.confidence},
+        details={
+            "by_source": by_source,
+            "held_out_confident_share": float(np.mean(inside >= params.confidence)),
+            "confidence": params.confidence,
+        },
     )

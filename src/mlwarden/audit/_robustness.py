@@ -7,7 +7,15 @@ from typing import Literal
 
 from pydantic import Field
 
-from mlwarden.audit._checks import CheckContext, CheckParams, Finding, register_check
+from mlwarden.audit._checks import (
+    VERDICT_WORDS,
+    CheckContext,
+    CheckParams,
+    Finding,
+    register_check,
+    span,
+)
+from mlwarden.audit._stats import decide, proportion_interval
 
 
 class RobustAccuracy(CheckParams):
@@ -48,17 +56,21 @@ def robust_accuracy_check(params: RobustAccuracy, ctx: CheckContext) -> Finding:
     )  # fmt: skip
     at = {point.eps: point.accuracy for point in curve.points}
     value = at.get(params.eps)
-    passed = value is not None and value >= params.min_accuracy
-    shown = "n/a" if value is None else f"{value:.4f}"
+    n = len(y)
+    interval = None if value is None else proportion_interval(round(value * n), n)
+    verdict = decide(value, interval, params.min_accuracy, ">=")
+    shown = "n/a" if value is None else f"{value:.4f}{span(interval)} on {n} rows"
     return Finding(
         check="robust_accuracy",
         metric=f"accuracy_at_{params.norm}_{params.eps:g}",
         value=value,
         threshold=params.min_accuracy,
         comparison=">=",
-        passed=passed,
-        message=f"accuracy under {params.norm} PGD at eps {params.eps:g}: {shown} "
-        f"({'>=' if passed else '<'} {params.min_accuracy} required)",
+        verdict=verdict,
+        n=n,
+        interval=interval,
+        message=f"accuracy under {params.norm} PGD at eps {params.eps:g}: {shown}: "
+        f"{VERDICT_WORDS[verdict]} the floor {params.min_accuracy}",
         queries=ctx.model.queries - before,
         wall_time_s=time.perf_counter() - start,
         details={

@@ -14,7 +14,15 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from mlwarden.audit._checks import CheckContext, CheckParams, Finding, register_check
+from mlwarden.audit._checks import (
+    VERDICT_WORDS,
+    CheckContext,
+    CheckParams,
+    Finding,
+    register_check,
+    span,
+)
+from mlwarden.audit._stats import decide, proportion_interval
 
 if TYPE_CHECKING:
     import numpy as np
@@ -127,16 +135,19 @@ def irrelevant_features(params: IrrelevantFeatures, ctx: CheckContext) -> Findin
         shuffled[feature] = rng.permutation(shuffled[feature].to_numpy())
     flipped = ctx.model.predict(X) != ctx.model.predict(shuffled)
     rate = float(np.mean(flipped))
-    passed = rate <= params.max_flip_rate
+    interval = proportion_interval(int(flipped.sum()), len(X))
+    verdict = decide(rate, interval, params.max_flip_rate, "<=")
     return Finding(
         check="irrelevant_features",
         metric="decision_flip_rate",
         value=rate,
         threshold=params.max_flip_rate,
         comparison="<=",
-        passed=passed,
-        message=f"shuffling {', '.join(params.features)} changed {rate:.2%} of decisions "
-        f"({'<=' if passed else '>'} {params.max_flip_rate:.2%} allowed)",
+        verdict=verdict,
+        n=len(X),
+        interval=interval,
+        message=f"shuffling {', '.join(params.features)} changed {rate:.2%}{span(interval)} of "
+        f"{len(X):,} decisions: {VERDICT_WORDS[verdict]} {params.max_flip_rate:.2%} allowed",
         queries=ctx.model.queries - before,
         wall_time_s=time.perf_counter() - start,
         details={"rows": len(X), "flipped": int(flipped.sum())},
@@ -180,6 +191,7 @@ def attribution_share(params: AttributionShare, ctx: CheckContext) -> Finding:
         threshold=params.max_share,
         comparison="<=",
         passed=passed,
+        n=len(X),
         message=f"{top.feature} carries {share:.1%} of the attribution "
         f"({'<=' if passed else '>'} {params.max_share:.0%} allowed)",
         queries=ctx.model.queries - before,

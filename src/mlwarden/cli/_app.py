@@ -110,12 +110,16 @@ def _run_spec(spec_path: Path, store: Path, db_url: str | None, from_feedback: b
     result = LocalExecutor(lineage, RichProgress(out)).run(spec)
     report, json_path, html_path = write_run_report(lineage, spec, result, str(spec_path))
     if report.checks:
+        from mlwarden.cli._audit import _MARKS
+
         table = Table(title="checks", title_justify="left")
-        for column in ("check", "metric", "measured", "threshold", "result"):
+        for column in ("check", "metric", "measured [95% interval]", "threshold", "result"):
             table.add_column(column)
         for c in report.checks:
             value = f"{c.value:.4f}" if c.value is not None else "n/a"
-            verdict = "[green]pass[/]" if c.passed else "[red]FAIL[/]"
+            if c.value is not None and c.interval is not None:
+                value += f" [{c.interval[0]:.4f}, {c.interval[1]:.4f}]"
+            verdict = _MARKS.get(c.verdict, c.verdict)
             table.add_row(c.check, c.metric, value, f"{c.comparison} {c.threshold:g}", verdict)
         out.print(table)
     if report.metrics:
@@ -124,6 +128,14 @@ def _run_spec(spec_path: Path, store: Path, db_url: str | None, from_feedback: b
             f"held-out: accuracy {m['accuracy']:.4f}  precision {m['precision']:.4f}  "
             f"recall {m['recall']:.4f}  F1 {m['f1']:.4f}  ROC AUC {m['roc_auc']:.4f}"
         )
+        overlap, unseen = m.get("overlap") or {}, m.get("deduplicated")
+        if overlap.get("seen_in_training") and unseen:
+            out.print(
+                f"held-out, the {unseen['n']:,} test rows not seen in training "
+                f"({overlap['seen_in_training']:,} of {overlap['test_rows']:,} copy a training "
+                f"row): accuracy {unseen['accuracy']:.4f}  F1 {unseen['f1']:.4f}  "
+                f"ROC AUC {unseen['roc_auc']:.4f}"
+            )
     hardening = (report.search or {}).get("hardening") or {}
     if hardening.get("held_out"):
         _print_hardening(hardening)

@@ -14,6 +14,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from mlwarden.audit._defaults import CHECK_GROUPS, DEFAULT_GROUPS
 from mlwarden.errors import DataError, SpecError
 
 if TYPE_CHECKING:
@@ -28,18 +29,10 @@ err = Console(stderr=True, highlight=False)
 #: thousandth of the candidate space, far above a never-seen secret's exposure of about 1 bit.
 DEFAULT_MAX_EXPOSURE = 10.0
 
-# Shorthand names for --checks, each a list of (check key, default parameters).
-CHECK_GROUPS: dict[str, list[tuple[str, dict[str, Any]]]] = {
-    "performance": [("performance_floor", {"metric": "roc_auc", "min": 0.8})],
-    "evasion": [("evasion", {"threat_model": "phishing", "cost_budget": 3, "max_success": 0.05})],
-    "shortcuts": [("attribution_share", {"max_share": 0.5})],
-    "ood": [("ood_confidence", {"max_share": 0.2})],
-    "membership": [("membership", {"max_tpr_at_fpr": {"fpr": 0.001, "tpr": 0.01}})],
-    "extraction": [("extraction", {"max_fidelity": 0.9, "queries": 2000, "compare_outputs": True})],
-}
 
-
-def _policy(checks: str | None, policy: Path | None) -> list[tuple[str, dict[str, Any]]]:
+def _policy(
+    checks: str | None, policy: Path | None, threat_model: Path | None = None
+) -> list[tuple[str, dict[str, Any]]]:
     from mlwarden.audit import CHECKS
 
     if policy is not None:
@@ -55,9 +48,12 @@ def _policy(checks: str | None, policy: Path | None) -> list[tuple[str, dict[str
         chosen = [(e["check"], {k: v for k, v in e.items() if k != "check"}) for e in entries]
     else:
         chosen = []
-        for name in (checks or "performance,shortcuts,ood").split(","):
+        for name in (checks or ",".join(DEFAULT_GROUPS)).split(","):
             name = name.strip()
-            if name in CHECK_GROUPS:
+            if name == "evasion" and threat_model is not None:
+                ((key, params),) = CHECK_GROUPS[name]
+                chosen.append((key, {**params, "threat_model": str(threat_model)}))
+            elif name in CHECK_GROUPS:
                 chosen += CHECK_GROUPS[name]
             elif name in CHECKS:
                 raise SpecError(
@@ -86,8 +82,11 @@ def _table(source: str) -> pd.DataFrame:
     return read_table(source)[0]
 
 
-def _registered_context(ref: str, store: Path, db_url: str | None, seed: int) -> CheckContext:
-    """A registered version's model (verified) and its own training and held-out splits."""
+def _registered_context(
+    ref: str, store: Path, db_url: str | None, seed: int
+) -> tuple[CheckContext, dict[str, Any]]:
+    """A registered version's model (verified), its own training and held-out splits, and what
+    its manifest says of where it came from (for the report)."""
     import pandas as pd
 
     from mlwarden.audit import CheckContext
@@ -109,9 +108,21 @@ def _registered_context(ref: str, store: Path, db_url: str | None, seed: int) ->
         return frame.drop(columns=drop), frame[label]
 
     (X_train, y_train), (X_test, y_test) = split("train"), split("test")
-    return CheckContext(
+    manifest = version.manifest
+    audited = {
+        "registered": True,
+        "ref": version.ref,
+        "run_id": manifest.run_id,
+        "spec_sha256": manifest.spec_sha256,
+        "lineage_head": manifest.lineage_head,
+        "model_sha256": manifest.model_sha256,
+        "signer": manifest.signer,
+        "artifacts": dict(manifest.artifacts),
+    }
+    ctx = CheckContext(
         model, X_train, y_train, X_test, y_test, metrics.get("positive"), schema, seed
     )
+    return ctx, audited
 
 
 def _file_context(model_path: Path, data: str, label: str, seed: int) -> CheckContext:
@@ -147,13 +158,30 @@ def audit_command(
         str | None,
         typer.Option(
             "--checks",
-            help=f"Comma list of groups: {', '.join(CHECK_GROUPS)}; or canary (a language "
-            "model), or slowdown (an early-exit network).",
+            help=f"Comma list of groups: {', '.join(CHECK_GROUPS)} (default: "
+            f"{','.join(DEFAULT_GROUPS)}); or canary (a language model), or slowdown (an "
+            "early-exit network).",
         ),
     ] = None,
     policy: Annotated[
         Path | None, typer.Option("--policy", help="YAML list of checks with thresholds.")
     ] = None,
+    threat_model: Annotated[
+        Path | None,
+        typer.Option(
+            "--threat-model",
+            help="For --checks evasion: the threat model YAML for these columns "
+            "(make one with: mlwarden threat-model init DATA --label COL).",
+        ),
+    ] = None,
+    on_inconclusive: Annotated[
+        str,
+        typer.Option(
+            "--on-inconclusive",
+            help="What an inconclusive check (too few points to decide) does: fail (exit 1), "
+            "warn (exit 0, flagged) or pass.",
+        ),
+    ] = "warn",
     store: Annotated[Path, typer.Option("--store", envvar="MLWARDEN_STORE")] = Path(".mlwarden"),
     db_url: Annotated[str | None, typer.Option("--db-url", envvar="MLWARDEN_DB_URL")] = None,
     out_dir: Annotated[Path | None, typer.Option("--out", help="Where the reports go.")] = None,
@@ -188,15 +216,18 @@ def audit_command(
         if canaries is None:
             raise typer.BadParameter("--checks canary needs --canaries FILE (one line each)")
         return _audit_language_model(model, canaries, max_exposure, store, db_url, out_dir, seed)
-    chosen = _policy(checks, policy)
+    if on_inconclusive not in ("fail", "warn", "pass"):
+        raise typer.BadParameter("--on-inconclusive takes fail, warn or pass")
+    chosen = _policy(checks, policy, threat_model)
     model_path = Path(model)
     if model_path.suffix in (".skops", ".onnx") and model_path.exists():
         if data is None or label is None:
             raise typer.BadParameter("a model file needs --data and --label")
         ctx = _file_context(model_path, data, label, seed)
         name = model_path.stem
+        audited: dict[str, Any] | None = {"registered": False, "path": str(model_path)}
     else:
-        ctx = _registered_context(model, store, db_url, seed)
+        ctx, audited = _registered_context(model, store, db_url, seed)
         name = model.replace("@", "-")
         if data is not None:  # audit on this table instead of the recorded held-out split
             frame = _table(data)
@@ -206,14 +237,18 @@ def audit_command(
                     f"label column {target!r} is not in {data}; columns: {list(frame.columns)}"
                 )
             ctx = replace(ctx, X_test=frame[list(ctx.X_test.columns)], y_test=frame[target])
+    if threat_model is None and policy is None:
+        _bundled_threat_model_fits(chosen, ctx, data, label)
     findings = []
     for key, params in chosen:
         with out.status(f"{key} ..."):
             finding = run_check(key, params, ctx)
-        mark = "[green]pass[/]" if finding.passed else "[red]FAIL[/]"
-        out.print(f"  {mark} {key}: {finding.message}")
+        out.print(f"  {_MARKS[finding.verdict]} {key}: {finding.message}")
+        _print_tables(finding)
         findings.append(finding)
-    return _gate_and_report(model, name, findings, out_dir, str(policy) if policy else None)
+    return _gate_and_report(
+        model, name, findings, out_dir, str(policy) if policy else None, on_inconclusive, audited
+    )
 
 
 def _audit_language_model(
@@ -240,8 +275,7 @@ def _audit_language_model(
     _, lm = ModelRegistry(LineageStore(store, url=db_url)).load_language_model(ref)
     with out.status(f"canary exposure of {len(lines)} lines ..."):
         finding = canary_check(CanaryCheck(max_exposure=max_exposure), lm, lines, seed=seed)
-    mark = "[green]pass[/]" if finding.passed else "[red]FAIL[/]"
-    out.print(f"  {mark} canary: {finding.message}")
+    out.print(f"  {_MARKS[finding.verdict]} canary: {finding.message}")
     table = Table(title="canary exposure", title_justify="left")
     columns = finding.details["tables"][0]["columns"]
     for column in columns:
@@ -272,44 +306,100 @@ def _audit_early_exit(
     params = SlowdownCheck(max_efficacy_reduction=max_reduction, eps=eps)
     with out.status(f"DeepSloth on {ref} ..."):
         finding = slowdown_check(params, model, split.X_test, split.y_test, info["threshold"], seed)
-    mark = "[green]pass[/]" if finding.passed else "[red]FAIL[/]"
-    out.print(f"  {mark} slowdown: {finding.message}")
+    out.print(f"  {_MARKS[finding.verdict]} slowdown: {finding.message}")
     return _gate_and_report(ref, ref.replace("@", "-"), [finding], out_dir, None)
 
 
 def _gate_and_report(
-    model: str, name: str, findings: list[Finding], out_dir: Path | None, policy: str | None
+    model: str,
+    name: str,
+    findings: list[Finding],
+    out_dir: Path | None,
+    policy: str | None,
+    on_inconclusive: str = "warn",
+    audited: dict[str, Any] | None = None,
 ) -> int:
     """Print the findings, gate them fail-closed, write the reports; the exit code."""
     from mlwarden import __version__
     from mlwarden.audit import apply_gate
     from mlwarden.report import CheckLine, RunReport, write_report
 
-    gate = apply_gate(findings, "fail-closed")
+    gate = apply_gate(findings, "fail-closed", on_inconclusive)  # type: ignore[arg-type]
     table = Table(title=f"audit of {model}", title_justify="left")
-    for column in ("check", "metric", "measured", "threshold", "result", "queries"):
+    for column in ("check", "measured [95% interval]", "n", "threshold", "verdict"):
         table.add_column(column)
+    table.add_column("queries", justify="right")
     for f in findings:
-        value = "n/a" if f.value is None else f"{f.value:.4f}"
-        verdict = "[green]pass[/]" if f.passed else "[red]FAIL[/]"
-        table.add_row(f.check, f.metric, value, f"{f.comparison} {f.threshold:g}", verdict,
-                      f"{f.queries:,}")  # fmt: skip
+        n = "-" if f.n is None else f"{f.n:,}"
+        table.add_row(f.check, f.shown, n, f"{f.comparison} {f.threshold:g}",
+                      _MARKS[f.verdict], f"{f.queries:,}")  # fmt: skip
     out.print(table)
     report = RunReport(
         pipeline=f"audit-{name}", description=f"mlwarden audit of {model}",
         run_id=datetime.now(UTC).strftime("%Y%m%dT%H%M%S"), status="completed" if gate.passed
-        else "rejected", error=None if gate.passed else gate.summary(),
+        else "failed" if not gate.allow_registration else "inconclusive",
+        error=None if gate.passed else gate.summary(),
         created_at=datetime.now(UTC), seconds=sum(f.wall_time_s for f in findings),
         spec_sha256="", model_version=model, gate=gate.model_dump(mode="json"), metrics=None,
         search=None, validation=None,
         checks=[CheckLine.model_validate(f.model_dump()) for f in findings], steps=[],
-        lineage_head=None, spec_path=policy,
+        lineage_head=None, spec_path=policy, audited=audited,
     )  # fmt: skip
     folder = out_dir or Path("mlwarden-audit") / name
     json_path, html_path = write_report(report, folder, tool_version=__version__)
-    out.print(f"report: {html_path}\n        {json_path} (+ report.sarif, report.junit.xml)")
-    if not gate.passed:
+    # Paths are printed whole: a wrapped path cannot be copied.
+    out.print(f"report: {html_path}", soft_wrap=True)
+    out.print(f"        {json_path} (+ report.sarif, report.junit.xml)", soft_wrap=True)
+    if not gate.allow_registration:
         err.print(f"[red]FAILED:[/] {gate.summary()}")
         return 1
+    if not gate.passed:
+        err.print(
+            f"[yellow]INCONCLUSIVE[/] (--on-inconclusive {on_inconclusive}): {gate.summary()}"
+        )
+        return 0
     out.print("[green]all checks passed[/]")
     return 0
+
+
+_MARKS = {
+    "pass": "[green]pass[/]",
+    "fail": "[red]FAIL[/]",
+    "inconclusive": "[yellow]INCONCLUSIVE[/]",
+}
+
+
+def _print_tables(finding: Finding) -> None:
+    """The finding's own tables (evasion: cheapest changes and features used; extraction: cost
+    by serving option; membership: the attacks), as the HTML report shows them."""
+    for spec in finding.details.get("tables", []):
+        table = Table(title=f"{finding.check}: {spec['title']}", title_justify="left")
+        for column in spec["columns"]:
+            table.add_column(str(column))
+        for row in spec["rows"]:
+            table.add_row(*("n/a" if v is None else str(v) for v in row))
+        out.print(table)
+
+
+def _bundled_threat_model_fits(
+    chosen: list[tuple[str, dict[str, Any]]],
+    ctx: CheckContext,
+    data: str | None,
+    label: str | None,
+) -> None:
+    """``--checks evasion`` without ``--threat-model`` uses the bundled phishing threat model:
+    refuse, in one line, a table it was not written for."""
+    if not any(key == "evasion" for key, _ in chosen):
+        return
+    from mlwarden.attacks._tabular import bundled_threat_model
+
+    threat = bundled_threat_model("phishing")
+    missing = [f for f in threat.features if f not in ctx.X_test.columns]
+    if missing:
+        source, column = data or "DATA", label or ctx.y_test.name
+        raise SpecError(
+            f"evasion needs a threat model for these columns ({len(missing)} of the bundled "
+            f"phishing threat model's {len(threat.features)} features are not in the table): "
+            f"make one with `mlwarden threat-model init {source} --label {column} "
+            "--out threat.yaml`, set its costs, then pass --threat-model threat.yaml"
+        )

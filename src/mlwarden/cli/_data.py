@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -16,18 +15,17 @@ from mlwarden.errors import DataError
 if TYPE_CHECKING:
     import pandas as pd
 
-    from mlwarden.data import DriftReport, MissingPolicy, ValidationReport
+    from mlwarden.data import DriftReport, MissingPolicy, TableSchema, ValidationReport
 
 schema_app = typer.Typer(help="Infer and edit table schemas.", no_args_is_help=True)
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
 
 
-def read_table(source: str) -> tuple[pd.DataFrame, str]:
+def read_table(source: str, sep: str | None = None) -> tuple[pd.DataFrame, str]:
     """A bundled dataset by name, or a CSV file; with a short name for output folders."""
-    import pandas as pd
-
     from mlwarden import datasets
+    from mlwarden.data import read_csv_table
 
     if source in datasets.list_datasets():
         return datasets.load(source).frame, source
@@ -37,10 +35,24 @@ def read_table(source: str) -> tuple[pd.DataFrame, str]:
             f"{source} is neither a CSV file nor a bundled dataset "
             f"({', '.join(datasets.list_datasets())})"
         )
-    try:
-        return pd.read_csv(io.BytesIO(path.read_bytes())), path.stem
-    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
-        raise DataError(f"{path} is not a readable CSV table: {exc}") from exc
+    return read_csv_table(path.read_bytes(), str(path), sep), path.stem
+
+
+SepOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--sep", help="CSV separator (, ; tab |); detected from the first lines if not given."
+    ),
+]
+
+
+def _separator(sep: str | None) -> str | None:
+    if sep is None:
+        return None
+    named = {"tab": "\t", "\\t": "\t"}.get(sep, sep)
+    if named not in (",", ";", "\t", "|"):
+        raise typer.BadParameter(f"{sep!r}: expected one of , ; tab |", param_hint="--sep")
+    return named
 
 
 def _parse_missing(specs: list[str]) -> dict[str, MissingPolicy]:
@@ -135,14 +147,28 @@ def validate_command(
     out_dir: Annotated[
         Path | None, typer.Option("--out", help="Where quarantine.csv and validation.json go.")
     ] = None,
+    sep: SepOpt = None,
 ) -> int:
-    """Validate a table: quarantine rows that break the schema, and test drift."""
-    from mlwarden.data import TableSchema, drift_report, infer_schema, validate_table
+    """Validate a table: quarantine rows that break the schema, and test drift.
+
+    The quarantine and the report are written before drift is tested. Drift compares every
+    row of the batch with the reference, values that are not numbers in a numeric column
+    counting as missing on either side: leaving out the quarantined rows would hide the very
+    out-of-range values that show a shift, and bias the other columns.
+    """
+    from mlwarden.data import (
+        TableSchema,
+        coerce_numeric,
+        drift_report,
+        infer_schema,
+        validate_table,
+    )
 
     if schema is None and against is None:
         raise typer.BadParameter("give --schema FILE or --against REFERENCE (or both)")
-    frame, name = read_table(data)
-    reference = read_table(against)[0] if against is not None else None
+    used_sep = _separator(sep)
+    frame, name = read_table(data, used_sep)
+    reference = read_table(against, used_sep)[0] if against is not None else None
     if schema is not None:
         table_schema = TableSchema.from_yaml(schema)
     else:
@@ -152,22 +178,29 @@ def validate_command(
         frame, table_schema, _parse_missing(missing or [])
     )
     _show_report(report)
-    drift = None
-    if reference is not None:
-        shared = [c for c in table_schema.columns if c in reference.columns and c in frame]
-        drift = drift_report(reference[shared], frame[shared], schema=table_schema)
-        _show_drift(drift)
     folder = out_dir or Path("mlwarden-validation") / name
     folder.mkdir(parents=True, exist_ok=True)
     quarantined.to_csv(folder / "quarantine.csv", index=False)
     result = {
         "data": data,
         "report": report.model_dump(mode="json"),
-        "drift": drift.model_dump(mode="json") if drift else None,
+        "drift": None,
         "max_rejected": max_rejected,
     }
-    (folder / "validation.json").write_text(json.dumps(result, indent=2) + "\n")
-    out.print(f"quarantine: {folder / 'quarantine.csv'}\nreport:     {folder / 'validation.json'}")
+    report_path = folder / "validation.json"
+    report_path.write_text(json.dumps(result, indent=2) + "\n")
+    out.print(f"quarantine: {folder / 'quarantine.csv'}\nreport:     {report_path}")
+    drift = None
+    if reference is not None:
+        shared = [c for c in table_schema.columns if c in reference.columns and c in frame]
+        drift = drift_report(
+            coerce_numeric(reference[shared], table_schema),
+            coerce_numeric(frame[shared], table_schema),
+            schema=table_schema,
+        )
+        _show_drift(drift)
+        result["drift"] = drift.model_dump(mode="json")
+        report_path.write_text(json.dumps(result, indent=2) + "\n")
     problems = []
     if report.rejected_fraction > max_rejected:
         problems.append(f"{report.rejected_fraction:.2%} quarantined > {max_rejected:.2%} allowed")
@@ -186,9 +219,54 @@ def validate_command(
 def schema_infer(
     data: Annotated[str, typer.Argument(help="A CSV file or a bundled dataset name.")],
     label: Annotated[str | None, typer.Option("--label", help="The label column.")] = None,
+    margin: Annotated[
+        float,
+        typer.Option(
+            "--margin",
+            min=0.0,
+            help="Widen each numeric feature range by this share of its width on both sides "
+            "(0.1: 10%); without it, values just outside the reference's range are rejected.",
+        ),
+    ] = 0.0,
+    sep: SepOpt = None,
 ) -> None:
-    """Infer a schema (types, ranges, categories, missing rates) and print it as YAML."""
+    """Infer a schema (types, ranges, categories, missing rates) and print it as YAML.
+
+    What inference saw that a person should know (numbers stored as text with a few
+    non-numbers, stray label values) is said on stderr, so the YAML on stdout stays clean.
+    """
     from mlwarden.data import infer_schema
 
-    frame, _ = read_table(data)
-    print(infer_schema(frame, label=label).to_yaml(), end="")
+    frame, _ = read_table(data, _separator(sep))
+    schema = infer_schema(frame, label=label, margin=margin)
+    for line in _notes(frame, schema):
+        err.print(line)
+    print(schema.to_yaml(), end="")
+
+
+def _notes(frame: pd.DataFrame, schema: TableSchema) -> list[str]:
+    """One line per column whose inferred type hides something: stray text, stray labels."""
+    from mlwarden.data import decide_classes
+
+    notes = []
+    for name, col in schema.columns.items():
+        if col.non_numeric_rate:
+            count = round(col.non_numeric_rate * len(frame))
+            seen = ", ".join(map(repr, col.non_numeric_examples or []))
+            notes.append(
+                f"{name}: {col.type}, but {count:,} of {len(frame):,} values are not numbers "
+                f"({seen}): validate quarantines those rows as 'not a number'"
+            )
+    if schema.label is not None:
+        try:
+            classes = decide_classes(frame[schema.label])
+        except DataError as exc:
+            notes.append(f"label {schema.label}: {exc}")
+        else:
+            line = f"label {schema.label}: {classes.n_classes} classes {classes.classes[:10]}"
+            if classes.stray:
+                line += f"; values too rare to be classes (quarantined in a run): {classes.stray}"
+            if classes.missing:
+                line += f"; {classes.missing} row(s) without a label"
+            notes.append(line)
+    return notes

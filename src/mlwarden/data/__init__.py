@@ -9,6 +9,7 @@ from mlwarden.data._bias import (
     group_stats,
     label_balance,
 )
+from mlwarden.data._csv import detect_separator, read_csv_table
 from mlwarden.data._datasets import Dataset, list_datasets, load
 from mlwarden.data._drift import (
     ColumnDrift,
@@ -21,6 +22,7 @@ from mlwarden.data._drift import (
     ks_test,
     population_stability_index,
 )
+from mlwarden.data._duplicates import Duplicates, Overlap, find_duplicates, seen_in_training
 from mlwarden.data._label_errors import (
     LabelIssues,
     find_label_issues,
@@ -28,10 +30,17 @@ from mlwarden.data._label_errors import (
     out_of_fold_probabilities,
     precision_recall,
 )
+from mlwarden.data._labels import LabelClasses, decide_classes, label_key, typed_classes
 from mlwarden.data._missing import ColumnImputation, Imputation, fit_imputation
 from mlwarden.data._rules import Rule
-from mlwarden.data._schema import ColumnSchema, TableSchema, infer_column, infer_schema
-from mlwarden.data._validate import ColumnIssue, MissingPolicy, ValidationReport, validate_table
+from mlwarden.data._schema import ColumnSchema, TableSchema, infer_column, infer_schema, widen
+from mlwarden.data._validate import (
+    ColumnIssue,
+    MissingPolicy,
+    ValidationReport,
+    coerce_numeric,
+    validate_table,
+)
 
 __all__ = [
     "ColumnDrift",
@@ -42,18 +51,25 @@ __all__ = [
     "Dataset",
     "DriftReport",
     "DriftThresholds",
+    "Duplicates",
     "GroupMetrics",
     "GroupMetricsReport",
     "GroupStats",
     "Imputation",
     "LabelBalance",
+    "LabelClasses",
     "LabelIssues",
     "MissingPolicy",
+    "Overlap",
     "Rule",
     "TableSchema",
     "ValidationReport",
     "chi2_test",
+    "coerce_numeric",
+    "decide_classes",
+    "detect_separator",
     "drift_report",
+    "find_duplicates",
     "find_label_issues",
     "fit_imputation",
     "flip_labels",
@@ -64,10 +80,15 @@ __all__ = [
     "jensen_shannon_distance",
     "ks_test",
     "label_balance",
+    "label_key",
     "list_datasets",
     "load",
     "out_of_fold_probabilities",
     "population_stability_index",
     "precision_recall",
+    "read_csv_table",
+    "seen_in_training",
+    "typed_classes",
     "validate_table",
+    "widen",
 ]

@@ -8,11 +8,12 @@ a clean batch of a million rows costs little more than reading it.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
+from mlwarden.data._labels import stray_labels
 from mlwarden.data._rules import rule_violations
 from mlwarden.data._schema import ColumnSchema, Scalar, TableSchema
 
@@ -223,6 +224,7 @@ def validate_table(
     missing: Mapping[str, MissingPolicy] | None = None,
     *,
     row_ids: bool = False,
+    label_classes: Sequence[Scalar] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, ValidationReport]:
     """Split ``frame`` into rows that satisfy ``schema`` and quarantined rows with reasons.
 
@@ -230,7 +232,9 @@ def validate_table(
     quarantined rows as given plus ``_row`` (position in ``frame``) and ``_reasons``, and a
     report with per-column counts and examples. A column the schema requires but the table
     lacks quarantines every row, so nothing is silently accepted. With ``row_ids`` the accepted
-    rows carry ``_row`` too, so later steps can say which input rows they dropped.
+    rows carry ``_row`` too, so later steps can say which input rows they dropped. With
+    ``label_classes`` (see ``decide_classes``), rows whose label is missing or not one of them
+    are quarantined with a reason naming the value and the classes.
     """
     import numpy as np
     import pandas as pd
@@ -250,6 +254,9 @@ def validate_table(
     present = [(name, col) for name, col in schema.columns.items() if name not in absent]
     # Dearest first, so the threads finish together: regexes, then uniqueness, then text.
     present.sort(key=lambda item: (item[1].regex is None, not item[1].unique, item[1].is_numeric))
+    label = schema.label if label_classes is not None else None
+    if label is not None and label not in policies:
+        policies[label] = MissingPolicy(action="keep")  # a missing label is reported below
     checked: list[_Column] = _map(
         lambda item: _Column(item[0], item[1], frame[item[0]], policies.get(item[0])), present, n
     )
@@ -257,7 +264,12 @@ def validate_table(
     columns = sorted(checked, key=lambda c: order[c.name])
     for column in columns:
         for check, mask, show in column.checks:
+            if column.name == label and check == "not an allowed value":
+                continue  # the stray-label reasons below name the value and the classes
             found.add(column.name, check, mask, column.raw if show else None)
+        if column.name == label and label_classes is not None:
+            for reason, mask in stray_labels(column.raw, label_classes):
+                found.add(column.name, reason, mask, None)
     typed = pd.DataFrame({c.name: c.values for c in columns}, index=frame.index, copy=False)
     for rule in schema.rules:
         if rule.columns() <= set(typed.columns):
@@ -294,3 +306,18 @@ def validate_table(
         missing_failures={c.name: c.failures for c in columns if c.failures},
     )
     return accepted, quarantined.reset_index(drop=True), report
+
+
+def coerce_numeric(frame: pd.DataFrame, schema: TableSchema) -> pd.DataFrame:
+    """A copy of ``frame`` whose numeric schema columns hold numbers; non-numbers become missing.
+
+    For a drift reference: its distribution is compared, not its rows judged, so a stray
+    ``'n/a'`` in a numeric column counts as missing instead of stopping the comparison.
+    """
+    import pandas as pd
+
+    typed = frame.copy()
+    for name, col in schema.columns.items():
+        if col.is_numeric and name in typed and not pd.api.types.is_numeric_dtype(typed[name]):
+            typed[name] = pd.to_numeric(typed[name], errors="coerce")
+    return typed

@@ -168,6 +168,8 @@ def build_steps(spec: AnySpec) -> tuple[list[StepDef], dict[str, Output]]:
                 "positive": d.positive,
                 "has_schema": "schema" in sources,
                 "has_feedback": "feedback" in sources,
+                "sep": d.sep,
+                "classes": d.classes,
             },
         ),
         StepDef(
@@ -185,6 +187,7 @@ def build_steps(spec: AnySpec) -> tuple[list[StepDef], dict[str, Output]]:
                 "missing": {c: m.model_dump(mode="json") for c, m in d.missing.items()},
                 "protected": d.protected,
                 "drift": d.drift.model_dump(mode="json") if d.drift else None,
+                "duplicates": d.duplicates,
             },
         ),
         StepDef(
@@ -233,7 +236,7 @@ def build_steps(spec: AnySpec) -> tuple[list[StepDef], dict[str, Output]]:
         StepDef(
             "evaluate",
             _steps.evaluate,
-            {"model": "train.model", "test": test_ref, "info": "ingest.info"},
+            {"model": "train.model", "test": test_ref, "train": train_ref, "info": "ingest.info"},
             ("metrics",),
         ),
         StepDef(

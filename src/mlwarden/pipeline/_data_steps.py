@@ -6,18 +6,23 @@ number (``_row``) and the reason, so a model's lineage says which rows it never 
 
 from __future__ import annotations
 
-import io
 from typing import TYPE_CHECKING, Any
 
 from mlwarden import data as data_layer
 from mlwarden.data import (
     DriftThresholds,
+    LabelClasses,
     MissingPolicy,
     TableSchema,
+    coerce_numeric,
+    decide_classes,
     drift_report,
+    find_duplicates,
     group_stats,
     infer_schema,
     label_balance,
+    read_csv_table,
+    typed_classes,
     validate_table,
 )
 from mlwarden.data._validate import REASONS_COLUMN
@@ -46,7 +51,13 @@ def _require_label(frame: pd.DataFrame, label: str) -> None:
 
 
 def ingest(ctx: StepContext) -> Outputs:
-    """Read the source table and fix its schema: the bundled one, a given file, or inferred."""
+    """Read the source table and fix its schema and label classes.
+
+    The schema is the bundled one, a given file, or inferred. The label's classes are decided
+    here (``decide_classes``: ``data.classes``, the schema's categories, or the frequency rule)
+    and recorded in ``info.json``, with the spec's ``positive`` resolved to the value as it
+    occurs in the column; validation quarantines every other label value.
+    """
     p = ctx.params
     label = p["label"]
     if p.get("dataset"):
@@ -57,13 +68,8 @@ def ingest(ctx: StepContext) -> Outputs:
         if label != dataset.label:
             schema = schema.model_copy(update={"label": label})
     else:
-        import pandas as pd
-
         ctx.progress(f"reading {p['path']}")
-        try:
-            frame = pd.read_csv(io.BytesIO(ctx.input("source")))
-        except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
-            raise DataError(f"{p['path']} is not a readable CSV table: {exc}") from exc
+        frame = read_csv_table(ctx.input("source"), p["path"], p.get("sep"))
         positive = p["positive"]
         _require_label(frame, label)
         schema = (
@@ -77,17 +83,20 @@ def ingest(ctx: StepContext) -> Outputs:
         frame = _with_feedback(ctx, frame, label)
     if label not in schema.columns:
         raise DataError(f"label column {label!r} is not in the schema")
-    if positive is not None and positive not in set(frame[label].dropna()):
-        raise DataError(
-            f"positive class {positive!r} never occurs in label column {label!r}; "
-            f"its values are {sorted(map(str, frame[label].dropna().unique()))[:20]}"
-        )
-    ctx.progress(f"{len(frame):,} rows x {frame.shape[1]} columns")
+    inferred = not p.get("dataset") and not p["has_schema"]
+    classes = decide_classes(frame[label], positive, p.get("classes"), None if inferred else schema)
+    if inferred:
+        schema = _with_label_classes(schema, classes)
+    classes = typed_classes(classes, schema.columns[label], frame[label])
+    ctx.progress(f"{len(frame):,} rows x {frame.shape[1]} columns; {_classes_line(classes)}")
     info = {
         "label": label,
-        "positive": positive,
+        "positive": classes.positive,
         "rows": len(frame),
         "columns": list(frame.columns),
+        "classes": classes.classes,
+        "n_classes": classes.n_classes,
+        "label_classes": classes.model_dump(mode="json"),
     }
     return {
         "raw": Output(table_bytes(frame), PARQUET, "raw.parquet"),
@@ -96,14 +105,35 @@ def ingest(ctx: StepContext) -> Outputs:
     }
 
 
+def _with_label_classes(schema: TableSchema, classes: LabelClasses) -> TableSchema:
+    """An inferred schema whose label column lists the decided classes, not stray values."""
+    column = schema.columns[classes.column]
+    if column.type != "category":
+        return schema
+    frequencies = {
+        k: v for k, v in (column.frequencies or {}).items() if k in map(str, classes.classes)
+    }
+    fixed = column.model_copy(
+        update={"categories": classes.classes, "frequencies": frequencies or None}
+    )
+    return schema.model_copy(update={"columns": {**schema.columns, classes.column: fixed}})
+
+
+def _classes_line(classes: LabelClasses) -> str:
+    line = f"label {classes.column!r}: {classes.n_classes} classes {classes.classes[:10]}"
+    if classes.stray or classes.missing:
+        line += (
+            f", {sum(classes.stray.values()) + classes.missing} row(s) with a stray or missing "
+            "label (quarantined by validate)"
+        )
+    return line
+
+
 def _with_feedback(ctx: StepContext, frame: pd.DataFrame, label: str) -> pd.DataFrame:
     """The source table with the production feedback rows appended (same columns)."""
     import pandas as pd
 
-    try:
-        feedback = pd.read_csv(io.BytesIO(ctx.input("feedback")))
-    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
-        raise DataError(f"the feedback table is not a readable CSV table: {exc}") from exc
+    feedback = read_csv_table(ctx.input("feedback"), "the feedback table", ctx.params.get("sep"))
     missing = [c for c in frame.columns if c not in feedback.columns]
     extra = [c for c in feedback.columns if c not in frame.columns]
     if missing or extra:
@@ -118,24 +148,25 @@ def _with_feedback(ctx: StepContext, frame: pd.DataFrame, label: str) -> pd.Data
 
 
 def _reference_table(ctx: StepContext, reference: str) -> pd.DataFrame:
-    import pandas as pd
-
     if reference in data_layer.list_datasets():
         return data_layer.load(reference).frame
-    try:
-        return pd.read_csv(io.BytesIO(ctx.input("reference")))
-    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
-        raise DataError(f"drift reference {reference} is not a readable CSV: {exc}") from exc
+    return read_csv_table(ctx.input("reference"), f"drift reference {reference}")
 
 
 def _quality(
-    ctx: StepContext, accepted: pd.DataFrame, schema: TableSchema, info: dict[str, Any]
+    ctx: StepContext,
+    raw: pd.DataFrame,
+    accepted: pd.DataFrame,
+    schema: TableSchema,
+    info: dict[str, Any],
 ) -> dict[str, Any]:
+    """Label balance, classes, groups, and drift of the whole batch (see ``validate``)."""
     p = ctx.params
     label, positive = info["label"], info["positive"]
     features = accepted.drop(columns=[ROW_ID])
     quality: dict[str, Any] = {
         "label_balance": label_balance(features[label]).model_dump(mode="json"),
+        "label_classes": info.get("label_classes"),
         "groups": [],
         "drift": None,
     }
@@ -146,12 +177,12 @@ def _quality(
         stats = group_stats(features, label, p["protected"], positive)
         quality["groups"] = [g.model_dump(mode="json") for g in stats]
     if p["drift"] is not None:
-        reference = _reference_table(ctx, p["drift"]["reference"])
-        shared = [c for c in schema.columns if c in reference.columns]
+        reference = coerce_numeric(_reference_table(ctx, p["drift"]["reference"]), schema)
+        shared = [c for c in schema.columns if c in reference.columns and c in raw.columns]
         ctx.progress(f"drift against {p['drift']['reference']} on {len(shared)} columns")
         drift = drift_report(
             reference[shared],
-            features[shared],
+            coerce_numeric(raw[shared], schema),
             DriftThresholds.model_validate(p["drift"]["thresholds"]),
             schema=schema,
         )
@@ -159,34 +190,76 @@ def _quality(
     return quality
 
 
+def _duplicates(
+    accepted: pd.DataFrame, label: str, policy: str
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """Count rows that repeat an earlier accepted row; with policy ``drop``, take them out."""
+    columns = [c for c in accepted.columns if c != ROW_ID]
+    found, repeated = find_duplicates(accepted, label, columns)
+    if policy != "drop" or not found.duplicate_rows:
+        report = found.model_copy(update={"policy": policy})
+        return accepted, accepted.iloc[0:0], report.model_dump(mode="json")
+    dropped = accepted[repeated].copy()
+    dropped[REASONS_COLUMN] = "duplicate of an earlier accepted row (policy: drop)"
+    kept = accepted[~repeated].reset_index(drop=True)
+    report = found.model_copy(update={"policy": policy, "dropped": len(dropped)})
+    return kept, dropped, report.model_dump(mode="json")
+
+
 def validate(ctx: StepContext) -> Outputs:
     """Check the raw table against its schema and the data policy; quarantine what fails.
 
-    Rows that break a column rule, a cross-column rule or a ``drop`` missing-value policy are
-    quarantined with their reasons. The step fails (keeping its outputs) when more rows than the
-    policy allows are quarantined, when a ``fail`` policy meets a missing value, or when the
-    table drifted from its reference and the drift policy says fail.
+    Rows that break a column rule, a cross-column rule or a ``drop`` missing-value policy, and
+    rows whose label is not one of the label's classes, are quarantined with their reasons;
+    with ``duplicates: drop``, so are rows that repeat an earlier accepted row (not counted
+    against ``max_rejected_fraction``: nothing is lost). Drift compares every row of the batch
+    with the reference (non-numbers in numeric columns as missing): quarantined out-of-range
+    rows are evidence of a shift, and leaving them out would bias the other columns. The step
+    fails (keeping its outputs) when more rows than the policy allows are quarantined, when a
+    ``fail`` policy meets a missing value, or when the table drifted from its reference and the
+    drift policy says fail. The quarantine is kept whatever fails.
     """
+    import pandas as pd
+
     p = ctx.params
     schema = TableSchema.model_validate(ctx.json("schema"))
     info = ctx.json("info")
     policies = {c: MissingPolicy.model_validate(v) for c, v in p["missing"].items()}
-    accepted, quarantined, report = validate_table(ctx.table("raw"), schema, policies, row_ids=True)
-    ctx.progress(f"{report.rows_accepted:,} rows accepted, {report.rows_rejected:,} quarantined")
-    quality = _quality(ctx, accepted, schema, info)
+    raw = ctx.table("raw")
+    accepted, quarantined, report = validate_table(
+        raw, schema, policies, row_ids=True, label_classes=info.get("classes")
+    )
+    accepted, dropped, duplicates = _duplicates(
+        accepted, info["label"], p.get("duplicates", "report")
+    )
+    ctx.progress(
+        f"{report.rows_accepted:,} rows accepted, {report.rows_rejected:,} quarantined; "
+        f"{duplicates['duplicate_rows']:,} duplicate rows ({duplicates['duplicate_share']:.1%})"
+        + (f", {len(dropped):,} dropped" if len(dropped) else "")
+    )
+    if len(dropped):
+        quarantined = pd.concat([quarantined, dropped], ignore_index=True).sort_values(ROW_ID)
     outputs = {
         "clean": Output(table_bytes(accepted), PARQUET, "clean.parquet"),
         "rejected": Output(quarantined.to_csv(index=False).encode(), CSV, "quarantine.csv"),
         "report": Output(json_bytes(report), JSON, "validation.json"),
-        "quality": Output(json_bytes(quality), JSON, "quality.json"),
     }
+    try:
+        quality = _quality(ctx, raw, accepted, schema, info)
+    except DataError:
+        for role in ("rejected", "report"):  # the quarantine is kept whatever fails next
+            ctx.keep(role, outputs[role])
+        raise
+    quality["duplicates"] = duplicates
+    outputs["quality"] = Output(json_bytes(quality), JSON, "quality.json")
     failures: list[str] = []
     limit = p["max_rejected_fraction"]
     if report.rejected_fraction > limit:
         worst = ", ".join(f"{i.column} {i.rule} ({i.count})" for i in report.issues[:5])
         failures.append(
             f"validation quarantined {report.rows_rejected} of {report.rows_in} rows "
-            f"({report.rejected_fraction:.1%}, policy allows {limit:.1%}): {worst}"
+            f"({report.rejected_fraction:.1%}, policy allows {limit:.1%}): {worst}; "
+            "data.max_rejected_fraction sets how many may be left out"
         )
     if report.missing_failures:
         failures.append(f"missing values where the policy says fail: {report.missing_failures}")

@@ -51,6 +51,13 @@ class DataSpec(_Strict):
     path: Path | None = None
     label: str | None = None
     positive: str | int | None = None
+    # The label's classes; any other label value is quarantined. Unset: every value that is
+    # ``positive`` or frequent enough (see ``mlwarden.data.decide_classes``) is a class.
+    classes: list[str | int] | None = Field(default=None, min_length=2)
+    # The CSV separator; unset, it is detected from the first lines.
+    sep: Literal[",", ";", "\t", "|"] | None = None
+    # Rows that repeat an earlier accepted row: counted in quality.json, or also dropped.
+    duplicates: Literal["report", "drop"] = "report"
     schema_file: Path | TableSchema | None = Field(default=None, alias="schema")
     max_rejected_fraction: float = Field(default=0.0, ge=0.0, le=1.0)
     missing: dict[str, MissingPolicy] = {}
@@ -74,6 +81,14 @@ class DataSpec(_Strict):
             raise ValueError("give exactly one of 'dataset' (a bundled name) or 'path' (a CSV)")
         if self.path is not None and self.label is None:
             raise ValueError("a 'path' source needs 'label': the name of the label column")
+        if self.classes is not None:
+            keys = [str(c) for c in self.classes]
+            if len(set(keys)) != len(keys):
+                raise ValueError(f"'classes' lists a class twice: {self.classes}")
+            if self.positive is not None and str(self.positive) not in keys:
+                raise ValueError(
+                    f"'positive' {self.positive!r} is not one of 'classes' {self.classes}"
+                )
         return self
 
     @property

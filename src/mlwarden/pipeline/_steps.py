@@ -103,13 +103,43 @@ def _adapter(ctx: StepContext) -> SklearnAdapter:
 
 
 def evaluate(ctx: StepContext) -> Outputs:
-    """Precision, recall, F1, ROC AUC and the confusion matrix on the held-out split."""
+    """Precision, recall, F1, ROC AUC and the confusion matrix on the held-out split.
+
+    Beside them, ``overlap`` counts the test rows whose features are those of a training row,
+    and ``deduplicated`` holds the same scores on the other test rows only: copies of training
+    rows measure memory, not generalisation, and inflate every held-out score.
+    """
+    from mlwarden.data import seen_in_training
+
     info = ctx.json("info")
     model = _adapter(ctx)
-    X, y = label_parts(ctx.table("test"), info["label"])
-    scores = classification_metrics(y, model.predict_proba(X), model.classes_, info["positive"])
+    test = ctx.table("test")
+    X, y = label_parts(test, info["label"])
+    proba = model.predict_proba(X)
+    scores = classification_metrics(y, proba, model.classes_, info["positive"])
     ctx.progress(f"held-out F1 {scores.f1:.4f}, ROC AUC {scores.roc_auc:.4f}")
-    return {"metrics": Output(json_bytes(scores), JSON, "metrics.json")}
+    metrics: dict[str, Any] = scores.model_dump(mode="json")
+    X_train, _ = label_parts(ctx.table("train"), info["label"])
+    overlap, seen = seen_in_training(X_train, X, list(X.columns))
+    unseen = (
+        classification_metrics(y[~seen], proba[~seen], model.classes_, info["positive"])
+        if overlap.unseen_rows
+        else None
+    )
+    metrics["overlap"] = overlap.model_dump(mode="json")
+    metrics["deduplicated"] = (
+        unseen.model_dump(mode="json", exclude={"roc_curve"}) if unseen is not None else None
+    )
+    if overlap.seen_in_training:
+        line = (
+            f"{overlap.seen_in_training:,} of {overlap.test_rows:,} test rows "
+            f"({overlap.seen_share:.1%}) copy a training row's features"
+        )
+        if unseen is not None:
+            line += f"; on the other {overlap.unseen_rows:,}: F1 {unseen.f1:.4f}, "
+            line += f"ROC AUC {unseen.roc_auc:.4f}"
+        ctx.progress(line)
+    return {"metrics": Output(json_bytes(metrics), JSON, "metrics.json")}
 
 
 def audit(ctx: StepContext) -> Outputs:

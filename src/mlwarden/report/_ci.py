@@ -8,6 +8,8 @@ from typing import Any
 from mlwarden.report._model import RunReport
 
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
+_SARIF_LEVEL = {"pass": "note", "inconclusive": "warning"}
+_SARIF_KIND = {"pass": "pass", "inconclusive": "review"}
 
 
 def _value(check: Any) -> str:
@@ -17,7 +19,8 @@ def _value(check: Any) -> str:
 def to_sarif(report: RunReport, tool_version: str) -> dict[str, Any]:
     """The run's checks as one SARIF run: a rule per check, a result per finding.
 
-    Failed checks are ``error`` results and passed ones ``note``, so a viewer can show both;
+    Failed checks are ``error`` results, inconclusive ones ``warning`` (kind ``review``: too few
+    points to decide) and passed ones ``note``, so a viewer can show all three;
     the result's location is the spec file when known, and always the pipeline or model by name.
     """
     rules: dict[str, dict[str, Any]] = {}
@@ -40,8 +43,8 @@ def to_sarif(report: RunReport, tool_version: str) -> dict[str, Any]:
         results.append(
             {
                 "ruleId": check.check,
-                "level": "note" if check.passed else "error",
-                "kind": "pass" if check.passed else "fail",
+                "level": _SARIF_LEVEL.get(check.verdict, "error"),
+                "kind": _SARIF_KIND.get(check.verdict, "fail"),
                 "message": {"text": check.message},
                 "locations": [location],
                 "properties": {
@@ -49,6 +52,9 @@ def to_sarif(report: RunReport, tool_version: str) -> dict[str, Any]:
                     "value": check.value,
                     "threshold": check.threshold,
                     "comparison": check.comparison,
+                    "verdict": check.verdict,
+                    "n": check.n,
+                    "interval": list(check.interval) if check.interval else None,
                     "queries": check.queries,
                 },
             }
@@ -73,14 +79,16 @@ def to_sarif(report: RunReport, tool_version: str) -> dict[str, Any]:
 
 
 def to_junit(report: RunReport) -> str:
-    """The run's checks as a JUnit test suite: one test case per check, failures as failures."""
-    failures = sum(not c.passed for c in report.checks)
+    """The run's checks as a JUnit test suite: one test case per check, failures as failures,
+    inconclusive checks as skipped (with the reason), passes as passes."""
+    failures = sum(c.verdict == "fail" for c in report.checks)
     suite = ET.Element(
         "testsuite",
         name=f"mlwarden.{report.pipeline}",
         tests=str(len(report.checks)),
         failures=str(failures),
         errors="0",
+        skipped=str(sum(c.verdict == "inconclusive" for c in report.checks)),
         time=f"{sum(c.wall_time_s for c in report.checks):.3f}",
     )
     for check in report.checks:
@@ -91,7 +99,9 @@ def to_junit(report: RunReport) -> str:
             name=f"{check.metric} {check.comparison} {check.threshold:g}",
             time=f"{check.wall_time_s:.3f}",
         )
-        if not check.passed:
+        if check.verdict == "inconclusive":
+            ET.SubElement(case, "skipped", message=f"inconclusive: {check.message}")
+        elif not check.passed:
             failure = ET.SubElement(case, "failure", message=check.message, type=check.check)
             failure.text = (
                 f"measured {_value(check)}, threshold {check.comparison} {check.threshold:g}, "

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, model_validator
 
 REPORT_FORMAT = 1
 
@@ -32,11 +32,21 @@ class CheckLine(BaseModel):
     value: float | None
     threshold: float
     comparison: str
+    verdict: str = "fail"
     passed: bool
+    n: int | None = None
+    interval: tuple[float, float] | None = None
     message: str
     queries: int
     wall_time_s: float
     details: dict[str, Any] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _verdict_of_older_reports(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "verdict" not in data and "passed" in data:
+            data = {**data, "verdict": "pass" if data["passed"] else "fail"}
+        return data
 
 
 class RunReport(BaseModel):
@@ -64,3 +74,6 @@ class RunReport(BaseModel):
     steps: list[StepLine]
     lineage_head: str | None
     spec_path: str | None = None
+    # For ``mlwarden audit`` reports: what was audited (registered: run, spec, lineage head,
+    # artifacts, signer; a model file: registered False). None for a pipeline run.
+    audited: dict[str, Any] | None = None

@@ -67,7 +67,8 @@ def checks_png(checks: Sequence[CheckLine]) -> str:
     fig, ax = _pyplot().subplots(figsize=(6, 0.5 + 0.5 * len(checks)))
     names = [f"{c.check}\n{c.metric}" for c in checks]
     values = [c.value if c.value is not None else 0.0 for c in checks]
-    colours = ["#2e7d32" if c.passed else "#c62828" for c in checks]
+    palette = {"pass": "#2e7d32", "inconclusive": "#ef6c00"}
+    colours = [palette.get(c.verdict, "#c62828") for c in checks]
     ax.barh(range(len(checks)), values, color=colours, height=0.5)
     for i, c in enumerate(checks):
         ax.plot([c.threshold, c.threshold], [i - 0.35, i + 0.35], color="black", lw=2)
