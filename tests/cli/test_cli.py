@@ -335,7 +335,7 @@ def test_audit_a_registered_model_on_its_own_splits(demo_dir: Path, tmp_path: Pa
         "checks:\n"
         "  - {check: performance_floor, metric: f1, min: 0.9}\n"
         "  - {check: attribution_share, max_share: 0.9, rows: 300, n_repeats: 1}\n"
-        "  - {check: ood_confidence, max_share: 0.01, rows: 200}\n"
+        "  - {check: ood_confidence, min_auroc: 0.99, rows: 200}\n"
     )
     result = mlwarden(
         "audit",
