@@ -194,6 +194,63 @@ def test_records_that_cannot_be_stored_are_counted_and_reported(
     log.flush()  # reported once
 
 
+class Clock:
+    """Monotonic seconds that move only when told."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_database_that_refuses_writes_stalls_the_log_and_loses_nothing(
+    db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    clock = Clock()
+    log = DecisionLog(db, max_delay_s=2.0, monotonic=clock)
+    refusing, attempts = threading.Event(), threading.Event()
+    refusing.set()
+    real = log._writing
+
+    def writing(chain: Any, busy_s: float | None = None) -> Any:
+        if refusing.is_set():
+            attempts.set()
+            raise OperationalError("BEGIN IMMEDIATE", {}, Exception("database is locked"))
+        return real(chain, busy_s)
+
+    monkeypatch.setattr(log, "_writing", writing)
+    record = _record(1)
+    assert log.append(record)
+    assert attempts.wait(30)
+    assert log.status().accepting  # waiting, but not yet longer than max_delay_s
+    clock.now += 2.5
+    state = log.status()
+    assert not state.accepting and state.backlog == 1 and "database is locked" in str(state.reason)
+    assert not log.healthy()
+    refusing.clear()
+    log.flush()
+    assert log.failed == 0 and log.get(record.request_id) is not None
+    assert log.status().accepting
+    log.close()
+
+
+def test_a_full_backlog_stalls_the_log(db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    log = DecisionLog(db, max_queue=2, put_timeout_s=0.0)
+    writer = HeldWriter(log, monkeypatch)
+    log.append(_record(0))
+    assert writer.entered.wait(30)
+    log.append(_record(1))
+    assert log.status().accepting
+    log.append(_record(2))
+    state = log.status()
+    assert not state.accepting and "backlog is full" in str(state.reason)
+    writer.release.set()
+    log.close()
+
+
 def test_feedback_links_to_its_decision_and_becomes_training_rows(log: DecisionLog) -> None:
     a, b, c = _record(1, rows=2), _record(2), _record(3)
     for record in (a, b, c):
@@ -431,3 +488,21 @@ def test_keys_and_decisions_on_postgres(pg_url: str) -> None:
         with pytest.raises(DBAPIError, match=r"append-only|api key"), engine.begin() as conn:
             conn.execute(text(statement))
     engine.dispose()
+
+
+def test_feedback_on_a_locked_database_is_a_store_error_after_its_timeout(
+    log: DecisionLog, db: Path
+) -> None:
+    record = _record(1)
+    log.append(record)
+    log.flush()
+    lock = sqlite3.connect(db, isolation_level=None)
+    lock.execute("BEGIN IMMEDIATE")
+    with pytest.raises(StoreError, match="was not recorded"):
+        log.feedback(record.request_id, ["ok"], "analyst", timeout_s=0.2)
+    lock.execute("ROLLBACK")
+    lock.close()
+    assert log.feedback(record.request_id, ["ok"], "analyst").labels == ["ok"]
+    log.append(_record(2))
+    log.flush()  # the writer's own connection kept its long busy timeout
+    assert log.failed == 0

@@ -183,3 +183,13 @@ def test_waiting_retry_after_is_always_enough(
     if not decision.allowed:
         clock.advance(decision.retry_after_s)
         assert limiter.acquire("k", cost=cost).allowed
+
+
+def test_wait_s_says_when_a_cost_fits_without_spending() -> None:
+    clock = FakeClock()
+    limiter = TokenBucketLimiter(rate_per_s=0.5, burst=2, clock=clock)
+    assert limiter.wait_s("k", 2) == 0.0  # a fresh key has its whole burst
+    assert limiter.acquire("k", cost=2).allowed
+    assert limiter.wait_s("k", 1) == pytest.approx(2.0)
+    assert limiter.wait_s("k", 5) == pytest.approx(4.0)  # clipped to the burst
+    assert limiter.wait_s("k", 1) == pytest.approx(2.0)  # nothing was spent

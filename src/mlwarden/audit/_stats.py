@@ -9,10 +9,9 @@ the sample cannot decide at the stated level.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Literal
-
-import numpy as np
 
 Verdict = Literal["pass", "fail", "inconclusive"]
 Comparison = Literal[">=", "<="]
@@ -55,6 +54,8 @@ def bootstrap_interval(
     statistic on those rows (NaN where it is undefined on a resample, e.g. AUC with one class:
     such resamples are dropped). None when fewer than half the resamples give a number.
     """
+    import numpy as np
+
     if not sizes or min(sizes) <= 0:
         return None
     rng = np.random.default_rng([seed, 97])
@@ -81,7 +82,7 @@ def decide(
     population) the point value decides. An unmeasured value fails: a check that could not
     measure proves nothing.
     """
-    if value is None or not np.isfinite(value):
+    if value is None or not math.isfinite(value):
         return "fail"
     low, high = interval if interval is not None else (value, value)
     if comparison == "<=":

@@ -159,12 +159,20 @@ def keys_list(store: StoreOpt = Path(".mlwarden")) -> int:
     return 0
 
 
-@keys_app.command("revoke")
+# The delay is mlwarden.serve._keys.REVOCATION_DELAY_S (a test keeps the two equal; importing
+# it here would load the server's libraries on every CLI start).
+@keys_app.command(
+    "revoke",
+    help=(
+        "Revoke a key: recorded, not deleted. A running server refuses it within 5 s "
+        "(it trusts a verified key from memory that long)."
+    ),
+)
 def keys_revoke(
     key_id: Annotated[str, typer.Argument(help="The key's id (the part after mlw_).")],
     store: StoreOpt = Path(".mlwarden"),
 ) -> int:
-    """Revoke a key: recorded, not deleted; the server refuses it from its next request."""
+    """Revoke a key: recorded, not deleted; a running server refuses it within seconds."""
     from mlwarden.serve._keys import KeyStore
 
     keys = KeyStore(_serve_db(store))

@@ -4,6 +4,7 @@ log and Prometheus metrics."""
 
 from mlwarden.serve._app import Guarded, create_app
 from mlwarden.serve._config import (
+    DecisionLogGuard,
     Deployment,
     DriftGuard,
     ExtractionGuard,
@@ -16,6 +17,7 @@ from mlwarden.serve._server import SERVE_DB, build_server, close_server
 
 __all__ = [
     "SERVE_DB",
+    "DecisionLogGuard",
     "Deployment",
     "DriftGuard",
     "ExtractionGuard",

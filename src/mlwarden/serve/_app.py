@@ -1,28 +1,48 @@
 """The guarded model server: FastAPI app that serves a deployment behind its guards.
 
-A request to ``/v1/predict`` passes, in order: authentication (API key, role ``predict``), the
-client block list, the per-key rate limit (429 with ``Retry-After``), the schema (422 naming the
-field), the model chosen by sticky A/B routing, the extraction guard (per client), the drift
-monitor, and output hardening. Each guard fails open or closed as the deployment says; a
-response that failed open carries ``X-Mlwarden-Fail-Open``. Every response names the model
-version that answered (``X-Mlwarden-Model``) and its request id; the decision (input, output,
-guard verdicts, shadow answers) is logged after the response is sent.
+A request to ``/v1/predict`` passes, in order: the body cap (413 before parsing), the JSON
+parser (400), authentication (API key, role ``predict``), the schema (422 naming the field,
+with a bounded excerpt; 413 for more rows than a request may hold), the client block list, the
+decision log's state (503 while it cannot keep up, unless it fails open), the per-key rate
+limit (429 with ``Retry-After``), the model chosen by sticky A/B routing, the extraction guard
+(each row screened before any is answered), the drift monitor, and output hardening. Each
+guard fails open or closed as the deployment says; a response that failed open carries
+``X-Mlwarden-Fail-Open``. Every response names the model version that answered
+(``X-Mlwarden-Model``) and its request id; the decision (input, output, guard verdicts, shadow
+answers) is logged after the response is sent.
+
+No client input should make it answer 500: client mistakes are 4xx naming the problem, and the
+server's own failures (a guard, the model, the serving database) are 503 saying which.
 """
 
+import logging
 import math
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated, Any, cast
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import BackgroundTasks, Depends, FastAPI, HTTPException, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
-from pydantic import BaseModel, Field
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.exc import SQLAlchemyError
 
+from mlwarden.errors import StoreError
+from mlwarden.serve import _errors
+from mlwarden.serve._api import (
+    DecisionLogState,
+    FeedbackRequest,
+    FeedbackResponse,
+    Prediction,
+    PredictResponse,
+    Readiness,
+)
 from mlwarden.serve._config import Deployment
 from mlwarden.serve._keys import Principal
-from mlwarden.serve._metrics import ServerMetrics
+from mlwarden.serve._limits import BodyLimit
+from mlwarden.serve._metrics import Measure, ServerMetrics
+from mlwarden.serve._record import log_decision
 from mlwarden.serve._runtime import Router, ServedModel
 from mlwarden.serve._schema import request_model, rows_of
 
@@ -45,43 +65,12 @@ REQUEST_ID_HEADER = "X-Request-Id"
 ALARM_HEADER = "X-Mlwarden-Alarm"
 CAPPED_HEADER = "X-Mlwarden-Compute-Capped"
 ROLES = ("predict", "feedback", "admin")
-
-
-class Prediction(BaseModel):
-    """One row's answer; fields the deployment's output mode hides are absent.
-
-    Early-exit models also say which exit answered and what share of the full network's
-    compute it took (``capped``: cut short by the client's compute cap).
-    """
-
-    label: Any
-    probabilities: dict[str, float] | None = None
-    confidence: float | None = None
-    exit: int | None = None
-    compute: float | None = None
-    capped: bool | None = None
-
-
-class PredictResponse(BaseModel):
-    """The answer to ``/v1/predict``."""
-
-    request_id: str
-    model: str
-    predictions: list[Prediction]
-
-
-class FeedbackRequest(BaseModel):
-    """An analyst's true labels for the rows of a past request."""
-
-    request_id: str = Field(min_length=1)
-    labels: list[str | int | float | bool] = Field(min_length=1)
-
-
-class FeedbackResponse(BaseModel):
-    """Acknowledges stored feedback."""
-
-    request_id: str
-    stored: int
+_log = logging.getLogger(__name__)
+_bearer_scheme = HTTPBearer(
+    auto_error=False,
+    scheme_name="apiKey",
+    description="An mlwarden API key (`mlwarden keys create`): 'Authorization: Bearer mlw_...'.",
+)
 
 
 class GuardError(Exception):
@@ -114,43 +103,14 @@ class Guarded:
     throttled: set[str] = field(default_factory=set)
 
 
-class _Measure:
-    """Pure ASGI middleware counting requests and timing them by route and status class.
-
-    (Starlette's ``BaseHTTPMiddleware`` would wrap every response in a stream: measurably
-    slower per request.)
-    """
-
-    def __init__(self, app: Any, metrics: ServerMetrics) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-
-        async def record(message: Any) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, record)
-        finally:
-            route = scope.get("route")
-            endpoint = getattr(route, "path", "unmatched")
-            self.metrics.latency.labels(endpoint=endpoint).observe(time.perf_counter() - started)
-            self.metrics.requests.labels(endpoint=endpoint, status=f"{status // 100}xx").inc()
-
-
 def _bearer(request: Request) -> str | None:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+def _retry_after(seconds: float) -> str:
+    return str(max(1, math.ceil(seconds)))
 
 
 def create_app(g: Guarded) -> FastAPI:
@@ -163,16 +123,30 @@ def create_app(g: Guarded) -> FastAPI:
     guard = deployment.guards.extraction
     slow_lane = TokenBucketLimiter(guard.throttle_rate_per_s, 1, clock=g.clock)
     router = Router([r.weight for r in deployment.routes], deployment.name)
-    Body = request_model(g.schema, deployment.guards.schema_.max_rows)
+    max_rows = deployment.max_rows
+    Body = request_model(g.schema, max_rows)
     features = g.schema.features
+    log_policy = deployment.guards.decisions
+    docs = deployment.docs
     app = FastAPI(
         title=f"mlwarden: {deployment.name}",
         version="1",
         description="A registered model served behind mlwarden's guards.",
+        openapi_url="/openapi.json" if docs else None,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
     )
+    _errors.install(app)
+    app.add_exception_handler(SQLAlchemyError, _errors.on_store_error)
 
-    def require(role: str) -> Callable[[Request], Principal]:
-        def check(request: Request) -> Principal:
+    def require(role: str, *, charge: bool = True) -> Callable[..., Principal]:
+        """The dependency checking a key for ``role``; ``charge``: spend one row of its rate
+        limit (``/v1/predict`` charges its rows itself)."""
+
+        def check(
+            request: Request,
+            _: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer_scheme)],
+        ) -> Principal:
             key = _bearer(request)
             if key is None:
                 metrics.auth_failures.labels(reason="missing").inc()
@@ -192,11 +166,17 @@ def create_app(g: Guarded) -> FastAPI:
                 raise HTTPException(
                     403, f"this key has role {principal.role!r}; {request.url.path} needs {role!r}"
                 )
+            if charge:
+                admit(principal.key_id, 1)
             return principal
 
         return check
 
-    app.add_middleware(_Measure, metrics=metrics)
+    body_cap = deployment.guards.schema_.body_limit(max_rows, len(features))
+    app.add_middleware(
+        BodyLimit, max_bytes=body_cap, hint=f"send at most {max_rows} rows per request"
+    )
+    app.add_middleware(Measure, metrics=metrics)
 
     @app.exception_handler(GuardError)
     async def guard_failed(request: Request, exc: GuardError) -> JSONResponse:
@@ -204,27 +184,102 @@ def create_app(g: Guarded) -> FastAPI:
             {"detail": f"guard {exc.guard!r} failed and this deployment fails closed"}, 503
         )
 
-    @app.get("/healthz", tags=["probes"])
+    @app.get("/healthz", tags=["probes"], responses=_errors.responses(413))
     def healthz() -> dict[str, str]:
         """Liveness: the process answers."""
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["probes"])
-    def readyz(response: Response) -> dict[str, Any]:
-        """Readiness: models loaded and the decision log accepting records."""
-        ready = g.decisions.healthy()
-        response.status_code = 200 if ready else 503
-        return {"status": "ready" if ready else "not ready", "models": [m.ref for m in g.routes]}
+    @app.get(
+        "/readyz",
+        tags=["probes"],
+        response_model=Readiness,
+        responses={
+            413: _errors.responses(413)[413],
+            503: {"model": Readiness, "description": "The decision log cannot keep up."},
+        },
+    )
+    def readyz(response: Response) -> Readiness:
+        """Readiness: models loaded and the decision log keeping up.
 
-    @app.get("/metrics", tags=["admin"], response_class=PlainTextResponse)
+        A stalled log makes the server not ready when it fails closed (predict answers 503),
+        and ``degraded`` (still 200) when it fails open.
+        """
+        state = g.decisions.status()
+        if state.accepting:
+            status = "ready"
+        else:
+            status = "degraded" if log_policy.on_error == "open" else "not ready"
+        response.status_code = 503 if status == "not ready" else 200
+        return Readiness(
+            status=status,
+            models=[m.ref for m in g.routes],
+            decision_log=DecisionLogState(on_error=log_policy.on_error, **state.model_dump()),
+        )
+
+    @app.get(
+        "/metrics",
+        tags=["admin"],
+        response_class=PlainTextResponse,
+        responses=_errors.responses(401, 403, 413, 429, 503),
+    )
     def metrics_endpoint(
         _: Annotated[Principal, Depends(require("admin"))],
     ) -> PlainTextResponse:
         """Prometheus metrics (text exposition format)."""
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+        state = g.decisions.status()
         metrics.decision_log_dropped.set(g.decisions.dropped)
+        metrics.decision_log_failed.set(g.decisions.failed)
+        metrics.decision_log_backlog.set(state.backlog)
+        metrics.decision_log_oldest.set(state.oldest_s)
+        metrics.decision_log_stalled.set(0 if state.accepting else 1)
         return PlainTextResponse(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    def check_decision_log(fail_open: list[str]) -> None:
+        """Refuse (closed) or flag (open) a request while the decision log cannot keep up."""
+        state = g.decisions.status()
+        if state.accepting:
+            return
+        metrics.guard_errors.labels(guard="decisions", outcome=log_policy.on_error).inc()
+        if log_policy.on_error == "open":
+            fail_open.append("decisions")
+            return
+        raise HTTPException(
+            503,
+            f"{state.reason}; this deployment fails closed (guards.decisions.on_error)",
+            headers={"Retry-After": _retry_after(log_policy.max_delay_s)},
+        )
+
+    def admit(client: str, cost: int) -> None:
+        """Spend ``cost`` rows from the client's buckets, or refuse with 413 or 429."""
+        lanes = [(limiter, False)]
+        if client in g.throttled:
+            lanes.append((slow_lane, True))
+        for bucket, throttled in lanes:
+            if cost > bucket.burst:
+                metrics.rate_limited.inc()
+                if not throttled:
+                    raise HTTPException(
+                        413,
+                        f"a request may hold at most {bucket.burst} rows (rate_limit.burst), "
+                        f"got {cost}: split it",
+                    )
+                retry = _retry_after(bucket.wait_s(client, bucket.burst))
+                raise HTTPException(
+                    429,
+                    f"this client is throttled after an extraction alarm to "
+                    f"{bucket.rate_per_s:g} rows/s and {bucket.burst} row per request: send "
+                    f"one row at a time, the next in {retry} s",
+                    headers={"Retry-After": retry},
+                )
+            decision = bucket.acquire(client, cost=cost)
+            if not decision.allowed:
+                metrics.rate_limited.inc()
+                retry = _retry_after(decision.retry_after_s)
+                raise HTTPException(
+                    429, f"rate limit: retry in {retry} s", headers={"Retry-After": retry}
+                )
 
     slowdown = deployment.guards.slowdown
 
@@ -243,6 +298,8 @@ def create_app(g: Guarded) -> FastAPI:
         model: ServedModel, frame: "pd.DataFrame", client: str, fail_open: list[str]
     ) -> "tuple[np.ndarray | None, ExitAnswers | None]":
         """Probabilities (None when the model failed open) and, for early exit, the exits."""
+        import numpy as np
+
         cap = None
         if model.early_exit is not None and g.budget is not None and slowdown.enabled:
             budget = g.budget
@@ -250,8 +307,12 @@ def create_app(g: Guarded) -> FastAPI:
         try:
             if model.early_exit is not None:
                 answers = model.early_exit.answer(frame, max_exit=cap)
-                return answers.proba, answers
-            return model.predict_proba(frame), None
+                proba = answers.proba
+            else:
+                proba, answers = model.predict_proba(frame), None
+            if not np.isfinite(proba).all():
+                raise FloatingPointError("the model answered non-finite probabilities")
+            return proba, answers
         except Exception as exc:
             policy = deployment.guards.model
             metrics.model_errors.labels(outcome=policy.on_error).inc()
@@ -291,17 +352,31 @@ def create_app(g: Guarded) -> FastAPI:
         result: dict[str, Any] | None = guarded_slowdown(observe, fail_open)
         return result
 
+    def restricts(client: str) -> bool:
+        """Whether an alarm now would newly block or throttle ``client``."""
+        if guard.action == "block":
+            return True
+        return guard.action == "throttle" and client not in g.throttled
+
     def watch_extraction(
         client: str, rows: list[dict[str, Any]], proba: "np.ndarray", fail_open: list[str]
     ) -> dict[str, Any] | None:
+        """Screen the rows in order before any is answered.
+
+        When an alarm would restrict the client, screening stops at the alarming row, the
+        client is blocked or throttled and the whole request is refused: a thief never gets
+        the answers to the batch that gave it away.
+        """
         if not guard.enabled or g.detectors is None or g.features is None:
             return None
+        stop = restricts(client)
+        verdicts = []
         try:
             vectors = g.features.transform(rows)  # per-row dicts: no DataFrame round trip
-            verdicts = [
-                g.detectors.observe_answer(client, x, p)
-                for x, p in zip(vectors, proba, strict=True)
-            ]
+            for x, p in zip(vectors, proba, strict=True):
+                verdicts.append(g.detectors.observe_answer(client, x, p))
+                if stop and verdicts[-1].alarm:
+                    break
         except Exception as exc:
             metrics.guard_errors.labels(guard="extraction", outcome=guard.on_error).inc()
             if guard.on_error == "closed":
@@ -311,16 +386,32 @@ def create_app(g: Guarded) -> FastAPI:
         alarms = [v for v in verdicts if v.alarm]
         if alarms:
             metrics.guard_alarms.labels(guard="extraction").inc()
-            if guard.action == "block":
-                g.blocked.add(client)
-            elif guard.action == "throttle":
-                g.throttled.add(client)
+        if alarms and stop:
+            refuse_thief(client, len(verdicts), len(rows), alarms[0].reason)
         last = (alarms or verdicts)[-1]
         return {
             "alarm": bool(alarms),
             "action": guard.action if alarms else None,
             "verdict": last.model_dump(mode="json"),
         }
+
+    def refuse_thief(client: str, row: int, rows: int, reason: str) -> None:
+        """Block or throttle ``client`` and refuse the request that raised the alarm."""
+        _log.warning("extraction alarm: client %s, row %d of %d: %s", client, row, rows, reason)
+        what = f"row {row} of this request raised the extraction alarm ({reason}); no row of it "
+        if guard.action == "block":
+            g.blocked.add(client)
+            metrics.blocked.inc()
+            raise HTTPException(403, f"{what}was answered and this client is now blocked")
+        g.throttled.add(client)
+        metrics.rate_limited.inc()
+        retry = _retry_after(slow_lane.wait_s(client, 1))
+        raise HTTPException(
+            429,
+            f"{what}was answered and this client is now throttled to "
+            f"{guard.throttle_rate_per_s:g} rows/s, one row per request",
+            headers={"Retry-After": retry},
+        )
 
     def watch_drift(rows: list[dict[str, Any]], labels: list[Any], fail_open: list[str]) -> None:
         policy = deployment.guards.drift
@@ -338,7 +429,7 @@ def create_app(g: Guarded) -> FastAPI:
         body: Body,  # type: ignore[valid-type]
         response: Response,
         background: BackgroundTasks,
-        principal: Annotated[Principal, Depends(require("predict"))],
+        principal: Annotated[Principal, Depends(require("predict", charge=False))],
     ) -> PredictResponse:
         """Predict one or many rows; the schema is the model's training schema."""
         import pandas as pd
@@ -357,16 +448,10 @@ def create_app(g: Guarded) -> FastAPI:
                 403, "this client is blocked: its queries look like a model extraction attack"
             )
         rows = rows_of(body)
-        for bucket in (limiter, slow_lane) if client in g.throttled else (limiter,):
-            decision = bucket.acquire(client, cost=len(rows))
-            if not decision.allowed:
-                metrics.rate_limited.inc()
-                retry = max(1, math.ceil(decision.retry_after_s))
-                raise HTTPException(
-                    429, f"rate limit: retry in {retry} s", headers={"Retry-After": str(retry)}
-                )
-        request_id = uuid.uuid4().hex
         fail_open: list[str] = []
+        check_decision_log(fail_open)
+        admit(client, len(rows))
+        request_id = uuid.uuid4().hex
         model = g.routes[router.route(client)]
         frame = pd.DataFrame(rows, columns=features)
         proba, answers = predict_rows(model, frame, client, fail_open)
@@ -445,43 +530,76 @@ def create_app(g: Guarded) -> FastAPI:
         "/v1/predict",
         response_model=PredictResponse,
         tags=["predict"],
-        responses={401: {}, 403: {}, 422: {}, 429: {}, 503: {}},
+        responses=_errors.responses(400, 401, 403, 413, 422, 429, 503),
     )(predict)
+
+    def log_unavailable() -> HTTPException | None:
+        state = g.decisions.status()
+        if state.accepting:
+            return None
+        return HTTPException(
+            503, str(state.reason), headers={"Retry-After": _retry_after(log_policy.max_delay_s)}
+        )
 
     @app.post(
         "/v1/feedback",
         response_model=FeedbackResponse,
         tags=["feedback"],
-        responses={401: {}, 403: {}, 404: {}, 422: {}},
+        responses=_errors.responses(400, 401, 403, 404, 413, 422, 429, 503),
     )
     def feedback(
         body: FeedbackRequest,
         principal: Annotated[Principal, Depends(require("feedback"))],
     ) -> FeedbackResponse:
-        """Attach an analyst's true labels to a past request, one per row it held."""
+        """Attach an analyst's true labels to a past request, one per row it held.
+
+        Answers 503 at once while the decision log cannot write, and within
+        ``guards.decisions.max_delay_s`` when the database stays locked.
+        """
         from mlwarden.errors import DataError, RecordNotFoundError
 
-        g.decisions.flush()  # the request may have been answered a moment ago
+        unavailable = log_unavailable()
+        if unavailable is not None:
+            raise unavailable
         try:
-            g.decisions.feedback(body.request_id, list(body.labels), principal.key_id)
+            g.decisions.feedback(
+                body.request_id,
+                list(body.labels),
+                principal.key_id,
+                timeout_s=log_policy.max_delay_s,
+            )
         except RecordNotFoundError as exc:
             raise HTTPException(404, str(exc)) from exc
         except DataError as exc:
-            raise HTTPException(422, str(exc)) from exc
+            raise HTTPException(422, _errors.safe_text(exc)) from exc
+        except StoreError as exc:
+            raise HTTPException(
+                503,
+                _errors.safe_text(f"the feedback was not recorded: {exc}"),
+                headers={"Retry-After": _retry_after(log_policy.max_delay_s)},
+            ) from exc
         return FeedbackResponse(request_id=body.request_id, stored=len(body.labels))
 
-    @app.get("/v1/decisions/{request_id}", tags=["admin"], responses={404: {}})
+    @app.get(
+        "/v1/decisions/{request_id}",
+        tags=["admin"],
+        responses=_errors.responses(401, 403, 404, 413, 429, 503),
+    )
     def decision(
         request_id: str, _: Annotated[Principal, Depends(require("admin"))]
     ) -> dict[str, Any]:
         """A logged decision with its feedback."""
-        g.decisions.flush()
+        g.decisions.settle(log_policy.max_delay_s)  # it may have been answered a moment ago
         record = g.decisions.get(request_id)
         if record is None:
-            raise HTTPException(404, f"no decision {request_id!r} in the log")
+            raise HTTPException(404, _errors.safe_text(f"no decision {request_id!r} in the log"))
         return record.model_dump(mode="json")
 
-    @app.post("/v1/admin/unblock/{client}", tags=["admin"])
+    @app.post(
+        "/v1/admin/unblock/{client}",
+        tags=["admin"],
+        responses=_errors.responses(401, 403, 413, 429, 503),
+    )
     def unblock(client: str, _: Annotated[Principal, Depends(require("admin"))]) -> dict[str, Any]:
         """Lift a block or throttle the extraction guard put on a client (key id)."""
         was = client in g.blocked or client in g.throttled
@@ -490,48 +608,3 @@ def create_app(g: Guarded) -> FastAPI:
         return {"client": client, "was_restricted": was}
 
     return app
-
-
-def log_decision(
-    g: Guarded,
-    request_id: str,
-    client: str,
-    model: ServedModel,
-    rows: list[dict[str, Any]],
-    frame: "pd.DataFrame",
-    output: list[dict[str, Any]],
-    verdicts: dict[str, Any],
-    fail_open: list[str],
-    latency_ms: float,
-) -> None:
-    """After the response: the shadow model's answer, then the decision record."""
-    from mlwarden.serve._decisions import DecisionRecord, ShadowResult
-
-    shadow: list[ShadowResult] = []
-    if g.shadow is not None:
-        try:
-            proba = g.shadow.predict_proba(frame)
-            labels = g.shadow.classes[proba.argmax(axis=1)].tolist()
-            answer: Any = {"labels": labels, "probabilities": proba.round(6).tolist()}
-            served = [o.get("label") for o in output]
-            differ = sum(str(a) != str(b) for a, b in zip(labels, served, strict=True))
-            if differ:
-                g.metrics.shadow_disagreements.labels(model=g.shadow.ref).inc(differ)
-        except Exception as exc:
-            answer = {"error": f"{type(exc).__name__}: {exc}"}
-        shadow.append(ShadowResult(model_ref=g.shadow.ref, output=answer))
-    g.decisions.append(
-        DecisionRecord(
-            request_id=request_id,
-            client=client,
-            model_ref=model.ref,
-            model_sha256=model.version.manifest.model_sha256,
-            lineage_head=g.lineage_head,
-            input=rows,
-            output=cast(Any, output),
-            guards=verdicts,
-            fail_open={guard: True for guard in fail_open},
-            shadow=shadow,
-            latency_ms=latency_ms,
-        )
-    )

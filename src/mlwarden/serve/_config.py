@@ -4,6 +4,9 @@ Read from YAML (``mlwarden serve --config deploy.yaml``) or built from ``mlwarde
 options. Every guard has an ``on_error`` setting: ``closed`` (the default) refuses the request
 with 503 when the guard itself fails; ``open`` answers anyway, counts it and marks the
 response with the ``X-Mlwarden-Fail-Open`` header.
+
+A deployment is checked as a whole when it loads: a request may not hold more rows than the
+rate limit's burst (such a request could never pass, so no client would ever be answered).
 """
 
 from __future__ import annotations
@@ -41,7 +44,11 @@ class OutputPolicy(_Strict):
 
 
 class RateLimit(_Strict):
-    """Per API key token bucket: ``rate_per_s`` rows per second, bursts up to ``burst``."""
+    """Per API key token bucket: ``rate_per_s`` rows per second, bursts up to ``burst``.
+
+    ``burst`` is also the most rows one request may hold (``guards.schema.max_rows`` defaults
+    to it and may not exceed it).
+    """
 
     rate_per_s: float = Field(default=100.0, gt=0)
     burst: int = Field(default=200, ge=1)
@@ -50,8 +57,11 @@ class RateLimit(_Strict):
 class ExtractionGuard(_Strict):
     """Per-client extraction detection and what an alarm does to that client.
 
-    ``throttle`` cuts the client to ``throttle_rate_per_s``; ``block`` refuses it with 403
-    until the server restarts or an admin unblocks it.
+    ``throttle`` cuts the client to ``throttle_rate_per_s`` rows per second, one row per
+    request; ``block`` refuses it with 403 until the server restarts or an admin unblocks it.
+    Each request's rows are screened in order before any is answered: a request during which
+    the alarm rises is refused whole (403 for ``block``, 429 for ``throttle``), so a batch
+    that gives a thief away is never answered.
     """
 
     enabled: bool = True
@@ -86,9 +96,37 @@ class SlowdownGuard(_Strict):
 
 
 class SchemaGuard(_Strict):
-    """Request rows are validated against the training schema (422 naming the field)."""
+    """Request rows are validated against the training schema (422 naming the field).
 
-    max_rows: int = Field(default=1000, ge=1)
+    ``max_rows``: most rows per request (default: the rate limit's ``burst``).
+    ``max_body_bytes``: largest request body read (413 beyond, before parsing); default
+    ``max_rows`` rows of ``bytes_per_column`` bytes per feature column, plus 4 KiB.
+    """
+
+    max_rows: int | None = Field(default=None, ge=1)
+    max_body_bytes: int | None = Field(default=None, ge=1024)
+    bytes_per_column: int = Field(default=256, ge=16)
+
+    def body_limit(self, rows: int, columns: int) -> int:
+        """The body cap for requests of at most ``rows`` rows of ``columns`` features."""
+        if self.max_body_bytes is not None:
+            return self.max_body_bytes
+        return rows * max(columns, 1) * self.bytes_per_column + 4096
+
+
+class DecisionLogGuard(_Strict):
+    """The decision log's backlog and what the server does when the log cannot keep up.
+
+    The log is *stalled* when its oldest unwritten record waited more than ``max_delay_s``
+    (a locked or failing database) or ``max_backlog`` records wait. ``closed`` then answers
+    503 with ``Retry-After`` at once; ``open`` answers, marks the response with
+    ``X-Mlwarden-Fail-Open: decisions`` and keeps the record while the backlog has room
+    (counted in ``mlwarden_decision_log_dropped`` when it has none).
+    """
+
+    max_backlog: int = Field(default=10_000, ge=1)
+    max_delay_s: float = Field(default=2.0, gt=0, le=3600)
+    on_error: OnError = "closed"
 
 
 class ModelPolicy(_Strict):
@@ -112,13 +150,14 @@ class Guards(_Strict):
     drift: DriftGuard = Field(default_factory=DriftGuard)
     slowdown: SlowdownGuard = Field(default_factory=SlowdownGuard)
     model: ModelPolicy = Field(default_factory=ModelPolicy)
+    decisions: DecisionLogGuard = Field(default_factory=DecisionLogGuard)
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
 class Deployment(_Strict):
     """One served endpoint: routes (one, or two for an A/B split), an optional shadow, outputs,
-    rate limits and guards."""
+    rate limits and guards. ``docs: false`` serves neither ``/docs`` nor ``/openapi.json``."""
 
     name: str = Field(default="default", pattern=r"^[A-Za-z0-9_.-]+$")
     routes: list[Route] = Field(min_length=1, max_length=2)
@@ -126,11 +165,37 @@ class Deployment(_Strict):
     output: OutputPolicy = Field(default_factory=OutputPolicy)
     rate_limit: RateLimit = Field(default_factory=RateLimit)
     guards: Guards = Field(default_factory=Guards)
+    docs: bool = True
+
+    @model_validator(mode="after")
+    def _rows_fit_the_burst(self) -> Deployment:
+        rows, burst = self.guards.schema_.max_rows, self.rate_limit.burst
+        if rows is not None and rows > burst:
+            raise ValueError(
+                f"guards.schema.max_rows is {rows} but rate_limit.burst is {burst}: a request "
+                f"of more than {burst} rows could never pass the rate limit; set max_rows <= "
+                "burst (or leave it out: it defaults to the burst)"
+            )
+        return self
+
+    @property
+    def max_rows(self) -> int:
+        """Most rows one request may hold: ``guards.schema.max_rows``, else the burst."""
+        rows = self.guards.schema_.max_rows
+        return rows if rows is not None else self.rate_limit.burst
 
     @classmethod
     def single(cls, model: str, **updates: object) -> Deployment:
-        """A deployment of one version with default guards."""
-        return cls.model_validate({"routes": [{"model": model}], **updates})
+        """A deployment of one version with default guards; bad settings raise ``SpecError``."""
+        try:
+            return cls.model_validate({"routes": [{"model": model}], **updates})
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'deployment'}: "
+                + str(e["msg"]).removeprefix("Value error, ")
+                for e in exc.errors()
+            )
+            raise SpecError(f"bad deployment settings: {problems}") from None
 
     @classmethod
     def from_yaml(cls, path: Path) -> Deployment:

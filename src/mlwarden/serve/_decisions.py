@@ -9,9 +9,16 @@ later attach labels (feedback), which become training rows.
 Writing stays off the request path: ``append`` puts the record on a bounded in-memory queue and
 returns; one background thread commits queued records in batches. When the queue is full,
 ``append`` waits up to ``put_timeout_s`` for room, then refuses the record, returns False and
-counts it in ``dropped``; a record the writer cannot store (the database fails, a duplicate
-request id, a value JSON cannot hold) is logged and counted in ``failed``, and the next
-``flush`` or ``close`` raises :class:`DecisionWriteError`. Nothing is lost without a count.
+counts it in ``dropped``; a record the writer cannot store (a duplicate request id, a value
+JSON cannot hold) is logged and counted in ``failed``, and the next ``flush`` or ``close``
+raises :class:`DecisionWriteError`. Nothing is lost without a count. A database that refuses
+writes for a while (locked, unreachable: an ``OperationalError``) does not lose the batch: the
+writer retries it with backoff while later records wait in the bounded queue.
+
+:meth:`DecisionLog.status` says whether the log keeps up: it is *stalled* when its oldest
+unwritten record has waited more than ``max_delay_s`` or the queue is full. The server asks it
+before answering and refuses (or flags) requests while it is stalled, and ``/readyz`` reports
+it, so a log that cannot write is never silently bypassed.
 
 Storage: two tables, by default in the same SQLite file as the API keys (``serve.db``, WAL)::
 
@@ -31,6 +38,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -60,7 +68,7 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from mlwarden._sql import forbid_changes, open_engine, sqlalchemy_url
 from mlwarden.errors import DataError, IntegrityError, RecordNotFoundError, StoreError
@@ -78,6 +86,7 @@ __all__ = [
     "FeedbackError",
     "FeedbackRow",
     "LogProblem",
+    "LogStatus",
     "ShadowResult",
 ]
 
@@ -85,6 +94,7 @@ DECISION_FORMAT = 1
 GENESIS = "0" * 64
 _SHA256 = r"^[0-9a-f]{64}$"
 _MAX_PROBLEMS = 50
+_BUSY_MS = 60_000  # the engine's SQLite busy timeout (mlwarden._sql.open_engine)
 _STORED = {"stored": True}
 _log = logging.getLogger(__name__)
 
@@ -175,6 +185,19 @@ class DecisionRecord(BaseModel):
         if given != digest:
             raise ValueError(f"input_sha256 {given} is not the sha256 of the input ({digest})")
         return data
+
+
+class LogStatus(BaseModel):
+    """Whether the log keeps up: what readiness and the request path ask before answering."""
+
+    accepting: bool
+    backlog: int
+    oldest_s: float
+    reason: str | None = None
+
+
+class _Transient(Exception):
+    """The database refused a batch for now (locked, unreachable); the writer retries it."""
 
 
 class FeedbackRow(BaseModel):
@@ -290,8 +313,13 @@ class DecisionLog:
         Records committed per transaction at most.
     put_timeout_s:
         How long ``append`` waits for room in a full queue before dropping the record.
+    max_delay_s:
+        How long the oldest record may wait for the writer before :meth:`status` reports the
+        log stalled.
     clock:
         Source of feedback timestamps.
+    monotonic:
+        Seconds for record ages; tests inject a fake one.
     """
 
     def __init__(
@@ -301,12 +329,17 @@ class DecisionLog:
         max_queue: int = 10_000,
         max_batch: int = 500,
         put_timeout_s: float = 0.05,
+        max_delay_s: float = 2.0,
         clock: Callable[[], datetime] = _utcnow,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        if max_queue < 1 or not 1 <= max_batch <= 900 or put_timeout_s < 0:
+        if max_queue < 1 or not 1 <= max_batch <= 900 or put_timeout_s < 0 or not max_delay_s > 0:
             raise StoreError(
-                "decision log needs max_queue >= 1, 1 <= max_batch <= 900 and put_timeout_s >= 0"
+                "decision log needs max_queue >= 1, 1 <= max_batch <= 900, put_timeout_s >= 0 "
+                "and max_delay_s > 0"
             )
+        self.max_delay_s = max_delay_s
+        self._monotonic = monotonic
         self._max_queue = max_queue
         self._max_batch = max_batch
         self._put_timeout_s = put_timeout_s
@@ -323,6 +356,9 @@ class DecisionLog:
         self._has_room = threading.Condition(self._lock)
         self._progress = threading.Condition(self._lock)
         self._queue: deque[DecisionRecord] = deque()
+        self._since: deque[float] = deque()  # when each queued record was appended
+        self._inflight_since: float | None = None
+        self._retrying: str | None = None  # why the batch in flight is being retried
         self._closing = False
         self._enqueued = 0
         self._processed = 0
@@ -357,11 +393,36 @@ class DecisionLog:
         """Transactions the writer has committed."""
         return self._batches
 
-    def healthy(self) -> bool:
-        """Open, its writer running, and not failing: what a readiness probe asks."""
-        return (
-            not self._closing and self._writer.is_alive() and self._failed == self._failed_reported
+    def status(self) -> LogStatus:
+        """Whether records are being written in time; ``reason`` says why not."""
+        with self._lock:
+            backlog = self._enqueued - self._processed
+            since = self._inflight_since if self._inflight_since is not None else None
+            if since is None and self._since:
+                since = self._since[0]
+            full = len(self._queue) >= self._max_queue
+            retrying, closing = self._retrying, self._closing
+        oldest = max(0.0, self._monotonic() - since) if since is not None else 0.0
+        reason = None
+        if closing:
+            reason = "the decision log is closed"
+        elif not self._writer.is_alive():
+            reason = "the decision writer stopped"
+        elif full:
+            reason = f"the decision log backlog is full ({backlog} records)"
+        elif oldest > self.max_delay_s:
+            why = f" ({retrying})" if retrying else ""
+            reason = (
+                f"the decision log is not writing: its oldest record has waited {oldest:.1f} s, "
+                f"more than {self.max_delay_s:g} s{why}"
+            )
+        return LogStatus(
+            accepting=reason is None, backlog=backlog, oldest_s=round(oldest, 3), reason=reason
         )
+
+    def healthy(self) -> bool:
+        """Open, its writer running and keeping up: what a readiness probe asks."""
+        return self.status().accepting
 
     # -- writing -------------------------------------------------------------------------------
 
@@ -388,6 +449,7 @@ class DecisionLog:
                     _log.warning("decision log queue full: dropped %s", record.request_id)
                     return False
             self._queue.append(record)
+            self._since.append(self._monotonic())
             self._enqueued += 1
             self._has_items.notify()
         return True
@@ -405,11 +467,14 @@ class DecisionLog:
         self._wait(timeout_s)
         self._raise_failures()
 
-    def _wait(self, timeout_s: float) -> None:
+    def settle(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` for every record appended so far; True if all were handled."""
         with self._lock:
             target = self._enqueued
-            done = self._progress.wait_for(lambda: self._processed >= target, timeout_s)
-        if not done:
+            return self._progress.wait_for(lambda: self._processed >= target, timeout_s)
+
+    def _wait(self, timeout_s: float) -> None:
+        if not self.settle(timeout_s):
             raise StoreError(f"the decision writer did not catch up within {timeout_s} s")
 
     def close(self, timeout_s: float = 30.0) -> None:
@@ -451,13 +516,34 @@ class DecisionLog:
                     return  # closing and drained
                 take = min(len(self._queue), self._max_batch)
                 batch = [self._queue.popleft() for _ in range(take)]
+                self._inflight_since = self._since[0]
+                for _ in range(take):
+                    self._since.popleft()
                 self._has_room.notify_all()
-            failed = self._write_batch(batch)
+            failed = self._write_with_retries(batch)
             with self._lock:
                 self._processed += len(batch)
                 self._failed += failed
                 self._batches += 1
+                self._inflight_since = None
+                self._retrying = None
                 self._progress.notify_all()
+
+    def _write_with_retries(self, batch: list[DecisionRecord]) -> int:
+        """Write ``batch``, retrying while the database refuses for now; unless closing."""
+        delay = 0.05
+        while True:
+            try:
+                return self._write_batch(batch)
+            except _Transient as exc:
+                with self._lock:
+                    self._retrying = str(exc)
+                    if self._closing:
+                        ids = ", ".join(r.request_id for r in batch)
+                        _log.error("decision log closed while failing; not stored: %s", ids)
+                        return len(batch)
+                    self._has_items.wait_for(lambda: self._closing, delay)
+                delay = min(2.0 * delay, 2.0)
 
     def _write_batch(self, batch: list[DecisionRecord]) -> int:
         """Commit ``batch`` as one transaction; return how many records could not be stored."""
@@ -504,34 +590,51 @@ class DecisionLog:
                     prev = digest
                 if rows:
                     conn.execute(_decisions.insert(), rows)
+        except OperationalError as exc:
+            _log.warning("decision log write refused, will retry %d records: %s", len(ids), exc)
+            raise _Transient(f"database refused the write: {str(exc.orig)[:200]}") from exc
         except Exception:  # the writer must survive anything; every record is counted
             _log.exception("decision log write failed; not stored: %s", ", ".join(ids))
             return len(batch)
         return failed
 
     @contextmanager
-    def _writing(self, chain: ChainName) -> Iterator[tuple[Connection, int, str]]:
-        """A write transaction holding the chain's lock, with the chain's last seq and hash."""
+    def _writing(
+        self, chain: ChainName, busy_s: float | None = None
+    ) -> Iterator[tuple[Connection, int, str]]:
+        """A write transaction holding the chain's lock, with the chain's last seq and hash.
+
+        ``busy_s``: how long to wait for a locked SQLite database (default: the engine's).
+        """
         table = _TABLES[chain]
         with self._engine.connect() as conn:
-            if self._sqlite:
-                # IMMEDIATE takes the write lock up front, so two writers never chain off one head.
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
-            else:
-                conn.exec_driver_sql(f"LOCK TABLE {table.name} IN SHARE ROW EXCLUSIVE MODE")
-            last = conn.execute(
-                select(table.c.seq, table.c.hash).order_by(table.c.seq.desc()).limit(1)
-            ).first()
-            yield (conn, last[0], last[1]) if last else (conn, 0, GENESIS)
-            conn.commit()
+            if self._sqlite and busy_s is not None:
+                conn.exec_driver_sql(f"PRAGMA busy_timeout = {max(1, int(busy_s * 1000))}")
+            try:
+                if self._sqlite:
+                    # IMMEDIATE takes the write lock up front: two writers never share a head.
+                    conn.exec_driver_sql("BEGIN IMMEDIATE")
+                else:
+                    conn.exec_driver_sql(f"LOCK TABLE {table.name} IN SHARE ROW EXCLUSIVE MODE")
+                last = conn.execute(
+                    select(table.c.seq, table.c.hash).order_by(table.c.seq.desc()).limit(1)
+                ).first()
+                yield (conn, last[0], last[1]) if last else (conn, 0, GENESIS)
+                conn.commit()
+            finally:
+                if self._sqlite and busy_s is not None:
+                    conn.rollback()
+                    conn.exec_driver_sql(f"PRAGMA busy_timeout = {_BUSY_MS}")
 
-    def feedback(self, request_id: str, labels: JsonValue, analyst: str) -> Feedback:
+    def feedback(
+        self, request_id: str, labels: JsonValue, analyst: str, *, timeout_s: float = 30.0
+    ) -> Feedback:
         """Record an analyst's labels for a logged decision; return the stored feedback.
 
         ``labels`` holds one label per input row; a single label is accepted for a one-row
         request. A later feedback for the same request supersedes earlier ones in
-        ``feedback_rows`` (all stay on record). Waits for the writer if the decision is still
-        queued.
+        ``feedback_rows`` (all stay on record). Waits up to ``timeout_s`` for the writer if the
+        decision is still queued, and as long for a locked database.
 
         Raises
         ------
@@ -542,7 +645,7 @@ class DecisionLog:
         """
         body = self._decision_body(request_id)
         if body is None:
-            self._wait(30.0)
+            self._wait(timeout_s)
             body = self._decision_body(request_id)
         if body is None:
             raise DecisionNotFoundError(f"no logged decision has request id {request_id!r}")
@@ -561,7 +664,7 @@ class DecisionLog:
         except (ValidationError, TypeError, ValueError) as exc:
             raise FeedbackError(f"feedback for request {request_id} is unusable: {exc}") from exc
         try:
-            with self._writing("decision_feedback") as (conn, seq, prev):
+            with self._writing("decision_feedback", busy_s=timeout_s) as (conn, seq, prev):
                 conn.execute(
                     _feedback.insert().values(
                         seq=seq + 1,

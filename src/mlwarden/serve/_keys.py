@@ -59,6 +59,7 @@ from mlwarden._sql import open_engine, sqlalchemy_url
 from mlwarden.errors import MlwardenError, RecordNotFoundError, StoreError
 
 __all__ = [
+    "REVOCATION_DELAY_S",
     "ROLES",
     "KeyInfo",
     "KeyNotFoundError",
@@ -78,6 +79,9 @@ _DEFAULT_PEPPER = b"mlwarden api key v1"
 _KEY_RE = re.compile(r"mlw_([0-9a-f]{16})_([A-Za-z0-9_-]{43})")
 _MAX_KEY_LENGTH = 128
 _MAX_NAME_LENGTH = 128
+#: How long a verified key is trusted from memory by default: a revocation made by another
+#: process (``mlwarden keys revoke`` beside a running server) takes effect within this time.
+REVOCATION_DELAY_S = 5.0
 
 _metadata = MetaData()
 _keys = Table(
@@ -214,7 +218,7 @@ class KeyStore:
         url_or_path: str | Path,
         *,
         pepper: bytes | None = None,
-        cache_ttl_s: float = 5.0,
+        cache_ttl_s: float = REVOCATION_DELAY_S,
         clock: Callable[[], datetime] = _utcnow,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:

@@ -7,6 +7,9 @@ versions of the deployment and the model's classes.
 
 from __future__ import annotations
 
+import time
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
@@ -94,3 +97,56 @@ class ServerMetrics:
             "Decision records the log could not keep (queue full).",
             registry=r,
         )
+        self.decision_log_backlog = Gauge(
+            "mlwarden_decision_log_backlog",
+            "Decision records waiting to be written.",
+            registry=r,
+        )
+        self.decision_log_oldest = Gauge(
+            "mlwarden_decision_log_oldest_seconds",
+            "How long the oldest unwritten decision record has waited.",
+            registry=r,
+        )
+        self.decision_log_failed = Gauge(
+            "mlwarden_decision_log_failed",
+            "Decision records the writer could not store (each logged with its request id).",
+            registry=r,
+        )
+        self.decision_log_stalled = Gauge(
+            "mlwarden_decision_log_stalled",
+            "1 while the decision log cannot keep up (predict refuses or fails open), else 0.",
+            registry=r,
+        )
+
+
+class Measure:
+    """Pure ASGI middleware counting requests and timing them by route and status class.
+
+    (Starlette's ``BaseHTTPMiddleware`` would wrap every response in a stream: measurably
+    slower per request.)
+    """
+
+    def __init__(self, app: Any, metrics: ServerMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def record(message: Any) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, record)
+        finally:
+            route = scope.get("route")
+            endpoint = getattr(route, "path", "unmatched")
+            self.metrics.latency.labels(endpoint=endpoint).observe(time.perf_counter() - started)
+            self.metrics.requests.labels(endpoint=endpoint, status=f"{status // 100}xx").inc()

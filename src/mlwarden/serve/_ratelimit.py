@@ -141,6 +141,20 @@ class TokenBucketLimiter:
             self._sweep(now)
         return decision
 
+    def wait_s(self, key: str, cost: int) -> float:
+        """Seconds until ``key``'s bucket holds ``cost`` tokens (``cost`` clipped to the burst),
+        without spending any: what to put in ``Retry-After`` for a refused request."""
+        need = float(min(max(int(cost), 1), self.burst))
+        with self._lock:
+            now = self._clock()
+            bucket = self._buckets.get(key)
+            if bucket is None:
+                return 0.0
+            tokens = min(
+                float(self.burst), bucket.tokens + max(0.0, now - bucket.last) * self.rate_per_s
+            )
+        return max(0.0, (need - tokens) / self.rate_per_s)
+
     def _sweep(self, now: float) -> None:
         """Drop a few idle-and-full buckets, then enforce ``max_keys``. Call with the lock held."""
         for _ in range(_SWEEP_PER_CALL):

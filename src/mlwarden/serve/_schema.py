@@ -4,19 +4,78 @@ Each feature column becomes a field: integers and floats with the declared bound
 an enumeration of the declared values, nullable columns optional. Unknown fields are refused, so
 a request with a typo or a missing column is a 422 that names the field and what was expected,
 before any guard or the model sees it.
+
+JSON is read as JSON, not coerced: a numeric column takes a JSON number only (``true`` and
+``"1"`` are refused, where pydantic's lax mode would read them as 1), floats must be finite
+(Python's JSON reader accepts ``NaN`` and ``Infinity``), integers hold whole numbers within
+2**53 (beyond, a float no longer holds them exactly), and strings must be encodable as UTF-8
+(JSON's ``\\ud800`` escapes decode to lone surrogates, which the decision log cannot store).
 """
 
 from __future__ import annotations
 
 import keyword
+import math
 import re
-from typing import Any, Literal
+from collections.abc import Callable
+from functools import partial
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, create_model
 
 from mlwarden.data import ColumnSchema, TableSchema
 
 _PYTHON_TYPES = {"integer": int, "float": float, "string": str, "boolean": bool, "category": str}
+#: Largest integer magnitude a request may hold: every integer up to it is exact as a float.
+MAX_EXACT_INTEGER = 2**53
+
+
+def _json_number(value: Any, *, integer: bool, expected: str) -> Any:
+    """Refuse what lax validation would coerce into a number: booleans, strings, NaN, inf."""
+    if isinstance(value, bool):
+        raise ValueError(f"{expected} is expected, got the JSON boolean {str(value).lower()}")
+    if isinstance(value, str):
+        raise ValueError(f"{expected} is expected as a JSON number, got a string")
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{expected} is expected, got {value}")
+        if integer:
+            if not value.is_integer():
+                raise ValueError(f"{expected} is expected, got {value}")
+            value = int(value)
+    if isinstance(value, int) and integer and abs(value) > MAX_EXACT_INTEGER:
+        raise ValueError(f"an integer of magnitude at most 2**53 is expected, got {value:.3g}")
+    return value
+
+
+def _strict_bool(value: Any) -> Any:
+    if not isinstance(value, bool):
+        raise ValueError(f"a JSON boolean (true or false) is expected, got {type(value).__name__}")
+    return value
+
+
+def _utf8(value: str) -> str:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("the string holds an unpaired surrogate (\\ud800-\\udfff)") from None
+    return value
+
+
+def _before(column: ColumnSchema) -> Callable[[Any], Any] | None:
+    """The pre-check of a column's JSON value, or None for string columns."""
+    if column.type == "boolean":
+        return _strict_bool
+    if not column.is_numeric:
+        return None
+    integer = column.type == "integer"
+    if column.categories:
+        values = [str(c) for c in column.categories]
+        listed = f"{', '.join(values[:-1])} or {values[-1]}" if len(values) > 1 else values[0]
+        expected = f"one of {listed}"
+    else:
+        expected = "a whole number" if integer else "a finite number"
+    return partial(_json_number, integer=integer, expected=expected)
 
 
 def _field_name(column: str, taken: set[str]) -> str:
@@ -42,6 +101,11 @@ def _annotation(column: ColumnSchema) -> Any:
 
 def _field(column: ColumnSchema, name: str) -> tuple[Any, Any]:
     annotation = _annotation(column)
+    before = _before(column)
+    if before is not None:
+        annotation = Annotated[annotation, BeforeValidator(before)]
+    elif annotation is str:
+        annotation = Annotated[str, AfterValidator(_utf8)]
     bounds: dict[str, Any] = {}
     if column.is_numeric and not column.categories:
         if column.min is not None:

@@ -1,0 +1,57 @@
+"""The decision record of an answered request, built and queued after the response is sent
+(with the shadow model's answer to the same rows)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, cast
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from mlwarden.serve._app import Guarded
+    from mlwarden.serve._runtime import ServedModel
+
+
+def log_decision(
+    g: Guarded,
+    request_id: str,
+    client: str,
+    model: ServedModel,
+    rows: list[dict[str, Any]],
+    frame: pd.DataFrame,
+    output: list[dict[str, Any]],
+    verdicts: dict[str, Any],
+    fail_open: list[str],
+    latency_ms: float,
+) -> None:
+    """After the response: the shadow model's answer, then the decision record."""
+    from mlwarden.serve._decisions import DecisionRecord, ShadowResult
+
+    shadow: list[ShadowResult] = []
+    if g.shadow is not None:
+        try:
+            proba = g.shadow.predict_proba(frame)
+            labels = g.shadow.classes[proba.argmax(axis=1)].tolist()
+            answer: Any = {"labels": labels, "probabilities": proba.round(6).tolist()}
+            served = [o.get("label") for o in output]
+            differ = sum(str(a) != str(b) for a, b in zip(labels, served, strict=True))
+            if differ:
+                g.metrics.shadow_disagreements.labels(model=g.shadow.ref).inc(differ)
+        except Exception as exc:
+            answer = {"error": f"{type(exc).__name__}: {exc}"}
+        shadow.append(ShadowResult(model_ref=g.shadow.ref, output=answer))
+    g.decisions.append(
+        DecisionRecord(
+            request_id=request_id,
+            client=client,
+            model_ref=model.ref,
+            model_sha256=model.version.manifest.model_sha256,
+            lineage_head=g.lineage_head,
+            input=rows,
+            output=cast(Any, output),
+            guards=verdicts,
+            fail_open={guard: True for guard in fail_open},
+            shadow=shadow,
+            latency_ms=latency_ms,
+        )
+    )
