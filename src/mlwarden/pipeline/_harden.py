@@ -27,8 +27,6 @@ if TYPE_CHECKING:
 CLEAN_METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc")
 #: A clean metric that drops by more than this is reported as a cost of hardening.
 COST_TOLERANCE = 0.001
-#: Held-out rows of the attacker's classes attacked to measure evasion (the check's default).
-HELD_OUT_ATTACK_ROWS = 200
 
 
 class HardeningRound(BaseModel):
@@ -206,7 +204,7 @@ def compare_on_held_out(
     """Clean metrics and evasion success of two models on the same held-out rows.
 
     Evasion is what the evasion check measures, run on both models with the same parameters:
-    :data:`HELD_OUT_ATTACK_ROWS` held-out rows of the attacker's classes drawn with ``seed``,
+    the check's default number of held-out rows of the attacker's classes drawn with ``seed``,
     flips of the rows the model classifies correctly, with a 95% interval.
     """
     X, y, positive = held_out
@@ -245,8 +243,7 @@ def _measure(
         "threat_model": threat_model,
         "cost_budget": cost_budget,
         "max_success": 1.0,  # only the measurement is wanted here, not a verdict
-        "rows": HELD_OUT_ATTACK_ROWS,
-    }
+    }  # rows, beam width: the check's defaults
     finding = run_check("evasion", params, CheckContext(adapter, X, y, X, y, positive, None, seed))
     details = finding.details
     evasion = HeldOutEvasion(
