@@ -541,8 +541,27 @@ def test_missing_threat_model_file(tmp_path: Path) -> None:
 def test_check_columns_names_unknown_features() -> None:
     threat = ThreatModel.from_yaml_text(GOOD.replace("port:", "prot:"))
     X = pd.DataFrame({"SSLfinal_State": [1], "port": [1]})
-    with pytest.raises(SpecError, match=r"no column 'prot' \(did you mean 'port'\?\)"):
+    with pytest.raises(SpecError, match=r"1 of the threat model's 2 features \('prot' \(did you "):
         threat.check_columns(X)
+
+
+def test_a_table_with_columns_of_its_own_gets_one_line_saying_how_to_make_a_threat_model() -> None:
+    from mlwarden import datasets
+
+    X = datasets.load("german").X
+    with pytest.raises(SpecError) as caught:
+        bundled_threat_model("phishing").check_columns(X)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "no column for 21 of the threat model's 21 features" in message
+    assert f"{X.shape[1]} of its {X.shape[1]} columns are not in it" in message
+    assert "'checking_status'" in message and "and 17 more" in message
+    assert "evasion needs a threat model for these columns" in message
+    assert "mlwarden threat-model init DATA --label LABEL" in message
+    # A few names, not the whole list of the other data's columns.
+    named = [f for f in bundled_threat_model("phishing").features if f"'{f}'" in message]
+    assert len(named) == 3
+    assert len(message) < 500
 
 
 def test_check_columns_refuses_values_the_column_cannot_hold() -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from mlwarden import __version__
 from tests.conftest import FAST_SPEC
 
 REPO = Path(__file__).resolve().parents[2]
@@ -20,18 +21,22 @@ _BESIDE = Path(sys.executable).parent / "mlwarden"
 EXE = str(_BESIDE) if _BESIDE.exists() else shutil.which("mlwarden")
 
 
-def mlwarden(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    """Run the installed console script, as a user would."""
+def mlwarden(*args: str, cwd: Path, columns: int = 200) -> subprocess.CompletedProcess[str]:
+    """Run the installed console script, as a user would (in a terminal ``columns`` wide)."""
     assert EXE is not None, "the mlwarden console script is not installed"
-    env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
+    env = {**os.environ, "COLUMNS": str(columns), "NO_COLOR": "1"}
     return subprocess.run([EXE, *args], cwd=cwd, capture_output=True, text=True, env=env)
 
 
 @pytest.fixture(scope="module")
 def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A folder where the phishing demo has run once, cold."""
+    """A folder where the phishing demo has run once, cold, in an 80-column terminal.
+
+    Its output is kept in ``run.out`` for the tests that read what the user saw.
+    """
     folder = tmp_path_factory.mktemp("demo")
-    result = mlwarden("run", str(REPO / "pipelines" / "phishing.yaml"), cwd=folder)
+    result = mlwarden("run", str(REPO / "pipelines" / "phishing.yaml"), cwd=folder, columns=80)
+    (folder / "run.out").write_text(result.stdout)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "registered phishing@1" in result.stdout
     return folder
@@ -51,6 +56,59 @@ def test_the_phishing_pipeline_registers_a_model_that_loads_and_predicts(demo_di
 
 
 @pytest.mark.slow
+def test_the_demo_gates_on_evasion_and_hardening_shows_what_it_bought_and_cost(
+    demo_dir: Path,
+) -> None:
+    shown = (demo_dir / "run.out").read_text()
+    report = json.loads(next((demo_dir / ".mlwarden" / "reports").rglob("report.json")).read_text())
+    evasion = next(c for c in report["checks"] if c["check"] == "evasion")
+    held_out = report["search"]["hardening"]["held_out"]
+    before, after = held_out["evasion_before"], held_out["evasion_after"]
+    # The shipped model passes the evasion check: the whole interval is within the limit ...
+    from mlwarden.audit._stats import proportion_interval
+
+    flipped, attacked = evasion["details"]["flipped"], evasion["details"]["attacked"]
+    assert evasion["passed"] and proportion_interval(flipped, attacked)[1] <= evasion["threshold"]
+    # ... which the same model without hardening fails, on the same rows, by the same check.
+    assert before["interval"][0] > evasion["threshold"]
+    assert (after["flipped"], after["attacked"]) == (flipped, attacked)
+    assert report["gate"]["passed"]
+    # The user sees evasion and the clean metrics before and after, side by side.
+    assert "hardening: the same 2,764 held-out rows before and after" in shown
+    budget = report["search"]["hardening"]["cost_budget"]
+    row = next(line for line in shown.splitlines() if f"evasion at cost <= {budget:g}" in line)
+    assert f"{before['success']:.1%} ({before['flipped']}/{before['attacked']})" in row
+    assert f"{after['success']:.1%} ({after['flipped']}/{after['attacked']})" in row
+    for name in ("accuracy", "precision", "recall", "f1", "roc_auc"):
+        line = next(x for x in shown.splitlines() if x.startswith(f"│ {name} "))
+        assert f"{held_out['metrics_before'][name]:.4f}" in line
+        assert f"{held_out['metrics_after'][name]:.4f}" in line
+    lowered = [
+        name
+        for name, value in held_out["metrics_after"].items()
+        if value < held_out["metrics_before"][name] - 0.001
+    ]
+    assert lowered  # hardening the demo model costs some precision, and the run says so
+    said = next(x for x in shown.splitlines() if x.startswith("what hardening cost"))
+    assert all(name in said for name in lowered)
+
+
+@pytest.mark.slow
+def test_report_paths_are_never_wrapped_mid_word_at_80_columns(demo_dir: Path) -> None:
+    lines = (demo_dir / "run.out").read_text().splitlines()
+    folder = next((demo_dir / ".mlwarden" / "reports" / "phishing").iterdir())
+    relative = folder.relative_to(demo_dir)
+    assert f"report: {relative / 'report.html'}" in lines
+    assert f"        {relative / 'report.json'}" in lines
+    # Lines longer than the terminal stay whole, so the paths in them can be copied.
+    ci = f"for CI: {relative / 'report.sarif'}, report.junit.xml beside it"
+    assert ci in lines and len(ci) > 80
+    spec = REPO / "pipelines" / "phishing.yaml"
+    header = f"mlwarden {__version__}: pipeline phishing from {spec}, store .mlwarden"
+    assert header in lines and len(header) > 80
+
+
+@pytest.mark.slow
 def test_a_second_run_is_all_cache_hits_and_registers_nothing_new(demo_dir: Path) -> None:
     result = mlwarden("demo", cwd=demo_dir)
     assert result.returncode == 0, result.stderr
@@ -65,9 +123,11 @@ def test_every_run_writes_a_json_and_a_self_contained_html_report(demo_dir: Path
     report = json.loads(reports[0].read_text())
     assert report["status"] == "completed"
     assert report["model_version"] == "phishing@1"
-    assert {c["check"] for c in report["checks"]} == {"performance_floor", "generalization_gap"}
+    checks = {"performance_floor", "generalization_gap", "evasion"}
+    assert {c["check"] for c in report["checks"]} == checks
     html = (reports[0].parent / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 3  # checks, confusion matrix, ROC
+    assert html.count("data:image/png;base64,") == 4  # checks, evasion curve, confusion, ROC
+    assert "before hardening</th><th>after hardening</th>" in html
     assert 'src="http' not in html and "<script" not in html
     assert "performance_floor" in html and "phishing@1" in html
 
@@ -275,7 +335,7 @@ def test_audit_a_registered_model_on_its_own_splits(demo_dir: Path, tmp_path: Pa
         "checks:\n"
         "  - {check: performance_floor, metric: f1, min: 0.9}\n"
         "  - {check: attribution_share, max_share: 0.9, rows: 300, n_repeats: 1}\n"
-        "  - {check: ood_confidence, max_share: 0.01, rows: 200}\n"
+        "  - {check: ood_confidence, min_auroc: 0.99, rows: 200}\n"
     )
     result = mlwarden(
         "audit",
@@ -393,3 +453,83 @@ def test_audit_a_registered_model_on_another_table(demo_dir: Path) -> None:
     )
     assert wrong.returncode == 3
     assert "label column 'Result' is not in german" in wrong.stderr
+
+
+def test_evasion_on_a_table_with_columns_of_its_own_says_how_to_make_a_threat_model(
+    tmp_path: Path,
+) -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    from mlwarden import datasets
+    from mlwarden.models import dumps_model
+
+    d = datasets.load("german")
+    numbers = d.frame.select_dtypes("number").assign(credit=d.y)
+    numbers.to_csv(tmp_path / "credit.csv", index=False)
+    X = numbers.drop(columns="credit")
+    model = LogisticRegression(max_iter=500).fit(X, d.y)
+    (tmp_path / "lr.skops").write_bytes(dumps_model(model))
+    args = ("--model", "lr.skops", "--data", "credit.csv", "--label", "credit")
+    result = mlwarden("audit", *args, "--checks", "evasion", cwd=tmp_path)
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "evasion needs a threat model for these columns" in lines[0]
+    assert "mlwarden threat-model init credit.csv --label credit" in lines[0]
+    # A policy naming the bundled threat model on these columns: the same, from the check.
+    (tmp_path / "phishing_policy.yaml").write_text(
+        "checks:\n  - {check: evasion, threat_model: phishing, cost_budget: 1, max_success: 0.5}\n"
+    )
+    result = mlwarden("audit", *args, "--policy", "phishing_policy.yaml", cwd=tmp_path)
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "no column for 21 of the threat model's 21 features" in lines[0]
+    assert f"{X.shape[1]} of its {X.shape[1]} columns are not in it ('duration_months'" in lines[0]
+    assert "evasion needs a threat model for these columns" in lines[0]
+    assert "mlwarden threat-model init DATA --label LABEL" in lines[0]
+    assert "Iframe" not in lines[0]  # a few of the other data's names, not all 21
+    # The command it names writes one for these columns, and the check then runs with it.
+    made = mlwarden(
+        "threat-model", "init", "credit.csv", "--label", "credit", "--out", "t.yaml", cwd=tmp_path
+    )
+    assert made.returncode == 0, made.stderr
+    assert "wrote t.yaml: 7 features" in made.stdout
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        "checks:\n  - {check: evasion, threat_model: t.yaml, cost_budget: 1, max_success: 0.5,"
+        " rows: 20}\n"
+    )
+    audited = mlwarden("audit", *args, "--policy", "policy.yaml", cwd=tmp_path)
+    assert "evasion" in audited.stdout and "Traceback" not in audited.stderr
+    assert audited.returncode in (0, 1), audited.stdout + audited.stderr
+
+
+def test_threat_model_init_writes_a_starter_that_loads_and_never_overwrites(
+    tmp_path: Path,
+) -> None:
+    from mlwarden import datasets
+    from mlwarden.attacks import ThreatModel, draft_threat_model
+
+    printed = mlwarden("threat-model", "init", "german", "--label", "credit", cwd=tmp_path)
+    assert printed.returncode == 0, printed.stderr
+    frame = datasets.load("german").frame
+    assert ThreatModel.from_yaml_text(printed.stdout) == draft_threat_model(frame, "credit")
+    frame.to_parquet(tmp_path / "german.parquet")
+    target = tmp_path / "threat.yaml"
+    args = ("threat-model", "init", "german.parquet", "--label", "credit", "--target", "bad")
+    first = mlwarden(*args, "--out", "threat.yaml", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert ThreatModel.from_yaml(target).target == "bad"
+    target.write_text("# my edits\n" + target.read_text())
+    again = mlwarden(*args, "--out", "threat.yaml", cwd=tmp_path)
+    assert again.returncode == 2
+    assert "exists; give --force to overwrite it" in again.stderr
+    assert target.read_text().startswith("# my edits")  # nothing lost
+    forced = mlwarden(*args, "--out", "threat.yaml", "--force", cwd=tmp_path)
+    assert forced.returncode == 0 and not target.read_text().startswith("# my edits")
+    wrong = mlwarden("threat-model", "init", "german", "--label", "Credit", cwd=tmp_path)
+    assert wrong.returncode == 3
+    assert wrong.stderr.count("\n") == 1 and "--label: the table has no column 'Credit'" in (
+        wrong.stderr
+    )

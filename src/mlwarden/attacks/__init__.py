@@ -70,6 +70,7 @@ from mlwarden.attacks._tabular import (
     bundled_threat_model,
     tabular_evasion,
 )
+from mlwarden.attacks._threat_draft import draft_threat_model, draft_threat_model_yaml
 from mlwarden.attacks._tree_extraction import (
     CategoricalFeature,
     ContinuousFeature,
@@ -122,6 +123,8 @@ __all__ = [
     "bundled_threat_model",
     "canary_exposure",
     "deepsloth",
+    "draft_threat_model",
+    "draft_threat_model_yaml",
     "epsilon_from_roc",
     "epsilon_lower_bound",
     "exposure_by_rank",

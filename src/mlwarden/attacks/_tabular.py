@@ -43,6 +43,7 @@ Scalar: TypeAlias = bool | int | float | str
 _EPS = 1e-9
 _DEFAULT_GRID = 10
 _N_EXAMPLES = 5
+_N_NAMED = 3  # columns named in an error message; the rest are counted
 
 
 class FeatureConstraint(BaseModel):
@@ -162,23 +163,15 @@ class ThreatModel(BaseModel):
     def check_columns(self, X: pd.DataFrame | npt.NDArray[Any]) -> None:
         """Refuse a table the threat model does not fit: unknown features or impossible values.
 
-        Raises ``SpecError`` (the threat model is what needs editing) naming every unknown
-        feature, with the table's closest column names; a numeric array's columns are named
-        ``"0"``, ``"1"``, ...
+        Raises ``SpecError`` (the threat model is what needs editing) in one line: how many of
+        its features the table lacks and how many table columns it leaves out (a few named,
+        with the closest column name for a likely typo), and the command that writes a threat
+        model for the table's own columns. A numeric array's columns are named ``"0"``, ``"1"``...
         """
-        import difflib
-
         columns = _column_names(X)
         unknown = [name for name in self.features if name not in columns]
         if unknown:
-            hints = []
-            for name in unknown:
-                close = difflib.get_close_matches(name, columns, n=1)
-                hints.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-            raise SpecError(
-                f"features: the table has no column {', '.join(hints)}; "
-                f"its columns are {', '.join(columns)}"
-            )
+            raise SpecError(_foreign_columns_message(unknown, self.features, columns))
         for name, constraint in self.features.items():
             _check_values(name, constraint, _column_dtype(X, name))
 
@@ -699,6 +692,39 @@ def _promote(dtype: Any, values: list[Any]) -> Any:
     if np.issubdtype(dtype, np.bool_) and all(isinstance(v, bool) for v in values):
         return dtype
     return np.dtype(object)
+
+
+def _foreign_columns_message(
+    unknown: list[str], features: dict[str, FeatureConstraint], columns: list[str]
+) -> str:
+    """One line: the features the table lacks, the columns left out, and how to make a fit."""
+    import difflib
+
+    hints = []
+    for name in unknown[:_N_NAMED]:
+        close = difflib.get_close_matches(name, columns, n=1)
+        hints.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    message = (
+        f"features: the table has no column for {len(unknown)} of the threat model's "
+        f"{len(features)} features ({_named(hints, len(unknown))})"
+    )
+    extra = [c for c in columns if c not in features]
+    if extra:
+        named = [repr(c) for c in extra[:_N_NAMED]]
+        message += (
+            f" and {len(extra)} of its {len(columns)} columns are not in it "
+            f"({_named(named, len(extra))})"
+        )
+    return (
+        f"{message}; evasion needs a threat model for these columns: write a starter one with "
+        f"`mlwarden threat-model init DATA --label LABEL --out threat.yaml`, set its costs, and "
+        f"give that file as threat_model"
+    )
+
+
+def _named(names: list[str], total: int) -> str:
+    more = total - len(names)
+    return ", ".join(names) + (f" and {more} more" if more else "")
 
 
 def _column_names(X: Any) -> list[str]:

@@ -19,6 +19,7 @@ from mlwarden.cli._audit import audit_command
 from mlwarden.cli._data import schema_app, validate_command
 from mlwarden.cli._progress import RichProgress
 from mlwarden.cli._serve import decisions_app, keys_app, serve_command
+from mlwarden.cli._threat import threat_app
 from mlwarden.errors import MlwardenError, RecordNotFoundError, SpecError
 from mlwarden.lineage import (
     LineageStore,
@@ -49,6 +50,7 @@ app.command("audit")(audit_command)
 app.command("serve")(serve_command)
 app.add_typer(keys_app, name="keys")
 app.add_typer(decisions_app, name="decisions")
+app.add_typer(threat_app, name="threat-model")
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -92,23 +94,32 @@ def _run_spec(spec_path: Path, store: Path, db_url: str | None, from_feedback: b
 
             label = datasets.load(spec.data.dataset).label
         labelled = feedback_table(lineage.root, label or "")
-        out.print(f"{labelled.rows} feedback row(s) from the decision log: {labelled.path}")
+        out.print(
+            f"{labelled.rows} feedback row(s) from the decision log: {labelled.path}",
+            soft_wrap=True,
+        )
         spec = spec.model_copy(
             update={"data": spec.data.model_copy(update={"feedback": labelled.path})}
         )
+    # Paths are printed with soft_wrap: a line wrapped mid-path cannot be copied back.
     out.print(
         f"[bold]mlwarden {__version__}[/]: pipeline [bold]{spec.name}[/] "
-        f"from {spec_path}, store {lineage.root}"
+        f"from {spec_path}, store {lineage.root}",
+        soft_wrap=True,
     )
     result = LocalExecutor(lineage, RichProgress(out)).run(spec)
     report, json_path, html_path = write_run_report(lineage, spec, result, str(spec_path))
     if report.checks:
+        from mlwarden.cli._audit import _MARKS
+
         table = Table(title="checks", title_justify="left")
-        for column in ("check", "metric", "measured", "threshold", "result"):
+        for column in ("check", "metric", "measured [95% interval]", "threshold", "result"):
             table.add_column(column)
         for c in report.checks:
             value = f"{c.value:.4f}" if c.value is not None else "n/a"
-            verdict = "[green]pass[/]" if c.passed else "[red]FAIL[/]"
+            if c.value is not None and c.interval is not None:
+                value += f" [{c.interval[0]:.4f}, {c.interval[1]:.4f}]"
+            verdict = _MARKS.get(c.verdict, c.verdict)
             table.add_row(c.check, c.metric, value, f"{c.comparison} {c.threshold:g}", verdict)
         out.print(table)
     if report.metrics:
@@ -125,10 +136,17 @@ def _run_spec(spec_path: Path, store: Path, db_url: str | None, from_feedback: b
                 f"row): accuracy {unseen['accuracy']:.4f}  F1 {unseen['f1']:.4f}  "
                 f"ROC AUC {unseen['roc_auc']:.4f}"
             )
+    hardening = (report.search or {}).get("hardening") or {}
+    if hardening.get("held_out"):
+        _print_hardening(hardening)
     executed, cached = len(result.executed), len(result.cached)
     out.print(f"{executed} step(s) executed, {cached} cache hit(s) in {result.seconds:.1f} s")
-    out.print(f"report: {html_path}\n        {json_path}")
-    out.print(f"for CI: {html_path.with_name('report.sarif')}, report.junit.xml beside it")
+    out.print(f"report: {html_path}", soft_wrap=True)
+    out.print(f"        {json_path}", soft_wrap=True)
+    out.print(
+        f"for CI: {html_path.with_name('report.sarif')}, report.junit.xml beside it",
+        soft_wrap=True,
+    )
     if result.status == "completed":
         flag = ""
         if report.gate and not report.gate.get("passed"):
@@ -137,6 +155,42 @@ def _run_spec(spec_path: Path, store: Path, db_url: str | None, from_feedback: b
         return 0
     err.print(f"[red]error:[/] {result.error}")
     return result.exit_code or 1
+
+
+def _print_hardening(hardening: dict[str, object]) -> None:
+    """Evasion and clean metrics before and after hardening, side by side, and what it cost."""
+    from mlwarden.pipeline._harden import CLEAN_METRICS, COST_TOLERANCE, HeldOutComparison
+
+    o = HeldOutComparison.model_validate(hardening["held_out"])
+    table = Table(
+        title=f"hardening: the same {o.rows:,} held-out rows before and after", title_justify="left"
+    )
+    for column in ("measure", "before", "after", "change"):
+        table.add_column(column)
+    shown = []
+    for e in (o.evasion_before, o.evasion_after):
+        shown.append("n/a" if e.success is None else f"{e.success:.1%} ({e.flipped}/{e.attacked})")
+    b, a = o.evasion_before.success, o.evasion_after.success
+    delta = "" if a is None or b is None else f"{100 * (a - b):+.1f} points"
+    table.add_row(f"evasion at cost <= {hardening['cost_budget']:g}", *shown, delta)
+    costs = o.costs(COST_TOLERANCE)
+    for name in CLEAN_METRICS:
+        before, after = o.metrics_before.get(name), o.metrics_after.get(name)
+        if before is None or after is None:
+            table.add_row(name, str(before), str(after), "")
+            continue
+        change = f"{after - before:+.4f}"
+        table.add_row(
+            name, f"{before:.4f}", f"{after:.4f}", f"[red]{change}[/]" if name in costs else change
+        )
+    out.print(table)
+    if costs:
+        lost = ", ".join(f"{k} {b:.4f} -> {a:.4f}" for k, (b, a) in costs.items())
+        out.print(
+            f"[yellow]what hardening cost on the clean held-out rows: {lost}[/]", soft_wrap=True
+        )
+    else:
+        out.print(f"hardening lowered no clean held-out metric by more than {COST_TOLERANCE:g}")
 
 
 @app.command()

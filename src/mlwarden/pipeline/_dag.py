@@ -270,6 +270,8 @@ def build_steps(spec: AnySpec) -> tuple[list[StepDef], dict[str, Output]]:
                 "schema": "ingest.schema",
                 "info": "ingest.info",
                 **train_threat,
+                # hardening's held-out cost: measured on the test rows, never trained on
+                **({"test": test_ref} if spec.train.harden else {}),
             },
             ("model", "search"),
             model_spec,

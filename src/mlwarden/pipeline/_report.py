@@ -20,6 +20,22 @@ def _artifact_json(store: LineageStore, result: RunResult, ref: str) -> Any:
     return read_json(store.read_artifact(sha)) if sha else None
 
 
+def _with_hardening_cost(search: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The search summary with the clean metrics hardening lowered named, for the report."""
+    held_out = ((search or {}).get("hardening") or {}).get("held_out")
+    if search is None or not held_out:
+        return search
+    from mlwarden.pipeline._harden import CLEAN_METRICS, COST_TOLERANCE, HeldOutComparison
+
+    comparison = HeldOutComparison.model_validate(held_out)
+    held_out = {
+        **held_out,
+        "metric_names": list(CLEAN_METRICS),
+        "costs": list(comparison.costs(COST_TOLERANCE)),
+    }
+    return {**search, "hardening": {**search["hardening"], "held_out": held_out}}
+
+
 def build_report(store: LineageStore, spec: AnySpec, result: RunResult) -> RunReport:
     """Gather metrics, findings, gate, search, validation and the step lineage of one run."""
     lines = [
@@ -60,7 +76,7 @@ def build_report(store: LineageStore, spec: AnySpec, result: RunResult) -> RunRe
         model_version=result.model_version,
         gate=_artifact_json(store, result, "gate.gate"),
         metrics=_artifact_json(store, result, "evaluate.metrics"),
-        search=_artifact_json(store, result, "train.search"),
+        search=_with_hardening_cost(_artifact_json(store, result, "train.search")),
         validation=_artifact_json(store, result, "validate.report"),
         quality=_artifact_json(store, result, "validate.quality"),
         label_issues=_artifact_json(store, result, "label_errors.issues"),

@@ -79,11 +79,13 @@ def train(ctx: StepContext) -> Outputs:
     if p["harden"] is not None:
         from mlwarden.pipeline._harden import harden
 
-        h = p["harden"]
+        h, info = p["harden"], ctx.json("info")
         ctx.progress(f"adversarial training: {h['rounds']} round(s) under {h['threat_model']}")
+        X_test, y_test = label_parts(ctx.table("test"), info["label"])  # measured, not trained on
         model, hardening = harden(
             model, X, y, threat_model=h["threat_model"], cost_budget=h["cost_budget"],
             rounds=h["rounds"], rows=h["rows"], seed=p["seed"], progress=ctx.progress,
+            held_out=(X_test, y_test, info["positive"]),
         )  # fmt: skip
         summary["hardening"] = hardening.model_dump(mode="json")
         ctx.progress(
