@@ -17,6 +17,7 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 import mlwarden.audit._fairness  # noqa: F401  (registers the checks)
 from mlwarden import datasets
 from mlwarden.audit._checks import CHECKS, CheckContext, Finding, run_check
+from mlwarden.errors import SpecError
 from mlwarden.models import SklearnAdapter
 
 # ------------------------------------------------------------- a model with known predictions
@@ -124,12 +125,11 @@ def test_a_missing_attribute_fails_the_finding_without_querying(known: CheckCont
     assert finding.queries == 0
 
 
-def test_more_than_two_classes_fails_the_finding() -> None:
+def test_a_binary_check_on_more_than_two_classes_is_a_spec_error() -> None:
     ctx = _fixed_context(_rows("F", 40, 40, 20, 20), classes=("bad", "good", "unsure"))
-    finding = run_check("equal_opportunity", {"attribute": "sex", "max_difference": 0.1}, ctx)
-    assert not finding.passed and finding.value is None
-    assert "needs a binary classifier; the model has 3 classes" in finding.message
-    assert finding.queries == 0
+    with pytest.raises(SpecError, match="needs a binary classifier, and the model has 3 classes"):
+        run_check("equal_opportunity", {"attribute": "sex", "max_difference": 0.1}, ctx)
+    assert ctx.model.queries == 0
 
 
 def test_fewer_than_two_comparable_groups_fails_the_finding() -> None:

@@ -3,20 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.cli.test_cli import EXE
+from tests.cli.test_cli import mlwarden as _mlwarden
 from tests.conftest import FAST_SPEC
-
-
-def _mlwarden(*args: str, cwd: Path, columns: int = 200) -> subprocess.CompletedProcess[str]:
-    assert EXE is not None, "the mlwarden console script is not installed"
-    env = {**os.environ, "COLUMNS": str(columns), "NO_COLOR": "1"}
-    return subprocess.run([EXE, *args], cwd=cwd, capture_output=True, text=True, env=env)
 
 
 @pytest.fixture(scope="module")

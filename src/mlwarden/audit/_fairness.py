@@ -17,7 +17,7 @@ from pydantic import Field
 
 from mlwarden.audit._checks import CheckContext, CheckParams, Finding, register_check
 from mlwarden.data._bias import GroupMetricsReport, group_metrics
-from mlwarden.errors import DataError
+from mlwarden.errors import DataError, SpecError
 
 Measure = Literal["demographic_parity", "equal_opportunity"]
 
@@ -78,9 +78,6 @@ def _unmeasurable(ctx: CheckContext, params: GroupFairness) -> str | None:
             f"protected attribute {params.attribute!r} is not a column of the test split; "
             f"its columns are {list(ctx.X_test.columns)}"
         )
-    classes = list(ctx.model.classes_)
-    if len(classes) != 2:
-        return f"group fairness needs a binary classifier; the model has {len(classes)} classes"
     return None
 
 
@@ -141,6 +138,12 @@ def _measure(check: Measure, params: GroupFairness, ctx: CheckContext) -> Findin
     def cost() -> tuple[int, float]:
         return ctx.model.queries - before, time.perf_counter() - start
 
+    classes = list(ctx.model.classes_)
+    if len(classes) != 2:  # a policy that cannot apply to this model is the policy's mistake
+        raise SpecError(
+            f"{check} compares rates of a positive class: it needs a binary classifier, and "
+            f"the model has {len(classes)} classes {classes}; take the check out of the policy"
+        )
     reason = _unmeasurable(ctx, params)
     if reason is not None:
         return _finding(check, params, float("nan"), f"not measured: {reason}", cost(), {})
