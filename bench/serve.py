@@ -162,7 +162,7 @@ def start_server(kind: str, store: Path) -> ServerProcess:
 
 
 def wait_healthy(server: ServerProcess, timeout_s: float = 180.0) -> None:
-    import httpx
+    import httpx2 as httpx  # the HTTP client the test extra installs (httpx API)
 
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -227,7 +227,7 @@ class Clients:
 async def _load(
     server: ServerProcess, clients: Clients, warmup_s: float, duration_s: float, auth: bool
 ) -> tuple[list[float], Counter[int], int, float, float, float]:
-    import httpx
+    import httpx2 as httpx  # the HTTP client the test extra installs (httpx API)
 
     latencies: list[float] = []
     statuses: Counter[int] = Counter()
