@@ -6,9 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 from pydantic import ValidationError
-from sklearn.ensemble import GradientBoostingClassifier, RandomForestClassifier
+from sklearn.ensemble import GradientBoostingClassifier
 from sklearn.model_selection import train_test_split
-from sklearn.tree import DecisionTreeClassifier
 
 from mlwarden import datasets
 from mlwarden.audit import (
@@ -90,24 +89,28 @@ def _german() -> tuple[pd.DataFrame, pd.Series, pd.DataFrame, pd.Series]:
 
 
 def test_a_fully_grown_tree_gives_no_confidence_signal_and_tree_ensembles_do() -> None:
-    X_train, y_train, X_test, y_test = _german()
+    from mlwarden.audit._calibration import calibration_split
+    from mlwarden.pipeline._estimators import build_estimator
+
+    split = calibration_split("german")  # the pipeline's preprocessing, as users get it
     params = {"min_auroc": 0.55, "dataset": "german"}
 
-    def audit(model: object) -> Finding:
-        model.fit(X_train, y_train)  # type: ignore[attr-defined]
-        ctx = CheckContext(SklearnAdapter(model), X_train, y_train, X_test, y_test, "bad")
+    def audit(estimator: str, model_params: dict[str, object]) -> Finding:
+        model = build_estimator(estimator, model_params, split.schema, 0)
+        model.fit(split.X_train, split.y_train)
+        ctx = CheckContext(
+            SklearnAdapter(model), split.X_train, split.y_train, split.X_test, split.y_test,
+            "bad", split.schema,
+        )  # fmt: skip
         return run_check("ood_confidence", params, ctx)
 
-    tree = audit(DecisionTreeClassifier(random_state=0))
+    tree = audit("decision_tree", {})
     # every answer, on or off the data, has confidence 1: nothing to tell them apart
     assert tree.value == 0.5 and tree.verdict == "fail", tree.message
-    assert tree.queries == len(X_test) + 1000 and tree.n == len(X_test) + 1000
+    assert tree.queries == 300 + 1000 and tree.n == 300 + 1000
     # The old share-of-confident-answers default failed every tree ensemble tried.
-    for ensemble in (
-        RandomForestClassifier(n_estimators=100, random_state=0, n_jobs=1),
-        GradientBoostingClassifier(random_state=0),
-    ):
-        finding = audit(ensemble)
+    for estimator in ("random_forest", "gradient_boosting"):
+        finding = audit(estimator, {"n_estimators": 100})
         assert finding.verdict == "pass", finding.message
         assert finding.interval is not None and finding.interval[0] >= 0.55
 

@@ -125,12 +125,19 @@ def test_costs_name_only_the_metrics_that_dropped() -> None:
     assert comparison.costs(0.001) == {"precision": (0.8, 0.7)}
 
 
+def bundled_threat_model_text() -> str:
+    from importlib import resources
+
+    return resources.files("mlwarden").joinpath("_specs", "phishing_threat_model.yaml").read_text()
+
+
 def test_held_out_rows_are_only_read_when_hardening(tmp_path: Path) -> None:
     from mlwarden.pipeline._dag import build_steps
 
     plain = parse_spec(FAST_SPEC)
     steps = {s.name: s for s in build_steps(plain)[0]}
     assert "test" not in steps["train"].inputs
+    (tmp_path / "t.yaml").write_text(bundled_threat_model_text())
     hardened = parse_spec(FAST_SPEC.replace("  n_jobs: 1\n", "  n_jobs: 1\n" + HARDEN).replace(
         "THREAT", str(tmp_path / "t.yaml")))  # fmt: skip
     assert {s.name: s for s in build_steps(hardened)[0]}["train"].inputs["test"] == "split.test"

@@ -23,6 +23,7 @@ from mlwarden.audit._overconfidence import (
     foreign_rows,
     uniform_noise,
 )
+from mlwarden.audit._performance import GeneralizationGap, PerformanceFloor
 from mlwarden.audit._robustness import RobustAccuracy
 from mlwarden.audit._shortcuts import (
     AttributionShare,
@@ -51,6 +52,7 @@ __all__ = [
     "Finding",
     "GateMode",
     "GateResult",
+    "GeneralizationGap",
     "GroupFairness",
     "IrrelevantFeatures",
     "Membership",
@@ -58,6 +60,7 @@ __all__ = [
     "Metrics",
     "OnInconclusive",
     "OutOfDistributionConfidence",
+    "PerformanceFloor",
     "RobustAccuracy",
     "TprAtFpr",
     "Verdict",

@@ -7,15 +7,13 @@ their parameters are validated against the check's own pydantic model when the s
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
-from mlwarden.audit._metrics import MetricName, metric_value
-from mlwarden.audit._stats import Verdict, bootstrap_interval, decide
+from mlwarden.audit._stats import Verdict
 from mlwarden.data import TableSchema
 from mlwarden.models import ModelAdapter
 
@@ -134,93 +132,6 @@ VERDICT_WORDS: dict[Verdict, str] = {
 def span(interval: tuple[float, float] | None) -> str:
     """`` [low, high]`` for a message, or nothing."""
     return "" if interval is None else f" [95% CI {interval[0]:.4f}, {interval[1]:.4f}]"
-
-
-class PerformanceFloor(CheckParams):
-    """Parameters of ``performance_floor``."""
-
-    metric: MetricName = "f1"
-    min: float = Field(ge=0.0, le=1.0)
-
-
-@register_check("performance_floor", PerformanceFloor)
-def performance_floor(params: PerformanceFloor, ctx: CheckContext) -> Finding:
-    """Held-out performance must reach a floor: a model worse than this is not worth shipping."""
-    start, before = time.perf_counter(), ctx.model.queries
-    proba = ctx.model.predict_proba(ctx.X_test)
-    classes, y = ctx.model.classes_, ctx.y_test.to_numpy()
-    value = metric_value(params.metric, y, proba, classes, ctx.positive)
-    interval = bootstrap_interval(
-        lambda i: metric_value(params.metric, y[i], proba[i], classes, ctx.positive),
-        len(y), seed=ctx.seed,
-    )  # fmt: skip
-    verdict = decide(value, interval, params.min, ">=")
-    return Finding(
-        check="performance_floor",
-        metric=f"test_{params.metric}",
-        value=value,
-        threshold=params.min,
-        comparison=">=",
-        verdict=verdict,
-        n=len(y),
-        interval=interval,
-        message=f"held-out {params.metric} {value:.4f}{span(interval)} on {len(y):,} rows: "
-        f"{VERDICT_WORDS[verdict]} the floor {params.min:g}",
-        queries=ctx.model.queries - before,
-        wall_time_s=time.perf_counter() - start,
-        details={"n_test": len(y)},
-    )
-
-
-class GeneralizationGap(CheckParams):
-    """Parameters of ``generalization_gap``."""
-
-    metric: MetricName = "accuracy"
-    max_gap: float = Field(ge=0.0, le=1.0)
-
-
-@register_check("generalization_gap", GeneralizationGap)
-def generalization_gap(params: GeneralizationGap, ctx: CheckContext) -> Finding:
-    """Train minus held-out score must stay small: a large gap means memorised training rows.
-
-    Overfitting is what membership-inference attacks exploit (Shokri et al., S&P 2017), so the gap
-    is a cheap first signal of privacy leakage as well as of poor generalisation. The interval
-    resamples the training and the held-out rows independently.
-    """
-    start, before = time.perf_counter(), ctx.model.queries
-    classes = ctx.model.classes_
-    sets = [
-        (ctx.y_train.to_numpy(), ctx.model.predict_proba(ctx.X_train)),
-        (ctx.y_test.to_numpy(), ctx.model.predict_proba(ctx.X_test)),
-    ]
-
-    def score(k: int, rows: Any = slice(None)) -> float:
-        y, proba = sets[k]
-        return metric_value(params.metric, y[rows], proba[rows], classes, ctx.positive)
-
-    train, test = score(0), score(1)
-    gap = train - test
-    n_train, n_test = len(sets[0][0]), len(sets[1][0])
-    interval = bootstrap_interval(
-        lambda i, j: score(0, i) - score(1, j), n_train, n_test, seed=ctx.seed
-    )
-    verdict = decide(gap, interval, params.max_gap, "<=")
-    return Finding(
-        check="generalization_gap",
-        metric=f"{params.metric}_gap",
-        value=gap,
-        threshold=params.max_gap,
-        comparison="<=",
-        verdict=verdict,
-        n=n_test,
-        interval=interval,
-        message=f"train-test {params.metric} gap {gap:.4f}{span(interval)} "
-        f"({n_train:,} train, {n_test:,} held-out rows): "
-        f"{VERDICT_WORDS[verdict]} the limit {params.max_gap:g}",
-        queries=ctx.model.queries - before,
-        wall_time_s=time.perf_counter() - start,
-        details={"train": train, "test": test, "n_train": n_train},
-    )
 
 
 def run_check(key: str, params: dict[str, Any], ctx: CheckContext) -> Finding:

@@ -230,7 +230,11 @@ def _measure(
 ) -> tuple[dict[str, float | None], HeldOutEvasion]:
     import math
 
-    from mlwarden.audit import CheckContext, classification_metrics, run_check
+    # The evasion check itself, not the registry: hardening depends on that check's code only.
+    from mlwarden.audit._checks import CheckContext
+    from mlwarden.audit._evasion import Evasion
+    from mlwarden.audit._evasion import evasion as evasion_check
+    from mlwarden.audit._metrics import classification_metrics
     from mlwarden.models import SklearnAdapter
 
     adapter = SklearnAdapter(model)
@@ -239,12 +243,12 @@ def _measure(
     for name in CLEAN_METRICS:
         value = getattr(scores, name)
         metrics[name] = None if value is None or math.isnan(value) else float(value)
-    params = {
-        "threat_model": threat_model,
-        "cost_budget": cost_budget,
-        "max_success": 1.0,  # only the measurement is wanted here, not a verdict
-    }  # rows, beam width: the check's defaults
-    finding = run_check("evasion", params, CheckContext(adapter, X, y, X, y, positive, None, seed))
+    params = Evasion(  # rows, beam width: the check's defaults
+        threat_model=threat_model,
+        cost_budget=cost_budget,
+        max_success=1.0,  # only the measurement is wanted here, not a verdict
+    )
+    finding = evasion_check(params, CheckContext(adapter, X, y, X, y, positive, None, seed))
     details = finding.details
     evasion = HeldOutEvasion(
         success=finding.value,
