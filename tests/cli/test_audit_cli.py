@@ -96,3 +96,32 @@ def test_an_inconclusive_check_fails_the_audit_when_asked(registered: Path) -> N
     assert report["gate"]["on_inconclusive"] == "fail"
     junit = (registered / "strict" / "report.junit.xml").read_text()
     assert "<skipped" in junit
+
+
+def test_a_policy_names_its_threat_model_relative_to_its_own_folder(tmp_path: Path) -> None:
+    from importlib import resources
+
+    from sklearn.tree import DecisionTreeClassifier
+
+    from mlwarden import datasets
+    from mlwarden.models import dumps_model
+
+    d = datasets.load("phishing")
+    model = tmp_path / "tree.skops"
+    model.write_bytes(dumps_model(DecisionTreeClassifier(max_depth=4).fit(d.X, d.y)))
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    threat = resources.files("mlwarden").joinpath("_specs", "phishing_threat_model.yaml")
+    (policies / "threat.yaml").write_text(threat.read_text())
+    (policies / "policy.yaml").write_text(
+        "checks:\n  - {check: evasion, threat_model: threat.yaml, cost_budget: 1,"
+        " max_success: 1.0, rows: 20}\n"
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    result = _mlwarden(
+        "audit", "--model", str(model), "--data", "phishing", "--label", "Result",
+        "--policy", str(policies / "policy.yaml"), "--out", "out", cwd=elsewhere,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "pass evasion" in result.stdout

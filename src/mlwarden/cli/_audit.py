@@ -45,7 +45,7 @@ def _policy(
             isinstance(e, dict) and "check" in e for e in entries
         ):
             raise SpecError(f"{policy}: expected a list of checks, each with a 'check' key")
-        chosen = [(e["check"], {k: v for k, v in e.items() if k != "check"}) for e in entries]
+        chosen = [(e["check"], _relative_to(policy, e)) for e in entries]
     else:
         chosen = []
         for name in (checks or ",".join(DEFAULT_GROUPS)).split(","):
@@ -67,6 +67,17 @@ def _policy(
     if unknown:
         raise SpecError(f"unknown check(s) {unknown}; known: {', '.join(sorted(CHECKS))}")
     return chosen
+
+
+def _relative_to(policy: Path, entry: dict[str, Any]) -> dict[str, Any]:
+    """A policy entry's parameters, a relative threat-model path resolved against the policy
+    file's folder (as a pipeline spec's paths are against the spec's)."""
+    params = {k: v for k, v in entry.items() if k != "check"}
+    named = params.get("threat_model")
+    if isinstance(named, str) and named.endswith((".yaml", ".yml")):
+        path = Path(named)
+        params["threat_model"] = str(path if path.is_absolute() else policy.parent / path)
+    return params
 
 
 def _table(source: str) -> pd.DataFrame:
