@@ -149,8 +149,15 @@ def _run_spec(spec_path: Path, store: Path, db_url: str | None, from_feedback: b
     )
     if result.status == "completed":
         flag = ""
-        if report.gate and not report.gate.get("passed"):
-            flag = " [yellow](flagged: checks failed, gate mode warn)[/]"
+        gate = report.gate or {}
+        if gate and not gate.get("passed"):
+            inconclusive = set(gate.get("inconclusive", []))
+            failed = [f for f in gate.get("failures", []) if f not in inconclusive]
+            flag = (
+                " [yellow](flagged: checks failed, gate mode warn)[/]"
+                if failed
+                else " [yellow](flagged: inconclusive checks, on_inconclusive: warn)[/]"
+            )
         out.print(f"[green]registered[/] [bold]{result.model_version}[/]{flag}")
         return 0
     err.print(f"[red]error:[/] {result.error}")
