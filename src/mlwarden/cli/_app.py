@@ -404,11 +404,11 @@ def models_list(store: StoreOpt = DEFAULT_STORE, db_url: DbOpt = None) -> None:
             _fmt(m.metrics.get("f1")),
             _fmt(m.metrics.get("roc_auc")),
             m.model_sha256[:12],
-            f"[red]TAMPERED (record {v.record_seq})[/]" if v.record_seq in bad else history,
+            "[red]TAMPERED[/]" if v.record_seq in bad else history,
         )
     out.print(table)
-    if bad:
-        err.print(f"[red]tampered:[/] {next(iter(bad.values()))}; run mlwarden lineage verify")
+    for message in bad.values():
+        err.print(f"[red]tampered:[/] {message}", soft_wrap=True)
 
 
 def _fmt(value: object) -> str:
