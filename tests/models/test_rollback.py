@@ -7,7 +7,9 @@ and each promotion names its predecessor, so the copy no longer fits and is refu
 
 from __future__ import annotations
 
+import os
 import shutil
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -266,3 +268,43 @@ def test_an_unreadable_manifest_is_reported_not_raised(attacked: LineageStore) -
     assert "is unreadable" in problem.message
     with pytest.raises(IntegrityError, match="is unreadable"):
         ModelRegistry(attacked).get("german@1")
+
+
+PG_URL = os.environ.get("MLWARDEN_TEST_POSTGRES_URL")
+
+
+@pytest.mark.skipif(PG_URL is None, reason="MLWARDEN_TEST_POSTGRES_URL is not set")
+def test_replays_are_refused_on_postgres(tmp_path: Path) -> None:
+    """The same attack on the team default: records in PostgreSQL, appended through the API."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    assert PG_URL is not None
+    name = f"mlwarden_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f"CREATE DATABASE {name}"))
+    store = LineageStore(tmp_path, url=make_url(PG_URL).set(database=name).render_as_string(False))
+    try:
+        spec = parse_spec(FAST_SPEC)
+        LocalExecutor(store).run(spec)
+        LocalExecutor(store).run(_other_grid(spec))
+        registry = ModelRegistry(store)
+        signer = Signer.load_or_create(registry.keys_dir)
+        registry.promote("german@1", "production", signer)
+        registry.promote("german@2", "production", signer)
+        assert model_history_problems(store) == []
+        stage = store.records("model_stage", subject="german")[0]
+        store.append("model_stage", "german", stage.payload, key="production")
+        with pytest.raises(IntegrityError, match="a replayed promotion"):
+            registry.get("german@production")
+        old = store.records("model_version", subject="german")[0]
+        replay = store.append("model_version", "german", old.payload)
+        with pytest.raises(IntegrityError, match=f"record {replay.seq} repeats german@1"):
+            registry.get("german@latest")
+        assert len(model_history_problems(store)) == 2
+    finally:
+        store.close()
+        with admin.connect() as conn:
+            conn.execute(text(f"DROP DATABASE {name} WITH (FORCE)"))
+        admin.dispose()
