@@ -107,7 +107,7 @@ def test_a_replayed_version_record_is_refused_everywhere(
     assert text.startswith("error: german@latest refused:")
     assert "verified" not in text
     code, text = _cli(capsys, "models", "list", "--store", store)
-    assert code == 0
+    assert code == 4
     assert text.count("TAMPERED") == 1
     assert f"tampered: model_version record {replay.seq} repeats german@1" in text
     code, _ = _cli(capsys, "models", "promote", "german@2", "--stage", "staging", "--store", store)

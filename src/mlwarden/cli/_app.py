@@ -379,13 +379,13 @@ def lineage_log(store: StoreOpt = DEFAULT_STORE, db_url: DbOpt = None) -> None:
 
 
 @models_app.command("list")
-def models_list(store: StoreOpt = DEFAULT_STORE, db_url: DbOpt = None) -> None:
-    """List every registered model version; replayed or out-of-order records are marked."""
+def models_list(store: StoreOpt = DEFAULT_STORE, db_url: DbOpt = None) -> int:
+    """List every registered model version; replayed or out-of-order records are marked (exit 4)."""
     registry = ModelRegistry(_open(store, db_url))
     versions = registry.versions()
     if not versions:
         out.print("no models registered yet")
-        return
+        return 0
     bad: dict[int, str] = {}
     for name in sorted({v.manifest.name for v in versions}):
         for problem in registry.history(name)[1]:
@@ -409,6 +409,7 @@ def models_list(store: StoreOpt = DEFAULT_STORE, db_url: DbOpt = None) -> None:
     out.print(table)
     for message in bad.values():
         err.print(f"[red]tampered:[/] {message}", soft_wrap=True)
+    return 4 if bad else 0
 
 
 def _fmt(value: object) -> str:
