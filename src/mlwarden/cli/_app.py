@@ -30,7 +30,7 @@ from mlwarden.lineage import (
     upstream,
     verify_store,
 )
-from mlwarden.models import ModelRegistry
+from mlwarden.models import ModelRegistry, model_history_problems
 from mlwarden.pipeline._kept_out import rows_kept_out
 
 app = typer.Typer(
@@ -245,7 +245,9 @@ def lineage_verify(store: StoreOpt = DEFAULT_STORE, db_url: DbOpt = None) -> int
     """Check every record's hash chain and every artifact's bytes; name the first bad one."""
     if not store.exists():
         raise RecordNotFoundError(f"no store at {store}: run a pipeline first or pass --store")
-    report = verify_store(_open(store, db_url))
+    lineage = _open(store, db_url)
+    report = verify_store(lineage)
+    report.problems.extend(model_history_problems(lineage))  # replayed or misordered versions
     if report.ok:
         out.print(report.summary())
         return 0
@@ -384,18 +386,24 @@ def lineage_log(store: StoreOpt = DEFAULT_STORE, db_url: DbOpt = None) -> None:
 
 
 @models_app.command("list")
-def models_list(store: StoreOpt = DEFAULT_STORE, db_url: DbOpt = None) -> None:
-    """List every registered model version."""
-    versions = ModelRegistry(_open(store, db_url)).versions()
+def models_list(store: StoreOpt = DEFAULT_STORE, db_url: DbOpt = None) -> int:
+    """List every registered model version; replayed or out-of-order records are marked (exit 4)."""
+    registry = ModelRegistry(_open(store, db_url))
+    versions = registry.versions()
     if not versions:
         out.print("no models registered yet")
-        return
+        return 0
+    bad: dict[int, str] = {}
+    for name in sorted({v.manifest.name for v in versions}):
+        for problem in registry.history(name)[1]:
+            bad[problem.seq or 0] = problem.message
     table = Table()
-    for column in ("model", "registered", "gate", "f1", "roc_auc", "model sha256"):
+    for column in ("model", "registered", "gate", "f1", "roc_auc", "model sha256", "history"):
         table.add_column(column)
     for v in versions:
         m = v.manifest
         gate = ("passed" if m.gate["passed"] else "[yellow]flagged[/]") + f" ({m.gate['mode']})"
+        history = "legacy" if m.legacy else "linked"
         table.add_row(
             v.ref,
             f"{m.created_at:%Y-%m-%d %H:%M:%S}",
@@ -403,8 +411,12 @@ def models_list(store: StoreOpt = DEFAULT_STORE, db_url: DbOpt = None) -> None:
             _fmt(m.metrics.get("f1")),
             _fmt(m.metrics.get("roc_auc")),
             m.model_sha256[:12],
+            "[red]TAMPERED[/]" if v.record_seq in bad else history,
         )
     out.print(table)
+    for message in bad.values():
+        err.print(f"[red]tampered:[/] {message}", soft_wrap=True)
+    return 4 if bad else 0
 
 
 def _fmt(value: object) -> str:
@@ -422,6 +434,18 @@ def models_show(
     version = registry.get(ref)
     registry.verify(version)
     out.print(f"[bold]{version.ref}[/]: signature and artifact hashes [green]verified[/]")
+    if version.manifest.legacy:
+        out.print(
+            "[yellow]legacy manifest[/] (format 1): not bound to the version before it, so "
+            "replay protection starts with the next version registered"
+        )
+    stage = ref.partition("@")[2]
+    staged = bool(stage) and not stage.isdigit() and stage != "latest"
+    if staged and registry.is_legacy_promotion(version.manifest.name, stage):
+        out.print(
+            f"[yellow]legacy promotion[/]: {ref} is not linked to the promotion before it; "
+            "promote again to protect the stage from replay"
+        )
     out.print_json(
         json.dumps(
             {"manifest": version.manifest.model_dump(mode="json"), "signature": version.signature}

@@ -117,6 +117,14 @@ class Appender:
         ).first()
         return row is not None
 
+    def latest(self, kind: RecordKind, subject: str, *, key: str | None = None) -> Record | None:
+        """The newest record of ``kind`` about ``subject`` (and ``key``), counting this one's."""
+        query = select(_records).where(_records.c.kind == kind, _records.c.subject == subject)
+        if key is not None:
+            query = query.where(_records.c.key == key)
+        row = self._conn.execute(query.order_by(_records.c.seq.desc()).limit(1)).mappings().first()
+        return _to_record(row) if row is not None else None
+
     def count(self, kind: RecordKind, subject: str) -> int:
         """How many records of ``kind`` about ``subject`` exist, counting this transaction's."""
         rows = self._conn.execute(

@@ -12,14 +12,20 @@ from mlwarden.models._charlm import (
     train_char_lm,
 )
 from mlwarden.models._hardening import HardenedModel, HardenedOutput, OutputHardening, OutputMode
+from mlwarden.models._history import model_history_problems
+from mlwarden.models._manifest import (
+    MANIFEST_FORMAT,
+    MANIFEST_GENESIS,
+    Manifest,
+    ModelVersion,
+)
 from mlwarden.models._onnx import OnnxAdapter
 from mlwarden.models._persist import MEDIA_TYPE, TRUSTED_TYPES, dumps_model, loads_model
 from mlwarden.models._recording import RecordingModel
 from mlwarden.models._registry import (
     LANGUAGE_MODEL_MEDIA_TYPE,
-    Manifest,
     ModelRegistry,
-    ModelVersion,
+    next_manifest_link,
 )
 from mlwarden.models._signing import Signer, load_public_key, verify_signature
 from mlwarden.models._torch import (
@@ -33,6 +39,8 @@ __all__ = [
     "DEFAULT_VOCAB",
     "DP_TRUSTED_TYPES",
     "LANGUAGE_MODEL_MEDIA_TYPE",
+    "MANIFEST_FORMAT",
+    "MANIFEST_GENESIS",
     "MEDIA_TYPE",
     "TRUSTED_TYPES",
     "CharLM",
@@ -71,6 +79,8 @@ __all__ = [
     "load_sdn",
     "loads_model",
     "measure_latency",
+    "model_history_problems",
+    "next_manifest_link",
     "save_char_lm",
     "save_sdn",
     "train_char_lm",

@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel
-
-from mlwarden.errors import ModelError, RecordNotFoundError, SignatureError
-from mlwarden.lineage import LineageStore, Record, canonical_json
+from mlwarden.errors import IntegrityError, ModelError, RecordNotFoundError, SignatureError
+from mlwarden.lineage import Appender, LineageStore, Problem, canonical_json
 from mlwarden.models._adapter import SklearnAdapter
+from mlwarden.models._history import check_promotions, check_versions
+from mlwarden.models._manifest import (
+    MANIFEST_GENESIS,
+    PROMOTION_FORMAT,
+    ModelVersion,
+    promotion_claim,
+    promotion_sha256,
+    version_of,
+)
 from mlwarden.models._persist import MEDIA_TYPE, loads_model
 from mlwarden.models._signing import Signer, load_public_key, verify_signature
 
@@ -19,7 +25,6 @@ if TYPE_CHECKING:
     from mlwarden.models._charlm import CharLM
     from mlwarden.models._sdn import EarlyExitNetwork
 
-MANIFEST_FORMAT = 1
 #: Media type of a registered character language model: safetensors weights, JSON config.
 LANGUAGE_MODEL_MEDIA_TYPE = "application/vnd.mlwarden.charlm+safetensors"
 #: Media type of a registered early-exit network (Shallow-Deep Network): safetensors, JSON.
@@ -28,47 +33,29 @@ _REF = re.compile(r"^(?P<name>[A-Za-z0-9_.-]+)(@(?P<version>latest|\d+|[a-z][a-z
 _STAGE = re.compile(r"^[a-z][a-z0-9_-]*$")
 
 
-class Manifest(BaseModel):
-    """What a registered model version is made of; its canonical JSON is what gets signed."""
+def next_manifest_link(tx: Appender, name: str) -> tuple[int, str]:
+    """The version number and previous-manifest hash a new version of ``name`` must carry.
 
-    format: int = MANIFEST_FORMAT
-    name: str
-    version: int
-    model_sha256: str
-    model_media_type: str
-    artifacts: dict[str, str]
-    metrics: dict[str, Any]
-    gate: dict[str, Any]
-    lineage_head: str
-    spec_sha256: str
-    run_id: str
-    signer: str
-    created_at: datetime
-
-    def message(self) -> bytes:
-        """The exact bytes the signature covers."""
-        return canonical_json(self.model_dump(mode="json"))
-
-
-class ModelVersion(BaseModel):
-    """A manifest, its signature and where it sits in the lineage chain."""
-
-    manifest: Manifest
-    signature: str
-    record_seq: int
-
-    @property
-    def ref(self) -> str:
-        """``name@version``."""
-        return f"{self.manifest.name}@{self.manifest.version}"
-
-
-def _version_of(record: Record) -> ModelVersion:
-    return ModelVersion(
-        manifest=Manifest.model_validate(record.payload["manifest"]),
-        signature=record.payload["signature"],
-        record_seq=record.seq,
-    )
+    Read inside the registering transaction, so no other writer can slip a version in between;
+    a history whose newest record is not the newest version (a replay) is refused.
+    """
+    count = tx.count("model_version", name)
+    latest = tx.latest("model_version", name)
+    if latest is None:
+        return 1, MANIFEST_GENESIS
+    try:
+        previous = version_of(latest)
+    except ValueError as exc:
+        raise IntegrityError(
+            f"{name}: the newest model_version record {latest.seq} is unreadable ({exc}); "
+            "run mlwarden lineage verify"
+        ) from exc
+    if previous.manifest.version != count:
+        raise IntegrityError(
+            f"{name}: the newest record {latest.seq} is {previous.ref} but {count} versions are "
+            "recorded: replayed or out-of-order versions; run mlwarden lineage verify"
+        )
+    return count + 1, previous.manifest.sha256()
 
 
 class ModelRegistry:
@@ -83,11 +70,28 @@ class ModelRegistry:
         return self.store.root / "keys"
 
     def versions(self, name: str | None = None) -> list[ModelVersion]:
-        """Every registered version, oldest first, optionally of one model name."""
-        return [_version_of(r) for r in self.store.records("model_version", subject=name)]
+        """Every readable version record, oldest first, optionally of one name (unchecked).
+
+        Replayed or out-of-order records are included; ``history`` says which they are.
+        """
+        found: list[ModelVersion] = []
+        for record in self.store.records("model_version", subject=name):
+            try:
+                found.append(version_of(record))
+            except ValueError:
+                continue
+        return found
+
+    def history(self, name: str) -> tuple[list[ModelVersion], list[Problem]]:
+        """The valid versions of ``name`` (oldest first) and any replayed or misordered records."""
+        return check_versions(self.store.records("model_version", subject=name))
 
     def get(self, ref: str) -> ModelVersion:
-        """Resolve ``name``, ``name@latest``, ``name@N`` or ``name@STAGE`` to a version."""
+        """Resolve ``name``, ``name@latest``, ``name@N`` or ``name@STAGE`` to a version.
+
+        Resolves only through a clean history: a replayed, out-of-order or unlinked version
+        record of the name is refused (``IntegrityError``), whatever version is asked for.
+        """
         match = _REF.match(ref)
         if match is None:
             raise RecordNotFoundError(
@@ -95,7 +99,9 @@ class ModelRegistry:
                 "or NAME@STAGE"
             )
         name, version = match["name"], match["version"] or "latest"
-        found = self.versions(name)
+        found, problems = self.history(name)
+        if problems:
+            raise IntegrityError(f"{ref} refused: {problems[0].message}")
         if not found:
             known = sorted({v.manifest.name for v in self.versions()})
             raise RecordNotFoundError(
@@ -112,23 +118,34 @@ class ModelRegistry:
             f"{name} has no version {version}; versions are 1..{found[-1].manifest.version}"
         )
 
+    def is_legacy_promotion(self, name: str, stage: str) -> bool:
+        """Whether ``name@stage`` rests on a legacy promotion, not linked to the one before it."""
+        records = self.store.records("model_stage", subject=name, key=stage, newest_first=True)
+        return bool(records) and records[0].payload.get("format") != PROMOTION_FORMAT
+
     def _staged(self, name: str, stage: str, found: list[ModelVersion]) -> ModelVersion:
         """The version most recently promoted to ``stage`` (its signed promotion verified)."""
-        records = self.store.records("model_stage", subject=name, key=stage, newest_first=True)
+        records = self.store.records("model_stage", subject=name, key=stage)
         if not records:
             raise RecordNotFoundError(
                 f"no version of {name} was promoted to {stage!r}; "
                 f"mlwarden models promote {name}@N --stage {stage}"
             )
-        payload = records[0].payload
+        problems = check_promotions(records)
+        if problems:
+            raise IntegrityError(f"{name}@{stage} refused: {problems[0].message}")
+        payload = records[-1].payload
         public_key = load_public_key(self.keys_dir)
-        claim = {k: v for k, v in payload.items() if k != "signature"}
         if payload.get("signer") != public_key.public_bytes_raw().hex():
             raise SignatureError(f"the promotion of {name} to {stage} was signed by another key")
-        verify_signature(public_key, canonical_json(claim), payload["signature"])
+        verify_signature(public_key, canonical_json(promotion_claim(payload)), payload["signature"])
         for candidate in found:
             if candidate.manifest.version == payload["version"]:
-                if candidate.manifest.model_sha256 != payload["model_sha256"]:
+                linked = payload.get("manifest_sha256", candidate.manifest.sha256())
+                if (
+                    candidate.manifest.model_sha256 != payload["model_sha256"]
+                    or linked != candidate.manifest.sha256()
+                ):
                     raise SignatureError(
                         f"{name}@{stage} names a model that is not {candidate.ref}"
                     )
@@ -136,22 +153,36 @@ class ModelRegistry:
         raise RecordNotFoundError(f"{name}@{stage} names version {payload['version']}, not found")
 
     def promote(self, ref: str, stage: str, signer: Signer) -> ModelVersion:
-        """Point ``name@stage`` at a verified version: a signed record, appended (never moved)."""
+        """Point ``name@stage`` at a verified version: a signed record, appended (never moved).
+
+        The claim names the previous promotion to the same stage, so a copy of an older
+        promotion appended later does not fit and is refused instead of moving the stage back.
+        """
         if not _STAGE.match(stage) or stage == "latest":
             raise RecordNotFoundError(
                 f"stage {stage!r} must be lowercase letters, digits, - or _, and not 'latest'"
             )
         version = self.get(ref)
         self.verify(version)
-        claim = {
-            "name": version.manifest.name,
-            "version": version.manifest.version,
-            "stage": stage,
-            "model_sha256": version.manifest.model_sha256,
-            "signer": signer.public_key_hex,
-        }
-        payload = {**claim, "signature": signer.sign(canonical_json(claim))}
-        self.store.append("model_stage", version.manifest.name, payload, key=stage)
+        name = version.manifest.name
+        history = self.store.records("model_stage", subject=name, key=stage)
+        problems = check_promotions(history)
+        if problems:
+            raise IntegrityError(f"{name}@{stage} refused: {problems[0].message}")
+        with self.store.transaction() as tx:
+            before = tx.latest("model_stage", name, key=stage)
+            claim = {
+                "format": PROMOTION_FORMAT,
+                "name": name,
+                "version": version.manifest.version,
+                "stage": stage,
+                "model_sha256": version.manifest.model_sha256,
+                "manifest_sha256": version.manifest.sha256(),
+                "previous": promotion_sha256(before.payload) if before else MANIFEST_GENESIS,
+                "signer": signer.public_key_hex,
+            }
+            payload = {**claim, "signature": signer.sign(canonical_json(claim))}
+            tx.append("model_stage", name, payload, key=stage)
         return version
 
     def verify(self, version: ModelVersion) -> None:

@@ -17,7 +17,14 @@ from mlwarden.audit import (
 from mlwarden.data import TableSchema
 from mlwarden.errors import GateRejectedError
 from mlwarden.lineage import Appender
-from mlwarden.models import MEDIA_TYPE, Manifest, SklearnAdapter, dumps_model, loads_model
+from mlwarden.models import (
+    MEDIA_TYPE,
+    Manifest,
+    SklearnAdapter,
+    dumps_model,
+    loads_model,
+    next_manifest_link,
+)
 from mlwarden.pipeline._context import Output, StepContext
 from mlwarden.pipeline._io import JSON, Outputs, json_bytes, label_parts
 
@@ -193,9 +200,11 @@ def register(ctx: StepContext) -> Outputs:
     created = datetime.now(UTC)
 
     def build(tx: Appender) -> tuple[str, str, dict[str, Any]]:
+        version, previous = next_manifest_link(tx, name)
         manifest = Manifest(
             name=name,
-            version=tx.count("model_version", name) + 1,
+            version=version,
+            previous_manifest_sha256=previous,
             model_sha256=model_sha,
             model_media_type=media_type,
             artifacts=artifacts,
