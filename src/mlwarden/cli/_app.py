@@ -240,11 +240,11 @@ def lineage_verify(store: StoreOpt = DEFAULT_STORE, db_url: DbOpt = None) -> int
         raise RecordNotFoundError(f"no store at {store}: run a pipeline first or pass --store")
     report = verify_store(_open(store, db_url))
     if report.ok:
-        out.print(report.summary())
+        out.print(report.summary(), soft_wrap=True)
         return 0
-    err.print(report.summary())
+    err.print(report.summary(), soft_wrap=True)
     for problem in report.problems[1:10]:
-        err.print(f"  also: {problem.message}")
+        err.print(f"  also: {problem.message}", soft_wrap=True)
     return 4
 
 
