@@ -151,8 +151,8 @@ def _check_record(row: Mapping[str, Any], found: _Found) -> Record | None:
     bad = noncanonical_fields(record, {**row, **texts})
     if bad:
         found(
-            f"record {seq} ({record.kind}) is not in canonical form ({', '.join(bad)} differ "
-            "from their re-serialised bytes): it was edited",
+            f"record {seq} ({record.kind}) is not in canonical form: stored {' and '.join(bad)} "
+            "differs from its re-serialised bytes; it was edited",
             seq=seq,
         )
     if expected != record.hash:
