@@ -137,7 +137,7 @@ def _check_position(seq: int, prev_seq: int, found: _Found) -> None:
         found(f"record {seq} appears out of order after record {prev_seq}", seq=seq)
 
 
-def _check_record(row: Mapping[str, Any], found: _Found) -> Record | None:
+def _check_record(row: Mapping[Any, Any], found: _Found) -> Record | None:
     """Parse one raw row, check its canonical form and its hash; None if it cannot be parsed."""
     seq = int(row["seq"])
     try:
