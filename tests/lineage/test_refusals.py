@@ -281,3 +281,27 @@ def test_a_record_missing_a_field_a_reader_needs_is_an_integrity_error(copy: Pat
     sha = store.resolve_artifact(_column(copy, "subject", seq))
     with pytest.raises(IntegrityError, match=rf"record {seq} \(artifact\) has no 'name'"):
         upstream(store, sha)
+
+
+def test_an_artifact_record_naming_a_path_is_reported_and_never_opened(copy: Path) -> None:
+    seq = _model_record(copy)
+    _sql(copy, "UPDATE records SET subject = '../../../../etc/hostname' WHERE seq = ?", seq)
+    report = verify_store(LineageStore(copy))
+    messages = [p.message for p in report.problems if p.seq == seq]
+    assert f"artifact record {seq} names '../../../../etc/hostname', not a sha256" in messages
+
+
+def test_a_row_whose_seq_is_not_a_number_is_reported_not_raised(store: LineageStore) -> None:
+    store.append("run_started", "r", {})
+    conn = sqlite3.connect(store.root / "lineage.db")
+    # A table without a rowid alias, as a damaged record header can make one column read as text.
+    conn.execute("ALTER TABLE records RENAME TO old_records")
+    conn.execute("CREATE TABLE records AS SELECT * FROM old_records")
+    conn.execute(
+        "INSERT INTO records SELECT 'x', format, kind, subject, key, payload, created_at, "
+        "prev_hash, hash || 'x' FROM old_records"
+    )
+    conn.commit()
+    conn.close()
+    report = verify_store(store)
+    assert "a row after record 1 has seq 'x', not a number" in [p.message for p in report.problems]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -67,7 +68,11 @@ def verify_store(store: LineageStore) -> VerifyReport:
         with store._engine.connect() as conn:
             for row in conn.execute(_raw_rows(store)).mappings():
                 count += 1
-                seq = int(row["seq"])
+                seq = row["seq"]
+                if not isinstance(seq, int) or isinstance(seq, bool):
+                    shown = _text(seq)[:20]
+                    found(f"a row after record {prev_seq} has seq {shown!r}, not a number")
+                    continue
                 _check_position(seq, prev_seq, found)
                 stored_hash = _text(row["hash"])
                 if _text(row["prev_hash"]) != prev_hash:
@@ -79,14 +84,7 @@ def verify_store(store: LineageStore) -> VerifyReport:
                 record = _check_record(row, found)
                 if record is not None and record.kind == "artifact":
                     artifacts += 1
-                    sha, size = record.subject, record.payload.get("size")
-                    why = (
-                        store.artifacts.check(sha, size)
-                        if isinstance(size, int) and not isinstance(size, bool)
-                        else "no size"
-                    )
-                    if why:
-                        found(f"artifact {sha[:12]} (record {seq}): {why}", seq=seq, artifact=sha)
+                    _check_artifact(store, record, found)
                 hash_at[seq] = stored_hash
                 prev_hash, prev_seq = stored_hash, seq
     except SQLAlchemyError as exc:
@@ -101,6 +99,7 @@ def verify_store(store: LineageStore) -> VerifyReport:
 
 
 _Found = Callable[..., None]
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 _TEXT_COLUMNS = ("kind", "subject", "key", "payload", "created_at", "prev_hash", "hash")
 
 
@@ -162,6 +161,18 @@ def _check_record(row: Mapping[Any, Any], found: _Found) -> Record | None:
             seq=seq,
         )
     return record
+
+
+def _check_artifact(store: LineageStore, record: Record, found: _Found) -> None:
+    """The artifact file still holds the recorded bytes; a forged name never leaves the store."""
+    sha, size = record.subject, record.payload.get("size")
+    if not _SHA256.fullmatch(sha):
+        found(f"artifact record {record.seq} names {sha[:70]!r}, not a sha256", seq=record.seq)
+        return
+    valid = isinstance(size, int) and not isinstance(size, bool)
+    why = store.artifacts.check(sha, size) if isinstance(size, int) and valid else "no size"
+    if why:
+        found(f"artifact {sha[:12]} (record {record.seq}): {why}", seq=record.seq, artifact=sha)
 
 
 def _check_head(store: LineageStore, last_seq: int, hash_at: dict[int, str], found: _Found) -> None:
