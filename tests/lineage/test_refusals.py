@@ -305,3 +305,17 @@ def test_a_row_whose_seq_is_not_a_number_is_reported_not_raised(store: LineageSt
     conn.close()
     report = verify_store(store)
     assert "a row after record 1 has seq 'x', not a number" in [p.message for p in report.problems]
+
+
+def test_a_damaged_file_header_is_one_line_exit_4(
+    copy: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    conn = sqlite3.connect(copy / "lineage.db")
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    data = bytearray((copy / "lineage.db").read_bytes())
+    data[3] ^= 0x01  # inside "SQLite format 3"
+    (copy / "lineage.db").write_bytes(bytes(data))
+    code, err = _cli(capsys, "lineage", "verify", "--store", str(copy))
+    assert code == 4
+    assert _one_line(err).endswith("lineage.db: file is not a database")

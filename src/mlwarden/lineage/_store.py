@@ -154,7 +154,7 @@ class LineageStore:
         try:
             _metadata.create_all(self._engine)
         except SQLAlchemyError as exc:
-            raise StoreError(f"cannot open the lineage database {self.url}: {exc}") from exc
+            raise StoreError(f"cannot open the lineage database {self.url}: {_cause(exc)}") from exc
 
     @property
     def head_path(self) -> Path:
@@ -184,7 +184,7 @@ class LineageStore:
                 appender = Appender(conn, seq, digest, self._clock)
                 yield appender
         except SQLAlchemyError as exc:
-            raise StoreError(f"lineage write failed, nothing was recorded: {exc}") from exc
+            raise StoreError(f"lineage write failed, nothing was recorded: {_cause(exc)}") from exc
         if appender.appended:
             newest = appender.appended[-1]
             self._write_head(newest.seq, newest.hash)
@@ -302,13 +302,18 @@ def _reading() -> Iterator[None]:
     try:
         yield
     except SQLAlchemyError as exc:
-        cause = str(exc.orig if isinstance(exc, DBAPIError) else exc).splitlines()[0]
+        cause = _cause(exc)
         if "decode to UTF-8" in cause:
             raise IntegrityError(
                 "the lineage database holds text that is not valid UTF-8: it was corrupted or "
                 "tampered with (`mlwarden lineage verify` names the record)"
             ) from exc
-        raise StoreError(f"cannot read the lineage database: {cause[:200]}") from exc
+        raise StoreError(f"cannot read the lineage database: {cause}") from exc
+
+
+def _cause(exc: SQLAlchemyError) -> str:
+    """The driver's own first line, without SQLAlchemy's SQL echo and help link."""
+    return str(exc.orig if isinstance(exc, DBAPIError) else exc).splitlines()[0][:300]
 
 
 def hostname() -> str:
