@@ -13,7 +13,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from mlwarden.errors import IntegrityError, StoreError
 from mlwarden.lineage._hashing import GENESIS
 from mlwarden.lineage._records import Record, noncanonical_fields, record_from_row
-from mlwarden.lineage._store import LineageStore, _records
+from mlwarden.lineage._store import LineageStore, _cause, _records
 
 _MAX_PROBLEMS = 50
 
@@ -88,7 +88,7 @@ def verify_store(store: LineageStore) -> VerifyReport:
                 hash_at[seq] = stored_hash
                 prev_hash, prev_seq = stored_hash, seq
     except SQLAlchemyError as exc:
-        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        reason = _cause(exc)
         found(f"the database could not be read past record {prev_seq}: {reason}")
 
     _check_head(store, prev_seq, hash_at, found)
@@ -206,7 +206,7 @@ def _database_check(store: LineageStore, found: _Found) -> str:
         with store._engine.connect() as conn:
             lines = [str(r[0]) for r in conn.exec_driver_sql("PRAGMA integrity_check")]
     except SQLAlchemyError as exc:
-        lines = [str(getattr(exc, "orig", None) or exc).splitlines()[0]]
+        lines = [_cause(exc)]
     if lines == ["ok"]:
         return "database integrity check ok"
     more = f" (and {len(lines) - 1} more)" if len(lines) > 1 else ""
