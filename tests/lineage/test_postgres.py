@@ -44,7 +44,9 @@ def test_records_chain_and_verify_on_postgres(tmp_path: Path, pg_url: str) -> No
     records = store.records()
     assert [r.seq for r in records] == [1, 2]
     assert records[1].prev_hash == records[0].hash
-    assert verify_store(store).summary() == "ok: 2 records, 1 artifacts"
+    assert verify_store(store).summary() == (
+        "ok: 2 records, 1 artifacts; database integrity check skipped (postgresql has no PRAGMA)"
+    )
     store.close()
 
 
@@ -92,4 +94,44 @@ def test_a_pipeline_runs_and_reruns_cached_on_postgres(
     again = LocalExecutor(store).run(fast_spec)
     assert again.executed == []
     assert verify_store(store).ok
+    store.close()
+
+
+def _edit_behind_the_trigger(pg_url: str, statement: str, **params: object) -> None:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(pg_url)
+    with engine.begin() as conn:
+        conn.execute(text("ALTER TABLE records DISABLE TRIGGER records_append_only"))
+        conn.execute(text(statement), params)
+    engine.dispose()
+
+
+def test_another_spelling_of_the_same_time_fails_verify_on_postgres(
+    tmp_path: Path, pg_url: str
+) -> None:
+    store = LineageStore(tmp_path, url=pg_url)
+    for i in range(3):
+        store.append("run_started", f"r{i}", {"i": i})
+    stored = store.records()[1].created_at.isoformat()
+    _edit_behind_the_trigger(
+        pg_url, "UPDATE records SET created_at = :t WHERE seq = 2", t=stored.replace("T", " ")
+    )
+    report = verify_store(store)
+    assert report.problems[0].seq == 2
+    assert "not in canonical form: stored created_at differs" in report.summary()
+    store.close()
+
+
+def test_a_payload_that_is_not_json_is_reported_and_refused_on_postgres(
+    tmp_path: Path, pg_url: str
+) -> None:
+    from mlwarden.errors import IntegrityError
+
+    store = LineageStore(tmp_path, url=pg_url)
+    store.append("run_started", "r", {"i": 1})
+    _edit_behind_the_trigger(pg_url, "UPDATE records SET payload = '{\"i\":' WHERE seq = 1")
+    assert "record 1 is unreadable: payload is not valid JSON" in verify_store(store).summary()
+    with pytest.raises(IntegrityError, match="record 1: payload is not valid JSON"):
+        store.records()
     store.close()

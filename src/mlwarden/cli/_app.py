@@ -249,11 +249,11 @@ def lineage_verify(store: StoreOpt = DEFAULT_STORE, db_url: DbOpt = None) -> int
     report = verify_store(lineage)
     report.problems.extend(model_history_problems(lineage))  # replayed or misordered versions
     if report.ok:
-        out.print(report.summary())
+        out.print(report.summary(), soft_wrap=True)
         return 0
-    err.print(report.summary())
+    err.print(report.summary(), soft_wrap=True)
     for problem in report.problems[1:10]:
-        err.print(f"  also: {problem.message}")
+        err.print(f"  also: {problem.message}", soft_wrap=True)
     return 4
 
 

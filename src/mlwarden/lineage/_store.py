@@ -30,13 +30,13 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from mlwarden._sql import forbid_changes, open_engine
-from mlwarden.errors import RecordNotFoundError, StoreError
+from mlwarden.errors import IntegrityError, RecordNotFoundError, StoreError
 from mlwarden.lineage._artifacts import ArtifactFiles
 from mlwarden.lineage._hashing import GENESIS, canonical_json
-from mlwarden.lineage._records import Record, RecordKind
+from mlwarden.lineage._records import Record, RecordKind, record_from_row, record_to_row
 
 Clock = Callable[[], datetime]
 
@@ -162,7 +162,7 @@ class LineageStore:
         try:
             _metadata.create_all(self._engine)
         except SQLAlchemyError as exc:
-            raise StoreError(f"cannot open the lineage database {self.url}: {exc}") from exc
+            raise StoreError(f"cannot open the lineage database {self.url}: {_cause(exc)}") from exc
 
     @property
     def head_path(self) -> Path:
@@ -192,7 +192,7 @@ class LineageStore:
                 appender = Appender(conn, seq, digest, self._clock)
                 yield appender
         except SQLAlchemyError as exc:
-            raise StoreError(f"lineage write failed, nothing was recorded: {exc}") from exc
+            raise StoreError(f"lineage write failed, nothing was recorded: {_cause(exc)}") from exc
         if appender.appended:
             newest = appender.appended[-1]
             self._write_head(newest.seq, newest.hash)
@@ -256,19 +256,19 @@ class LineageStore:
         if key is not None:
             query = query.where(_records.c.key == key)
         order = _records.c.seq.desc() if newest_first else _records.c.seq
-        with self._engine.connect() as conn:
+        with _reading(), self._engine.connect() as conn:
             rows = conn.execute(query.order_by(order)).mappings().all()
         return [_to_record(row) for row in rows]
 
     def iter_all(self) -> Iterator[Record]:
         """Every record in the order the database returns by seq; used by verification."""
-        with self._engine.connect() as conn:
+        with _reading(), self._engine.connect() as conn:
             for row in conn.execute(select(_records).order_by(_records.c.seq)).mappings():
                 yield _to_record(row)
 
     def record_by_hash(self, digest: str) -> Record | None:
         """The record whose hash is ``digest``, if the chain holds one."""
-        with self._engine.connect() as conn:
+        with _reading(), self._engine.connect() as conn:
             row = conn.execute(select(_records).where(_records.c.hash == digest)).mappings().first()
         return _to_record(row) if row is not None else None
 
@@ -288,7 +288,7 @@ class LineageStore:
         query = select(_records.c.subject).where(
             _records.c.kind == "artifact", _records.c.subject.startswith(prefix)
         )
-        with self._engine.connect() as conn:
+        with _reading(), self._engine.connect() as conn:
             matches = sorted({row[0] for row in conn.execute(query)})
         if len(matches) != 1:
             what = "no artifact" if not matches else f"{len(matches)} artifacts"
@@ -297,31 +297,31 @@ class LineageStore:
 
 
 def _to_row(record: Record) -> dict[str, Any]:
-    return {
-        "seq": record.seq,
-        "format": record.format,
-        "kind": record.kind,
-        "subject": record.subject,
-        "key": record.key,
-        "payload": canonical_json(record.payload).decode("utf-8"),
-        "created_at": record.created_at.isoformat(),
-        "prev_hash": record.prev_hash,
-        "hash": record.hash,
-    }
+    return record_to_row(record)
 
 
 def _to_record(row: Any) -> Record:
-    return Record(
-        seq=row["seq"],
-        format=row["format"],
-        kind=row["kind"],
-        subject=row["subject"],
-        key=row["key"],
-        payload=json.loads(row["payload"]),
-        created_at=datetime.fromisoformat(row["created_at"]),
-        prev_hash=row["prev_hash"],
-        hash=row["hash"],
-    )
+    return record_from_row(row)
+
+
+@contextmanager
+def _reading() -> Iterator[None]:
+    """Turn a database error while reading into one clear ``StoreError``."""
+    try:
+        yield
+    except SQLAlchemyError as exc:
+        cause = _cause(exc)
+        if "decode to UTF-8" in cause:
+            raise IntegrityError(
+                "the lineage database holds text that is not valid UTF-8: it was corrupted or "
+                "tampered with (`mlwarden lineage verify` names the record)"
+            ) from exc
+        raise StoreError(f"cannot read the lineage database: {cause}") from exc
+
+
+def _cause(exc: SQLAlchemyError) -> str:
+    """The driver's own first line, without SQLAlchemy's SQL echo and help link."""
+    return str(exc.orig if isinstance(exc, DBAPIError) else exc).splitlines()[0][:300]
 
 
 def hostname() -> str:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
-from mlwarden.errors import RecordNotFoundError
+from mlwarden.errors import IntegrityError, RecordNotFoundError
+from mlwarden.lineage._records import Record
 from mlwarden.lineage._store import LineageStore
+
+_M = TypeVar("_M", bound=BaseModel)
 
 
 class ArtifactInfo(BaseModel):
@@ -51,16 +54,39 @@ class UseEdge(BaseModel):
     outputs: list[tuple[ArtifactInfo, list[UseEdge]]] = []
 
 
+def _field(record: Record, name: str) -> Any:
+    """A payload field a reader relies on; a record without it was tampered with."""
+    if name not in record.payload:
+        raise IntegrityError(
+            f"lineage record {record.seq} ({record.kind}) has no {name!r}: the store was "
+            "tampered with (run `mlwarden lineage verify`)"
+        )
+    return record.payload[name]
+
+
+def _model(cls: type[_M], record: Record, **fields: Any) -> _M:
+    try:
+        return cls(**fields)
+    except ValidationError as exc:
+        problem = exc.errors()[0]
+        where = ".".join(str(part) for part in problem["loc"])
+        raise IntegrityError(
+            f"lineage record {record.seq} ({record.kind}): {where}: {problem['msg']}"
+        ) from exc
+
+
 def artifact_info(store: LineageStore, sha256: str) -> ArtifactInfo:
     """The recorded description of an artifact."""
     record = store.artifact_record(sha256)
     if record is None:
         raise RecordNotFoundError(f"no artifact {sha256[:12]} in the store")
-    return ArtifactInfo(
+    return _model(
+        ArtifactInfo,
+        record,
         sha256=sha256,
-        name=record.payload["name"],
-        media_type=record.payload["media_type"],
-        size=record.payload["size"],
+        name=_field(record, "name"),
+        media_type=_field(record, "media_type"),
+        size=_field(record, "size"),
     )
 
 
@@ -71,43 +97,82 @@ def execution_info(store: LineageStore, execution_id: str) -> ExecutionInfo:
         raise RecordNotFoundError(f"no execution {execution_id} in the store")
     start = started[0]
     ended = store.records("execution_ended", subject=execution_id)
-    p = start.payload
-    return ExecutionInfo(
+    fields = {
+        name: _field(start, name)
+        for name in ("step", "run_id", "params", "code_version", "cache_key", "host")
+    }
+    return _model(
+        ExecutionInfo,
+        start,
         id=execution_id,
-        step=p["step"],
-        run_id=p["run_id"],
-        params=p["params"],
-        code_version=p["code_version"],
-        cache_key=p["cache_key"],
-        host=p["host"],
+        **fields,
         started_at=start.created_at,
         ended_at=ended[0].created_at if ended else None,
-        status=ended[0].payload["status"] if ended else "interrupted",
+        status=_field(ended[0], "status") if ended else "interrupted",
     )
 
 
-def _io(store: LineageStore, execution_id: str, direction: str) -> list[tuple[str, str]]:
+def _io(store: LineageStore, execution_id: str, direction: str) -> list[tuple[str, str, int]]:
+    """``(sha256, role, seq of the event)`` of what an execution read or wrote."""
     events = store.records("event", subject=execution_id)
-    return [(e.key or "", e.payload["role"]) for e in events if e.payload["direction"] == direction]
+    return [
+        (e.key or "", _field(e, "role"), e.seq)
+        for e in events
+        if _field(e, "direction") == direction
+    ]
 
 
-def producer(store: LineageStore, sha256: str) -> ExecutionInfo | None:
-    """The first completed execution that output this artifact (None for a source input)."""
+def producer(
+    store: LineageStore, sha256: str, *, before: int | None = None
+) -> ExecutionInfo | None:
+    """The first completed execution that output this artifact (None for a source input).
+
+    ``before`` keeps only outputs recorded before that record seq: what a consumer read must
+    have been written before it read it. So a step whose output equals one of its inputs
+    (a schema passed through, a table no row was dropped from) is not its own producer.
+    """
     for event in store.records("event", key=sha256):
-        if event.payload["direction"] == "output":
-            info = execution_info(store, event.subject)
-            if info.status == "completed":
-                return info
+        if _field(event, "direction") != "output":
+            continue
+        if before is not None and event.seq >= before:
+            break
+        info = execution_info(store, event.subject)
+        if info.status == "completed":
+            return info
     return None
 
 
 def upstream(store: LineageStore, sha256: str, role: str | None = None) -> TraceNode:
-    """What made this artifact, back to the source data."""
+    """What made this artifact, back to the source data.
+
+    Raises ``IntegrityError`` if the records form a cycle, which only tampering can make.
+    """
+    return _upstream(store, sha256, role, before=None, path=frozenset())
+
+
+def _upstream(
+    store: LineageStore,
+    sha256: str,
+    role: str | None,
+    *,
+    before: int | None,
+    path: frozenset[str],
+) -> TraceNode:
     node = TraceNode(artifact=artifact_info(store, sha256), role=role)
-    made_by = producer(store, sha256)
-    if made_by is not None:
-        node.produced_by = made_by
-        node.inputs = [upstream(store, sha, r) for sha, r in _io(store, made_by.id, "input")]
+    made_by = producer(store, sha256, before=before)
+    if made_by is None:
+        return node
+    if made_by.id in path:
+        raise IntegrityError(
+            f"lineage cycle: execution {made_by.id[:12]} ({made_by.step}) is its own ancestor "
+            f"through artifact {sha256[:12]}; the store was tampered with"
+        )
+    node.produced_by = made_by
+    inner = path | {made_by.id}
+    node.inputs = [
+        _upstream(store, sha, r, before=seq, path=inner)
+        for sha, r, seq in _io(store, made_by.id, "input")
+    ]
     return node
 
 
@@ -116,7 +181,7 @@ def downstream(store: LineageStore, sha256: str, _seen: set[str] | None = None) 
     seen = _seen if _seen is not None else set()
     edges: list[UseEdge] = []
     for event in store.records("event", key=sha256):
-        if event.payload["direction"] != "input" or event.subject in seen:
+        if _field(event, "direction") != "input" or event.subject in seen:
             continue
         seen.add(event.subject)
         info = execution_info(store, event.subject)
@@ -124,7 +189,7 @@ def downstream(store: LineageStore, sha256: str, _seen: set[str] | None = None) 
             continue
         outputs = [
             (artifact_info(store, sha), downstream(store, sha, seen))
-            for sha, _ in _io(store, info.id, "output")
+            for sha, _, _ in _io(store, info.id, "output")
         ]
         edges.append(UseEdge(execution=info, outputs=outputs))
     return edges

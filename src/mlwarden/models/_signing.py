@@ -32,7 +32,7 @@ class Signer:
 
         private_path = keys_dir / _PRIVATE
         if private_path.exists():
-            key = serialization.load_pem_private_key(private_path.read_bytes(), password=None)
+            key = _parse_pem(private_path, private=True)
             if not isinstance(key, Ed25519PrivateKey):
                 raise SignatureError(f"{private_path} is not an ed25519 private key")
             return cls(key)
@@ -65,16 +65,36 @@ class Signer:
 
 def load_public_key(keys_dir: Path) -> Ed25519PublicKey:
     """The trusted public key kept beside the store."""
-    from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
     path = keys_dir / _PUBLIC
     if not path.exists():
         raise SignatureError(f"no public key at {path}: nothing signed here can be trusted")
-    key = serialization.load_pem_public_key(path.read_bytes())
+    key = _parse_pem(path, private=False)
     if not isinstance(key, Ed25519PublicKey):
         raise SignatureError(f"{path} is not an ed25519 public key")
     return key
+
+
+def _parse_pem(path: Path, *, private: bool) -> object:
+    """The key a PEM file holds; a file that does not parse is a ``SignatureError``, not a crash."""
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+
+    what = "private" if private else "public"
+    try:
+        data = path.read_bytes()
+        if private:
+            return serialization.load_pem_private_key(data, password=None)
+        return serialization.load_pem_public_key(data)
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        reason = str(exc).split(". ")[0] or type(exc).__name__
+        raise SignatureError(
+            f"{path} is not a readable PEM ed25519 {what} key ({reason}): "
+            "the key file is corrupted or was replaced; nothing it signs can be trusted"
+        ) from exc
+    except OSError as exc:
+        raise SignatureError(f"cannot read the {what} key {path}: {exc.strerror}") from exc
 
 
 def verify_signature(public_key: Ed25519PublicKey, message: bytes, signature_hex: str) -> None:
