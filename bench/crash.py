@@ -1,0 +1,245 @@
+"""Kill -9 a pipeline run at random instants; check that nothing is left half-done.
+
+Run by hand: ``.venv/bin/python bench/crash.py [--trials 24] [--seed 0]``. A reference run of
+the fast German Credit spec (the tests' fast spec, with ``n_jobs: 2`` so the grid search starts
+worker processes) through the ``mlwarden run`` command measures how long a whole run takes,
+start-up included (the shorter of two). Then each trial starts the same command on a fresh
+store, in its own session, and sends it SIGKILL at an instant drawn uniformly within one of
+``--trials`` equal slices of that duration (one instant per slice, so every step is hit).
+After each kill it checks:
+
+- ``mlwarden lineage verify`` exits 0;
+- no report folder is partial (every ``reports/<pipeline>/<run>/`` holds all four files);
+- no process of the killed run's session (its loky workers, loky's resource tracker) is alive
+  10 s after the kill (the seconds until the last one ended are printed);
+- a rerun completes (exit 0); the steps it took from the cache (those the killed run
+  completed) are printed;
+- exactly one model version is registered, and no temporary report folder is left over.
+
+It prints one row per trial and a summary; the exit status is 1 if any check failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SPEC = """\
+name: german
+data:
+  dataset: german
+  label: credit
+  positive: bad
+split:
+  test_size: 0.3
+  seed: 3
+train:
+  estimator: logistic_regression
+  params:
+    max_iter: 500
+  grid:
+    C: [0.1, 1.0]
+  cv: 3
+  scoring: roc_auc
+  n_jobs: 2
+checks:
+  - check: performance_floor
+    metric: roc_auc
+    min: 0.7
+gate:
+  mode: fail-closed
+register:
+  name: german
+"""
+REPORT_FILES = {"report.json", "report.html", "report.sarif", "report.junit.xml"}
+ORPHAN_WAIT_S = 10.0
+_CLI = [sys.executable, "-c", "from mlwarden.cli import entrypoint; entrypoint()"]
+
+
+def _cli(*args: str, cwd: Path, session: bool = False) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [*_CLI, *args],
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=session,
+    )
+
+
+def _session_members(sid: int) -> list[int]:
+    """Live processes whose session is ``sid`` (the killed run and whatever it started)."""
+    members = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if fields[0] != "Z" and int(fields[3]) == sid:
+            members.append(int(entry))
+    return members
+
+
+def _phase(store: Path) -> str:
+    """Where the killed run was: start-up, a step, between steps, or after ``run_ended``."""
+    from mlwarden.lineage import LineageStore
+
+    if not (store / "lineage.db").exists():
+        return "start-up"
+    lineage = LineageStore(store)
+    try:
+        runs = lineage.records("run_started")
+        if not runs:
+            return "start-up"
+        run_id = runs[-1].subject
+        if lineage.records("run_ended", subject=run_id):
+            return "after run_ended"
+        started = [r for r in lineage.records("execution_started") if r.payload["run_id"] == run_id]
+        for record in reversed(started):
+            if not lineage.records("execution_ended", subject=record.subject):
+                return str(record.payload["step"])
+        return "between steps"
+    finally:
+        lineage.close()
+
+
+def _after_rerun(store: Path) -> tuple[int, int]:
+    """Model versions registered, and steps the rerun took from the cache."""
+    from mlwarden.lineage import LineageStore
+    from mlwarden.models import ModelRegistry
+
+    lineage = LineageStore(store)
+    try:
+        rerun = lineage.records("run_started")[-1].subject
+        cached = len(lineage.records("cache_hit", subject=rerun))
+        return len(ModelRegistry(lineage).versions("german")), cached
+    finally:
+        lineage.close()
+
+
+def _partial_reports(store: Path) -> tuple[int, int]:
+    """Report folders missing a file, and temporary folders left beside them."""
+    partial = temporary = 0
+    for folder in (store / "reports").glob("*/*"):
+        if folder.name.startswith("."):
+            temporary += 1
+        elif {p.name for p in folder.iterdir()} != REPORT_FILES:
+            partial += 1
+    return partial, temporary
+
+
+def _wait_gone(sid: int, seconds: float) -> tuple[list[int], float]:
+    """Poll until no process of session ``sid`` is left or ``seconds`` pass."""
+    began = time.monotonic()
+    while (left := _session_members(sid)) and time.monotonic() - began < seconds:
+        time.sleep(0.05)
+    return left, time.monotonic() - began
+
+
+def _trial(folder: Path, instant: float) -> dict[str, object]:
+    folder.mkdir()
+    (folder / "spec.yaml").write_text(SPEC)
+    run = _cli("run", "spec.yaml", "--store", "store", cwd=folder, session=True)
+    finished = True
+    try:
+        run.wait(timeout=instant)
+    except subprocess.TimeoutExpired:
+        finished = False
+        workers = len(_session_members(run.pid)) - 1
+        run.send_signal(signal.SIGKILL)
+        run.wait()
+    if finished:
+        workers = 0
+    orphans, gone_s = _wait_gone(run.pid, ORPHAN_WAIT_S)
+    for pid in orphans:  # counted above; not left to run on
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    phase = "finished" if finished else _phase(folder / "store")
+    partial, _ = _partial_reports(folder / "store")
+    verify = _cli("lineage", "verify", "--store", "store", cwd=folder).wait()
+    rerun = _cli("run", "spec.yaml", "--store", "store", cwd=folder).wait()
+    _, temporary = _partial_reports(folder / "store")
+    versions, cached = _after_rerun(folder / "store")
+    return {
+        "phase": phase,
+        "workers": workers,
+        "orphans": len(orphans),
+        "gone_s": gone_s,
+        "partial": partial,
+        "verify": verify,
+        "rerun": rerun,
+        "cached": cached,
+        "versions": versions,
+        "temporary": temporary,
+    }
+
+
+def _ok(row: dict[str, object]) -> bool:
+    return (
+        row["verify"] == 0
+        and row["rerun"] == 0
+        and row["versions"] == 1
+        and row["partial"] == 0
+        and row["orphans"] == 0
+        and row["temporary"] == 0
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--trials", type=int, default=24, help="kills (at least 20)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the kill instants")
+    args = parser.parse_args()
+    rng = random.Random(args.seed)
+    with tempfile.TemporaryDirectory(prefix="mlwarden-crash-") as tmp:
+        root = Path(tmp)
+        (root / "ref").mkdir()
+        (root / "ref" / "spec.yaml").write_text(SPEC)
+        durations = []
+        for store in ("first", "second"):  # the first also warms the file cache
+            began = time.perf_counter()
+            if _cli("run", "spec.yaml", "--store", store, cwd=root / "ref").wait() != 0:
+                sys.exit("the reference run failed")
+            durations.append(time.perf_counter() - began)
+        whole = min(durations)
+        print(f"reference run (start-up included): {whole:.1f} s; {args.trials} kills within it")
+        header = (
+            f"{'#':>3} {'kill at':>8} {'phase':<16} {'workers':>7} {'orphans':>7} "
+            f"{'gone in':>8} {'partial':>7} {'verify':>6} {'rerun':>5} {'cached':>6} "
+            f"{'versions':>8} {'tmp left':>8}  ok"
+        )
+        print(header)
+        rows = []
+        for i in range(args.trials):
+            instant = (i + rng.random()) * whole / args.trials
+            row = _trial(root / f"t{i}", instant)
+            rows.append(row)
+            print(
+                f"{i:>3} {instant:>7.2f}s {row['phase']!s:<16} {row['workers']:>7} "
+                f"{row['orphans']:>7} {row['gone_s']:>7.2f}s {row['partial']:>7} "
+                f"{row['verify']:>6} {row['rerun']:>5} {row['cached']:>6} {row['versions']:>8} "
+                f"{row['temporary']:>8}  {'yes' if _ok(row) else 'NO'}",
+                flush=True,
+            )
+    failed = [i for i, row in enumerate(rows) if not _ok(row)]
+    phases = sorted({str(row["phase"]) for row in rows})
+    worst = max(float(str(row["gone_s"])) for row in rows)
+    print(
+        f"{len(rows) - len(failed)}/{len(rows)} trials ok; phases hit: {', '.join(phases)}; "
+        f"longest a process outlived a kill: {worst:.2f} s (limit {ORPHAN_WAIT_S:.0f} s)"
+    )
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
