@@ -1,14 +1,15 @@
 """Kill -9 a pipeline run at random instants; check that nothing is left half-done.
 
-Run by hand: ``.venv/bin/python bench/crash.py [--trials 24] [--seed 0]``. A reference run of
-the fast German Credit spec (the tests' fast spec, with ``n_jobs: 2`` so the grid search starts
-worker processes) through the ``mlwarden run`` command measures how long a whole run takes,
-start-up included (the shorter of two). Then each trial starts the same command on a fresh
-store, in its own session, and sends it SIGKILL at an instant drawn uniformly within one of
-``--trials`` equal slices of that duration (one instant per slice, so every step is hit).
+Run by hand: ``.venv/bin/python bench/crash.py [--trials 24] [--seed 0]``. Two reference runs
+of the fast German Credit spec (the tests' fast spec, with ``n_jobs: 2`` so the grid search
+starts worker processes) through the ``mlwarden run`` command; the second, timed, gives each
+phase's window: start-up, each step, and the report written after ``run_ended``. Each trial
+then starts the same command on a fresh store, in its own session, and sends it SIGKILL at an
+instant drawn uniformly within one phase, the phases taken in turn so that every step is aimed
+at; the phase actually hit, read from the killed run's records, is printed.
 After each kill it checks:
 
-- ``mlwarden lineage verify`` exits 0;
+- ``mlwarden lineage verify`` exits 0 ("-" when the kill came before the store existed);
 - no report folder is partial (every ``reports/<pipeline>/<run>/`` holds all four files);
 - no process of the killed run's session (its loky workers, loky's resource tracker) is alive
   10 s after the kill (the seconds until the last one ended are printed);
@@ -166,7 +167,9 @@ def _trial(folder: Path, instant: float) -> dict[str, object]:
             os.kill(pid, signal.SIGKILL)
     phase = "finished" if finished else _phase(folder / "store")
     partial, _ = _partial_reports(folder / "store")
-    verify = _cli("lineage", "verify", "--store", "store", cwd=folder).wait()
+    # Killed before the store was made: there is nothing to verify ("-").
+    stored = (folder / "store").exists()
+    verify = _cli("lineage", "verify", "--store", "store", cwd=folder).wait() if stored else "-"
     rerun = _cli("run", "spec.yaml", "--store", "store", cwd=folder).wait()
     _, temporary = _partial_reports(folder / "store")
     versions, cached = _after_rerun(folder / "store")
@@ -186,13 +189,33 @@ def _trial(folder: Path, instant: float) -> dict[str, object]:
 
 def _ok(row: dict[str, object]) -> bool:
     return (
-        row["verify"] == 0
+        row["verify"] in (0, "-")
         and row["rerun"] == 0
         and row["versions"] == 1
         and row["partial"] == 0
         and row["orphans"] == 0
         and row["temporary"] == 0
     )
+
+
+def _windows(store: Path, began: float, ended: float) -> list[tuple[str, float, float]]:
+    """Each phase of a completed run as (name, start, end) in seconds from the process start."""
+    from mlwarden.lineage import LineageStore
+
+    lineage = LineageStore(store)
+    try:
+        at = {r.kind + r.subject: r.created_at.timestamp() - began for r in lineage.records()}
+        run = lineage.records("run_started")[-1].subject
+        phases = [("start-up", 0.0, at["run_started" + run])]
+        for start in lineage.records("execution_started"):
+            step = str(start.payload["step"])
+            phases.append(
+                (step, at[start.kind + start.subject], at["execution_ended" + start.subject])
+            )
+        phases.append(("report", at["run_ended" + run], ended - began))
+        return phases
+    finally:
+        lineage.close()
 
 
 def main() -> None:
@@ -205,29 +228,30 @@ def main() -> None:
         root = Path(tmp)
         (root / "ref").mkdir()
         (root / "ref" / "spec.yaml").write_text(SPEC)
-        durations = []
-        for store in ("first", "second"):  # the first also warms the file cache
-            began = time.perf_counter()
+        for store in ("first", "second"):  # the first warms the file cache; the second is timed
+            began = time.time()
             if _cli("run", "spec.yaml", "--store", store, cwd=root / "ref").wait() != 0:
                 sys.exit("the reference run failed")
-            durations.append(time.perf_counter() - began)
-        whole = min(durations)
-        print(f"reference run (start-up included): {whole:.1f} s; {args.trials} kills within it")
+            ended = time.time()
+        windows = _windows(root / "ref" / "second", began, ended)
+        print(f"reference run: {ended - began:.1f} s, start-up included; kills per phase, in turn:")
+        print("  " + ", ".join(f"{n} {a:.2f}-{b:.2f} s" for n, a, b in windows))
         header = (
-            f"{'#':>3} {'kill at':>8} {'phase':<16} {'workers':>7} {'orphans':>7} "
+            f"{'#':>3} {'aimed at':<10} {'kill at':>8} {'hit':<16} {'workers':>7} {'orphans':>7} "
             f"{'gone in':>8} {'partial':>7} {'verify':>6} {'rerun':>5} {'cached':>6} "
             f"{'versions':>8} {'tmp left':>8}  ok"
         )
         print(header)
         rows = []
         for i in range(args.trials):
-            instant = (i + rng.random()) * whole / args.trials
+            name, start, end = windows[i % len(windows)]
+            instant = rng.uniform(start, end)
             row = _trial(root / f"t{i}", instant)
             rows.append(row)
             print(
-                f"{i:>3} {instant:>7.2f}s {row['phase']!s:<16} {row['workers']:>7} "
+                f"{i:>3} {name:<10} {instant:>7.2f}s {row['phase']!s:<16} {row['workers']:>7} "
                 f"{row['orphans']:>7} {row['gone_s']:>7.2f}s {row['partial']:>7} "
-                f"{row['verify']:>6} {row['rerun']:>5} {row['cached']:>6} {row['versions']:>8} "
+                f"{row['verify']!s:>6} {row['rerun']:>5} {row['cached']:>6} {row['versions']:>8} "
                 f"{row['temporary']:>8}  {'yes' if _ok(row) else 'NO'}",
                 flush=True,
             )
