@@ -36,8 +36,17 @@ def exit_with_parent(parent: int) -> None:
 
 @contextlib.contextmanager
 def workers_die_with_this_process() -> Iterator[None]:
-    """joblib calls inside use loky workers that exit when this process does, even by SIGKILL."""
-    from joblib import parallel_config
+    """joblib calls inside use loky workers that exit when this process does, even by SIGKILL.
 
+    Only where loky is the backend in force (joblib's default): a backend chosen around the
+    call (Ray, Dask, threads) is left as it is, with its own worker lifetime.
+    """
+    from joblib import parallel_config
+    from joblib._parallel_backends import LokyBackend
+    from joblib.parallel import get_active_backend
+
+    if not isinstance(get_active_backend()[0], LokyBackend):
+        yield
+        return
     with parallel_config(backend="loky", initializer=exit_with_parent, initargs=(os.getpid(),)):
         yield
