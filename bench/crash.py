@@ -4,9 +4,12 @@ Run by hand: ``.venv/bin/python bench/crash.py [--trials 24] [--seed 0]``. Two r
 of the fast German Credit spec (the tests' fast spec, with ``n_jobs: 2`` so the grid search
 starts worker processes) through the ``mlwarden run`` command; the second, timed, gives each
 phase's window: start-up, each step, and the report written after ``run_ended``. Each trial
-then starts the same command on a fresh store, in its own session, and sends it SIGKILL at an
-instant drawn uniformly within one phase, the phases taken in turn so that every step is aimed
-at; the phase actually hit, read from the killed run's records, is printed.
+then starts the same command on a fresh store, in its own session, and aims at one phase, the
+phases taken in turn so that every step is aimed at: it sends SIGKILL a random delay (uniform
+over that phase's length in the reference run) after the output line that ends the phase before
+(after the process start, for start-up). Aiming from the output, not from the start, hits
+steps of a few milliseconds; the phase actually hit, read from the killed run's records, is
+printed with the instant.
 After each kill it checks:
 
 - ``mlwarden lineage verify`` exits 0 ("-" when the kill came before the store existed);
@@ -26,6 +29,7 @@ import argparse
 import contextlib
 import os
 import random
+import select
 import signal
 import subprocess
 import sys
@@ -65,13 +69,9 @@ ORPHAN_WAIT_S = 10.0
 _CLI = [sys.executable, "-c", "from mlwarden.cli import entrypoint; entrypoint()"]
 
 
-def _cli(*args: str, cwd: Path, session: bool = False) -> subprocess.Popen[bytes]:
+def _cli(*args: str, cwd: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [*_CLI, *args],
-        cwd=cwd,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=session,
+        [*_CLI, *args], cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
 
 
@@ -147,20 +147,44 @@ def _wait_gone(sid: int, seconds: float) -> tuple[list[int], float]:
     return left, time.monotonic() - began
 
 
-def _trial(folder: Path, instant: float) -> dict[str, object]:
+def _await_line(run: subprocess.Popen[bytes], anchor: str) -> None:
+    """Read the run's output until ``anchor`` appears or the run ends."""
+    assert run.stdout is not None
+    fd, seen = run.stdout.fileno(), b""
+    while anchor.encode() not in seen and run.poll() is None:
+        if select.select([fd], [], [], 0.05)[0]:
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                return
+            seen += chunk
+
+
+def _trial(folder: Path, anchor: str | None, offset: float) -> dict[str, object]:
+    """Start a run, SIGKILL it ``offset`` seconds after its output shows ``anchor``; check."""
     folder.mkdir()
     (folder / "spec.yaml").write_text(SPEC)
-    run = _cli("run", "spec.yaml", "--store", "store", cwd=folder, session=True)
-    finished = True
+    began = time.monotonic()
+    run = subprocess.Popen(
+        [*_CLI, "run", "spec.yaml", "--store", "store"],
+        cwd=folder,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    if anchor is not None:
+        _await_line(run, anchor)
+    finished, workers, kill_at = True, 0, time.monotonic() - began
     try:
-        run.wait(timeout=instant)
+        run.wait(timeout=offset)
     except subprocess.TimeoutExpired:
         finished = False
         workers = len(_session_members(run.pid)) - 1
+        kill_at = time.monotonic() - began
         run.send_signal(signal.SIGKILL)
         run.wait()
-    if finished:
-        workers = 0
+    assert run.stdout is not None
+    run.stdout.close()
     orphans, gone_s = _wait_gone(run.pid, ORPHAN_WAIT_S)
     for pid in orphans:  # counted above; not left to run on
         with contextlib.suppress(ProcessLookupError):
@@ -174,6 +198,7 @@ def _trial(folder: Path, instant: float) -> dict[str, object]:
     _, temporary = _partial_reports(folder / "store")
     versions, cached = _after_rerun(folder / "store")
     return {
+        "kill_at": kill_at if not finished else float("nan"),
         "phase": phase,
         "workers": workers,
         "orphans": len(orphans),
@@ -244,12 +269,18 @@ def main() -> None:
         print(header)
         rows = []
         for i in range(args.trials):
-            name, start, end = windows[i % len(windows)]
-            instant = rng.uniform(start, end)
-            row = _trial(root / f"t{i}", instant)
+            k = i % len(windows)
+            name, start, end = windows[k]
+            if k == 0:  # start-up: from the process start
+                anchor, offset = None, rng.uniform(start, end)
+            else:  # from the line that ends the phase before, as long as the phase lasted
+                anchor = "pipeline german" if k == 1 else f" {windows[k - 1][0]:<12} executed"
+                offset = rng.uniform(0.0, end - windows[k - 1][2])
+            row = _trial(root / f"t{i}", anchor, offset)
             rows.append(row)
             print(
-                f"{i:>3} {name:<10} {instant:>7.2f}s {row['phase']!s:<16} {row['workers']:>7} "
+                f"{i:>3} {name:<10} {row['kill_at']:>7.2f}s {row['phase']!s:<16} "
+                f"{row['workers']:>7} "
                 f"{row['orphans']:>7} {row['gone_s']:>7.2f}s {row['partial']:>7} "
                 f"{row['verify']!s:>6} {row['rerun']:>5} {row['cached']:>6} {row['versions']:>8} "
                 f"{row['temporary']:>8}  {'yes' if _ok(row) else 'NO'}",
