@@ -40,6 +40,7 @@ def train(ctx: StepContext) -> Outputs:
     from sklearn.model_selection import GridSearchCV, StratifiedKFold
 
     from mlwarden.pipeline._estimators import MODEL_STEP, build_estimator
+    from mlwarden.pipeline._workers import workers_die_with_this_process
 
     p = ctx.params
     schema = TableSchema.model_validate(ctx.json("schema"))
@@ -61,7 +62,8 @@ def train(ctx: StepContext) -> Outputs:
         refit=True,
         error_score="raise",
     )
-    search.fit(X, y)
+    with workers_die_with_this_process():  # a killed run leaves no worker behind
+        search.fit(X, y)
     results = search.cv_results_
     table = [
         {

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
+import tempfile
 from collections.abc import Callable
 from functools import partial
 from importlib import resources
@@ -93,18 +96,65 @@ def render_html(report: RunReport, figure_cache: Path | None = None) -> str:
     return _env.from_string(_TEMPLATE).render(r=report, figs=figs, curves=curves)
 
 
+_PARTIAL = ".partial-"
+
+
+def _stale_partials(parent: Path) -> list[Path]:
+    """Temporary report folders left by writers that were killed (their process is gone)."""
+    stale = []
+    for path in parent.glob(f".*{_PARTIAL}*"):
+        pid = path.name.rsplit(_PARTIAL, 1)[1].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            stale.append(path)
+    return stale
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def write_report(
     report: RunReport, folder: Path, figure_cache: Path | None = None, tool_version: str = ""
 ) -> tuple[Path, Path]:
     """Write ``report.json``, ``report.html``, ``report.sarif`` and ``report.junit.xml``.
 
+    The files are written to a temporary folder beside ``folder`` and renamed into place, so a
+    process killed while writing leaves no half-written report: a new ``folder`` appears whole
+    in one rename; an existing one (a reused output folder, which may hold other files) gets
+    each file replaced whole. Temporary folders of killed writers are removed on the next write.
     Returns the JSON and HTML paths; the SARIF and JUnit files sit beside them.
     """
-    folder.mkdir(parents=True, exist_ok=True)
-    json_path, html_path = folder / "report.json", folder / "report.html"
-    json_path.write_text(json.dumps(report.model_dump(mode="json"), indent=2) + "\n")
-    html_path.write_text(render_html(report, figure_cache))
-    sarif = to_sarif(report, tool_version)
-    (folder / "report.sarif").write_text(json.dumps(sarif, indent=2) + "\n")
-    (folder / "report.junit.xml").write_text(to_junit(report) + "\n")
-    return json_path, html_path
+    target = folder.resolve()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    for stale in _stale_partials(target.parent):
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = Path(
+        tempfile.mkdtemp(prefix=f".{target.name}{_PARTIAL}{os.getpid()}-", dir=target.parent)
+    )
+    try:
+        files = {
+            "report.html": render_html(report, figure_cache),
+            "report.sarif": json.dumps(to_sarif(report, tool_version), indent=2) + "\n",
+            "report.junit.xml": to_junit(report) + "\n",
+            # Last, so that a report.json always has its companions beside it.
+            "report.json": json.dumps(report.model_dump(mode="json"), indent=2) + "\n",
+        }
+        for name, text in files.items():
+            (tmp / name).write_text(text)
+        tmp.chmod(target.parent.stat().st_mode & 0o777)  # mkdtemp's is private
+        try:
+            tmp.rename(target)
+        except OSError:
+            if not target.is_dir():
+                raise
+            for name in files:
+                os.replace(tmp / name, target / name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder / "report.json", folder / "report.html"
