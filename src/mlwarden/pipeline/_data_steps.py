@@ -315,6 +315,7 @@ def label_errors(ctx: StepContext) -> Outputs:
     """
     from mlwarden.data._label_errors import find_label_issues, out_of_fold_probabilities
     from mlwarden.pipeline._estimators import build_estimator
+    from mlwarden.pipeline._workers import workers_die_with_this_process
 
     p = ctx.params
     info = ctx.json("info")
@@ -323,9 +324,10 @@ def label_errors(ctx: StepContext) -> Outputs:
     X, y = label_parts(train, info["label"])
     ctx.progress(f"out-of-fold probabilities: {p['estimator']}, {p['cv']} folds")
     estimator = build_estimator(p["estimator"], {}, schema, p["seed"])
-    proba, classes = out_of_fold_probabilities(
-        estimator, X, y, cv=p["cv"], seed=p["seed"], n_jobs=2
-    )
+    with workers_die_with_this_process():  # a killed run leaves no worker behind
+        proba, classes = out_of_fold_probabilities(
+            estimator, X, y, cv=p["cv"], seed=p["seed"], n_jobs=2
+        )
     issues = find_label_issues(y.to_numpy(), proba, classes, method=p["method"])
     share = len(issues.indices) / len(train) if len(train) else 0.0
     flagged = train.iloc[issues.indices].copy()
