@@ -29,6 +29,15 @@ class GateResult(BaseModel):
     failures: list[str]
     inconclusive: list[str] = []
 
+    @property
+    def flagged_because(self) -> str | None:
+        """Why a model the gate let through is flagged (None when it passed)."""
+        if self.passed:
+            return None
+        if any(f not in self.inconclusive for f in self.failures):
+            return "checks failed, gate mode warn"
+        return "inconclusive checks, on_inconclusive: warn"
+
     def summary(self) -> str:
         """One line per failing or inconclusive check, or that all passed."""
         if self.passed:

@@ -67,16 +67,6 @@ def _sample(n: int, k: int, seed: int) -> Any:
     return np.sort(np.random.default_rng(seed).permutation(n)[: min(n, k)])
 
 
-def _tpr_at(result: MembershipResult, fpr: float) -> float:
-    """TPR at ``fpr``, read off the result's log-spaced ROC by interpolation."""
-    import numpy as np
-
-    if fpr in result.tpr_at_fpr:
-        return result.tpr_at_fpr[fpr]
-    xs, ys = zip(*result.roc, strict=True)
-    return float(np.interp(fpr, xs, ys))
-
-
 def _unseen(ctx: CheckContext) -> tuple[pd.DataFrame, pd.Series, int]:
     """Held-out rows that are not copies of a training row (label included).
 
@@ -186,14 +176,11 @@ def membership(params: Membership, ctx: CheckContext) -> Finding:
     n_out = len(X_out)
     failed = [r.variant for r in results if r.auc_ci[1] < 0.5]
     valid = [r for r in results if r.variant not in failed]
-    tprs = {r.variant: _tpr_at(r, point.fpr) for r in valid}
-    strongest = max(tprs, key=lambda v: tprs[v]) if tprs else None
-    value = tprs[strongest] if strongest is not None else None
-    interval = (
-        next(r.tpr_at_fpr_ci.get(point.fpr) for r in valid if r.variant == strongest)
-        if strongest is not None
-        else None
-    )
+    # point.fpr is one of the levels every attack measured, with its bootstrap interval
+    best = max(valid, key=lambda r: r.tpr_at_fpr[point.fpr], default=None)
+    strongest = best.variant if best is not None else None
+    value = best.tpr_at_fpr[point.fpr] if best is not None else None
+    interval = best.tpr_at_fpr_ci[point.fpr] if best is not None else None
     needed = math.ceil(MIN_FALSE_POSITIVES / point.fpr)
     notes = []
     if failed:

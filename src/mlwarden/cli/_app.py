@@ -148,16 +148,10 @@ def _run_spec(spec_path: Path, store: Path, db_url: str | None, from_feedback: b
         soft_wrap=True,
     )
     if result.status == "completed":
-        flag = ""
-        gate = report.gate or {}
-        if gate and not gate.get("passed"):
-            inconclusive = set(gate.get("inconclusive", []))
-            failed = [f for f in gate.get("failures", []) if f not in inconclusive]
-            flag = (
-                " [yellow](flagged: checks failed, gate mode warn)[/]"
-                if failed
-                else " [yellow](flagged: inconclusive checks, on_inconclusive: warn)[/]"
-            )
+        from mlwarden.audit import GateResult
+
+        reason = GateResult.model_validate(report.gate).flagged_because if report.gate else None
+        flag = f" [yellow](flagged: {reason})[/]" if reason else ""
         out.print(f"[green]registered[/] [bold]{result.model_version}[/]{flag}")
         return 0
     err.print(f"[red]error:[/] {result.error}")

@@ -227,12 +227,7 @@ def register(ctx: StepContext) -> Outputs:
         return "model_version", name, payload
 
     ctx.emit(build)
-    flag = ""
-    if not result.passed:
-        flag = (
-            " (flagged: gate mode warn let failing checks through)"
-            if any(f not in result.inconclusive for f in result.failures)
-            else " (flagged: inconclusive checks, on_inconclusive: warn)"
-        )
+    reason = result.flagged_because
+    flag = f" (flagged: {reason})" if reason else ""
     ctx.progress(f"registering {name}{flag}")
     return {}
