@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -37,6 +39,27 @@ gate:
 register:
   name: german
 """
+
+
+_KEY_ENV = ("MLWARDEN_KEY_DIR", "MLWARDEN_TRUST", "MLWARDEN_SIGNING_KEY", "MLWARDEN_SIGNING_KEY_FILE")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _key_dir_outside_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Signing keys and the trust policy of the whole session live in a temporary key dir.
+
+    Tests never write the user's ~/.config; a test that needs its own key dir monkeypatches
+    ``MLWARDEN_KEY_DIR`` on top of this one.
+    """
+    saved = {name: os.environ.pop(name, None) for name in _KEY_ENV}
+    key_dir = tmp_path_factory.mktemp("keys") / "mlwarden-keys"
+    os.environ["MLWARDEN_KEY_DIR"] = str(key_dir)
+    yield key_dir
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 @pytest.fixture

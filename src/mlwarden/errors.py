@@ -12,6 +12,7 @@ Every leaf also subclasses the builtin it resembles, so callers can catch either
     ├── ModelError                             a model cannot be saved, loaded or queried
     │   ├── UntrustedArtifactError (TypeError) a saved model holds types nobody trusted
     │   ├── SignatureError                     a manifest's signature or hashes do not verify
+    │   │   └── UntrustedKeyError              its signer is not pinned, or is revoked
     │   └── QueryBudgetExceeded                an attack asked for more queries than allowed
     ├── StepError                              a pipeline step failed; the cause is chained
     └── GateRejectedError                      the gate refused to register a model
@@ -35,6 +36,7 @@ __all__ = [
     "StepError",
     "StoreError",
     "UntrustedArtifactError",
+    "UntrustedKeyError",
 ]
 
 
@@ -86,6 +88,10 @@ class UntrustedArtifactError(ModelError, TypeError):
 
 class SignatureError(ModelError):
     """A model manifest's signature or artifact hashes do not verify; it is not loaded."""
+
+
+class UntrustedKeyError(SignatureError):
+    """A signature's key is not pinned in the trust policy, or was revoked or rotated away."""
 
 
 class QueryBudgetExceeded(ModelError):

@@ -19,14 +19,16 @@ from mlwarden.cli._audit import audit_command
 from mlwarden.cli._data import schema_app, validate_command
 from mlwarden.cli._progress import RichProgress
 from mlwarden.cli._serve import decisions_app, keys_app, serve_command
+from mlwarden.cli._signing import TrustOpt, print_warnings, signing_app
 from mlwarden.cli._threat import threat_app
-from mlwarden.errors import MlwardenError, RecordNotFoundError, SpecError
+from mlwarden.errors import MlwardenError, RecordNotFoundError, SignatureError, SpecError
 from mlwarden.lineage import (
     LineageStore,
     TraceNode,
     UseEdge,
     artifact_info,
     downstream,
+    key_id,
     upstream,
     verify_store,
 )
@@ -49,6 +51,7 @@ app.command("validate")(validate_command)
 app.command("audit")(audit_command)
 app.command("serve")(serve_command)
 app.add_typer(keys_app, name="keys")
+app.add_typer(signing_app, name="signing")
 app.add_typer(decisions_app, name="decisions")
 app.add_typer(threat_app, name="threat-model")
 
@@ -380,21 +383,40 @@ def lineage_log(store: StoreOpt = DEFAULT_STORE, db_url: DbOpt = None) -> None:
 
 
 @models_app.command("list")
-def models_list(store: StoreOpt = DEFAULT_STORE, db_url: DbOpt = None) -> int:
-    """List every registered model version; replayed or out-of-order records are marked (exit 4)."""
-    registry = ModelRegistry(_open(store, db_url))
+def models_list(
+    store: StoreOpt = DEFAULT_STORE, db_url: DbOpt = None, trust: TrustOpt = None
+) -> int:
+    """List every registered model version; replayed or out-of-order records are marked (exit 4).
+
+    A version whose signer the trust policy does not trust is marked too (exit 5).
+    """
+    from mlwarden.lineage import TrustPolicy
+
+    registry = ModelRegistry(_open(store, db_url), TrustPolicy.load(trust))
     versions = registry.versions()
     if not versions:
         out.print("no models registered yet")
         return 0
+    policy = registry.policy()
     bad: dict[int, str] = {}
     for name in sorted({v.manifest.name for v in versions}):
         for problem in registry.history(name)[1]:
             bad[problem.seq or 0] = problem.message
     table = Table()
-    for column in ("model", "registered", "gate", "f1", "roc_auc", "model sha256", "history"):
+    columns = ("model", "registered", "gate", "f1", "roc_auc", "model sha256", "history", "signer")
+    for column in columns:
         table.add_column(column)
+    untrusted: list[str] = []
     for v in versions:
+        try:
+            policy.check(
+                v.manifest.signer, v.manifest.message(), v.signature, what=v.ref,
+                at_seq=v.record_seq,
+            )  # fmt: skip
+            signer = f"{key_id(v.manifest.signer)} trusted"
+        except SignatureError:
+            signer = f"[red]{key_id(v.manifest.signer)} UNTRUSTED[/]"
+            untrusted.append(v.ref)
         m = v.manifest
         gate = ("passed" if m.gate["passed"] else "[yellow]flagged[/]") + f" ({m.gate['mode']})"
         history = "legacy" if m.legacy else "linked"
@@ -406,11 +428,19 @@ def models_list(store: StoreOpt = DEFAULT_STORE, db_url: DbOpt = None) -> int:
             _fmt(m.metrics.get("roc_auc")),
             m.model_sha256[:12],
             "[red]TAMPERED[/]" if v.record_seq in bad else history,
+            signer,
         )
     out.print(table)
     for message in bad.values():
         err.print(f"[red]tampered:[/] {message}", soft_wrap=True)
-    return 4 if bad else 0
+    if untrusted:
+        err.print(
+            f"[red]untrusted:[/] {', '.join(untrusted)} signed by keys the trust policy "
+            f"{policy.path} does not trust, or whose signature fails (mlwarden models show NAME@N "
+            "says why)",
+            soft_wrap=True,
+        )
+    return 4 if bad else 5 if untrusted else 0
 
 
 def _fmt(value: object) -> str:
@@ -422,12 +452,19 @@ def models_show(
     ref: Annotated[str, typer.Argument(help="NAME, NAME@latest, NAME@N or NAME@STAGE")],
     store: StoreOpt = DEFAULT_STORE,
     db_url: DbOpt = None,
+    trust: TrustOpt = None,
 ) -> None:
-    """Verify a model version's signature and hashes, then print its manifest."""
-    registry = ModelRegistry(_open(store, db_url))
+    """Verify a model version's signature (by a pinned key) and hashes, then print its manifest."""
+    from mlwarden.lineage import TrustPolicy
+
+    registry = ModelRegistry(_open(store, db_url), TrustPolicy.load(trust))
     version = registry.get(ref)
     registry.verify(version)
-    out.print(f"[bold]{version.ref}[/]: signature and artifact hashes [green]verified[/]")
+    out.print(
+        f"[bold]{version.ref}[/]: signature by pinned key {key_id(version.manifest.signer)} "
+        "and artifact hashes [green]verified[/]"
+    )
+    print_warnings(registry.warnings(version))
     if version.manifest.legacy:
         out.print(
             "[yellow]legacy manifest[/] (format 1): not bound to the version before it, so "
@@ -453,13 +490,14 @@ def models_promote(
     stage: Annotated[str, typer.Option("--stage", help="e.g. production, staging")],
     store: StoreOpt = DEFAULT_STORE,
     db_url: DbOpt = None,
+    trust: TrustOpt = None,
 ) -> None:
     """Point NAME@STAGE at a verified version (signed, appended to the lineage chain)."""
-    from mlwarden.models import Signer
+    from mlwarden.lineage import TrustPolicy, signer_for_store
 
     lineage = _open(store, db_url)
-    registry = ModelRegistry(lineage)
-    version = registry.promote(ref, stage, Signer.load_or_create(registry.keys_dir))
+    registry = ModelRegistry(lineage, TrustPolicy.load(trust))
+    version = registry.promote(ref, stage, signer_for_store(lineage.root))
     out.print(f"{version.manifest.name}@{stage} -> [bold]{version.ref}[/] (verified, signed)")
 
 

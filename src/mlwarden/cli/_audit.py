@@ -15,12 +15,14 @@ from rich.console import Console
 from rich.table import Table
 
 from mlwarden.audit._defaults import CHECK_GROUPS, DEFAULT_GROUPS
+from mlwarden.cli._signing import TrustOpt, print_warnings
 from mlwarden.errors import DataError, SpecError
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from mlwarden.audit import CheckContext, Finding
+    from mlwarden.models import ModelRegistry
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -93,8 +95,16 @@ def _table(source: str) -> pd.DataFrame:
     return read_table(source)[0]
 
 
+def _registry(store: Path, db_url: str | None, trust: Path | None) -> ModelRegistry:
+    """The store's registry, verifying with the trust policy ``--trust`` (or the default)."""
+    from mlwarden.lineage import LineageStore, TrustPolicy
+    from mlwarden.models import ModelRegistry
+
+    return ModelRegistry(LineageStore(store, url=db_url), TrustPolicy.load(trust))
+
+
 def _registered_context(
-    ref: str, store: Path, db_url: str | None, seed: int
+    ref: str, store: Path, db_url: str | None, seed: int, trust: Path | None = None
 ) -> tuple[CheckContext, dict[str, Any]]:
     """A registered version's model (verified), its own training and held-out splits, and what
     its manifest says of where it came from (for the report)."""
@@ -102,12 +112,11 @@ def _registered_context(
 
     from mlwarden.audit import CheckContext
     from mlwarden.data import TableSchema
-    from mlwarden.lineage import LineageStore
-    from mlwarden.models import ModelRegistry
 
-    lineage = LineageStore(store, url=db_url)
-    registry = ModelRegistry(lineage)
+    registry = _registry(store, db_url, trust)
+    lineage = registry.store
     version, model = registry.load(ref)
+    print_warnings(registry.warnings(version))
     arts = version.manifest.artifacts
     schema = TableSchema.model_validate_json(lineage.read_artifact(arts["schema"]))
     metrics = json.loads(lineage.read_artifact(arts["metrics"]))
@@ -197,6 +206,7 @@ def audit_command(
     db_url: Annotated[str | None, typer.Option("--db-url", envvar="MLWARDEN_DB_URL")] = None,
     out_dir: Annotated[Path | None, typer.Option("--out", help="Where the reports go.")] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
+    trust: TrustOpt = None,
     canaries: Annotated[
         Path | None,
         typer.Option("--canaries", help="For --checks canary: canary lines, one per line."),
@@ -220,13 +230,15 @@ def audit_command(
     if checks is not None and "slowdown" in [c.strip() for c in checks.split(",")]:
         if checks.strip() != "slowdown":
             raise SpecError("--checks slowdown is for early-exit networks: give it on its own")
-        return _audit_early_exit(model, max_reduction, eps, store, db_url, out_dir, seed)
+        return _audit_early_exit(model, max_reduction, eps, store, db_url, out_dir, seed, trust)
     if checks is not None and "canary" in [c.strip() for c in checks.split(",")]:
         if checks.strip() != "canary":
             raise SpecError("--checks canary is for language models: give it on its own")
         if canaries is None:
             raise typer.BadParameter("--checks canary needs --canaries FILE (one line each)")
-        return _audit_language_model(model, canaries, max_exposure, store, db_url, out_dir, seed)
+        return _audit_language_model(
+            model, canaries, max_exposure, store, db_url, out_dir, seed, trust
+        )
     if on_inconclusive not in ("fail", "warn", "pass"):
         raise typer.BadParameter("--on-inconclusive takes fail, warn or pass")
     chosen = _policy(checks, policy, threat_model)
@@ -238,7 +250,7 @@ def audit_command(
         name = model_path.stem
         audited: dict[str, Any] | None = {"registered": False, "path": str(model_path)}
     else:
-        ctx, audited = _registered_context(model, store, db_url, seed)
+        ctx, audited = _registered_context(model, store, db_url, seed, trust)
         name = model.replace("@", "-")
         if data is not None:  # audit on this table instead of the recorded held-out split
             frame = _table(data)
@@ -270,11 +282,10 @@ def _audit_language_model(
     db_url: str | None,
     out_dir: Path | None,
     seed: int,
+    trust: Path | None = None,
 ) -> int:
     """The canary check on a registered character language model (verified before loading)."""
     from mlwarden.audit import CanaryCheck, canary_check
-    from mlwarden.lineage import LineageStore
-    from mlwarden.models import ModelRegistry
     from mlwarden.pipeline._lm import canary_lines
 
     try:
@@ -283,7 +294,7 @@ def _audit_language_model(
         raise DataError(f"cannot read canaries file {canaries}: {exc}") from exc
     if not lines:
         raise DataError(f"{canaries} lists no canary lines (blank lines and # comments skipped)")
-    _, lm = ModelRegistry(LineageStore(store, url=db_url)).load_language_model(ref)
+    _, lm = _registry(store, db_url, trust).load_language_model(ref)
     with out.status(f"canary exposure of {len(lines)} lines ..."):
         finding = canary_check(CanaryCheck(max_exposure=max_exposure), lm, lines, seed=seed)
     out.print(f"  {_MARKS[finding.verdict]} canary: {finding.message}")
@@ -305,14 +316,13 @@ def _audit_early_exit(
     db_url: str | None,
     out_dir: Path | None,
     seed: int,
+    trust: Path | None = None,
 ) -> int:
     """DeepSloth on a registered early-exit network, at its serving threshold, on its test split."""
     from mlwarden.audit._slowdown import SlowdownCheck, slowdown_check
-    from mlwarden.lineage import LineageStore
-    from mlwarden.models import ModelRegistry
     from mlwarden.models._torch import load_digits_split
 
-    _, model, info = ModelRegistry(LineageStore(store, url=db_url)).load_early_exit(ref)
+    _, model, info = _registry(store, db_url, trust).load_early_exit(ref)
     split = load_digits_split(test_size=info["test_size"], seed=info["seed"])
     params = SlowdownCheck(max_efficacy_reduction=max_reduction, eps=eps)
     with out.status(f"DeepSloth on {ref} ..."):

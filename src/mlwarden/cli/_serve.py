@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from mlwarden.cli._signing import TrustOpt, print_warnings
 from mlwarden.errors import RecordNotFoundError
 
 out = Console(highlight=False)
@@ -82,11 +83,15 @@ def serve_command(
     port: Annotated[int, typer.Option("--port")] = 8000,
     store: StoreOpt = Path(".mlwarden"),
     db_url: DbOpt = None,
+    trust: TrustOpt = None,
 ) -> int:
-    """Serve a registered model behind the guards; refuses a model that fails verification."""
+    """Serve a registered model behind the guards; refuses a model that fails verification.
+
+    Every served version must be signed by a key the trust policy pins (``--trust``).
+    """
     import uvicorn
 
-    from mlwarden.lineage import LineageStore
+    from mlwarden.lineage import LineageStore, TrustPolicy, exposure_warnings
     from mlwarden.serve import Deployment, build_server, close_server, create_app
 
     if (model is None) == (config is None):
@@ -100,8 +105,11 @@ def serve_command(
         if shadow is not None:
             updates["shadow"] = shadow
         deployment = Deployment.single(str(model), **updates)
+    policy = TrustPolicy.load(trust)
     lineage = LineageStore(store, url=db_url)
-    g = build_server(lineage, deployment, serve_db=_serve_db(store))
+    g = build_server(lineage, deployment, serve_db=_serve_db(store), trust=policy)
+    signers = {m.version.manifest.signer for m in g.routes}
+    print_warnings(sorted({w for s in signers for w in exposure_warnings(store, policy, s)}))
     routes = ", ".join(f"{m.ref} (verified)" for m in g.routes)
     out.print(f"serving {routes} on http://{host}:{port}; output {deployment.output.mode}")
     try:

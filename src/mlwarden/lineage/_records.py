@@ -24,6 +24,8 @@ RecordKind = Literal[
     "cache_hit",
     "model_version",
     "model_stage",
+    "key_rotated",
+    "key_revoked",
 ]
 
 

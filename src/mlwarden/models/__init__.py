@@ -27,7 +27,7 @@ from mlwarden.models._registry import (
     ModelRegistry,
     next_manifest_link,
 )
-from mlwarden.models._signing import Signer, load_public_key, verify_signature
+from mlwarden.models._signing import Signer, TrustPolicy
 from mlwarden.models._torch import (
     DigitsSplit,
     TorchAdapter,
@@ -66,6 +66,7 @@ __all__ = [
     "SklearnAdapter",
     "ThresholdCalibration",
     "TorchAdapter",
+    "TrustPolicy",
     "calibrate_threshold",
     "claimed_delta",
     "claimed_epsilon",
@@ -75,7 +76,6 @@ __all__ = [
     "efficacy",
     "load_char_lm",
     "load_digits_split",
-    "load_public_key",
     "load_sdn",
     "loads_model",
     "measure_latency",
@@ -86,7 +86,6 @@ __all__ = [
     "train_char_lm",
     "train_digits_model",
     "train_sdn",
-    "verify_signature",
 ]
 
 # DP-SGD subclasses scikit-learn's BaseEstimator: imported on first use, so that importing

@@ -6,8 +6,25 @@ import json
 import re
 from typing import TYPE_CHECKING, Any
 
-from mlwarden.errors import IntegrityError, ModelError, RecordNotFoundError, SignatureError
-from mlwarden.lineage import Appender, LineageStore, Problem, canonical_json
+from mlwarden.errors import (
+    IntegrityError,
+    ModelError,
+    RecordNotFoundError,
+    SignatureError,
+    UntrustedKeyError,
+)
+from mlwarden.lineage import (
+    Appender,
+    LineageStore,
+    Problem,
+    Signer,
+    TrustPolicy,
+    canonical_json,
+    exposure_warnings,
+    key_id,
+    store_policy,
+    store_private_key,
+)
 from mlwarden.models._adapter import SklearnAdapter
 from mlwarden.models._history import check_promotions, check_versions
 from mlwarden.models._manifest import (
@@ -19,7 +36,6 @@ from mlwarden.models._manifest import (
     version_of,
 )
 from mlwarden.models._persist import MEDIA_TYPE, loads_model
-from mlwarden.models._signing import Signer, load_public_key, verify_signature
 
 if TYPE_CHECKING:
     from mlwarden.models._charlm import CharLM
@@ -61,13 +77,41 @@ def next_manifest_link(tx: Appender, name: str) -> tuple[int, str]:
 class ModelRegistry:
     """Reads model versions from a lineage store and loads them only once they verify."""
 
-    def __init__(self, store: LineageStore) -> None:
+    def __init__(self, store: LineageStore, trust: TrustPolicy | None = None) -> None:
         self.store = store
+        self._trust = trust
 
     @property
-    def keys_dir(self) -> Any:
-        """Where the signing key pair lives: beside the store."""
-        return self.store.root / "keys"
+    def trust(self) -> TrustPolicy:
+        """The trust policy given, else the one ``TrustPolicy.load()`` finds (outside the store)."""
+        if self._trust is None:
+            self._trust = TrustPolicy.load()
+        return self._trust
+
+    def policy(self) -> TrustPolicy:
+        """The trust policy extended along this store's valid key rotations and revocations."""
+        return store_policy(self.store, self.trust)
+
+    def warnings(self, version: ModelVersion) -> list[str]:
+        """Why a verified ``version`` may still deserve doubt (its key lay inside a store)."""
+        return exposure_warnings(self.store.root, self.trust, version.manifest.signer)
+
+    def _check(
+        self, signer: str, message: bytes, signature: str, *, what: str, at_seq: int
+    ) -> None:
+        """``TrustPolicy.check`` on the store's policy, naming the migration an old store needs."""
+        try:
+            self.policy().check(signer, message, signature, what=what, at_seq=at_seq)
+        except UntrustedKeyError as exc:
+            in_store = store_private_key(self.store.root)
+            if in_store is None or not _same_key(in_store, signer):
+                raise
+            raise UntrustedKeyError(
+                f"{what} refused: it was signed by key {key_id(signer)}, whose private half "
+                f"lies inside the store ({in_store}), so anyone who can write the store can "
+                f"sign as it; if this store was written only by you, move the key out and pin "
+                f"it: mlwarden signing migrate --store {self.store.root}"
+            ) from exc
 
     def versions(self, name: str | None = None) -> list[ModelVersion]:
         """Every readable version record, oldest first, optionally of one name (unchecked).
@@ -135,10 +179,13 @@ class ModelRegistry:
         if problems:
             raise IntegrityError(f"{name}@{stage} refused: {problems[0].message}")
         payload = records[-1].payload
-        public_key = load_public_key(self.keys_dir)
-        if payload.get("signer") != public_key.public_bytes_raw().hex():
-            raise SignatureError(f"the promotion of {name} to {stage} was signed by another key")
-        verify_signature(public_key, canonical_json(promotion_claim(payload)), payload["signature"])
+        self._check(
+            str(payload.get("signer", "")),
+            canonical_json(promotion_claim(payload)),
+            str(payload.get("signature", "")),
+            what=f"the promotion of {name} to {stage}",
+            at_seq=records[-1].seq,
+        )
         for candidate in found:
             if candidate.manifest.version == payload["version"]:
                 linked = payload.get("manifest_sha256", candidate.manifest.sha256())
@@ -186,12 +233,15 @@ class ModelRegistry:
         return version
 
     def verify(self, version: ModelVersion) -> None:
-        """Check the signature, the signer, the lineage head and every artifact's bytes."""
+        """Check the signature, that the trust policy trusts the signer, the head and artifacts."""
         manifest = version.manifest
-        public_key = load_public_key(self.keys_dir)
-        if public_key.public_bytes_raw().hex() != manifest.signer:
-            raise SignatureError(f"{version.ref} was signed by a key this store does not trust")
-        verify_signature(public_key, manifest.message(), version.signature)
+        self._check(
+            manifest.signer,
+            manifest.message(),
+            version.signature,
+            what=version.ref,
+            at_seq=version.record_seq,
+        )
         head = self.store.record_by_hash(manifest.lineage_head)
         if head is None or head.seq >= version.record_seq:
             raise SignatureError(f"{version.ref} names a lineage head that is not in the chain")
@@ -253,3 +303,11 @@ class ModelRegistry:
             )
         self.verify(version)
         return version, load_char_lm(self.store.read_artifact(version.manifest.model_sha256))
+
+
+def _same_key(private_path: Any, signer_hex: str) -> bool:
+    """Whether the in-store private key file is the half of ``signer_hex`` (unreadable: False)."""
+    try:
+        return bool(Signer.from_file(private_path).public_key_hex == signer_hex)
+    except SignatureError:
+        return False

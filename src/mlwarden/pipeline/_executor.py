@@ -17,8 +17,7 @@ from pydantic import BaseModel
 
 from mlwarden import __version__
 from mlwarden.errors import GateRejectedError, MlwardenError
-from mlwarden.lineage import LineageStore, hostname, sha256_json
-from mlwarden.models import Signer
+from mlwarden.lineage import LineageStore, Signer, hostname, sha256_json, signer_for_store
 from mlwarden.pipeline._context import Output, StepContext
 from mlwarden.pipeline._dag import SOURCE, StepDef, build_steps, spec_document
 from mlwarden.pipeline._spec import AnySpec
@@ -160,12 +159,11 @@ class LocalExecutor:
                     "steps": [s.name for s in steps],
                 },
             )
-        keys = self.store.root / "keys"
         run_ctx: dict[str, Any] = {
             "run_id": run_id,
             "spec_sha256": spec_sha,
             # Loaded (or created) only when a step signs something: a cached run never does.
-            "signer": lambda: signer or Signer.load_or_create(keys),
+            "signer": lambda: signer or signer_for_store(self.store.root),
         }
         results: list[StepRun] = []
         status: RunStatus = "completed"

@@ -194,6 +194,11 @@ def register(ctx: StepContext) -> Outputs:
         )
     name = ctx.params["name"]
     signer = ctx.run["signer"]()
+    if signer.created_in is not None:
+        ctx.progress(
+            f"created signing key {signer.key_id} in {signer.created_in} (pinned in its "
+            "trust.json); it stays outside the store: back it up"
+        )
     model_sha = ctx.run["input_sha"]["model"]
     artifacts = {r: s for r, s in ctx.run["input_sha"].items() if r != "model"}
     # A language model has no held-out classification metrics; its findings say what it is.

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from mlwarden.data import Imputation, TableSchema
-    from mlwarden.lineage import LineageStore
+    from mlwarden.lineage import LineageStore, TrustPolicy
     from mlwarden.models import ModelVersion, SklearnAdapter
     from mlwarden.models._sdn import EarlyExitNetwork
     from mlwarden.serve._config import Deployment
@@ -95,13 +95,16 @@ class ServedModel:
         return self.adapter.classes_
 
 
-def load_served(store: LineageStore, ref: str) -> ServedModel:
-    """Verify and load ``ref`` (``name@N``, ``name@latest``, ``name@STAGE``) from the registry."""
+def load_served(store: LineageStore, ref: str, trust: TrustPolicy | None = None) -> ServedModel:
+    """Verify and load ``ref`` (``name@N``, ``name@latest``, ``name@STAGE``) from the registry.
+
+    ``trust`` is the policy of pinned keys (None: ``TrustPolicy.load()``, outside the store).
+    """
     from mlwarden.data import Imputation
     from mlwarden.models import ModelRegistry
     from mlwarden.models._registry import EARLY_EXIT_MEDIA_TYPE
 
-    registry = ModelRegistry(store)
+    registry = ModelRegistry(store, trust)
     if registry.get(ref).manifest.model_media_type == EARLY_EXIT_MEDIA_TYPE:
         version, network, info = registry.load_early_exit(ref)  # verified
         # The pipeline trains on Digits pixels divided by 16 (load_digits_split).

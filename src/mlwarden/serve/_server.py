@@ -27,7 +27,7 @@ from mlwarden.serve._runtime import (
 if TYPE_CHECKING:
     import pandas as pd
 
-    from mlwarden.lineage import LineageStore
+    from mlwarden.lineage import LineageStore, TrustPolicy
     from mlwarden.serve._detect import DetectorSuite
     from mlwarden.serve._features import FeatureSpace
 
@@ -79,15 +79,21 @@ def build_server(
     *,
     serve_db: Path | str | None = None,
     clock: Callable[[], float] = time.monotonic,
+    trust: TrustPolicy | None = None,
 ) -> Guarded:
-    """Verify and load the deployment's versions; fit guards; open keys and the decision log."""
+    """Verify and load the deployment's versions; fit guards; open keys and the decision log.
+
+    Every version's signer must be trusted by ``trust`` (None: ``TrustPolicy.load()``).
+    """
+    from mlwarden.lineage import TrustPolicy
     from mlwarden.serve._decisions import DecisionLog
     from mlwarden.serve._features import FeatureSpace
     from mlwarden.serve._keys import KeyStore
     from mlwarden.serve._monitor import DriftMonitor
 
-    routes = [load_served(store, route.model) for route in deployment.routes]
-    shadow = load_served(store, deployment.shadow) if deployment.shadow else None
+    pinned = trust if trust is not None else TrustPolicy.load()
+    routes = [load_served(store, route.model, pinned) for route in deployment.routes]
+    shadow = load_served(store, deployment.shadow, pinned) if deployment.shadow else None
     references = [training_reference(store, served) for served in routes]
     schemas = [schema for schema, _ in references]
     if shadow is not None:
