@@ -6,6 +6,7 @@ import io
 import json
 import sqlite3
 import zipfile
+from pathlib import Path
 
 import pytest
 from sklearn.linear_model import LogisticRegression
@@ -54,7 +55,7 @@ def test_a_stage_names_the_version_last_promoted_to_it(
 ) -> None:
     from mlwarden.models import Signer
 
-    signer = Signer.load_or_create(registered.keys_dir)
+    signer = Signer.load_or_create()
     with pytest.raises(RecordNotFoundError, match="was promoted to 'production'"):
         registered.get("german@production")
     registered.promote("german@1", "production", signer)
@@ -74,11 +75,11 @@ def test_a_stage_names_the_version_last_promoted_to_it(
 def test_a_forged_promotion_is_refused(registered: ModelRegistry, store: LineageStore) -> None:
     from mlwarden.models import Signer
 
-    registered.promote("german@1", "production", Signer.load_or_create(registered.keys_dir))
+    registered.promote("german@1", "production", Signer.load_or_create())
     forged = {
         "name": "german", "version": 1, "stage": "canary",
         "model_sha256": registered.get("german@1").manifest.model_sha256,
-        "signer": Signer.load_or_create(registered.keys_dir).public_key_hex,
+        "signer": Signer.load_or_create().public_key_hex,
         "signature": "00" * 64,
     }  # fmt: skip
     store.append("model_stage", "german", forged, key="canary")
@@ -97,14 +98,16 @@ def test_a_changed_model_file_is_refused(registered: ModelRegistry) -> None:
         registered.load("german@1")
 
 
-def test_a_manifest_signed_by_another_key_is_refused(registered: ModelRegistry) -> None:
-    from mlwarden.models import Signer
+def test_a_manifest_signed_by_a_key_the_policy_does_not_pin_is_refused(
+    registered: ModelRegistry, tmp_path: Path
+) -> None:
+    from mlwarden.errors import UntrustedKeyError
+    from mlwarden.lineage import Signer, TrustPolicy
 
-    (registered.keys_dir / "signing.key").unlink()
-    (registered.keys_dir / "signing.pub").unlink()
-    Signer.load_or_create(registered.keys_dir)  # an attacker's fresh key pair
-    with pytest.raises(SignatureError, match="does not trust"):
-        registered.load("german@1")
+    other = TrustPolicy(tmp_path / "trust.json")
+    other.pin(Signer.generate().public_key_hex)  # pins someone else's key only
+    with pytest.raises(UntrustedKeyError, match="is not pinned in the trust policy"):
+        ModelRegistry(registered.store, other).load("german@1")
 
 
 def test_an_edited_manifest_fails_its_signature(registered: ModelRegistry) -> None:
@@ -121,7 +124,10 @@ def test_an_edited_manifest_fails_its_signature(registered: ModelRegistry) -> No
 
 
 def test_the_private_key_is_readable_by_its_owner_only(registered: ModelRegistry) -> None:
-    assert (registered.keys_dir / "signing.key").stat().st_mode & 0o777 == 0o600
+    from mlwarden.lineage import default_key_dir
+
+    assert (default_key_dir() / "signing.key").stat().st_mode & 0o777 == 0o600
+    assert not (registered.store.root / "keys" / "signing.key").exists()
 
 
 def _with_untrusted_type(data: bytes) -> bytes:

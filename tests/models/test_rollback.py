@@ -40,7 +40,7 @@ def two_versions(tmp_path_factory: pytest.TempPathFactory) -> Path:
     LocalExecutor(store).run(spec)
     LocalExecutor(store).run(_other_grid(spec))
     registry = ModelRegistry(store)
-    signer = Signer.load_or_create(registry.keys_dir)
+    signer = Signer.load_or_create()
     registry.promote("german@1", "production", signer)
     registry.promote("german@2", "production", signer)
     store.close()
@@ -68,7 +68,7 @@ def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
 
 
 def _signed(registry: ModelRegistry, manifest: Manifest) -> dict[str, Any]:
-    signer = Signer.load_or_create(registry.keys_dir)
+    signer = Signer.load_or_create()
     return {
         "manifest": manifest.model_dump(mode="json"),
         "signature": signer.sign(manifest.message()),
@@ -185,7 +185,7 @@ def test_a_replayed_promotion_does_not_move_the_stage_back(
     assert code == 4
     assert "a replayed promotion" in text
     with pytest.raises(IntegrityError, match="replayed promotion"):
-        registry.promote("german@2", "production", Signer.load_or_create(registry.keys_dir))
+        registry.promote("german@2", "production", Signer.load_or_create())
 
 
 def test_a_promotion_copied_to_another_stage_is_refused(attacked: LineageStore) -> None:
@@ -198,7 +198,7 @@ def test_a_promotion_copied_to_another_stage_is_refused(attacked: LineageStore) 
 
 def test_promotions_link_and_a_stage_can_move_back_on_purpose(attacked: LineageStore) -> None:
     registry = ModelRegistry(attacked)
-    registry.promote("german@1", "production", Signer.load_or_create(registry.keys_dir))
+    registry.promote("german@1", "production", Signer.load_or_create())
     assert registry.get("german@production").ref == "german@1"
     assert model_history_problems(attacked) == []
     records = attacked.records("model_stage", subject="german", key="production")
@@ -243,7 +243,7 @@ def test_a_legacy_promotion_resolves_is_flagged_and_cannot_follow_a_linked_one(
     attacked: LineageStore, capsys: pytest.CaptureFixture[str]
 ) -> None:
     registry = ModelRegistry(attacked)
-    signer = Signer.load_or_create(registry.keys_dir)
+    signer = Signer.load_or_create()
     v1 = registry.get("german@1").manifest
     claim = {
         "name": "german", "version": 1, "stage": "staging",
@@ -290,7 +290,7 @@ def test_replays_are_refused_on_postgres(tmp_path: Path) -> None:
         LocalExecutor(store).run(spec)
         LocalExecutor(store).run(_other_grid(spec))
         registry = ModelRegistry(store)
-        signer = Signer.load_or_create(registry.keys_dir)
+        signer = Signer.load_or_create()
         registry.promote("german@1", "production", signer)
         registry.promote("german@2", "production", signer)
         assert model_history_problems(store) == []

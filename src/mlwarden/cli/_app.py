@@ -403,23 +403,21 @@ def models_list(
         for problem in registry.history(name)[1]:
             bad[problem.seq or 0] = problem.message
     table = Table()
-    columns = ("model", "registered", "gate", "f1", "roc_auc", "model sha256", "history", "signer")
-    for column in columns:
+    for column in ("model", "registered", "gate", "f1", "roc_auc", "model sha256", "history"):
         table.add_column(column)
     untrusted: list[str] = []
     for v in versions:
+        m = v.manifest
+        history = "legacy" if m.legacy else "linked"
         try:
             policy.check(
                 v.manifest.signer, v.manifest.message(), v.signature, what=v.ref,
                 at_seq=v.record_seq,
             )  # fmt: skip
-            signer = f"{key_id(v.manifest.signer)} trusted"
         except SignatureError:
-            signer = f"[red]{key_id(v.manifest.signer)} UNTRUSTED[/]"
-            untrusted.append(v.ref)
-        m = v.manifest
+            history = "[red]UNTRUSTED[/]"
+            untrusted.append(f"{v.ref} (key {key_id(v.manifest.signer)})")
         gate = ("passed" if m.gate["passed"] else "[yellow]flagged[/]") + f" ({m.gate['mode']})"
-        history = "legacy" if m.legacy else "linked"
         table.add_row(
             v.ref,
             f"{m.created_at:%Y-%m-%d %H:%M:%S}",
@@ -428,7 +426,6 @@ def models_list(
             _fmt(m.metrics.get("roc_auc")),
             m.model_sha256[:12],
             "[red]TAMPERED[/]" if v.record_seq in bad else history,
-            signer,
         )
     out.print(table)
     for message in bad.values():

@@ -98,8 +98,7 @@ def _load_policy(trust: Path | None, key_dir: Path | None) -> TrustPolicy:
     from mlwarden.lineage import TrustPolicy
 
     if trust is None and key_dir is not None:
-        path = key_dir / "trust.json"
-        return TrustPolicy.load(path) if path.exists() else TrustPolicy(path)
+        return TrustPolicy.of_key_dir(key_dir)
     return TrustPolicy.load(trust)
 
 

@@ -14,7 +14,6 @@ from mlwarden.errors import SignatureError
 from mlwarden.lineage._keys import (
     PRIVATE_KEY_FILE,
     PUBLIC_KEY_FILE,
-    TRUST_FILE,
     Signer,
     TrustPolicy,
     default_key_dir,
@@ -115,7 +114,7 @@ def migrate_store_key(store_root: Path, key_dir: Path | None = None) -> Signer:
             old.save(folder, name=target.name)
     elif not current.exists():
         old.save(folder)
-    TrustPolicy.load(folder / TRUST_FILE).pin(
+    TrustPolicy.of_key_dir(folder).pin(
         old.public_key_hex, note=f"migrated out of the store {store_root}", exposed=True
     )
     publish_public_key(store_root, old)
@@ -145,7 +144,7 @@ def rotate_key(store: LineageStore, key_dir: Path | None = None) -> tuple[Signer
     store.append("key_rotated", old.key_id, signed_event(claim, old), key=new.key_id)
     os.replace(staged, current)
     staged.with_suffix(".pub").replace(folder / PUBLIC_KEY_FILE)
-    TrustPolicy.load(folder / TRUST_FILE).pin(new.public_key_hex, note=f"rotated from {old.key_id}")
+    TrustPolicy.of_key_dir(folder).pin(new.public_key_hex, note=f"rotated from {old.key_id}")
     new.source = str(current)
     publish_public_key(store.root, new)
     return old, new

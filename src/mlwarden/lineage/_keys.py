@@ -139,7 +139,7 @@ class Signer:
         except FileExistsError:  # another process created it first: use theirs
             return cls.from_file(path)
         signer.created_in = folder
-        TrustPolicy.load(folder / TRUST_FILE).pin(signer.public_key_hex, note="created here")
+        TrustPolicy.of_key_dir(folder).pin(signer.public_key_hex, note="created here")
         signer.source = str(written)
         return signer
 
@@ -352,6 +352,12 @@ class TrustPolicy:
             ) from exc
         return cls(path, data)
 
+    @classmethod
+    def of_key_dir(cls, key_dir: Path) -> TrustPolicy:
+        """The trust policy of a key dir (``trust.json``), empty when there is none yet."""
+        path = key_dir / TRUST_FILE
+        return cls.load(path) if path.exists() else cls(path)
+
     # -- what the file says ------------------------------------------------------------------
 
     @property
@@ -487,8 +493,8 @@ class TrustPolicy:
             raise UntrustedKeyError(f"{what} refused: {untrusted}")
         if not _verifies(signer_hex, message, signature_hex):
             raise SignatureError(
-                f"{what} refused: its signature by key {key_id(signer_hex)} does not verify "
-                f"(trust policy {self.path}); the signed content was changed"
+                f"{what} refused: signature does not verify (key {key_id(signer_hex)}, trust "
+                f"policy {self.path}): the signed content was changed"
             )
 
     def exposed(self, signer_hex: str) -> bool:
