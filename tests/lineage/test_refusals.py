@@ -16,7 +16,6 @@ from mlwarden.cli import main
 from mlwarden.errors import IntegrityError, SignatureError
 from mlwarden.lineage import LineageStore, verify_store
 from mlwarden.models import ModelRegistry, Signer
-from mlwarden.models._signing import load_public_key
 from mlwarden.pipeline import LocalExecutor, PipelineSpec
 
 
@@ -176,32 +175,42 @@ def test_a_corrupted_index_fails_the_sqlite_integrity_check(
     assert "missing from index ix_records_kind_subject" in _one_line(err)
 
 
-@pytest.mark.parametrize("name", ["signing.pub", "signing.key"])
-@pytest.mark.parametrize("content", [b"garbage", b"-----BEGIN PUBLIC KEY-----\nAAAA\n"])
-def test_a_corrupted_key_file_is_a_signature_error(copy: Path, name: str, content: bytes) -> None:
-    (copy / "keys" / name).write_bytes(content)
-    with pytest.raises(SignatureError, match=f"{name} is not a readable PEM ed25519"):
-        if name == "signing.pub":
-            load_public_key(copy / "keys")
-        else:
-            Signer.load_or_create(copy / "keys")
+@pytest.mark.parametrize("content", [b"garbage", b"-----BEGIN PRIVATE KEY-----\nAAAA\n"])
+def test_a_corrupted_private_key_is_a_signature_error(tmp_path: Path, content: bytes) -> None:
+    (tmp_path / "signing.key").write_bytes(content)
+    with pytest.raises(SignatureError, match=r"signing\.key is not a readable PEM ed25519 private"):
+        Signer.load_or_create(tmp_path)
 
 
-def test_models_show_with_a_corrupted_public_key_exits_5(
+def test_a_corrupted_public_key_in_the_store_changes_nothing(
     copy: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    pub = copy / "keys" / "signing.pub"
-    pub.write_bytes(pub.read_bytes()[:40])
-    code, err = _cli(capsys, "models", "show", "german@1", "--store", str(copy))
-    assert code == 5
-    assert "signing.pub is not a readable PEM ed25519 public key" in _one_line(err)
-    with pytest.raises(SignatureError):
-        registry = ModelRegistry(LineageStore(copy))
-        registry.verify(registry.get("german@1"))
+    # The store's public keys are a copy for people to read: verification never uses them.
+    for pub in (copy / "keys").glob("*.pub"):
+        pub.write_bytes(pub.read_bytes()[:40])
+    code, _ = _cli(capsys, "models", "show", "german@1", "--store", str(copy))
+    assert code == 0
+
+
+def test_a_corrupted_trust_policy_exits_5_in_one_line(
+    copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    trust = tmp_path / "trust.json"
+    trust.write_text('{"format": 1, "pinned": [{"public_key": "zz"}]}')
+    for command in (["models", "show", "german@1"], ["models", "list"]):
+        code, err = _cli(capsys, *command, "--store", str(copy), "--trust", str(trust))
+        assert code == 5
+        assert f"trust policy {trust} is corrupt (pinned.0" in _one_line(err)
+    from mlwarden.lineage import TrustPolicy
     from mlwarden.serve import Deployment, build_server
 
-    with pytest.raises(SignatureError, match=r"signing\.pub is not a readable PEM"):
-        build_server(LineageStore(copy), Deployment.single("german@1"), serve_db=copy / "s.db")
+    with pytest.raises(SignatureError, match=r"trust\.json is corrupt"):
+        build_server(
+            LineageStore(copy),
+            Deployment.single("german@1"),
+            serve_db=copy / "s.db",
+            trust=TrustPolicy.load(trust),
+        )
 
 
 def _execution(
