@@ -41,7 +41,12 @@ register:
 """
 
 
-_KEY_ENV = ("MLWARDEN_KEY_DIR", "MLWARDEN_TRUST", "MLWARDEN_SIGNING_KEY", "MLWARDEN_SIGNING_KEY_FILE")
+_KEY_ENV = (
+    "MLWARDEN_KEY_DIR",
+    "MLWARDEN_TRUST",
+    "MLWARDEN_SIGNING_KEY",
+    "MLWARDEN_SIGNING_KEY_FILE",
+)
 
 
 @pytest.fixture(scope="session", autouse=True)

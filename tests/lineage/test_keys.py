@@ -115,7 +115,7 @@ def test_a_key_revoked_in_the_policy_is_refused_everywhere(key_dir: Path) -> Non
     policy.revoke(signer.public_key_hex, "laptop stolen")
     reloaded = TrustPolicy.load()
     for seq in (None, 1, 10**9):
-        with pytest.raises(UntrustedKeyError, match="revoked by the trust policy .*laptop stolen"):
+        with pytest.raises(UntrustedKeyError, match=r"revoked by the trust policy .*laptop stolen"):
             reloaded.check(
                 signer.public_key_hex, MESSAGE, signer.sign(MESSAGE), what="m", at_seq=seq
             )
@@ -157,7 +157,7 @@ def test_the_env_trust_policy_replaces_the_key_dirs(
     outside = TrustPolicy(tmp_path / "team.json")
     outside.pin(Signer.generate().public_key_hex)
     monkeypatch.setenv("MLWARDEN_TRUST", str(outside.path))
-    with pytest.raises(UntrustedKeyError, match="team.json"):
+    with pytest.raises(UntrustedKeyError, match=r"team\.json"):
         TrustPolicy.load().check(signer.public_key_hex, MESSAGE, signer.sign(MESSAGE), what="m")
 
 
@@ -205,9 +205,7 @@ def test_a_forged_rotation_signed_by_an_unpinned_key_trusts_nothing(
     assert "not pinned" in policy.problems[0]
     assert "does not verify" in policy.problems[1]
     with pytest.raises(UntrustedKeyError, match="not pinned"):
-        policy.check(
-            attackers_next.public_key_hex, MESSAGE, attackers_next.sign(MESSAGE), what="m"
-        )
+        policy.check(attackers_next.public_key_hex, MESSAGE, attackers_next.sign(MESSAGE), what="m")
     end = store.append("run_started", "r", {}).seq
     policy.check(pinned.public_key_hex, MESSAGE, pinned.sign(MESSAGE), what="m", at_seq=end)
 
