@@ -77,8 +77,14 @@ DbOpt = Annotated[
 DEFAULT_STORE = Path(".mlwarden")
 
 
+_OPENED: list[LineageStore] = []
+
+
 def _open(store: Path, db_url: str | None) -> LineageStore:
-    return LineageStore(store, url=db_url)
+    """Open the store; ``main`` closes it when the command ends, however it ends."""
+    opened = LineageStore(store, url=db_url)
+    _OPENED.append(opened)
+    return opened
 
 
 def _run_spec(spec_path: Path, store: Path, db_url: str | None, from_feedback: bool = False) -> int:
@@ -517,6 +523,9 @@ def main(argv: list[str] | None = None) -> int:
     except MlwardenError as exc:
         err.print(f"[red]error:[/] {exc}", soft_wrap=True)
         return exc.exit_code
+    finally:
+        while _OPENED:
+            _OPENED.pop().close()
     return result if isinstance(result, int) else 0
 
 

@@ -115,7 +115,11 @@ def _registered_context(
 
     registry = _registry(store, db_url, trust)
     lineage = registry.store
-    version, model = registry.load(ref)
+    try:
+        version, model = registry.load(ref)
+    except BaseException:
+        lineage.close()
+        raise
     print_warnings(registry.warnings(version))
     arts = version.manifest.artifacts
     schema = TableSchema.model_validate_json(lineage.read_artifact(arts["schema"]))

@@ -107,7 +107,11 @@ def serve_command(
         deployment = Deployment.single(str(model), **updates)
     policy = TrustPolicy.load(trust)
     lineage = LineageStore(store, url=db_url)
-    g = build_server(lineage, deployment, serve_db=_serve_db(store), trust=policy)
+    try:
+        g = build_server(lineage, deployment, serve_db=_serve_db(store), trust=policy)
+    except BaseException:
+        lineage.close()
+        raise
     signers = {m.version.manifest.signer for m in g.routes}
     print_warnings(sorted({w for s in signers for w in exposure_warnings(store, policy, s)}))
     routes = ", ".join(f"{m.ref} (verified)" for m in g.routes)
