@@ -193,7 +193,7 @@ def test_trust_given_on_the_command_line_decides(
         capsys, "models", "show", "german@1", "--store", str(copy), "--trust", str(theirs.path)
     )
     assert code == 0  # whoever pins the attacker's key trusts the attacker: it is the user's call
-    assert f"pinned key {attacker.key_id}" in out
+    assert f"signed by pinned key {attacker.key_id}" in out
     empty = TrustPolicy(tmp_path / "empty.json")
     empty.save()
     code, _, err = _cli(

@@ -464,8 +464,8 @@ def models_show(
     version = registry.get(ref)
     registry.verify(version)
     out.print(
-        f"[bold]{version.ref}[/]: signature by pinned key {key_id(version.manifest.signer)} "
-        "and artifact hashes [green]verified[/]"
+        f"[bold]{version.ref}[/]: signature and artifact hashes [green]verified[/] "
+        f"(signed by pinned key {key_id(version.manifest.signer)})"
     )
     print_warnings(registry.warnings(version))
     if version.manifest.legacy:
