@@ -384,3 +384,48 @@ def test_a_full_rewrite_is_refused_and_rotation_holds_on_postgres(
     _assert_refused_everywhere(
         tmp_path / "store", capsys, pg_url, match=f"key {attacker.key_id} is not pinned"
     )
+
+
+def test_signing_revoke_refuses_the_key_from_then_on(
+    copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mlwarden.lineage import default_key_dir
+
+    mine = tmp_path / "my-keys"
+    mine.mkdir(mode=0o700)
+    for name in ("signing.key", "trust.json"):
+        shutil.copy(default_key_dir() / name, mine / name)
+    monkeypatch.setenv("MLWARDEN_KEY_DIR", str(mine))
+    ci = Signer.generate()
+    code, _, _ = _cli(capsys, "signing", "trust", ci.public_key_hex, "--note", "CI")
+    assert code == 0
+    monkeypatch.setenv("MLWARDEN_SIGNING_KEY", ci.private_pem().decode())
+    store = LineageStore(copy)
+    result = LocalExecutor(store).run(parse_spec(FAST_SPEC.replace("name: german\n", "name: ci\n")))
+    assert result.model_version == "ci@1", result.error
+    store.close()
+    monkeypatch.delenv("MLWARDEN_SIGNING_KEY")
+    assert _cli(capsys, "models", "show", "ci@1", "--store", str(copy))[0] == 0
+    code, out, err = _cli(
+        capsys, "signing", "revoke", ci.key_id, "--reason", "runner compromised",
+        "--store", str(copy),
+    )  # fmt: skip
+    assert code == 0, err
+    assert f"revoked {ci.key_id}" in out
+    code, _, err = _cli(capsys, "models", "show", "ci@1", "--store", str(copy))
+    assert code == 5
+    assert "revoked by the trust policy" in _one_line(err)
+    # A colleague whose policy pins the key but never revoked it: the store's record decides for
+    # signatures after it; ci@1 was signed before, so it still verifies for them.
+    colleague = TrustPolicy(tmp_path / "colleague.json")
+    colleague.pin(ci.public_key_hex)
+    colleague.pin(Signer.load_or_create().public_key_hex)
+    store = LineageStore(copy)
+    registry = ModelRegistry(store, colleague)
+    registry.verify(registry.get("ci@1"))
+    registry.promote("ci@1", "prod", ci)  # the stolen key signs after its revocation
+    with pytest.raises(UntrustedKeyError, match="revoked by record"):
+        registry.get("ci@prod")
+    store.close()
+    code, out, _ = _cli(capsys, "signing", "show")
+    assert "revoked" in out
