@@ -429,3 +429,36 @@ def test_signing_revoke_refuses_the_key_from_then_on(
     store.close()
     code, out, _ = _cli(capsys, "signing", "show")
     assert "revoked" in out
+
+
+@pytest.mark.parametrize("where", ["key dir", "env", "env file"])
+def test_a_corrupt_private_key_exits_5_in_one_line(
+    copy: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    where: str,
+) -> None:
+    bad = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEI\n-----END PRIVATE KEY-----\n"
+    key_dir = tmp_path / "keys"
+    key_dir.mkdir(mode=0o700)
+    monkeypatch.setenv("MLWARDEN_KEY_DIR", str(key_dir))
+    if where == "key dir":
+        (key_dir / "signing.key").write_text(bad)
+        named = str(key_dir / "signing.key")
+    elif where == "env":
+        monkeypatch.setenv("MLWARDEN_SIGNING_KEY", bad)
+        named = "$MLWARDEN_SIGNING_KEY"
+    else:
+        (tmp_path / "ci.pem").write_text(bad)
+        monkeypatch.setenv("MLWARDEN_SIGNING_KEY_FILE", str(tmp_path / "ci.pem"))
+        named = str(tmp_path / "ci.pem")
+    code, _, err = _cli(capsys, "signing", "export-public")
+    assert code == 5
+    assert named in _one_line(err) and "is not a readable PEM ed25519 private key" in err
+    code, _, err = _cli(
+        capsys, "models", "promote", "german@1", "--stage", "prod", "--store", str(copy)
+    )
+    assert code == 5
+    assert named in _one_line(err)
+    assert not (copy / "keys" / "signing.key").exists()
