@@ -465,7 +465,8 @@ def models_show(
     registry.verify(version)
     out.print(
         f"[bold]{version.ref}[/]: signature and artifact hashes [green]verified[/] "
-        f"(signed by pinned key {key_id(version.manifest.signer)})"
+        f"(signed by pinned key {key_id(version.manifest.signer)})",
+        soft_wrap=True,
     )
     print_warnings(registry.warnings(version))
     if version.manifest.legacy:
