@@ -24,6 +24,7 @@ RecordKind = Literal[
     "cache_hit",
     "model_version",
     "model_stage",
+    "checkpoint",
 ]
 
 
