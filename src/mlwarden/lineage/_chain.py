@@ -162,6 +162,8 @@ class ChainTable:
         What one row is called in messages: ``record``, ``decision``...
     append_only, pg_function:
         The message the database's triggers raise and the PostgreSQL function that raises it.
+    locate:
+        Extra location fields of a row's problems (e.g. its ``request_id``).
     """
 
     def __init__(
@@ -176,6 +178,7 @@ class ChainTable:
         append_only: str,
         pg_function: str,
         indexes: tuple[Index, ...] = (),
+        locate: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None,
     ) -> None:
         self.table = Table(
             name,
@@ -192,6 +195,7 @@ class ChainTable:
         self.noun = noun
         self.hasher = hasher
         self.label = label
+        self.locate = locate
         self._text_columns = tuple(c.name for c in self.table.c if c.name not in ("seq", "format"))
 
     # -- writing -------------------------------------------------------------------------------
@@ -279,20 +283,21 @@ class ChainTable:
                         **where,
                     )
                     continue
-                self._check_position(seq, walk.last_seq, problems, where)
                 text, undecodable = _decoded(row, self._text_columns)
+                here = {**where, **(self.locate(text) if self.locate else {})}
+                self._check_position(seq, walk.last_seq, problems, here)
                 stored_hash = text["hash"] or ""
                 if text["prev_hash"] != prev_hash:
                     problems.add(
                         f"{self.label(seq, text)} does not link to the {noun} before it: "
                         f"a {noun} was deleted, inserted or reordered",
                         seq=seq,
-                        **where,
+                        **here,
                     )
                 if undecodable:
-                    problems.add(f"{noun} {seq} is unreadable: {undecodable}", seq=seq, **where)
+                    problems.add(f"{noun} {seq} is unreadable: {undecodable}", seq=seq, **here)
                 else:
-                    self._check_row(seq, text, problems, inspect, where)
+                    self._check_row(seq, text, problems, inspect, here)
                 walk.hash_at[seq] = stored_hash
                 prev_hash, walk.last_seq = stored_hash, seq
         except SQLAlchemyError as exc:
