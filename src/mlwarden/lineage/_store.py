@@ -33,6 +33,7 @@ from mlwarden.lineage._checkpoints import (
     Checkpoint,
     CheckpointSigner,
     make_checkpoint,
+    parse_checkpoint,
     write_checkpoint_file,
 )
 from mlwarden.lineage._hashing import canonical_json
@@ -256,6 +257,22 @@ class LineageStore:
             ) from exc
         self._write_head(record.seq, record.hash)
         return signed
+
+    def newest_checkpoint(self) -> Checkpoint | None:
+        """The newest signed checkpoint the chain holds, or None before the first one.
+
+        Raises
+        ------
+        IntegrityError
+            If its record does not hold a valid checkpoint (run ``verify``).
+        """
+        query = select(_records).where(_records.c.kind == "checkpoint")
+        with _reading(), self._engine.connect() as conn:
+            row = conn.execute(query.order_by(_records.c.seq.desc()).limit(1)).mappings().first()
+        if row is None:
+            return None
+        record = _to_record(row)
+        return parse_checkpoint(record.payload, f"checkpoint record {record.seq}")
 
     def put_artifact(
         self, data: bytes, *, name: str, media_type: str, tx: Appender | None = None
