@@ -224,8 +224,7 @@ def _rewrite_with_key(store: LineageStore, key: KeySigner, seq: int) -> None:
     original = store.records()
     _as_attacker(store, "DELETE FROM records")
     now = [original[0].created_at]
-    forger = LineageStore(store.root, url=None if store.sqlite else store.url,
-                          clock=lambda: now[0])  # fmt: skip
+    forger = LineageStore(store.root, url=None if store.sqlite else store.url, clock=lambda: now[0])
     for record in original:
         now[0] = record.created_at
         if record.kind == "checkpoint":
@@ -335,15 +334,25 @@ def test_export_then_verify_with_the_witness(
     signed_store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     witness = tmp_path / "w.json"
-    code, out, _ = _cli(capsys, "lineage", "checkpoint", "--store", str(signed_store),
-                        "--export", str(witness))  # fmt: skip
+    code, out, _ = _cli(
+        capsys, "lineage", "checkpoint", "--store", str(signed_store), "--export", str(witness)
+    )
     assert code == 0 and "checkpoint of record 4" in out
     assert isinstance(read_checkpoint_file(witness, "witness"), CheckpointSet)
     store = LineageStore(signed_store)
     _events(store, 2, "more")
     store.close()
-    code, out, _ = _cli(capsys, "lineage", "verify", "--store", str(signed_store),
-                        "--witness", str(witness), "--witness", str(witness))  # fmt: skip
+    code, out, _ = _cli(
+        capsys,
+        "lineage",
+        "verify",
+        "--store",
+        str(signed_store),
+        "--witness",
+        str(witness),
+        "--witness",
+        str(witness),
+    )
     assert code == 0 and out.splitlines() == [
         "ok: 7 records, 0 artifacts",
         "consistent with 2 witness(es)",
@@ -363,8 +372,9 @@ def test_a_rewrite_caught_by_a_witness_exits_4(
     store.close()
     code, _, err = _cli(capsys, "lineage", "verify", "--store", str(signed_store))
     assert code == 0  # nothing left in the store to compare against
-    code, _, err = _cli(capsys, "lineage", "verify", "--store", str(signed_store),
-                        "--witness", str(witness))  # fmt: skip
+    code, _, err = _cli(
+        capsys, "lineage", "verify", "--store", str(signed_store), "--witness", str(witness)
+    )
     assert code == 4
     assert err.strip() == (
         f"FAILED: witness {witness} names lineage 4, but the chain ends at 2: "
@@ -388,8 +398,15 @@ def test_a_witness_of_another_store_is_refused_with_one_line(
     _events(other, 3, "other")
     other.checkpoint(Signer.load_or_create(signed_store / "keys"))
     other.close()
-    code, _, err = _cli(capsys, "lineage", "verify", "--store", str(signed_store),
-                        "--witness", str(other.checkpoint_path))  # fmt: skip
+    code, _, err = _cli(
+        capsys,
+        "lineage",
+        "verify",
+        "--store",
+        str(signed_store),
+        "--witness",
+        str(other.checkpoint_path),
+    )
     assert code == 4
     line = err.strip()
     assert "\n" not in line and "it is another store's" in line
@@ -404,8 +421,9 @@ def test_corrupted_checkpoint_bytes_are_a_clean_refusal(
     assert code == 4 and err.startswith("FAILED: checkpoint file") and len(err.splitlines()) == 1
     witness = tmp_path / "w.json"
     witness.write_bytes(damage)
-    code, _, err = _cli(capsys, "lineage", "verify", "--store", str(signed_store),
-                        "--witness", str(witness))  # fmt: skip
+    code, _, err = _cli(
+        capsys, "lineage", "verify", "--store", str(signed_store), "--witness", str(witness)
+    )
     assert code == 4 and err.startswith("error: witness") and len(err.splitlines()) == 1
 
 
@@ -415,8 +433,15 @@ def test_export_refuses_a_store_that_fails_verify(
     store = LineageStore(signed_store)
     _truncate(store, 2)
     store.close()
-    code, _, err = _cli(capsys, "lineage", "checkpoint", "--store", str(signed_store),
-                        "--export", str(tmp_path / "w.json"))  # fmt: skip
+    code, _, err = _cli(
+        capsys,
+        "lineage",
+        "checkpoint",
+        "--store",
+        str(signed_store),
+        "--export",
+        str(tmp_path / "w.json"),
+    )
     assert (
         code == 4 and err.startswith("not exported: FAILED") and not (tmp_path / "w.json").exists()
     )

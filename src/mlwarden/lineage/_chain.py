@@ -108,7 +108,12 @@ class ProblemList:
     dropped: int = 0
 
     def add(self, message: str, **where: Any) -> None:
-        """Record one problem; ``where`` takes Problem's location fields and ``kind``."""
+        """Record one problem; ``where`` takes Problem's location fields and ``kind``.
+
+        A message already recorded (one file checked for two chains) is not repeated.
+        """
+        if any(p.message == message for p in self.items):
+            return
         if len(self.items) < MAX_PROBLEMS:
             self.items.append(Problem(message=message, **where))
         else:
@@ -196,7 +201,8 @@ class ChainTable:
         self.hasher = hasher
         self.label = label
         self.locate = locate
-        self._text_columns = tuple(c.name for c in self.table.c if c.name not in ("seq", "format"))
+        # Text columns are read as raw bytes on SQLite, so bad UTF-8 is reported, not raised.
+        self._text_columns = tuple(c.name for c in self.table.c if isinstance(c.type, String))
 
     # -- writing -------------------------------------------------------------------------------
 

@@ -104,9 +104,14 @@ class CheckpointSet(BaseModel):
 
 
 def make_checkpoint(
-    signer: CheckpointSigner, *, chain: str, chain_id: str, seq: int, digest: str,
+    signer: CheckpointSigner,
+    *,
+    chain: str,
+    chain_id: str,
+    seq: int,
+    digest: str,
     created_at: datetime | None = None,
-) -> Checkpoint:  # fmt: skip
+) -> Checkpoint:
     """Sign that chain ``chain_id`` holds ``digest`` at ``seq``."""
     draft = Checkpoint(
         chain=chain,
@@ -166,8 +171,9 @@ def read_checkpoint_file(path: Path, what: str) -> CheckpointSet:
     except (UnicodeDecodeError, ValueError) as exc:
         raise IntegrityError(f"{what} {path} is not valid JSON ({exc})") from exc
     if not isinstance(document, dict) or not isinstance(document.get("checkpoints"), list):
-        raise IntegrityError(f"{what} {path} is not a checkpoint file: expected an object "
-                             "with a 'checkpoints' list")  # fmt: skip
+        raise IntegrityError(
+            f"{what} {path} is not a checkpoint file: expected an object with a 'checkpoints' list"
+        )
     if document.get("format", CHECKPOINT_FORMAT) != CHECKPOINT_FORMAT:
         raise IntegrityError(
             f"{what} {path} has format {document.get('format')!r}; this reader knows "
@@ -219,8 +225,12 @@ def check_chain_checkpoints(
         try:
             checkpoint.check_signature(trust, f"checkpoint in {chain} {stored_at}")
         except SignatureError as exc:
-            problems.add(f"newest checkpoint ({chain} {stored_at}): {exc}", seq=stored_at,
-                         kind="signature", **where)  # fmt: skip
+            problems.add(
+                f"newest checkpoint ({chain} {stored_at}): {exc}",
+                seq=stored_at,
+                kind="signature",
+                **where,
+            )
     if file is not None:
         path, content = file
         if isinstance(content, IntegrityError):
@@ -228,8 +238,11 @@ def check_chain_checkpoints(
         else:
             held = content.of(chain)
             if held is None and newest is not None:
-                problems.add(f"{path} holds no checkpoint of the {chain} chain, which has "
-                             "checkpoints: it was replaced", **where)  # fmt: skip
+                problems.add(
+                    f"{path} holds no checkpoint of the {chain} chain, which has "
+                    "checkpoints: it was replaced",
+                    **where,
+                )
             elif held is not None:
                 _check_file(chain, walk, newest, path, held, trust, problems, where)
     elif newest is not None:
@@ -242,8 +255,11 @@ def check_chain_checkpoints(
         held = witness.of(chain)
         if held is None and witness_required:
             chains = ", ".join(c.chain for c in witness.checkpoints) or "none"
-            problems.add(f"witness {path} holds no checkpoint of the {chain} chain (it holds: "
-                         f"{chains}): it is a witness of something else", **where)  # fmt: skip
+            problems.add(
+                f"witness {path} holds no checkpoint of the {chain} chain (it holds: "
+                f"{chains}): it is a witness of something else",
+                **where,
+            )
         if held is None:
             continue
         _check_witness(chain, walk, path, held, trust, problems, where)

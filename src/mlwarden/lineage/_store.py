@@ -245,9 +245,13 @@ class LineageStore:
                 if seq == 0 or chain_id is None:
                     raise StoreError("the lineage store holds no records yet: nothing to sign")
                 signed = make_checkpoint(
-                    signer, chain=CHAIN_NAME, chain_id=chain_id, seq=seq, digest=digest,
+                    signer,
+                    chain=CHAIN_NAME,
+                    chain_id=chain_id,
+                    seq=seq,
+                    digest=digest,
                     created_at=self._clock(),
-                )  # fmt: skip
+                )
                 write_checkpoint_file(self.checkpoint_path, [signed])
                 appender = Appender(conn, seq, digest, self._clock)
                 record = appender.append("checkpoint", chain_id, signed.to_json(), key=str(seq))
