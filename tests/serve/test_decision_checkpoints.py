@@ -242,3 +242,21 @@ def test_an_unsigned_log_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert code == 0
     assert out.splitlines()[0] == "ok: 2 decisions, 0 feedback"
     assert out.splitlines()[1].startswith("unsigned: the log holds no signed checkpoint")
+
+
+def test_a_server_given_a_signer_checkpoints_its_log_on_close(
+    store_root: Path, tmp_path: Path
+) -> None:
+    from mlwarden.lineage import LineageStore
+    from mlwarden.serve import Deployment, build_server, close_server
+
+    key = KeySigner()
+    store = LineageStore(store_root)
+    g = build_server(store, Deployment.single("phish@1"), serve_db=tmp_path / "s.db", signer=key)
+    g.decisions.append(_record(1))
+    close_server(g)
+    store.close()
+    log = DecisionLog(tmp_path / "s.db")
+    assert [(c.chain, c.seq) for c in log.newest_checkpoints()] == [("decisions", 1)]
+    assert log.verify(trust=Trust(key)).ok
+    log.close()
