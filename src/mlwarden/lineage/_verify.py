@@ -24,7 +24,6 @@ from mlwarden.lineage._store import CHAIN, CHAIN_NAME, LineageStore
 __all__ = ["Problem", "VerifyReport", "verify_store"]
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-_TEXT_COLUMNS = ("kind", "subject", "key", "payload", "created_at", "prev_hash", "hash")
 NOT_SIGNED = "checkpoint signatures not checked (no trust policy given)"
 
 
@@ -105,7 +104,7 @@ class _Seen:
     def inspect(
         self, seq: int, row: Mapping[str, Any], record: Record, hash_ok: bool, found: ProblemList
     ) -> None:
-        bad = noncanonical_fields(record, {**row, **{c: row[c] for c in _TEXT_COLUMNS}})
+        bad = noncanonical_fields(record, row)
         if bad:
             found.add(
                 f"record {seq} ({record.kind}) is not in canonical form: stored "
