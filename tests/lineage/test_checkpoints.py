@@ -17,11 +17,19 @@ from pathlib import Path
 import pytest
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import create_engine, text
 
 from mlwarden.cli import main
 from mlwarden.errors import IntegrityError, SignatureError
-from mlwarden.lineage import CheckpointSet, LineageStore, read_checkpoint_file, verify_store
+from mlwarden.lineage import (
+    CheckpointSet,
+    LineageStore,
+    canonical_json,
+    read_checkpoint_file,
+    verify_store,
+)
 from mlwarden.models import Signer
 
 PG_URL = os.environ.get("MLWARDEN_TEST_POSTGRES_URL")
@@ -278,7 +286,7 @@ def test_a_tampered_signature_is_caught(tmp_path: Path, key: KeySigner) -> None:
     document = json.loads(store.checkpoint_path.read_bytes())
     signature = document["checkpoints"][0]["signature"]
     document["checkpoints"][0]["signature"] = ("0" if signature[0] != "0" else "1") + signature[1:]
-    store.checkpoint_path.write_text(json.dumps(document))
+    store.checkpoint_path.write_bytes(canonical_json(document) + b"\n")
     report = verify_store(store, trust=Trust(key))
     assert report.signature_failed
     assert "the signature does not verify" in report.summary()
@@ -468,3 +476,33 @@ def test_a_completed_run_ends_with_a_signed_checkpoint(
     assert checkpoint.signer == Signer.load_or_create(store.root / "keys").public_key_hex
     code, out, _ = _cli(capsys, "lineage", "verify", "--store", str(store.root))
     assert code == 0 and out.startswith("ok: ") and "not checked" not in out
+
+
+@pytest.fixture(scope="module")
+def checkpointed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, KeySigner]:
+    """A small store with a checkpoint, and the key that signed it."""
+    root = tmp_path_factory.mktemp("checkpointed") / "store"
+    key = KeySigner()
+    store = LineageStore(root)
+    _events(store, 3)
+    store.checkpoint(key)
+    store.close()
+    return root, key
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.data())
+def test_any_single_changed_checkpoint_byte_fails_verify(
+    checkpointed: tuple[Path, KeySigner], tmp_path: Path, data: st.DataObject
+) -> None:
+    origin, key = checkpointed
+    root = Path(shutil.copytree(origin, tmp_path / uuid.uuid4().hex))
+    content = (root / "CHECKPOINT").read_bytes()
+    changed = bytearray(content)
+    changed[data.draw(st.integers(0, len(content) - 1))] ^= data.draw(st.integers(1, 255))
+    (root / "CHECKPOINT").write_bytes(bytes(changed))
+    store = LineageStore(root)
+    assert not verify_store(store, trust=Trust(key)).ok
+    store.close()

@@ -143,12 +143,12 @@ def parse_checkpoint(payload: object, where: str) -> Checkpoint:
 
 def write_checkpoint_file(path: Path, checkpoints: Iterable[Checkpoint]) -> None:
     """Write a checkpoint file atomically and durably (temporary file, fsync, rename)."""
-    data = canonical_json(CheckpointSet(checkpoints=list(checkpoints)).model_dump(mode="json"))
+    data = _file_bytes(CheckpointSet(checkpoints=list(checkpoints)))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data + b"\n")
+            fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -157,8 +157,16 @@ def write_checkpoint_file(path: Path, checkpoints: Iterable[Checkpoint]) -> None
         raise
 
 
-def read_checkpoint_file(path: Path, what: str) -> CheckpointSet:
-    """Read a checkpoint file; missing, unreadable or malformed is an ``IntegrityError``."""
+def _file_bytes(checkpoints: CheckpointSet) -> bytes:
+    return canonical_json(checkpoints.model_dump(mode="json")) + b"\n"
+
+
+def read_checkpoint_file(path: Path, what: str, *, canonical: bool = False) -> CheckpointSet:
+    """Read a checkpoint file; missing, unreadable or malformed is an ``IntegrityError``.
+
+    ``canonical``: the bytes must be exactly what :func:`write_checkpoint_file` writes (the
+    store's own file); a witness kept elsewhere may have been re-indented.
+    """
     try:
         with path.open("rb") as fh:
             data = fh.read(_MAX_FILE + 1)
@@ -183,7 +191,13 @@ def read_checkpoint_file(path: Path, what: str) -> CheckpointSet:
         parse_checkpoint(c, f"{what} {path}, entry {i + 1},")
         for i, c in enumerate(document["checkpoints"])
     ]
-    return CheckpointSet(checkpoints=checkpoints)
+    found = CheckpointSet(checkpoints=checkpoints)
+    if canonical and data != _file_bytes(found):
+        raise IntegrityError(
+            f"{what} {path} is not in canonical form: its bytes differ from its re-serialised "
+            "content; it was edited"
+        )
+    return found
 
 
 def check_chain_checkpoints(

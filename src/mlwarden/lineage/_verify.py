@@ -157,7 +157,7 @@ def _read_checkpoint_file(
     if not path.exists():
         return None
     try:
-        return path, read_checkpoint_file(path, "checkpoint file")
+        return path, read_checkpoint_file(path, "checkpoint file", canonical=True)
     except IntegrityError as exc:
         return path, exc
 

@@ -370,7 +370,7 @@ def _read_file(path: Path | None) -> tuple[Path, CheckpointSet | IntegrityError]
     if path is None or not path.exists():
         return None
     try:
-        return path, read_checkpoint_file(path, "checkpoint file")
+        return path, read_checkpoint_file(path, "checkpoint file", canonical=True)
     except IntegrityError as exc:
         return path, exc
 
