@@ -260,3 +260,28 @@ def test_a_server_given_a_signer_checkpoints_its_log_on_close(
     assert [(c.chain, c.seq) for c in log.newest_checkpoints()] == [("decisions", 1)]
     assert log.verify(trust=Trust(key)).ok
     log.close()
+
+
+def test_a_corrupted_index_fails_the_integrity_check_of_the_log(tmp_path: Path) -> None:
+    """The log's verify runs PRAGMA integrity_check too: a damaged index hashes fine."""
+    db = tmp_path / "serve.db"
+    log = DecisionLog(db)
+    _fill(log, 40)
+    log.close()
+    conn = sqlite3.connect(db)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    (page,) = conn.execute(
+        "SELECT rootpage FROM sqlite_master WHERE name = 'ix_decisions_client'"
+    ).fetchone()
+    (size,) = conn.execute("PRAGMA page_size").fetchone()
+    conn.close()
+    with db.open("r+b") as fh:
+        fh.seek((page - 1) * size + size - 20)
+        byte = fh.read(1)[0]
+        fh.seek(-1, 1)
+        fh.write(bytes([byte ^ 0x01]))
+    reopened = DecisionLog(db)
+    report = reopened.verify()
+    assert report.database_check == "database integrity check FAILED"
+    assert "fails PRAGMA integrity_check" in report.summary()
+    reopened.close()
