@@ -21,6 +21,12 @@ from mlwarden.cli._progress import RichProgress
 from mlwarden.cli._serve import decisions_app, keys_app, serve_command
 from mlwarden.cli._signing import TrustOpt, print_warnings, signing_app
 from mlwarden.cli._threat import threat_app
+from mlwarden.cli._witness import (
+    ExportOpt,
+    WitnessOpt,
+    exit_code,
+    store_trust,
+)
 from mlwarden.errors import MlwardenError, RecordNotFoundError, SignatureError, SpecError
 from mlwarden.lineage import (
     LineageStore,
@@ -31,6 +37,7 @@ from mlwarden.lineage import (
     key_id,
     upstream,
     verify_store,
+    write_checkpoint_file,
 )
 from mlwarden.models import ModelRegistry, model_history_problems
 from mlwarden.pipeline._kept_out import rows_kept_out
@@ -244,20 +251,59 @@ def version() -> None:
 
 
 @lineage_app.command("verify")
-def lineage_verify(store: StoreOpt = DEFAULT_STORE, db_url: DbOpt = None) -> int:
-    """Check every record's hash chain and every artifact's bytes; name the first bad one."""
+def lineage_verify(
+    store: StoreOpt = DEFAULT_STORE,
+    db_url: DbOpt = None,
+    witness: WitnessOpt = None,
+    trust: TrustOpt = None,
+) -> int:
+    """Check every record's hash chain, every artifact's bytes and the signed checkpoints.
+
+    Exits 0 when everything holds, 4 on an integrity failure, 5 when a signature fails.
+    """
     if not store.exists():
         raise RecordNotFoundError(f"no store at {store}: run a pipeline first or pass --store")
     lineage = _open(store, db_url)
-    report = verify_store(lineage)
+    report = verify_store(lineage, trust=store_trust(lineage, trust), witnesses=witness or ())
     report.problems.extend(model_history_problems(lineage))  # replayed or misordered versions
     if report.ok:
         out.print(report.summary(), soft_wrap=True)
+        if witness:
+            out.print(f"consistent with {len(witness)} witness(es)", soft_wrap=True)
         return 0
     err.print(report.summary(), soft_wrap=True)
     for problem in report.problems[1:10]:
         err.print(f"  also: {problem.message}", soft_wrap=True)
-    return 4
+    return exit_code(report)
+
+
+@lineage_app.command("checkpoint")
+def lineage_checkpoint(
+    export: ExportOpt, store: StoreOpt = DEFAULT_STORE, db_url: DbOpt = None, trust: TrustOpt = None
+) -> int:
+    """Export the newest signed checkpoint as a witness, to keep outside the store.
+
+    The store is verified first: a witness of a tampered chain would vouch for it.
+    """
+    if not store.exists():
+        raise RecordNotFoundError(f"no store at {store}: run a pipeline first or pass --store")
+    lineage = _open(store, db_url)
+    report = verify_store(lineage, trust=store_trust(lineage, trust))
+    if not report.ok:
+        err.print(f"not exported: {report.summary()}", soft_wrap=True)
+        return exit_code(report)
+    newest = lineage.newest_checkpoint()
+    if newest is None:
+        raise RecordNotFoundError(
+            f"the store at {store} holds no signed checkpoint yet: complete a run first"
+        )
+    write_checkpoint_file(export, [newest])
+    out.print(
+        f"checkpoint of record {newest.seq} ({newest.hash[:12]}, chain {newest.chain_id[:12]}) "
+        f"written to {export}: keep it outside the store, then `lineage verify --witness`",
+        soft_wrap=True,
+    )
+    return 0
 
 
 def _exec_label(node: TraceNode, seen: set[str]) -> str:

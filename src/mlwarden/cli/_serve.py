@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mlwarden.cli._signing import TrustOpt, print_warnings
+from mlwarden.cli._witness import ExportOpt, WitnessOpt, exit_code, store_trust
 from mlwarden.errors import RecordNotFoundError
 
 out = Console(highlight=False)
@@ -91,7 +92,7 @@ def serve_command(
     """
     import uvicorn
 
-    from mlwarden.lineage import LineageStore, TrustPolicy, exposure_warnings
+    from mlwarden.lineage import LineageStore, Signer, TrustPolicy, exposure_warnings
     from mlwarden.serve import Deployment, build_server, close_server, create_app
 
     if (model is None) == (config is None):
@@ -107,13 +108,25 @@ def serve_command(
         deployment = Deployment.single(str(model), **updates)
     policy = TrustPolicy.load(trust)
     lineage = LineageStore(store, url=db_url)
+    # The decision log's checkpoints are signed with this machine's key if it has one; a
+    # server is never the place a key is created.
+    signer = Signer.existing()
     try:
-        g = build_server(lineage, deployment, serve_db=_serve_db(store), trust=policy)
+        g = build_server(
+            lineage, deployment, serve_db=_serve_db(store), trust=policy, signer=signer
+        )
     except BaseException:
         lineage.close()
         raise
     signers = {m.version.manifest.signer for m in g.routes}
     print_warnings(sorted({w for s in signers for w in exposure_warnings(store, policy, s)}))
+    if signer is None:
+        print_warnings(
+            [
+                "no signing key here: the decision log is kept unsigned (set "
+                "$MLWARDEN_SIGNING_KEY, or run a pipeline here once to create a key)"
+            ]
+        )
     routes = ", ".join(f"{m.ref} (verified)" for m in g.routes)
     out.print(f"serving {routes} on http://{host}:{port}; output {deployment.output.mode}")
     try:
@@ -238,3 +251,71 @@ def decisions_show(
     for f in found.feedback:
         out.print(f"feedback by {f['analyst']} at {f['created_at']}: {f['labels']}")
     return 0 if found.reproduced else 1
+
+
+@decisions_app.command("verify")
+def decisions_verify(
+    store: StoreOpt = Path(".mlwarden"), witness: WitnessOpt = None, trust: TrustOpt = None
+) -> int:
+    """Check the decision log's chains and signed checkpoints; name the first bad row.
+
+    Exits 0 when everything holds, 4 on an integrity failure, 5 when a signature fails.
+    """
+    from mlwarden.serve._decisions import DecisionLog
+
+    if not (store / "serve.db").exists():
+        raise RecordNotFoundError(f"no decision log under {store}: has a server run here?")
+    policy = store_trust(None, trust)
+    log = DecisionLog(_serve_db(store))
+    try:
+        report = log.verify(trust=policy, witnesses=witness or ())
+    finally:
+        log.close()
+    if not report.ok:
+        err.print(report.summary(), soft_wrap=True)
+        for problem in report.problems[1:10]:
+            err.print(f"  also: {problem.message}", soft_wrap=True)
+        return exit_code(report)
+    out.print(report.summary(), soft_wrap=True)
+    if not report.checkpointed:
+        out.print(
+            "unsigned: the log holds no signed checkpoint (the server had no signer), so only "
+            "the chains were verified; rows cut off the end are found only with --witness",
+            soft_wrap=True,
+        )
+    if witness:
+        out.print(f"consistent with {len(witness)} witness(es)", soft_wrap=True)
+    return 0
+
+
+@decisions_app.command("checkpoint")
+def decisions_checkpoint(
+    export: ExportOpt, store: StoreOpt = Path(".mlwarden"), trust: TrustOpt = None
+) -> int:
+    """Export the decision log's newest signed checkpoints as a witness, to keep elsewhere.
+
+    The log is verified first: a witness of a tampered log would vouch for it.
+    """
+    from mlwarden.lineage import write_checkpoint_file
+    from mlwarden.serve._decisions import DecisionLog
+
+    if not (store / "serve.db").exists():
+        raise RecordNotFoundError(f"no decision log under {store}: has a server run here?")
+    log = DecisionLog(_serve_db(store))
+    try:
+        report = log.verify(trust=store_trust(None, trust))
+        newest = log.newest_checkpoints() if report.ok else []
+    finally:
+        log.close()
+    if not report.ok:
+        err.print(f"not exported: {report.summary()}", soft_wrap=True)
+        return exit_code(report)
+    if not newest:
+        raise RecordNotFoundError(
+            f"the decision log under {store} holds no signed checkpoint yet "
+            "(the server needs a signer)"
+        )
+    write_checkpoint_file(export, newest)
+    held = ", ".join(f"{c.chain} {c.seq}" for c in newest)
+    out.print(f"checkpoints of {held} written to {export}: keep it outside the store")
+    return 0

@@ -3,6 +3,15 @@
 Knows nothing of machine learning: it stores bytes, their hashes, and records that link them.
 """
 
+from mlwarden.lineage._chain import ChainReport
+from mlwarden.lineage._checkpoints import (
+    Checkpoint,
+    CheckpointSet,
+    CheckpointSigner,
+    SignatureTrust,
+    read_checkpoint_file,
+    write_checkpoint_file,
+)
 from mlwarden.lineage._hashing import canonical_json, sha256_bytes, sha256_json
 from mlwarden.lineage._key_events import (
     exposure_warnings,
@@ -52,6 +61,10 @@ __all__ = [
     "TRUST_ENV",
     "Appender",
     "ArtifactInfo",
+    "ChainReport",
+    "Checkpoint",
+    "CheckpointSet",
+    "CheckpointSigner",
     "ExecutionInfo",
     "KeyEvent",
     "LineageStore",
@@ -59,6 +72,7 @@ __all__ = [
     "Problem",
     "Record",
     "RevokedKey",
+    "SignatureTrust",
     "Signer",
     "TraceNode",
     "TrustFile",
@@ -77,6 +91,7 @@ __all__ = [
     "producer",
     "public_key_hex",
     "publish_public_key",
+    "read_checkpoint_file",
     "refuse_key_in_store",
     "revoke_key",
     "rotate_key",
@@ -87,4 +102,5 @@ __all__ = [
     "store_private_key",
     "upstream",
     "verify_store",
+    "write_checkpoint_file",
 ]

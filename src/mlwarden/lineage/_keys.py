@@ -120,6 +120,15 @@ class Signer:
         return None
 
     @classmethod
+    def existing(cls, key_dir: Path | None = None) -> Signer | None:
+        """The environment's key, else the key dir's; None rather than creating one."""
+        given = cls.from_environment()
+        if given is not None:
+            return given
+        path = (key_dir if key_dir is not None else default_key_dir()) / PRIVATE_KEY_FILE
+        return cls.from_file(path) if path.exists() else None
+
+    @classmethod
     def load_or_create(cls, key_dir: Path | None = None) -> Signer:
         """The environment's key, else the key dir's, else a new one created and pinned there.
 

@@ -26,6 +26,7 @@ RecordKind = Literal[
     "model_stage",
     "key_rotated",
     "key_revoked",
+    "checkpoint",
 ]
 
 

@@ -3,7 +3,10 @@
 Records are only ever inserted: the code has no UPDATE or DELETE, and the database itself
 rejects both (triggers), so a write through any client fails. Each record carries the hash of
 its predecessor, and the embedded store keeps the newest hash in ``HEAD``, so ``verify`` also
-finds records removed from the end. Artifact bytes live beside the database, named by sha256.
+finds records removed from the end. A signed checkpoint (a ``checkpoint`` record and the
+``CHECKPOINT`` file) makes that claim with a key kept outside the store. Artifact bytes live
+beside the database, named by sha256. The chain itself (table, locking, walk) is
+:class:`mlwarden.lineage._chain.ChainTable`.
 """
 
 from __future__ import annotations
@@ -12,52 +15,61 @@ import json
 import os
 import socket
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import (
-    Column,
-    Engine,
-    Index,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    Text,
-    select,
-)
+from sqlalchemy import Column, Engine, Index, MetaData, String, Text, select
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 
-from mlwarden._sql import forbid_changes, open_engine
+from mlwarden._sql import open_engine
 from mlwarden.errors import IntegrityError, RecordNotFoundError, StoreError
 from mlwarden.lineage._artifacts import ArtifactFiles
-from mlwarden.lineage._hashing import GENESIS, canonical_json
+from mlwarden.lineage._chain import ChainTable, db_cause
+from mlwarden.lineage._checkpoints import (
+    Checkpoint,
+    CheckpointSigner,
+    make_checkpoint,
+    parse_checkpoint,
+    write_checkpoint_file,
+)
+from mlwarden.lineage._hashing import canonical_json
 from mlwarden.lineage._records import Record, RecordKind, record_from_row, record_to_row
 
 Clock = Callable[[], datetime]
+CHAIN_NAME = "lineage"
+
+
+def _hash_row(row: Mapping[str, Any]) -> tuple[str, Record]:
+    record = record_from_row(row)
+    return record.expected_hash(), record
+
 
 _metadata = MetaData()
-_records = Table(
-    "records",
+CHAIN = ChainTable(
     _metadata,
-    Column("seq", Integer, primary_key=True, autoincrement=False),
-    Column("format", Integer, nullable=False),
-    Column("kind", String(32), nullable=False),
-    Column("subject", String(128), nullable=False),
-    Column("key", String(128), nullable=True),
-    Column("payload", Text, nullable=False),
-    Column("created_at", String(40), nullable=False),
-    Column("prev_hash", String(64), nullable=False),
-    Column("hash", String(64), nullable=False, unique=True),
-    Index("ix_records_kind_subject", "kind", "subject"),
-    Index("ix_records_kind_key", "kind", "key"),
+    "records",
+    [
+        Column("kind", String(32), nullable=False),
+        Column("subject", String(128), nullable=False),
+        Column("key", String(128), nullable=True),
+        Column("payload", Text, nullable=False),
+        Column("created_at", String(40), nullable=False),
+    ],
+    indexes=(
+        Index("ix_records_kind_subject", "kind", "subject"),
+        Index("ix_records_kind_key", "kind", "key"),
+    ),
+    hasher=_hash_row,
+    label=lambda seq, row: f"record {seq} ({row['kind']})",
+    noun="record",
+    append_only="lineage records are append-only",
+    pg_function="mlwarden_forbid_change",
 )
-
-forbid_changes(_records, "lineage records are append-only", "mlwarden_forbid_change")
+_records = CHAIN.table
 
 
 def _utcnow() -> datetime:
@@ -139,7 +151,8 @@ class LineageStore:
     Parameters
     ----------
     root:
-        Folder of the embedded store: ``lineage.db``, ``artifacts/``, ``HEAD`` and ``keys/``.
+        Folder of the embedded store: ``lineage.db``, ``artifacts/``, ``HEAD``,
+        ``CHECKPOINT`` and ``keys/``.
         Created on first use.
     url:
         A SQLAlchemy database URL to keep records elsewhere (e.g. PostgreSQL); artifacts stay
@@ -165,12 +178,28 @@ class LineageStore:
             raise StoreError(f"cannot open the lineage database {self.url}: {_cause(exc)}") from exc
 
     @property
+    def sqlite(self) -> bool:
+        """Whether the records live in SQLite (which has ``PRAGMA integrity_check``)."""
+        return self._sqlite
+
+    @property
+    def engine(self) -> Engine:
+        """The records' database engine (verification reads raw rows through it)."""
+        return self._engine
+
+    @property
     def head_path(self) -> Path:
         """File holding the newest record's seq and hash, to catch records cut off the end."""
         return self.root / "HEAD"
 
+    @property
+    def checkpoint_path(self) -> Path:
+        """File holding the newest signed checkpoint: HEAD's claim, signed."""
+        return self.root / "CHECKPOINT"
+
     def _create_engine(self) -> Engine:
-        return open_engine(self.url, self._sqlite, begin="immediate")
+        # The chain's write transaction begins itself (BEGIN IMMEDIATE), so the driver must not.
+        return open_engine(self.url, self._sqlite, begin="manual")
 
     def close(self) -> None:
         """Release database connections."""
@@ -182,13 +211,7 @@ class LineageStore:
     def transaction(self) -> Iterator[Appender]:
         """Append several records atomically; a crash inside leaves none of them."""
         try:
-            with self._engine.begin() as conn:
-                if not self._sqlite:
-                    conn.exec_driver_sql("LOCK TABLE records IN SHARE ROW EXCLUSIVE MODE")
-                last = conn.execute(
-                    select(_records.c.seq, _records.c.hash).order_by(_records.c.seq.desc()).limit(1)
-                ).first()
-                seq, digest = (last[0], last[1]) if last else (0, GENESIS)
+            with CHAIN.appending(self._engine, self._sqlite) as (conn, seq, digest):
                 appender = Appender(conn, seq, digest, self._clock)
                 yield appender
         except SQLAlchemyError as exc:
@@ -203,6 +226,57 @@ class LineageStore:
         """Append a single record in its own transaction."""
         with self.transaction() as tx:
             return tx.append(kind, subject, payload, key=key)
+
+    def checkpoint(self, signer: CheckpointSigner) -> Checkpoint:
+        """Sign the chain's current head, append that as a record and write ``CHECKPOINT``.
+
+        The file is written inside the transaction, before the record commits: a crash in
+        between leaves a file naming a record the chain holds, never one older than the chain's
+        newest checkpoint (which ``verify`` would take for a rollback).
+
+        Raises
+        ------
+        StoreError
+            If the store holds no records yet (there is nothing to sign).
+        """
+        try:
+            with CHAIN.appending(self._engine, self._sqlite) as (conn, seq, digest):
+                chain_id = CHAIN.identity(conn)
+                if seq == 0 or chain_id is None:
+                    raise StoreError("the lineage store holds no records yet: nothing to sign")
+                signed = make_checkpoint(
+                    signer,
+                    chain=CHAIN_NAME,
+                    chain_id=chain_id,
+                    seq=seq,
+                    digest=digest,
+                    created_at=self._clock(),
+                )
+                write_checkpoint_file(self.checkpoint_path, [signed])
+                appender = Appender(conn, seq, digest, self._clock)
+                record = appender.append("checkpoint", chain_id, signed.to_json(), key=str(seq))
+        except SQLAlchemyError as exc:
+            raise StoreError(
+                f"lineage checkpoint failed, nothing was recorded: {_cause(exc)}"
+            ) from exc
+        self._write_head(record.seq, record.hash)
+        return signed
+
+    def newest_checkpoint(self) -> Checkpoint | None:
+        """The newest signed checkpoint the chain holds, or None before the first one.
+
+        Raises
+        ------
+        IntegrityError
+            If its record does not hold a valid checkpoint (run ``verify``).
+        """
+        query = select(_records).where(_records.c.kind == "checkpoint")
+        with _reading(), self._engine.connect() as conn:
+            row = conn.execute(query.order_by(_records.c.seq.desc()).limit(1)).mappings().first()
+        if row is None:
+            return None
+        record = _to_record(row)
+        return parse_checkpoint(record.payload, f"checkpoint record {record.seq}")
 
     def put_artifact(
         self, data: bytes, *, name: str, media_type: str, tx: Appender | None = None
@@ -320,8 +394,7 @@ def _reading() -> Iterator[None]:
 
 
 def _cause(exc: SQLAlchemyError) -> str:
-    """The driver's own first line, without SQLAlchemy's SQL echo and help link."""
-    return str(exc.orig if isinstance(exc, DBAPIError) else exc).splitlines()[0][:300]
+    return db_cause(exc)
 
 
 def hostname() -> str:

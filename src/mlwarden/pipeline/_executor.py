@@ -237,6 +237,9 @@ class LocalExecutor:
                 "artifacts": {k: v for k, v in available.items()},
             },
         )
+        if status == "completed":
+            # A signed checkpoint of the chain so far: cutting it short is caught from now on.
+            self.store.checkpoint(run_ctx["signer"]())
         return RunResult(
             run_id=run_id,
             spec_name=spec.name,

@@ -27,7 +27,7 @@ from mlwarden.serve._runtime import (
 if TYPE_CHECKING:
     import pandas as pd
 
-    from mlwarden.lineage import LineageStore, TrustPolicy
+    from mlwarden.lineage import CheckpointSigner, LineageStore, TrustPolicy
     from mlwarden.serve._detect import DetectorSuite
     from mlwarden.serve._features import FeatureSpace
 
@@ -80,10 +80,12 @@ def build_server(
     serve_db: Path | str | None = None,
     clock: Callable[[], float] = time.monotonic,
     trust: TrustPolicy | None = None,
+    signer: CheckpointSigner | None = None,
 ) -> Guarded:
     """Verify and load the deployment's versions; fit guards; open keys and the decision log.
 
-    Every version's signer must be trusted by ``trust`` (None: ``TrustPolicy.load()``).
+    Every version's signer must be trusted by ``trust`` (None: ``TrustPolicy.load()``);
+    ``signer`` signs the decision log's checkpoints (without one the log is unsigned).
     """
     from mlwarden.lineage import TrustPolicy
     from mlwarden.serve._decisions import DecisionLog
@@ -141,6 +143,7 @@ def build_server(
             max_queue=deployment.guards.decisions.max_backlog,
             max_delay_s=deployment.guards.decisions.max_delay_s,
             monotonic=clock,
+            signer=signer,
         ),
         lineage_head=head[1] if head else "0" * 64,
         features=features,

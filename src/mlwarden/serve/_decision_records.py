@@ -1,0 +1,161 @@
+"""What the decision log stores: one served decision, an analyst's feedback, and their errors.
+
+Stored bodies are the canonical JSON of these models (``stored_body``); the chain hashes those
+bytes exactly as stored.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    ValidationInfo,
+    model_validator,
+)
+
+from mlwarden.errors import DataError, IntegrityError, RecordNotFoundError, StoreError
+from mlwarden.lineage import canonical_json, sha256_json
+
+DECISION_FORMAT = 1
+_SHA256 = r"^[0-9a-f]{64}$"
+STORED = {"stored": True}
+
+
+class DecisionNotFoundError(RecordNotFoundError):
+    """No logged decision has the given request id."""
+
+
+class FeedbackError(DataError):
+    """Feedback labels do not fit the decision they are for (one label per input row)."""
+
+
+class DecisionWriteError(StoreError):
+    """The background writer could not store some decisions; the log names each one."""
+
+
+class DecisionLogClosedError(StoreError):
+    """The decision log was closed; nothing more can be appended."""
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _request_id() -> str:
+    return uuid.uuid4().hex
+
+
+class ShadowResult(BaseModel):
+    """What one shadow model answered to the same input (recorded, never served)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model_ref: str = Field(pattern=r"^[^@\s]+@[^@\s]+$")
+    output: JsonValue
+
+
+class Feedback(BaseModel):
+    """An analyst's labels for a logged decision, one per input row."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    request_id: str
+    labels: list[JsonValue]
+    analyst: str = Field(min_length=1, max_length=128)
+    created_at: AwareDatetime
+
+
+class DecisionRecord(BaseModel):
+    """One served request, as logged; ``feedback`` is filled in by reads and never stored here.
+
+    ``input_sha256`` is computed from ``input`` when not given, and checked when given.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    request_id: str = Field(default_factory=_request_id, pattern=r"^[0-9a-f]{32}$")
+    created_at: AwareDatetime = Field(default_factory=_utcnow)
+    client: str = Field(min_length=1, max_length=128)
+    model_ref: str = Field(pattern=r"^[^@\s]+@[^@\s]+$")
+    model_sha256: str = Field(pattern=_SHA256)
+    shadow: list[ShadowResult] = Field(default_factory=list)
+    input: list[dict[str, JsonValue]]
+    input_sha256: str = Field(default="", pattern=_SHA256)
+    output: JsonValue
+    guards: dict[str, JsonValue] = Field(default_factory=dict)
+    fail_open: dict[str, bool] = Field(default_factory=dict)
+    latency_ms: float = Field(ge=0, allow_inf_nan=False)
+    lineage_head: str = Field(pattern=_SHA256)
+    feedback: list[Feedback] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _input_hash(cls, data: Any, info: ValidationInfo) -> Any:
+        if not isinstance(data, dict) or "input" not in data:
+            return data
+        if info.context and info.context.get("stored"):
+            return data  # read back from the log: verify() checks it, reads stay cheap
+        try:
+            digest = sha256_json(data["input"])
+        except (TypeError, ValueError):
+            return data  # not JSON: the field validation says so
+        given = data.get("input_sha256")
+        if not given:
+            return {**data, "input_sha256": digest}
+        if given != digest:
+            raise ValueError(f"input_sha256 {given} is not the sha256 of the input ({digest})")
+        return data
+
+
+class LogStatus(BaseModel):
+    """Whether the log keeps up: what readiness and the request path ask before answering."""
+
+    accepting: bool
+    backlog: int
+    oldest_s: float
+    reason: str | None = None
+
+
+class FeedbackRow(BaseModel):
+    """One input row joined with its label: a training example from production feedback."""
+
+    request_id: str
+    row_index: int
+    features: dict[str, JsonValue]
+    label: JsonValue
+    model_ref: str
+    analyst: str
+    labelled_at: datetime
+
+
+def stored_body(model: BaseModel, exclude: set[str] | None = None) -> tuple[dict[str, Any], bytes]:
+    """The JSON form of ``model`` and its canonical bytes, which are what is stored and hashed."""
+    data = model.model_dump(mode="json", exclude=exclude)
+    return data, canonical_json(data)
+
+
+def load_body(text: str, request_id: str) -> dict[str, Any]:
+    """A stored body as a JSON object; anything else is an ``IntegrityError`` (run verify)."""
+    try:
+        body = json.loads(text)
+    except ValueError as exc:
+        raise IntegrityError(f"the log row of request {request_id} is unreadable: {exc}") from exc
+    if not isinstance(body, dict):
+        raise IntegrityError(f"the log row of request {request_id} is not a JSON object")
+    return body
+
+
+def input_digest(body: dict[str, Any]) -> str | None:
+    """The sha256 of a stored body's input rows, None if they are not JSON."""
+    try:
+        return sha256_json(body.get("input"))
+    except (TypeError, ValueError):
+        return None
