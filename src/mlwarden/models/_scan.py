@@ -77,7 +77,7 @@ class _Scan:
         head = stream.read(512)
         stream.seek(0)
         emit = self.emitter(member)
-        if context == "keras" and member is not None and member.endswith("/config.json"):
+        if context == "keras" and member is not None and member.rsplit("/", 1)[-1] == "config.json":
             self.formats.append(f"{member}: keras-config")
             try:
                 check_keras_config(json.loads(stream.read()), emit, member)

@@ -169,23 +169,37 @@ def _normalise(module: str, name: str) -> tuple[str, str]:
     return _compat_pickle.IMPORT_MAPPING.get(module, module), name
 
 
+def _named(parts: list[str]) -> str | None:
+    """The danger of the longest dotted prefix of ``parts`` on the name list, if any."""
+    for end in range(len(parts), 0, -1):
+        reason = _DANGEROUS_NAMES.get(".".join(parts[:end]))
+        if reason is not None:
+            return reason
+    return None
+
+
 def dangerous_reason(module: str, name: str) -> str | None:
     """Why ``module.name`` is a known-dangerous callable, or None.
 
-    Dotted names are matched at every split point, so ``sklearn.base.os.system`` (an attribute
-    chain reaching ``os`` through a module that imported it) is named like ``os.system``.
+    A dotted ``name`` is an attribute chain (protocol 4 resolves it); a chain that reaches a
+    dangerous module or callable through an innocent one (``sklearn.base`` then ``os.system``)
+    is named like the callable it reaches.
     """
     module, name = _normalise(module, name)
     parts = f"{module}.{name}".split(".")
-    for start in range(len(parts)):
-        for end in range(len(parts), start, -1):
-            dotted = ".".join(parts[start:end])
-            if dotted in _DANGEROUS_NAMES:
-                return _DANGEROUS_NAMES[dotted]
-        if start == 0 and parts[0] in _DANGEROUS_MODULES:
-            return _DANGEROUS_MODULES[parts[0]]
-        if start > 0 and parts[start] in _DANGEROUS_MODULES and start < len(parts) - 1:
-            return f"reaches {parts[start]}: {_DANGEROUS_MODULES[parts[start]]}"
+    reason = _named(parts)
+    if reason is not None:
+        return reason
+    if parts[0] in _DANGEROUS_MODULES:
+        return _DANGEROUS_MODULES[parts[0]]
+    attrs = name.split(".")
+    for start in range(1, len(attrs)):
+        tail = attrs[start - 1 :] if start == 1 else attrs[start:]
+        reason = _named(tail)
+        if reason is not None:
+            return f"reaches {'.'.join(tail)}: {reason}"
+        if tail[0] in _DANGEROUS_MODULES and len(tail) > 1:
+            return f"reaches {tail[0]}: {_DANGEROUS_MODULES[tail[0]]}"
     return None
 
 

@@ -243,6 +243,11 @@ class PickleWalker:
                 opcode=opcode,
             )
             return _Opaque("an unresolved global")
+        if not _plausible(module) or not _plausible(name):
+            raise PickleMalformed(
+                f"{opcode} names {module[:60]!r} {name[:60]!r}, which no import can resolve",
+                offset,
+            )
         full = normalised_name(module, name)
         self.globals_seen.add(full)
         status = classify_global(module, name, self.extra)
@@ -488,6 +493,13 @@ class PickleWalker:
     def is_torch_legacy_magic(self, value: Any) -> bool:
         """Whether a first pickle's value is the legacy torch.save magic number."""
         return isinstance(value, int) and value == _TORCH_LEGACY_MAGIC
+
+
+def _plausible(dotted: str) -> bool:
+    """Whether an import could resolve the name: dotted parts of word characters or hyphens."""
+    return bool(dotted) and all(
+        part and part.replace("-", "_").isidentifier() for part in dotted.split(".")
+    )
 
 
 def _pairs(items: list[Any]) -> dict[Any, Any]:

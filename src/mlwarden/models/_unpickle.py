@@ -69,7 +69,8 @@ def restricted_load(data: bytes | IO[bytes], allow: Iterable[str] = ()) -> Any:
     ``allow`` adds ``module.name`` entries; a known-dangerous callable (``os.system``,
     ``builtins.eval``...) is refused even when listed. Plain pickles and joblib files
     (uncompressed or zlib/gzip/bz2/xz/lzma-compressed) are read; refusals raise
-    ``UntrustedArtifactError`` and unreadable streams ``ModelError``.
+    ``UntrustedArtifactError`` and unreadable streams ``ModelError``. Data after the pickle's
+    end is refused too: a loader that keeps reading would run it.
     """
     extra = frozenset(allow)
     for name in sorted(extra):
@@ -84,11 +85,18 @@ def restricted_load(data: bytes | IO[bytes], allow: Iterable[str] = ()) -> Any:
         "", stream, ensure_native_byte_order=True
     )
     try:
-        return unpickler.load()
+        value = unpickler.load()
+        trailing = stream.read(1)
     except UntrustedArtifactError:
         raise
     except Exception as exc:  # malformed streams raise many kinds of errors
         raise ModelError(f"cannot unpickle the file: {type(exc).__name__}: {exc}") from exc
+    if trailing:
+        raise UntrustedArtifactError(
+            "data follows the pickle's end (a second pickle, or a legacy torch file); a loader "
+            "that keeps reading would run it, so the file was not loaded"
+        )
+    return value
 
 
 def _decompressed(stream: IO[bytes]) -> IO[bytes]:
