@@ -88,8 +88,8 @@ class _Scan:
         if kind == "unknown" and size and looks_like_onnx(stream, size):
             kind = "onnx"
         self.formats.append(f"{member}: {kind}" if member else kind)
-        if depth > self.policy.max_depth and kind in _NESTED:
-            emit("archive-limits", "high", f"{kind} nested {depth} deep, over the limit of "
+        if depth >= self.policy.max_depth and kind in _NESTED:
+            emit("archive-limits", "high", f"{kind} at nesting level {depth + 1}, over the limit of "
                  f"{self.policy.max_depth}")  # fmt: skip
             return
         if kind in _COMPRESSED:

@@ -95,7 +95,7 @@ class ScanPolicy(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     allow_globals: list[str] = Field(default_factory=list)
-    max_depth: int = Field(default=6, ge=1, le=64)
+    max_depth: int = Field(default=6, ge=1, le=64)  # archive levels, the outermost counted
     max_members: int = Field(default=10_000, ge=1)
     max_unpacked_bytes: int = Field(default=16 * 1024**3, ge=1)
     max_ratio: float = Field(default=200.0, gt=1.0)
