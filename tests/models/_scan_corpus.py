@@ -439,6 +439,14 @@ def _malicious(root: Path, marker: Path) -> list[Sample]:
     buf = io.BytesIO()
     joblib.dump({"ids": np.array([system, 1], dtype=object)}, buf)
     add(
+        "joblib_array_polyglot.joblib",
+        _joblib_polyglot(m),
+        "joblib array bytes that pickle.load runs as opcodes",
+        "dangerous-global",
+        "os.system",
+    )
+    out[-1].tags.add("joblib-data")  # joblib's reader (and restricted_load) see only data
+    add(
         "joblib_object_array.joblib",
         buf.getvalue(),
         "payload in a joblib object array",
@@ -807,3 +815,38 @@ def _benign_torch(folder: Path) -> list[Sample]:
 def build_corpus(root: Path, marker: Path) -> list[Sample]:
     """Write every malicious and benign sample under ``root``; ``marker`` must never appear."""
     return _malicious(root, marker) + _benign(root)
+
+
+def _joblib_polyglot(marker: str) -> bytes:
+    """A joblib file whose "array bytes" are opcodes that ``pickle.load`` would run.
+
+    joblib reads them as a uint8 array; with the alignment padding removed, pickle.load reads
+    them as a call of os.system right after the array wrapper.
+    """
+    import joblib
+    import numpy as np
+
+    payload = _c("os", "system") + b"(" + _v(f"touch {marker}") + b"tR0"
+    buf = io.BytesIO()
+    joblib.dump({"a": np.frombuffer(payload, dtype=np.uint8)}, buf)
+    raw = buf.getvalue()
+    key = b"\x8c\x1bnumpy_array_alignment_bytes\x94"
+    at = raw.index(key) + len(key)
+    assert raw[at : at + 2] == b"K\x10"
+    pad = raw.index(payload) - (at + 4)  # after 'K\x10', 'u', 'b': the padding byte and bytes
+    frames = [pos for op, _, pos in _genops_until(raw, at) if op == "FRAME"]
+    edited = bytearray(raw[:at] + b"N" + raw[at + 2 : at + 4] + raw[at + 4 + pad :])
+    length = struct.unpack_from("<Q", edited, frames[-1] + 1)[0]
+    struct.pack_into("<Q", edited, frames[-1] + 1, length - 1)  # the frame lost one byte
+    return bytes(edited)
+
+
+def _genops_until(raw: bytes, end: int) -> list[tuple[str, Any, int]]:
+    import pickletools
+
+    out = []
+    for op, arg, pos in pickletools.genops(raw):
+        if pos is not None and pos >= end:
+            break
+        out.append((op.name, arg, pos or 0))
+    return out

@@ -89,7 +89,8 @@ class _Scan:
             kind = "onnx"
         self.formats.append(f"{member}: {kind}" if member else kind)
         if depth >= self.policy.max_depth and kind in _NESTED:
-            emit("archive-limits", "high", f"{kind} at nesting level {depth + 1}, over the limit of "
+            level = depth + 1
+            emit("archive-limits", "high", f"{kind} at nesting level {level}, over the limit of "
                  f"{self.policy.max_depth}")  # fmt: skip
             return
         if kind in _COMPRESSED:
@@ -257,7 +258,7 @@ def _is_text(head: bytes) -> bool:
         text = head.decode("utf-8")
     except UnicodeDecodeError:
         text = head[:-3].decode("utf-8", "replace")
-    return all(ch.isprintable() or ch in "\n\r\t" for ch in text)
+    return text.replace("\n", "").replace("\r", "").replace("\t", "").isprintable()
 
 
 def _detect(head: bytes, size: int) -> str:

@@ -11,7 +11,7 @@ callables in findings; it never lets anything through.
 from __future__ import annotations
 
 import _compat_pickle
-from functools import cache
+from functools import cache, lru_cache
 from importlib import resources
 from typing import Literal
 
@@ -178,6 +178,7 @@ def _named(parts: list[str]) -> str | None:
     return None
 
 
+@lru_cache(maxsize=8192)
 def dangerous_reason(module: str, name: str) -> str | None:
     """Why ``module.name`` is a known-dangerous callable, or None.
 
@@ -203,6 +204,7 @@ def dangerous_reason(module: str, name: str) -> str | None:
     return None
 
 
+@lru_cache(maxsize=8192)
 def classify_global(module: str, name: str, extra: frozenset[str] = frozenset()) -> Classification:
     """``allowed`` when ``module.name`` is on the allowlist (or ``extra``) and not dangerous."""
     if dangerous_reason(module, name) is not None:

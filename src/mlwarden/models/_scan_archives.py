@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import bz2
 import gzip
+import io
 import itertools
 import lzma
 import posixpath
@@ -49,8 +50,15 @@ def _write(out: IO[bytes], chunk: bytes, budget: Budget) -> None:
 
 
 def _copy(src: IO[bytes], budget: Budget) -> IO[bytes]:
+    first = src.read(_CHUNK)
+    if len(first) < _CHUNK:  # small members (most of them) stay in memory
+        small = io.BytesIO()
+        _write(small, first, budget)
+        small.seek(0)
+        return small
     out: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=_SPOOL)  # noqa: SIM115 - returned
     try:
+        _write(out, first, budget)
         while chunk := src.read(_CHUNK):
             _write(out, chunk, budget)
     except BaseException:

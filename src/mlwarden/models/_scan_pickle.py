@@ -13,20 +13,21 @@ from __future__ import annotations
 import codecs
 import pickle
 import pickletools
-from collections.abc import Callable
+from collections import ChainMap
+from collections.abc import Callable, MutableMapping
+from functools import lru_cache
 from typing import IO, Any
 
 from mlwarden.models._scan_allowlist import classify_global, dangerous_reason, normalised_name
 
 __all__ = ["PickleMalformed", "PickleWalker"]
 
-_OPS: dict[int, pickletools.OpcodeInfo] = {
-    op.code.encode("latin-1")[0]: op for op in pickletools.opcodes
-}
 _MAX_LINE = 1 << 16
+_CHUNK = 1 << 16
 _MAX_TEXT = 4096  # strings kept for resolving globals; longer ones are opaque
 _MAX_ITEMS = 512  # items kept per container
 _JOBLIB_WRAPPER = "joblib.numpy_pickle.NumpyArrayWrapper"
+_TRIAL_OPS = 4096  # opcodes walked in joblib array bytes before calling them a hidden pickle
 _TORCH_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 
 
@@ -68,47 +69,74 @@ Emit = Callable[..., None]
 
 
 class _Reader:
-    """Reads a binary stream, counting the offset; big payloads are skipped, not read."""
+    """Reads a binary stream through a small buffer, counting the offset.
+
+    Payloads longer than the buffer are skipped by seeking, so memory stays bounded whatever
+    the file's size.
+    """
 
     def __init__(self, stream: IO[bytes], offset: int) -> None:
         self.stream = stream
-        self.pos = offset
-        self.seekable = stream.seekable()
+        stream.seek(offset)
+        self.base = offset
+        self.buf = b""
+        self.i = 0
+        self.end = 0  # len(self.buf), kept as an attribute: read once per opcode
+
+    @property
+    def pos(self) -> int:
+        return self.base + self.i
+
+    def resync(self, pos: int) -> None:
+        """Continue from ``pos`` after someone else read the stream."""
+        self.stream.seek(pos)
+        self.base, self.buf, self.i, self.end = pos, b"", 0, 0
+
+    def _fill(self, n: int) -> bool:
+        rest = self.buf[self.i :]
+        self.base += self.i
+        self.buf = rest + self.stream.read(max(_CHUNK, n - len(rest)))
+        self.i = 0
+        self.end = len(self.buf)
+        return self.end >= n
+
+    def byte(self) -> int | None:
+        if self.i >= self.end and not self._fill(1):
+            return None
+        value = self.buf[self.i]
+        self.i += 1
+        return value
 
     def read(self, n: int) -> bytes:
-        data = self.stream.read(n)
-        if len(data) != n:
-            raise PickleMalformed(
-                f"truncated: needed {n} bytes, {len(data)} left", self.pos + len(data)
-            )
-        self.pos += n
-        return data
+        if self.i + n > self.end and not self._fill(n):
+            left = self.end - self.i
+            raise PickleMalformed(f"truncated: needed {n} bytes, {left} left", self.pos + left)
+        i = self.i
+        self.i = i + n
+        return self.buf[i : i + n]
 
     def skip(self, n: int) -> None:
         if n < 0:
             raise PickleMalformed(f"negative length {n}", self.pos)
-        if self.seekable and n > 65536:
-            here = self.stream.tell()
-            end = self.stream.seek(0, 2)
-            if end - here < n:
-                raise PickleMalformed(f"truncated: needed {n} bytes, {end - here} left", end)
-            self.stream.seek(here + n)
-            self.pos += n
+        if self.i + n <= self.end:
+            self.i += n
             return
-        left = n
-        while left:
-            chunk = self.stream.read(min(left, 1 << 20))
-            if not chunk:
-                raise PickleMalformed(f"truncated: needed {left} more bytes", self.pos)
-            left -= len(chunk)
-            self.pos += len(chunk)
+        target = self.pos + n
+        end = self.stream.seek(0, 2)
+        if target > end:
+            raise PickleMalformed(f"truncated: needed {n} bytes, {end - self.pos} left", end)
+        self.resync(target)
 
     def line(self) -> bytes:
-        data = self.stream.readline(_MAX_LINE)
-        if not data.endswith(b"\n"):
-            raise PickleMalformed("a text argument has no end of line", self.pos + len(data))
-        self.pos += len(data)
-        return data[:-1]
+        end = self.buf.find(b"\n", self.i)
+        while end < 0:
+            have = self.end - self.i
+            if have > _MAX_LINE or not self._fill(have + 1):
+                raise PickleMalformed("a text argument has no end of line", self.pos)
+            end = self.buf.find(b"\n", self.i)
+        data = self.buf[self.i : end]
+        self.i = end + 1
+        return data
 
     def uint(self, n: int, signed: bool = False) -> int:
         return int.from_bytes(self.read(n), "little", signed=signed)
@@ -125,45 +153,140 @@ def _text(reader: _Reader, n: int, encoding: str) -> Any:
         raise PickleMalformed(f"a string is not valid {encoding}: {exc}", reader.pos) from exc
 
 
-def _read_arg(reader: _Reader, kind: str) -> Any:
-    if kind == "uint1":
-        return reader.uint(1)
-    if kind == "uint2":
-        return reader.uint(2)
-    if kind == "int4":
-        return reader.uint(4, signed=True)
-    if kind in ("uint4", "uint8"):
-        return reader.uint(4 if kind == "uint4" else 8)
-    if kind == "float8":
-        reader.skip(8)
-        return 0.0
-    if kind in ("bytes1", "bytes4", "bytes8", "bytearray8"):
-        n = reader.uint({"bytes1": 1, "bytes4": 4}.get(kind, 8))
+def _uint1(reader: _Reader) -> int:
+    i = reader.i
+    if i < reader.end:  # the common case, inlined
+        reader.i = i + 1
+        return reader.buf[i]
+    value = reader.byte()
+    if value is None:
+        raise PickleMalformed("truncated: needed 1 byte, 0 left", reader.pos)
+    return value
+
+
+def _sized(width: int, signed: bool = False) -> Callable[[_Reader], int]:
+    if width == 1:
+        return _uint1
+    return lambda reader: int.from_bytes(reader.read(width), "little", signed=signed)
+
+
+def _payload(width: int) -> Callable[[_Reader], _Opaque]:
+    def read(reader: _Reader) -> _Opaque:
+        n = reader.uint(width)
         reader.skip(n)
         return _Opaque(f"{n} bytes")
-    if kind == "string1":
-        return _text(reader, reader.uint(1), "latin-1")
-    if kind == "string4":
-        return _text(reader, reader.uint(4, signed=True), "latin-1")
-    if kind in ("unicodestring1", "unicodestring4", "unicodestring8"):
-        n = reader.uint({"unicodestring1": 1, "unicodestring4": 4, "unicodestring8": 8}[kind])
-        return _text(reader, n, "utf-8")
-    if kind in ("long1", "long4"):
-        n = reader.uint(1) if kind == "long1" else reader.uint(4, signed=True)
+
+    return read
+
+
+def _string(width: int, signed: bool, encoding: str) -> Callable[[_Reader], Any]:
+    return lambda reader: _text(reader, reader.uint(width, signed), encoding)
+
+
+def _float8(reader: _Reader) -> float:
+    reader.skip(8)
+    return 0.0
+
+
+def _long(width: int) -> Callable[[_Reader], Any]:
+    def read(reader: _Reader) -> Any:
+        n = reader.uint(width, width == 4)
         if n < 0:
             raise PickleMalformed(f"negative length {n}", reader.pos)
         if n > 64:
             reader.skip(n)
             return _Opaque("a long integer")
         return int.from_bytes(reader.read(n), "little", signed=True)
-    line = reader.line()
-    if kind == "stringnl_noescape_pair":
-        line = line + b" " + reader.line()
-        kind = "stringnl_noescape"
-    try:
-        return _text_arg(kind, line)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise PickleMalformed(f"bad {kind} argument {line[:40]!r}: {exc}", reader.pos) from exc
+
+    return read
+
+
+def _line(kind: str) -> Callable[[_Reader], Any]:
+    def read(reader: _Reader) -> Any:
+        line = reader.line()
+        text_kind = kind
+        if kind == "stringnl_noescape_pair":
+            line = line + b" " + reader.line()
+            text_kind = "stringnl_noescape"
+        try:
+            return _text_arg(text_kind, line)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise PickleMalformed(f"bad {kind} argument {line[:40]!r}: {exc}", reader.pos) from exc
+
+    return read
+
+
+_ARG_READERS: dict[str, Callable[[_Reader], Any]] = {
+    "uint1": _sized(1),
+    "uint2": _sized(2),
+    "int4": _sized(4, True),
+    "uint4": _sized(4),
+    "uint8": _sized(8),
+    "float8": _float8,
+    "bytes1": _payload(1),
+    "bytes4": _payload(4),
+    "bytes8": _payload(8),
+    "bytearray8": _payload(8),
+    "string1": _string(1, False, "latin-1"),
+    "string4": _string(4, True, "latin-1"),
+    "unicodestring1": _string(1, False, "utf-8"),
+    "unicodestring4": _string(4, False, "utf-8"),
+    "unicodestring8": _string(8, False, "utf-8"),
+    "long1": _long(1),
+    "long4": _long(4),
+    **{
+        kind: _line(kind)
+        for kind in (
+            "stringnl",
+            "stringnl_noescape",
+            "stringnl_noescape_pair",
+            "unicodestringnl",
+            "decimalnl_short",
+            "decimalnl_long",
+            "floatnl",
+        )
+    },
+}
+# Opcodes that only build containers and simple values.
+_DATA_OPS = frozenset(
+    {
+        "EMPTY_DICT", "EMPTY_TUPLE", "EMPTY_LIST", "EMPTY_SET", "TUPLE1", "TUPLE2", "TUPLE3",
+        "NONE", "NEWTRUE", "NEWFALSE", "TUPLE", "LIST", "FROZENSET", "DICT", "APPEND", "APPENDS",
+        "ADDITEMS", "SETITEM", "SETITEMS", "NEXT_BUFFER", "READONLY_BUFFER",
+    }
+)  # fmt: skip
+# Opcodes that push their argument as it is.
+_CONSTANTS = frozenset(
+    {
+        "INT", "BININT", "BININT1", "BININT2", "LONG", "LONG1", "LONG4", "STRING", "BINSTRING",
+        "SHORT_BINSTRING", "BINBYTES", "SHORT_BINBYTES", "BINBYTES8", "BYTEARRAY8", "UNICODE",
+        "SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "FLOAT", "BINFLOAT",
+    }
+)  # fmt: skip
+
+
+_PUSH, _DATA, _PUT, _GET, _OTHER = range(5)
+
+
+def _group(name: str) -> int:
+    if name in _CONSTANTS:
+        return _PUSH
+    if name in _DATA_OPS:
+        return _DATA
+    if name in ("BINPUT", "LONG_BINPUT", "PUT", "MEMOIZE"):
+        return _PUT
+    return _GET if name in ("BINGET", "LONG_BINGET", "GET") else _OTHER
+
+
+# opcode byte -> (name, argument reader, group)
+_OPS: dict[int, tuple[str, Callable[[_Reader], Any] | None, int]] = {
+    op.code.encode("latin-1")[0]: (
+        op.name,
+        _ARG_READERS[op.arg.name] if op.arg else None,
+        _group(op.name),
+    )
+    for op in pickletools.opcodes
+}
 
 
 def _text_arg(kind: str, line: bytes) -> Any:
@@ -301,10 +424,19 @@ class PickleWalker:
 
         Raises ``PickleMalformed`` where a loader would fail; the findings before it stand.
         """
-        reader = _Reader(stream, offset)
-        stack: list[Any] = []
-        marks: list[int] = []
-        memo: dict[int, Any] = {}
+        return self._run(_Reader(stream, offset), [], [], {}, trial=False)
+
+    def _run(
+        self,
+        reader: _Reader,
+        stack: list[Any],
+        marks: list[int],
+        memo: MutableMapping[int, Any],
+        trial: bool,
+    ) -> tuple[Any, int]:
+        """The opcode loop. ``trial``: walking bytes a loader may read as opcodes or not."""
+        stream = reader.stream
+        count = 0
 
         def pop() -> Any:
             if not stack or (marks and len(stack) <= marks[-1]):
@@ -319,17 +451,46 @@ class PickleWalker:
             del stack[start:]
             return items
 
+        ops_get = _OPS.get
+        push = stack.append
+        data_op = self._data_op
         while True:
-            at = reader.pos
-            code = stream.read(1)
-            if not code:
+            if trial:
+                count += 1
+                if count > _TRIAL_OPS:
+                    raise PickleMalformed(
+                        f"joblib array bytes parse as {_TRIAL_OPS} pickle opcodes", reader.pos
+                    )
+            i = reader.i
+            at = reader.base + i
+            if i < reader.end:  # inlined reader.byte(): once per opcode
+                code: int | None = reader.buf[i]
+                reader.i = i + 1
+            else:
+                code = reader.byte()
+            if code is None:
                 raise PickleMalformed("truncated: the stream ends before STOP", at)
-            reader.pos += 1
-            op = _OPS.get(code[0])
+            op = ops_get(code)
             if op is None:
-                raise PickleMalformed(f"unknown opcode 0x{code[0]:02x}", at)
-            name = op.name
-            arg: Any = _read_arg(reader, op.arg.name) if op.arg is not None else None
+                raise PickleMalformed(f"unknown opcode 0x{code:02x}", at)
+            name, read_arg, group = op
+            arg: Any = read_arg(reader) if read_arg is not None else None
+            if group == _PUSH:
+                push(arg)
+                continue
+            if group == _DATA:
+                data_op(name, arg, stack, pop, pop_mark)
+                continue
+            if group == _PUT:
+                if not stack or (marks and len(stack) <= marks[-1]):
+                    raise PickleMalformed(f"{name} with nothing to store", at)
+                memo[len(memo) if name == "MEMOIZE" else int(arg)] = stack[-1]
+                continue
+            if group == _GET:
+                if arg not in memo:
+                    raise PickleMalformed(f"{name} {arg}: no such memo entry", at)
+                push(memo[arg])
+                continue
             if name == "STOP":
                 return (stack[-1] if stack else None), reader.pos
             if name in ("PROTO", "FRAME"):
@@ -374,7 +535,8 @@ class PickleWalker:
                         opcode=name,
                     )
                 stack.append(target)
-                if _class_name(target) == _JOBLIB_WRAPPER:
+                if not trial and _class_name(target) == _JOBLIB_WRAPPER:
+                    self._pickle_load_view(reader, stack, marks, memo)
                     self._joblib_array(stream, reader, target, at)
             elif name in ("EXT1", "EXT2", "EXT4"):
                 self.emit(
@@ -391,18 +553,6 @@ class PickleWalker:
                 if len(self.persistent_ids) < 1_000_000:
                     self.persistent_ids.append(pid)
                 stack.append(_Call(_Opaque("persistent_load"), pid))
-            elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
-                if not stack:
-                    raise PickleMalformed(f"{name} on an empty stack", at)
-                memo[int(arg)] = stack[-1]
-            elif name == "MEMOIZE":
-                if not stack:
-                    raise PickleMalformed("MEMOIZE on an empty stack", at)
-                memo[len(memo)] = stack[-1]
-            elif name in ("GET", "BINGET", "LONG_BINGET"):
-                if int(arg) not in memo:
-                    raise PickleMalformed(f"{name} {arg}: no such memo entry", at)
-                stack.append(memo[int(arg)])
             elif name == "POP":
                 if stack and not (marks and len(stack) == marks[-1]):
                     stack.pop()
@@ -414,20 +564,26 @@ class PickleWalker:
                 value = pop()
                 stack.extend((value, value))
             else:
-                self._data_op(name, arg, stack, pop, pop_mark)
+                raise AssertionError(f"opcode {name} has no handler")
 
     def _data_op(self, name: str, arg: Any, stack: list[Any], pop: Any, pop_mark: Any) -> None:
         """Opcodes that only build data: constants and containers."""
-        if name in ("NONE", "NEWTRUE", "NEWFALSE"):
-            stack.append({"NONE": None, "NEWTRUE": True, "NEWFALSE": False}[name])
-        elif name in ("EMPTY_LIST", "EMPTY_DICT", "EMPTY_SET", "EMPTY_TUPLE"):
-            stack.append(
-                {"EMPTY_LIST": [], "EMPTY_DICT": {}, "EMPTY_SET": [], "EMPTY_TUPLE": ()}[name]
-            )
-        elif name in ("TUPLE1", "TUPLE2", "TUPLE3"):
-            n = int(name[-1])
-            items = [pop() for _ in range(n)][::-1]
-            stack.append(tuple(items))
+        if name == "EMPTY_DICT":
+            stack.append({})
+        elif name == "EMPTY_TUPLE":
+            stack.append(())
+        elif name in ("EMPTY_LIST", "EMPTY_SET"):
+            stack.append([])
+        elif name == "TUPLE1":
+            stack.append((pop(),))
+        elif name == "TUPLE2":
+            second = pop()
+            stack.append((pop(), second))
+        elif name == "TUPLE3":
+            third, second = pop(), pop()
+            stack.append((pop(), second, third))
+        elif name in ("NONE", "NEWTRUE", "NEWFALSE"):
+            stack.append(None if name == "NONE" else name == "NEWTRUE")
         elif name in ("TUPLE", "LIST", "FROZENSET"):
             items = pop_mark()[:_MAX_ITEMS]
             stack.append(tuple(items) if name == "TUPLE" else list(items))
@@ -455,7 +611,7 @@ class PickleWalker:
         elif name == "SETITEMS":
             items = pop_mark()
             target = pop()
-            if isinstance(target, dict):
+            if isinstance(target, dict) and len(target) < _MAX_ITEMS:
                 target.update(_pairs(items))
             stack.append(target)
         elif name == "NEXT_BUFFER":
@@ -463,8 +619,40 @@ class PickleWalker:
         elif name == "READONLY_BUFFER":
             pop()
             stack.append(_Opaque("a read-only buffer"))
-        else:  # every constant-pushing opcode: ints, floats, strings, bytes
-            stack.append(arg)
+        else:
+            raise AssertionError(f"opcode {name} has no handler")
+
+    def _pickle_load_view(
+        self, reader: _Reader, stack: list[Any], marks: list[int], memo: MutableMapping[int, Any]
+    ) -> None:
+        """Walk the bytes after a joblib array wrapper as ``pickle.load`` would read them.
+
+        To ``joblib.load`` they are array data; to ``pickle.load`` they are more opcodes. A file
+        whose "array data" is a payload runs it under ``pickle.load``, so those bytes are
+        walked too, on a copy of the state, up to where ``pickle.load`` would fail. Here only
+        dangerous globals make the file unsafe: a benign object array's nested pickle also
+        reads as opcodes, resolving nonsense names through the outer memo.
+        """
+        emit = self.emit
+
+        def viewed(rule: str, severity: str, message: str, **where: Any) -> None:
+            # Benign object arrays also parse here (against the outer memo, into nonsense
+            # names): only what is dangerous by name, or unresolvable, stays unsafe.
+            if rule not in ("dangerous-global", "extension-registry"):
+                severity = "low"
+            emit(rule, severity, f"{message} (bytes that joblib reads as array data and "
+                 "pickle.load as opcodes)", **where)  # fmt: skip
+
+        self.emit = viewed
+        here = reader.pos
+        try:
+            view = _Reader(reader.stream, here)
+            self._run(view, list(stack), list(marks), ChainMap({}, memo), trial=True)
+        except PickleMalformed:
+            pass  # where pickle.load would stop: everything before it was checked
+        finally:
+            self.emit = emit
+            reader.resync(here)
 
     def _joblib_array(self, stream: IO[bytes], reader: _Reader, wrapper: _Call, at: int) -> None:
         """Step over the array joblib wrote right after a ``NumpyArrayWrapper``'s BUILD."""
@@ -481,7 +669,8 @@ class PickleWalker:
             )
         itemsize, has_objects = size
         if has_objects:  # joblib pickles object arrays as a nested stream
-            _, reader.pos = self.walk(stream, reader.pos)
+            _, end = self.walk(stream, reader.pos)
+            reader.resync(end)
             return
         if state.get("numpy_array_alignment_bytes") is not None:
             reader.skip(reader.uint(1))
@@ -495,6 +684,7 @@ class PickleWalker:
         return isinstance(value, int) and value == _TORCH_LEGACY_MAGIC
 
 
+@lru_cache(maxsize=8192)
 def _plausible(dotted: str) -> bool:
     """Whether an import could resolve the name: dotted parts of word characters or hyphens."""
     return bool(dotted) and all(
@@ -503,11 +693,20 @@ def _plausible(dotted: str) -> bool:
 
 
 def _pairs(items: list[Any]) -> dict[Any, Any]:
-    out: dict[Any, Any] = {}
-    for key, value in zip(items[0::2], items[1::2], strict=False):
-        if isinstance(key, str | int) and len(out) < _MAX_ITEMS:
-            out[key] = value
-    return out
+    if len(items) > 2 * _MAX_ITEMS:
+        items = items[: 2 * _MAX_ITEMS]
+    try:
+        return dict(zip(items[0::2], items[1::2], strict=False))
+    except TypeError:  # an unhashable (list, dict) key: keep the others
+        return {k: v for k, v in zip(items[0::2], items[1::2], strict=False) if _hashable(k)}
+
+
+def _hashable(value: Any) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
 
 
 def _describe(value: Any) -> str:
