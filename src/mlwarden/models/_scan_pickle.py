@@ -92,9 +92,18 @@ class _Reader:
         self.stream.seek(pos)
         self.base, self.buf, self.i, self.end = pos, b"", 0, 0
 
+    def clone(self) -> _Reader:
+        """A reader at the same place, sharing the buffer (readers seek before they read)."""
+        twin = _Reader.__new__(_Reader)
+        twin.stream, twin.base, twin.buf, twin.i, twin.end = (
+            self.stream, self.base, self.buf, self.i, self.end
+        )  # fmt: skip
+        return twin
+
     def _fill(self, n: int) -> bool:
         rest = self.buf[self.i :]
         self.base += self.i
+        self.stream.seek(self.base + len(rest))  # another reader may have moved the stream
         self.buf = rest + self.stream.read(max(_CHUNK, n - len(rest)))
         self.i = 0
         self.end = len(self.buf)
@@ -633,6 +642,9 @@ class PickleWalker:
         dangerous globals make the file unsafe: a benign object array's nested pickle also
         reads as opcodes, resolving nonsense names through the outer memo.
         """
+        first = reader.clone().byte()
+        if first is None or first not in _OPS:  # pickle.load stops at once (joblib's padding)
+            return
         emit = self.emit
 
         def viewed(rule: str, severity: str, message: str, **where: Any) -> None:
@@ -644,15 +656,12 @@ class PickleWalker:
                  "pickle.load as opcodes)", **where)  # fmt: skip
 
         self.emit = viewed
-        here = reader.pos
         try:
-            view = _Reader(reader.stream, here)
-            self._run(view, list(stack), list(marks), ChainMap({}, memo), trial=True)
+            self._run(reader.clone(), list(stack), list(marks), ChainMap({}, memo), trial=True)
         except PickleMalformed:
             pass  # where pickle.load would stop: everything before it was checked
         finally:
             self.emit = emit
-            reader.resync(here)
 
     def _joblib_array(self, stream: IO[bytes], reader: _Reader, wrapper: _Call, at: int) -> None:
         """Step over the array joblib wrote right after a ``NumpyArrayWrapper``'s BUILD."""
