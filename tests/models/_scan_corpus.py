@@ -509,6 +509,15 @@ def _malicious(root: Path, marker: Path) -> list[Sample]:
         "traversal.tar", _tar({"../../outside.pkl": benign}), "tar path traversal", "path-traversal"
     )
     add("traversal.zip", _zip({"/abs/model.pkl": benign}), "zip absolute path", "path-traversal")
+    program = _p0_call("posix", "system", touch)
+    if len(program) <= 100:  # a ustar name field: the tar's first bytes
+        add(
+            "tar_pickle_polyglot.tar",
+            _tar({program.decode(): benign}),
+            "tar whose first member name is a pickle program",
+            "dangerous-global",
+            "posix.system",
+        )
     add(
         "zip_bomb.zip",
         _zip({"big.bin": b"\x00" * (48 << 20)}, zipfile.ZIP_DEFLATED),

@@ -6,6 +6,7 @@ The format comes from magic bytes and structure, never from the extension, so a 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import lzma
 import os
@@ -33,7 +34,7 @@ from mlwarden.models._scan_formats import (
     scan_safetensors,
     scan_skops,
 )
-from mlwarden.models._scan_pickle import PickleMalformed, PickleWalker
+from mlwarden.models._scan_pickle import PICKLE_OPCODES, PickleMalformed, PickleWalker
 from mlwarden.models._scan_report import Finding, ScanPolicy, ScanReport, Severity
 
 __all__ = ["scan_file", "scan_paths"]
@@ -88,6 +89,8 @@ class _Scan:
         if kind == "unknown" and size and looks_like_onnx(stream, size):
             kind = "onnx"
         self.formats.append(f"{member}: {kind}" if member else kind)
+        if kind not in ("pickle", "unknown", "empty") and head[0] in PICKLE_OPCODES:
+            self._pickle_view(stream, member, kind)
         if depth >= self.policy.max_depth and kind in _NESTED:
             level = depth + 1
             emit("archive-limits", "high", f"{kind} at nesting level {level}, over the limit of "
@@ -219,6 +222,21 @@ class _Scan:
             if start + count * itemsize != size:
                 emit("malformed", "high", f"npy: {size - start} data bytes where the header "
                      f"says {count * itemsize}", offset=start)  # fmt: skip
+
+    def _pickle_view(self, stream: IO[bytes], member: str | None, kind: str) -> None:
+        """A file of another format whose first bytes are also opcodes (a tar's first member
+        name, say) runs them under ``pickle.load``: dangerous globals there are unsafe."""
+        emit = self.emitter(member)
+
+        def viewed(rule: str, severity: Severity, message: str, **where: Any) -> None:
+            if rule in ("dangerous-global", "extension-registry"):
+                emit(rule, severity, f"{message} (the {kind} file's bytes read as a pickle)",
+                     **where)  # fmt: skip
+
+        walker = PickleWalker(viewed, self.extra)
+        with contextlib.suppress(PickleMalformed):  # where pickle.load stops
+            walker.walk(stream, 0)
+        stream.seek(0)
 
     def _unknown(self, stream: IO[bytes], member: str | None, size: int, head: bytes) -> None:
         """Try the bytes as a protocol 0/1 pickle (no PROTO opcode); else report the format."""

@@ -20,7 +20,7 @@ from typing import IO, Any
 
 from mlwarden.models._scan_allowlist import classify_global, dangerous_reason, normalised_name
 
-__all__ = ["PickleMalformed", "PickleWalker"]
+__all__ = ["PICKLE_OPCODES", "PickleMalformed", "PickleWalker"]
 
 _MAX_LINE = 1 << 16
 _CHUNK = 1 << 16
@@ -275,6 +275,7 @@ _CONSTANTS = frozenset(
 
 
 _PUSH, _DATA, _PUT, _GET, _OTHER = range(5)
+PICKLE_OPCODES = frozenset(op.code.encode("latin-1")[0] for op in pickletools.opcodes)
 
 
 def _group(name: str) -> int:
