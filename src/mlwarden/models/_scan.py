@@ -115,12 +115,11 @@ class _Scan:
         elif kind == "safetensors":
             scan_safetensors(stream, size, emit)
         elif kind == "onnx":
-            folder = None if member else str(self.path.parent)
-            scan_onnx(stream, folder, emit, set(self.policy.allow_custom_onnx_domains))
+            scan_onnx(stream, emit, set(self.policy.allow_custom_onnx_domains))
         elif kind == "hdf5":
             if context == "keras":  # the weights of a .keras zip: arrays only
                 return
-            scan_hdf5(None, stream, emit)
+            scan_hdf5(stream, emit)
         elif kind == "unknown":
             self._unknown(stream, member, size, head)
 

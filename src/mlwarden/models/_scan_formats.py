@@ -290,7 +290,7 @@ def _json_dicts(value: Any) -> Iterator[dict[str, Any]]:
             yield from _json_dicts(item)
 
 
-def scan_hdf5(path: str | None, stream: IO[bytes], emit: Emit) -> None:
+def scan_hdf5(stream: IO[bytes], emit: Emit) -> None:
     """A Keras HDF5 model: its ``model_config`` attribute, read with h5py when installed."""
     try:
         import h5py
