@@ -187,7 +187,7 @@ def looks_like_onnx(stream: IO[bytes], size: int) -> bool:
     return seen_graph and pos == size
 
 
-def scan_onnx(stream: IO[bytes], folder: str | None, emit: Emit, allowed_domains: set[str]) -> None:
+def scan_onnx(stream: IO[bytes], emit: Emit, allowed_domains: set[str]) -> None:
     """External data must stay inside the model's folder; operators only in standard domains."""
     try:
         import onnx
