@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from mlwarden.cli import main
-from mlwarden.errors import ModelError, SpecError, UntrustedArtifactError
+from mlwarden.errors import DataError, ModelError, SpecError, UntrustedArtifactError
 from mlwarden.models import (
     ScanPolicy,
     allowed_globals,
@@ -216,3 +216,25 @@ def test_a_zip_member_is_scanned_by_content_under_any_name(tmp_path: Path) -> No
     report = scan_file(_write(tmp_path, "bundle.zip", data))
     (finding,) = [f for f in report.findings if f.unsafe]
     assert finding.member == "readme.md" and finding.global_name == "os.system"
+
+
+def test_a_pipe_in_a_folder_is_reported_not_read(tmp_path: Path) -> None:
+    import os
+
+    os.mkfifo(tmp_path / "pipe.pkl")
+    (report,) = scan_paths([tmp_path])
+    assert report.format == "not-a-file" and not report.safe
+
+
+def test_an_unreadable_file_is_one_clear_error(tmp_path: Path) -> None:
+    import os
+
+    locked = _write(tmp_path, "locked.pkl", b"N.")
+    locked.chmod(0)
+    try:
+        if os.access(locked, os.R_OK):
+            pytest.skip("running as root: the file stays readable")
+        with pytest.raises(DataError, match="cannot read"):
+            scan_file(locked)
+    finally:
+        locked.chmod(0o644)

@@ -10,11 +10,13 @@ import contextlib
 import json
 import lzma
 import os
+import stat
 import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from mlwarden.errors import DataError
 from mlwarden.models._scan_allowlist import allowed_globals, dangerous_reason
 from mlwarden.models._scan_archives import (
     Budget,
@@ -311,10 +313,19 @@ def scan_file(path: str | os.PathLike[str], policy: ScanPolicy | None = None) ->
     policy = policy or ScanPolicy()
     path = Path(path)
     state = _Scan(path, policy)
-    with path.open("rb") as stream:
-        size = stream.seek(0, 2)
-        stream.seek(0)
-        state.stream(stream, None, 0)
+    size = 0
+    try:
+        mode = path.stat().st_mode
+        if not stat.S_ISREG(mode):  # a pipe or device never ends or changes under the scan
+            state.formats.append("not-a-file")
+            state.emitter(None)("cannot-check", "medium", "not a regular file; not read")
+        else:
+            with path.open("rb") as stream:
+                size = stream.seek(0, 2)
+                stream.seek(0)
+                state.stream(stream, None, 0)
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror or exc}") from exc
     return ScanReport(
         file=str(path),
         format=state.formats[0] if state.formats else "unknown",
