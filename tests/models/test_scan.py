@@ -12,6 +12,8 @@ from pathlib import Path
 import joblib
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from mlwarden.cli import main
 from mlwarden.errors import DataError, ModelError, SpecError, UntrustedArtifactError
@@ -238,3 +240,36 @@ def test_an_unreadable_file_is_one_clear_error(tmp_path: Path) -> None:
             scan_file(locked)
     finally:
         locked.chmod(0o644)
+
+
+_SEEDS = [pickle.dumps({"w": [1.0, 2.0], "name": "m"}, protocol=p) for p in range(6)] + [
+    _zip({"archive/data.pkl": pickle.dumps([1], protocol=2)}),
+    _tar({"a.pkl": b"N."}),
+]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.sampled_from(_SEEDS),
+    cut=st.integers(min_value=0, max_value=400),
+    flips=st.lists(st.tuples(st.integers(0, 400), st.integers(0, 255)), max_size=4),
+    tail=st.binary(max_size=16),
+)
+def test_any_bytes_give_a_report_never_an_exception(
+    tmp_path_factory: pytest.TempPathFactory,
+    seed: bytes,
+    cut: int,
+    flips: list[tuple[int, int]],
+    tail: bytes,
+) -> None:
+    data = bytearray(seed[: max(1, min(cut, len(seed)))] if cut < len(seed) else seed)
+    for at, value in flips:
+        if data:
+            data[at % len(data)] = value
+    path = tmp_path_factory.mktemp("fuzz") / "f"
+    path.write_bytes(bytes(data) + tail)
+    report = scan_file(path)
+    assert report.verdict in ("safe", "unsafe")
+    assert "scanner-error" not in {f.rule for f in report.findings}, report.findings
+    if data == seed[: len(data)] and len(data) < len(seed) and seed[:1] == b"\x80" and not tail:
+        assert not report.safe  # a truncated pickle is never safe

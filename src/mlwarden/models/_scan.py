@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import lzma
 import os
 import stat
@@ -40,6 +41,8 @@ from mlwarden.models._scan_pickle import PICKLE_OPCODES, PickleMalformed, Pickle
 from mlwarden.models._scan_report import Finding, ScanPolicy, ScanReport, Severity
 
 __all__ = ["scan_file", "scan_paths"]
+
+logger = logging.getLogger(__name__)
 
 _MAX_PICKLES = 64
 # Bytes per element of the storage classes a legacy (pre-zip) torch.save names.
@@ -127,6 +130,26 @@ class _Scan:
 
     def member(self, stream: IO[bytes], member: str, depth: int, context: str) -> None:
         self.stream(stream, member, depth, context)
+
+    def checked(self, stream: IO[bytes]) -> None:
+        """Scan the top-level stream; a failure of the scanner itself makes the file unsafe."""
+        try:
+            self.stream(stream, None, 0)
+        except (
+            OSError,
+            ValueError,
+            LookupError,
+            TypeError,
+            ArithmeticError,
+            RuntimeError,
+            EOFError,
+        ) as exc:
+            logger.warning("scanner error on %s", self.path, exc_info=True)
+            self.emitter(None)(
+                "scanner-error",
+                "high",
+                f"the scan could not finish ({type(exc).__name__}: {exc}); treated as unsafe",
+            )
 
     def _decompress(self, stream: IO[bytes], kind: str, member: str | None, depth: int) -> None:
         emit = self.emitter(member)
@@ -275,9 +298,12 @@ def _dangerous_name(name: str) -> str | None:
 def _is_text(head: bytes) -> bool:
     try:
         text = head.decode("utf-8")
-    except UnicodeDecodeError:
-        text = head[:-3].decode("utf-8", "replace")
-    return text.replace("\n", "").replace("\r", "").replace("\t", "").isprintable()
+    except UnicodeDecodeError as exc:  # the head may end inside a multi-byte character
+        if exc.start < len(head) - 3:
+            return False
+        text = head[: exc.start].decode("utf-8")
+    text = text.replace("\n", "").replace("\r", "").replace("\t", "")
+    return bool(text) and text.isprintable()
 
 
 def _detect(head: bytes, size: int) -> str:
@@ -301,7 +327,7 @@ def _detect(head: bytes, size: int) -> str:
         return "npy"
     if head[:8] == b"\x89HDF\r\n\x1a\n":
         return "hdf5"
-    if head[:1] == b"\x80" and len(head) > 1 and 2 <= head[1] <= 5:
+    if head[:1] == b"\x80":  # PROTO: a pickle, whatever follows
         return "pickle"
     if len(head) >= 10 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") <= size - 8:
         return "safetensors"
@@ -323,7 +349,7 @@ def scan_file(path: str | os.PathLike[str], policy: ScanPolicy | None = None) ->
             with path.open("rb") as stream:
                 size = stream.seek(0, 2)
                 stream.seek(0)
-                state.stream(stream, None, 0)
+                state.checked(stream)
     except OSError as exc:
         raise DataError(f"cannot read {path}: {exc.strerror or exc}") from exc
     return ScanReport(

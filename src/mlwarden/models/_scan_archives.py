@@ -115,7 +115,12 @@ def _bad_name(name: str) -> str | None:
 def _local_names(stream: IO[bytes], infos: list[zipfile.ZipInfo], emit: Emit) -> None:
     """Compare each local header with the central directory; find overlapping members."""
     spans = []
+    size = stream.seek(0, 2)
     for info in infos:
+        if not 0 <= info.header_offset < size:
+            emit("malformed", "high", f"zip: {info.filename!r} starts at {info.header_offset}, "
+                 f"outside the {size}-byte archive", member=info.filename)  # fmt: skip
+            continue
         stream.seek(info.header_offset)
         header = stream.read(30)
         if len(header) < 30 or header[:4] != b"PK\x03\x04":
@@ -157,7 +162,7 @@ def scan_zip(
     try:
         archive = zipfile.ZipFile(stream)
         infos = archive.infolist()
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as exc:
         emit("malformed", "high", f"zip: cannot read the archive: {exc}", member=prefix or None)
         return "zip"
     names = [i.filename for i in infos]
@@ -173,7 +178,7 @@ def scan_zip(
         if reason:
             emit("path-traversal", "high", f"zip member name {info.filename!r} is {reason}",
                  member=member)  # fmt: skip
-        if info.is_dir():
+        if info.filename.endswith("/"):  # a folder (is_dir() fails on an empty name)
             continue
         if info.flag_bits & 0x1:
             emit("cannot-check", "medium", "zip: the member is encrypted", member=member)
@@ -191,7 +196,7 @@ def scan_zip(
         except LimitExceeded as exc:
             emit("archive-limits", "high", f"zip: {exc}", member=member)
             return kind
-        except (zipfile.BadZipFile, zlib.error, OSError, EOFError, NotImplementedError) as exc:
+        except (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError, RuntimeError) as exc:
             emit("malformed", "high", f"zip: cannot read the member: {exc}", member=member)
             continue
         with spooled:

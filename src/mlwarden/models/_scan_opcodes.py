@@ -93,6 +93,8 @@ class Reader:
         return value
 
     def read(self, n: int) -> bytes:
+        if n < 0:
+            raise PickleMalformed(f"negative length {n}", self.pos)
         if self.i + n > self.end and not self._fill(n):
             left = self.end - self.i
             raise PickleMalformed(f"truncated: needed {n} bytes, {left} left", self.pos + left)
