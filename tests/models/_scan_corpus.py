@@ -490,6 +490,13 @@ def _malicious(root: Path, marker: Path) -> list[Sample]:
         "dangerous-global",
     )
     add(
+        "legacy_torch_tar.tar",
+        _legacy_torch_tar(dumps(system, 2)),
+        "payload in a legacy torch tar's storages",
+        "dangerous-global",
+        "posix.system",
+    )
+    add(
         "legacy_torch.pt",
         _legacy_torch(dumps(system, 2)),
         "legacy torch.save format",
@@ -766,6 +773,8 @@ def _benign(root: Path) -> list[Sample]:
         )
     )
     out.append(Sample(folder / "dense.keras", False, "Keras Dense model"))
+    (folder / "legacy_tar.pt").write_bytes(_legacy_torch_tar())
+    out.append(Sample(folder / "legacy_tar.pt", False, "legacy torch tar checkpoint"))
     return out
 
 
@@ -859,3 +868,31 @@ def _genops_until(raw: bytes, end: int) -> list[tuple[str, Any, int]]:
             break
         out.append((op.name, arg, pos or 0))
     return out
+
+
+def _legacy_torch_tar(entry: bytes | None = None) -> bytes:
+    """A pre-2017 torch.save tar: one float storage of 2 elements, one tensor viewing it."""
+
+    def x(text: str) -> bytes:  # BINUNICODE
+        return b"X" + struct.pack("<I", len(text)) + text.encode()
+
+    storage_type = _c("torch", "FloatStorage")
+    entry = entry or b"\x80\x02" + x("0") + x("cpu") + storage_type + b"\x87."
+    storages = (
+        pickle.dumps(1, protocol=2) + entry + struct.pack("<q", 2) + struct.pack("<2f", 1, 2)
+        + pickle.dumps([], protocol=2)
+    )  # fmt: skip
+    tensor = b"\x80\x02" + x("t0") + x("0") + _c("torch", "FloatTensor") + b"\x87."
+    tensors = (
+        pickle.dumps(1, protocol=2) + tensor + struct.pack("<i", 1) + b"\x00" * 4
+        + struct.pack("<qqq", 2, 1, 0)
+    )  # fmt: skip
+    main = b"\x80\x02}" + x("w") + x("t0") + b"Qs."
+    return _tar(
+        {
+            "sys_info": pickle.dumps({"protocol_version": 1001}, protocol=2),
+            "pickle": main,
+            "tensors": tensors,
+            "storages": storages,
+        }
+    )

@@ -39,17 +39,13 @@ from mlwarden.models._scan_formats import (
 )
 from mlwarden.models._scan_pickle import PICKLE_OPCODES, PickleMalformed, PickleWalker
 from mlwarden.models._scan_report import Finding, ScanPolicy, ScanReport, Severity
+from mlwarden.models._scan_torch import legacy_storages, legacy_tar_member
 
 __all__ = ["scan_file", "scan_paths"]
 
 logger = logging.getLogger(__name__)
 
 _MAX_PICKLES = 64
-# Bytes per element of the storage classes a legacy (pre-zip) torch.save names.
-_TORCH_ELEMENT = {
-    "Double": 8, "Float": 4, "Half": 2, "BFloat16": 2, "Long": 8, "Int": 4, "Short": 2,
-    "Char": 1, "Byte": 1, "Bool": 1, "ComplexFloat": 8, "ComplexDouble": 16, "Untyped": 1,
-}  # fmt: skip
 
 
 class _Scan:
@@ -89,6 +85,13 @@ class _Scan:
                 check_keras_config(json.loads(stream.read()), emit, member)
             except (ValueError, RecursionError) as exc:
                 emit("malformed", "high", f"Keras config.json is not JSON: {exc}")
+            return
+        leaf = (member or "").rsplit("/", 1)[-1]
+        if context == "torch-tar" and leaf in ("storages", "tensors"):
+            self.formats.append(f"{member}: torch-legacy-{leaf}")
+            walker = PickleWalker(emit, self.extra)
+            legacy_tar_member(stream, leaf, size, walker, emit)
+            self.globals |= walker.globals_seen
             return
         kind = _detect(head, size)
         if kind == "unknown" and size and looks_like_onnx(stream, size):
@@ -184,7 +187,7 @@ class _Scan:
                 if count == 1 and walker.is_torch_legacy_magic(value):
                     legacy = True
                 if legacy and count == 5:
-                    self._legacy_storages(stream, value, offset, size, walker, emit)
+                    legacy_storages(stream, value, offset, size, walker, emit)
                     break
                 if count == 1 and offset < size and not legacy:
                     emit("appended-pickle", "info", "more data follows the first pickle's STOP; "
@@ -194,28 +197,6 @@ class _Scan:
             emit("malformed", "high", f"cannot be parsed to the end{after}: {exc}; a loader "
                  "runs everything before this point", offset=exc.offset)  # fmt: skip
         self.globals |= walker.globals_seen
-
-    def _legacy_storages(
-        self, stream: IO[bytes], keys: Any, offset: int, size: int, walker: PickleWalker, emit: Any
-    ) -> None:
-        """Step over the raw tensor storages a legacy torch.save writes after its pickles."""
-        element: dict[str, int] = {}
-        for pid in walker.persistent_ids:
-            if isinstance(pid, tuple) and len(pid) >= 3 and isinstance(pid[2], str):
-                cls = getattr(pid[1], "full", "")
-                element[pid[2]] = _TORCH_ELEMENT.get(cls.rsplit(".", 1)[-1][: -len("Storage")], 0)
-        if not isinstance(keys, list) or not all(k in element and element[k] for k in keys):
-            emit("malformed", "high", "legacy torch file: the storage list cannot be read",
-                 offset=offset)  # fmt: skip
-            return
-        stream.seek(offset)
-        for key in keys:
-            numel = int.from_bytes(stream.read(8), "little")
-            offset += 8 + numel * element[key]
-            stream.seek(offset)
-        if offset != size:
-            emit("malformed", "high", f"legacy torch file: {size - offset} bytes after the "
-                 "storages do not belong to it", offset=min(offset, size))  # fmt: skip
 
     # -- NumPy and what matches nothing -----------------------------------------------------
 

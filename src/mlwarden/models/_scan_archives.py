@@ -24,6 +24,7 @@ from typing import IO, Any
 __all__ = ["Budget", "LimitExceeded", "scan_tar", "scan_zip", "spool_decompressed"]
 
 _SPOOL = 8 * 1024 * 1024
+_LEGACY_TORCH = {"sys_info", "pickle", "storages", "tensors"}  # a pre-2017 torch.save tar
 _CHUNK = 1 << 20
 Emit = Callable[..., None]
 # scan_member(stream, member name, depth, context) -> None
@@ -240,7 +241,14 @@ def scan_tar(
     count = 0
     try:
         with tarfile.open(fileobj=stream, mode="r:") as archive:
-            for info in archive:
+            infos = []
+            for info in archive:  # headers only, within the member limit
+                infos.append(info)
+                if len(infos) > policy.max_members:
+                    break
+            names = {i.name for i in infos}
+            context = "torch-tar" if names >= _LEGACY_TORCH else "tar"
+            for info in infos:
                 count += 1
                 member = prefix + info.name
                 if count > policy.max_members:
@@ -272,6 +280,6 @@ def scan_tar(
                     emit("archive-limits", "high", f"tar: {exc}", member=member)
                     return
                 with spooled:
-                    scan_member(spooled, member, depth + 1, "tar")
+                    scan_member(spooled, member, depth + 1, context)
     except (tarfile.TarError, OSError, EOFError) as exc:
         emit("malformed", "high", f"tar: cannot read the archive: {exc}", member=prefix or None)
