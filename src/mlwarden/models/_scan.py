@@ -97,7 +97,7 @@ class _Scan:
         if kind == "unknown" and size and looks_like_onnx(stream, size):
             kind = "onnx"
         self.formats.append(f"{member}: {kind}" if member else kind)
-        if kind not in ("pickle", "unknown", "empty") and head[0] in PICKLE_OPCODES:
+        if kind not in ("pickle", "unknown", "empty") and head[0] in _VIEW_FIRST:
             self._pickle_view(stream, member, kind)
         if depth >= self.policy.max_depth and kind in _NESTED:
             level = depth + 1
@@ -268,6 +268,9 @@ class _Scan:
 
 
 _COMPRESSED = frozenset({"gzip", "bz2", "xz", "lzma", "zlib"})
+# First bytes after which pickle.load reads on: any opcode but PERSID and BINPERSID ("PK" of a
+# zip), which plain pickle.load refuses at once.
+_VIEW_FIRST = PICKLE_OPCODES - {ord("P"), ord("Q")}
 _NESTED = _COMPRESSED | {"zip", "tar"}
 
 

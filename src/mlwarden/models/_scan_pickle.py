@@ -11,7 +11,6 @@ each ``NumpyArrayWrapper``, are skipped by the size the wrapper's shape and dtyp
 from __future__ import annotations
 
 import pickle
-from collections import ChainMap
 from collections.abc import Callable, MutableMapping
 from typing import IO, Any
 
@@ -355,7 +354,7 @@ class PickleWalker:
 
         self.emit = viewed
         try:
-            self._run(reader.clone(), list(stack), list(marks), ChainMap({}, memo), trial=True)
+            self._run(reader.clone(), list(stack), list(marks), dict(memo), trial=True)
         except PickleMalformed:
             pass  # where pickle.load would stop: everything before it was checked
         finally:
