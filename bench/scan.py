@@ -4,10 +4,11 @@ Builds the corpus of tests/models/_scan_corpus.py (malicious files whose payload
 create a marker file, and benign real models) in a temporary folder and runs, in one process,
 mlwarden's scanner and the three anchors (picklescan, modelscan, fickling; the ``bench`` extra)
 on every file. Prints per tool: malicious files detected, benign files passed, files the tool
-crashed on (raised, or reported its own scan error), and MB/s over the whole corpus (the
-fastest of 7 timed passes after an untimed warm-up pass). Then the
-peak memory (tracemalloc) and MB/s of mlwarden and picklescan on one generated ~200 MB
-checkpoint-like file, and whether the marker file was ever created (it must not be).
+crashed on (raised, or reported its own scan error), and MB/s over the whole corpus and over
+the files picklescan reads to the end (the fastest of 15 passes, the tools taking turns).
+Then the peak memory (tracemalloc) and MB/s of mlwarden and picklescan on generated ~200 MB
+checkpoint-like files (joblib, and torch zip when torch is installed), and whether the marker
+file was ever created (it must not be). Exits 1 when a goal of issue 14 is missed.
 
 Run by hand: ``python bench/scan.py`` (about a minute).
 """
@@ -95,7 +96,7 @@ def _counts(tool: Callable[[Path], Verdict], samples: list[Sample]) -> dict[str,
 
 
 def _throughput(
-    tools: dict[str, Callable[[Path], Verdict]], samples: list[Sample], repeats: int = 7
+    tools: dict[str, Callable[[Path], Verdict]], samples: list[Sample], repeats: int = 15
 ) -> dict[str, float]:
     """MB/s per tool: the fastest of ``repeats`` passes, the tools taking turns in each round.
 
