@@ -28,7 +28,9 @@ class ScanFormat(StrEnum):
 def scan_command(
     paths: Annotated[
         list[Path],
-        typer.Argument(help="Model files or folders (walked) to scan.", exists=True),
+        typer.Argument(
+            help="Model files or folders (walked) to scan.", exists=True, metavar="PATH..."
+        ),
     ],
     output: Annotated[
         ScanFormat, typer.Option("--format", help="table (default), json or sarif.")
@@ -40,8 +42,8 @@ def scan_command(
 ) -> int:
     """Scan model files by content, never running them; exit 1 if any file is unsafe.
 
-    Pickles (protocols 0-5), joblib, torch checkpoints, NumPy, ONNX, skops, safetensors,
-    Keras and zip/tar archives are recognised by their bytes, whatever their extension.
+    Formats are recognised by their bytes, whatever the extension: pickles (protocols 0-5),
+    joblib, torch checkpoints, NumPy, ONNX, skops, safetensors, Keras, zip and tar archives.
     """
     from mlwarden import __version__
     from mlwarden.models import ScanPolicy, load_scan_policy, scan_paths, scan_sarif
