@@ -29,7 +29,7 @@ def scan_command(
     paths: Annotated[
         list[Path],
         typer.Argument(
-            help="Model files or folders (walked) to scan.", exists=True, metavar="PATH..."
+            help="Model files or folders (walked) to scan.", exists=True, metavar="PATH"
         ),
     ],
     output: Annotated[
