@@ -107,3 +107,29 @@ def __getattr__(name: str) -> Any:
         if name in names:
             return getattr(importlib.import_module(f"mlwarden.models.{module}"), name)
     raise AttributeError(f"module 'mlwarden.models' has no attribute {name!r}")
+
+
+# Model-file scanning (static: nothing a file holds is imported or run) and the restricted
+# unpickler that loads only allowlisted globals.
+from mlwarden.models._scan import scan_file, scan_paths  # noqa: E402
+from mlwarden.models._scan_allowlist import allowed_globals  # noqa: E402
+from mlwarden.models._scan_report import (  # noqa: E402
+    Finding,
+    ScanPolicy,
+    ScanReport,
+    load_scan_policy,
+)
+from mlwarden.models._scan_sarif import scan_sarif  # noqa: E402
+from mlwarden.models._unpickle import restricted_load  # noqa: E402
+
+__all__ += [
+    "Finding",
+    "ScanPolicy",
+    "ScanReport",
+    "allowed_globals",
+    "load_scan_policy",
+    "restricted_load",
+    "scan_file",
+    "scan_paths",
+    "scan_sarif",
+]
