@@ -534,3 +534,36 @@ def test_any_single_changed_checkpoint_byte_fails_verify(
     store = LineageStore(root)
     assert not verify_store(store, trust=Trust(key)).ok
     store.close()
+
+
+# -- key rotation: trust follows the chain, judged where each checkpoint was signed ------------
+
+
+def test_a_witness_signed_before_a_rotation_still_proves_history_after_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A verifier elsewhere pins only the first key; rotation records carry trust to the next."""
+    from mlwarden.lineage import TrustPolicy, rotate_key, store_policy, write_checkpoint_file
+
+    key_dir = tmp_path / "signer-keys"
+    monkeypatch.setenv("MLWARDEN_KEY_DIR", str(key_dir))
+    store = _store(tmp_path / "s", None)
+    old = Signer.load_or_create()
+    _events(store, 3)
+    witness = tmp_path / "witness.json"
+    write_checkpoint_file(witness, [store.checkpoint(old)])
+    rotate_key(store)
+    _events(store, 2, tag="after")
+    store.checkpoint(Signer.load_or_create())
+
+    verifier = TrustPolicy(tmp_path / "verifier-trust.json")
+    verifier.pin(old.public_key_hex)
+    report = verify_store(store, trust=store_policy(store, verifier), witnesses=[witness])
+    assert report.ok, report.summary()
+
+    # The retired key, stolen, cannot vouch for anything after its rotation.
+    store.checkpoint(old)
+    report = verify_store(store, trust=store_policy(store, verifier))
+    assert not report.ok and report.signature_failed
+    assert "rotated" in report.summary()
+    store.close()
