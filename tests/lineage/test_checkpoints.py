@@ -17,7 +17,12 @@ from pathlib import Path
 import pytest
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    PublicFormat,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import create_engine, text
@@ -566,4 +571,45 @@ def test_a_witness_signed_before_a_rotation_still_proves_history_after_it(
     report = verify_store(store, trust=store_policy(store, verifier))
     assert not report.ok and report.signature_failed
     assert "rotated" in report.summary()
+    store.close()
+
+
+def test_the_signing_machine_catches_a_rollback_without_an_exported_witness(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The key dir keeps the newest checkpoint signed here; `lineage verify` always checks it."""
+    from mlwarden.lineage import TrustPolicy, local_witness_path, remember_checkpoint, store_policy
+
+    signer = Signer.load_or_create()
+    store = _store(tmp_path / "s", None)
+    _events(store, 3)
+    remember_checkpoint(store, store.checkpoint(signer), signer)
+    older = store.checkpoint_path.read_bytes()
+    _events(store, 3, "b")
+    remember_checkpoint(store, store.checkpoint(signer), signer)
+    local = local_witness_path(store)
+    code, out, _ = _cli(capsys, "lineage", "verify", "--store", str(store.root))
+    assert code == 0 and f"consistent with the checkpoint this machine signed last ({local})" in out
+
+    _truncate(store, 4)  # back to the first checkpoint, and its genuine CHECKPOINT file restored
+    store.checkpoint_path.write_bytes(older)
+    alone = verify_store(store, trust=store_policy(store, TrustPolicy.load()))
+    assert alone.ok  # the store alone cannot tell
+    code, _, err = _cli(capsys, "lineage", "verify", "--store", str(store.root))
+    assert code == 4
+    assert f"witness {local} names lineage 7, but the chain ends at 4" in err
+    store.close()
+
+
+def test_a_key_from_the_environment_keeps_no_witness_in_the_key_dir(
+    tmp_path: Path, key: KeySigner
+) -> None:
+    from mlwarden.lineage import local_witness_path, remember_checkpoint
+
+    pem = key.key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
+    env_signer = Signer.from_pem(pem, source="$MLWARDEN_SIGNING_KEY")
+    store = _store(tmp_path / "s", None)
+    _events(store, 2)
+    assert remember_checkpoint(store, store.checkpoint(env_signer), env_signer) is None
+    assert not local_witness_path(store).exists()
     store.close()

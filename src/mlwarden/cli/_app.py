@@ -36,6 +36,7 @@ from mlwarden.lineage import (
     artifact_info,
     downstream,
     key_id,
+    local_witness_path,
     upstream,
     verify_store,
     write_checkpoint_file,
@@ -266,12 +267,19 @@ def lineage_verify(
     if not store.exists():
         raise RecordNotFoundError(f"no store at {store}: run a pipeline first or pass --store")
     lineage = _open(store, db_url)
-    report = verify_store(lineage, trust=store_trust(lineage, trust), witnesses=witness or ())
+    # This machine's own witness (the newest checkpoint it signed here) is always checked.
+    local = local_witness_path(lineage)
+    witnesses = [*(witness or ()), *([local] if local.exists() else [])]
+    report = verify_store(lineage, trust=store_trust(lineage, trust), witnesses=witnesses)
     report.problems.extend(model_history_problems(lineage))  # replayed or misordered versions
     if report.ok:
         out.print(report.summary(), soft_wrap=True)
         if witness:
             out.print(f"consistent with {len(witness)} witness(es)", soft_wrap=True)
+        if local.exists():
+            out.print(
+                f"consistent with the checkpoint this machine signed last ({local})", soft_wrap=True
+            )
         return 0
     err.print(report.summary(), soft_wrap=True)
     for problem in report.problems[1:10]:

@@ -6,11 +6,13 @@ Rotations and revocations are signed records of the store's chain.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mlwarden.errors import SignatureError
+from mlwarden.lineage._checkpoints import Checkpoint, write_checkpoint_file
 from mlwarden.lineage._keys import (
     PRIVATE_KEY_FILE,
     PUBLIC_KEY_FILE,
@@ -182,3 +184,35 @@ def revoke_key(
     claim = revocation_claim(public_hex, reason)
     store.append("key_revoked", key_id(public_hex), signed_event(claim, signer))
     policy.revoke(public_hex, reason)
+
+
+#: Folder of the key dir where this machine keeps the newest checkpoint it signed per store.
+LOCAL_WITNESSES = "witnesses"
+
+
+def local_witness_path(store: LineageStore, key_dir: Path | None = None) -> Path:
+    """Where this machine keeps its own witness of ``store``: in the key dir, outside the store.
+
+    Named after where the store lives (folder and database URL), not after anything the store
+    says about itself, so a chain rewritten from its first record still meets this witness.
+    """
+    where = f"{store.root.resolve()}|{store.url}"
+    name = hashlib.sha256(where.encode()).hexdigest()[:16]
+    return (
+        (key_dir if key_dir is not None else default_key_dir()) / LOCAL_WITNESSES / f"{name}.json"
+    )
+
+
+def remember_checkpoint(
+    store: LineageStore, checkpoint: Checkpoint, signer: Signer, key_dir: Path | None = None
+) -> Path | None:
+    """Keep ``checkpoint`` as this machine's witness of ``store``, if ``signer`` is the key dir's.
+
+    A key given by the environment (CI) writes nothing to the key dir: export a witness there.
+    Returns the witness path, or None when nothing was kept.
+    """
+    if signer.source.startswith("$") or signer.source == "memory":
+        return None
+    path = local_witness_path(store, key_dir)
+    write_checkpoint_file(path, [checkpoint])
+    return path

@@ -17,7 +17,14 @@ from pydantic import BaseModel
 
 from mlwarden import __version__
 from mlwarden.errors import GateRejectedError, MlwardenError
-from mlwarden.lineage import LineageStore, Signer, hostname, sha256_json, signer_for_store
+from mlwarden.lineage import (
+    LineageStore,
+    Signer,
+    hostname,
+    remember_checkpoint,
+    sha256_json,
+    signer_for_store,
+)
 from mlwarden.pipeline._context import Output, StepContext
 from mlwarden.pipeline._dag import SOURCE, StepDef, build_steps, spec_document
 from mlwarden.pipeline._spec import AnySpec
@@ -238,8 +245,10 @@ class LocalExecutor:
             },
         )
         if status == "completed":
-            # A signed checkpoint of the chain so far: cutting it short is caught from now on.
-            self.store.checkpoint(run_ctx["signer"]())
+            # A signed checkpoint of the chain so far: cutting it short is caught from now on,
+            # and rolling it back past this point by the copy kept in the key dir.
+            signer = run_ctx["signer"]()
+            remember_checkpoint(self.store, self.store.checkpoint(signer), signer)
         return RunResult(
             run_id=run_id,
             spec_name=spec.name,
