@@ -269,7 +269,7 @@ CLASSES: list[AttackClass] = [
     AttackClass("SQL created_at sep", sql_created_at),
     AttackClass("SQL hash", sql_hash),
     AttackClass("SQL prev_hash", sql_prev_hash),
-    AttackClass("keys byte", keys_byte),
+    AttackClass("keys byte", keys_byte, frozenset({"keys in the store"})),
     AttackClass("HEAD byte", head_byte),
     AttackClass("CHECKPOINT byte", checkpoint_byte, frozenset({"checkpoint"})),
     AttackClass("delete record", delete_record),

@@ -227,6 +227,8 @@ def _build(root: Path, features: set[str]) -> tuple[Path, Ctx]:
             older, older_seq = (base / "CHECKPOINT").read_bytes(), _last_seq(base)
     if (base / "CHECKPOINT").exists():
         features.add("checkpoint")
+    if any(p.is_file() for p in (base / "keys").rglob("*")):
+        features.add("keys in the store")
     if "witness" in features:
         exported = _run_subprocess(
             ["lineage", "checkpoint", "--store", str(base), "--export", str(root / "witness")],
@@ -356,7 +358,7 @@ def main() -> None:
             f"store: 2 versions of german, {_last_seq(base)} records, built in "
             f"{time.perf_counter() - began:.0f} s; untouched audit ROC AUC "
             f"{untouched:.3f}; features: "
-            f"{', '.join(sorted(features)) or 'none of checkpoint, witness'}"
+            f"{', '.join(sorted(features)) or 'none'}"
         )
         header = (
             f"{'class':<20} {'trials':>6} {'verify':>12} {'witness':>12} {'show':>12} "
