@@ -41,6 +41,7 @@ class Ctx:
     key_dir: Path
     older_checkpoint: bytes | None = None
     older_checkpoint_seq: int | None = None
+    db_url: str | None = None
     notes: list[str] = field(default_factory=list)
 
 
@@ -70,11 +71,10 @@ def artifact_byte(store: Path, rng: random.Random, ctx: Ctx) -> None:
 
 def record_file_byte(store: Path, rng: random.Random, ctx: Ctx) -> None:
     """One byte of one record, changed in the SQLite file itself (no SQL, triggers intact)."""
-    db = store / "lineage.db"
-    data = db.read_bytes()
-    with open_db(store, drop_triggers=False) as conn:
-        conn.text_factory = str
-        found = rows(conn)
+    path = store / "lineage.db"
+    data = path.read_bytes()
+    with open_db(store, drop_triggers=False) as db:
+        found = rows(db)
     for _ in range(200):
         row = rng.choice(found)
         # The row's text columns lie back to back in its cell; payloads too long for one page
@@ -84,14 +84,14 @@ def record_file_byte(store: Path, rng: random.Random, ctx: Ctx) -> None:
         for span in (whole, tail):
             at = data.find(span)
             if at >= 0 and data.find(span, at + 1) < 0:
-                flip_byte(db, rng, at + rng.randrange(len(span)))
+                flip_byte(path, rng, at + rng.randrange(len(span)))
                 return
     raise RuntimeError("no record's bytes could be found in the SQLite file")
 
 
-def _edit_field(store: Path, rng: random.Random, column: str) -> None:
-    with open_db(store) as conn:
-        found = rows(conn)
+def _edit_field(store: Path, rng: random.Random, ctx: Ctx, column: str) -> None:
+    with open_db(store, ctx.db_url) as db:
+        found = rows(db)
         row = rng.choice(found)
         value: str = row[column]
         if column == "payload":
@@ -106,7 +106,7 @@ def _edit_field(store: Path, rng: random.Random, column: str) -> None:
             value = value.replace("T", rng.choice(" t"), 1)
         else:
             value = _random_hex(rng)
-        conn.execute(f"UPDATE records SET {column} = ? WHERE seq = ?", (value, row["seq"]))
+        db.execute(f"UPDATE records SET {column} = ? WHERE seq = ?", (value, row["seq"]))
 
 
 def _mutate(value: Any, rng: random.Random) -> Any:
@@ -136,22 +136,22 @@ def _mutate(value: Any, rng: random.Random) -> Any:
 
 def sql_payload(store: Path, rng: random.Random, ctx: Ctx) -> None:
     """A record's payload edited by SQL (one JSON value changed, canonical form kept)."""
-    _edit_field(store, rng, "payload")
+    _edit_field(store, rng, ctx, "payload")
 
 
 def sql_created_at(store: Path, rng: random.Random, ctx: Ctx) -> None:
     """A record's created_at rewritten with another ISO separator (the same instant)."""
-    _edit_field(store, rng, "created_at")
+    _edit_field(store, rng, ctx, "created_at")
 
 
 def sql_hash(store: Path, rng: random.Random, ctx: Ctx) -> None:
     """A record's hash replaced by SQL."""
-    _edit_field(store, rng, "hash")
+    _edit_field(store, rng, ctx, "hash")
 
 
 def sql_prev_hash(store: Path, rng: random.Random, ctx: Ctx) -> None:
     """A record's prev_hash replaced by SQL."""
-    _edit_field(store, rng, "prev_hash")
+    _edit_field(store, rng, ctx, "prev_hash")
 
 
 def keys_byte(store: Path, rng: random.Random, ctx: Ctx) -> None:
@@ -173,52 +173,52 @@ def checkpoint_byte(store: Path, rng: random.Random, ctx: Ctx) -> None:
 
 def delete_record(store: Path, rng: random.Random, ctx: Ctx) -> None:
     """One record deleted from the middle of the chain."""
-    with open_db(store) as conn:
-        newest, _ = last(conn)
-        conn.execute("DELETE FROM records WHERE seq = ?", (rng.randrange(1, newest),))
+    with open_db(store, ctx.db_url) as db:
+        newest, _ = last(db)
+        db.execute("DELETE FROM records WHERE seq = ?", (rng.randrange(1, newest),))
 
 
 def swap_records(store: Path, rng: random.Random, ctx: Ctx) -> None:
     """Two records exchange places (every column but seq)."""
-    with open_db(store) as conn:
-        found = {r["seq"]: r for r in rows(conn)}
+    with open_db(store, ctx.db_url) as db:
+        found = {r["seq"]: r for r in rows(db)}
         a, b = rng.sample(sorted(found), 2)
         columns = ["format", *TEXT_COLUMNS]
         sets = ", ".join(f'"{c}" = ?' for c in columns)
-        conn.execute("UPDATE records SET hash = 'moving' WHERE seq = ?", (a,))
-        conn.execute(f"UPDATE records SET {sets} WHERE seq = ?", [*_values(found[a]), b])
-        conn.execute(f"UPDATE records SET {sets} WHERE seq = ?", [*_values(found[b]), a])
+        db.execute("UPDATE records SET hash = 'moving' WHERE seq = ?", (a,))
+        db.execute(f"UPDATE records SET {sets} WHERE seq = ?", [*_values(found[a]), b])
+        db.execute(f"UPDATE records SET {sets} WHERE seq = ?", [*_values(found[b]), a])
 
 
 def _values(row: dict[str, Any]) -> list[Any]:
     return [row[c] for c in ("format", *TEXT_COLUMNS)]
 
 
-def _truncate(store: Path, rng: random.Random) -> tuple[int, str]:
-    with open_db(store) as conn:
-        newest, _ = last(conn)
+def _truncate(store: Path, rng: random.Random, ctx: Ctx) -> tuple[int, str]:
+    with open_db(store, ctx.db_url) as db:
+        newest, _ = last(db)
         cut = rng.randint(1, min(20, newest - 1))
-        conn.execute("DELETE FROM records WHERE seq > ?", (newest - cut,))
-        return last(conn)
+        db.execute("DELETE FROM records WHERE seq > ?", (newest - cut,))
+        return last(db)
 
 
 def truncate_tail(store: Path, rng: random.Random, ctx: Ctx) -> None:
     """The newest 1-20 records deleted; HEAD left as it was."""
-    _truncate(store, rng)
+    _truncate(store, rng, ctx)
 
 
 def truncate_rewrite_head(store: Path, rng: random.Random, ctx: Ctx) -> None:
     """The newest 1-20 records deleted and HEAD rewritten to name the new end."""
-    seq, digest = _truncate(store, rng)
+    seq, digest = _truncate(store, rng, ctx)
     rewrite_head(store, seq, digest)
 
 
 def rollback_checkpoint(store: Path, rng: random.Random, ctx: Ctx) -> None:
     """Back to the first run's end: later records deleted, its genuine CHECKPOINT put back."""
     assert ctx.older_checkpoint is not None and ctx.older_checkpoint_seq is not None
-    with open_db(store) as conn:
-        conn.execute("DELETE FROM records WHERE seq > ?", (ctx.older_checkpoint_seq,))
-        seq, digest = last(conn)
+    with open_db(store, ctx.db_url) as db:
+        db.execute("DELETE FROM records WHERE seq > ?", (ctx.older_checkpoint_seq,))
+        seq, digest = last(db)
     rewrite_head(store, seq, digest)
     (store / "CHECKPOINT").chmod(0o644)
     (store / "CHECKPOINT").write_bytes(ctx.older_checkpoint)
@@ -226,14 +226,14 @@ def rollback_checkpoint(store: Path, rng: random.Random, ctx: Ctx) -> None:
 
 def replay_version(store: Path, rng: random.Random, ctx: Ctx) -> None:
     """A copy of an older signed model_version record appended, chained and hashed correctly."""
-    with open_db(store) as conn:
-        found = [r for r in rows(conn) if r["kind"] == "model_version"]
+    with open_db(store, ctx.db_url) as db:
+        found = [r for r in rows(db) if r["kind"] == "model_version"]
         old = rng.choice(found[:-1])
-        seq, prev = last(conn)
+        seq, prev = last(db)
         copy = {**old, "seq": seq + 1, "prev_hash": prev}
         copy["created_at"] = datetime.now(UTC).isoformat()
         copy["hash"] = record_hash(copy)
-        insert(conn, copy)
+        insert(db, copy)
     rewrite_head(store, copy["seq"], copy["hash"])
 
 
@@ -245,6 +245,7 @@ def rewrite_without_key(store: Path, rng: random.Random, ctx: Ctx) -> None:
         old_model_sha=ctx.model_sha,
         new_model=rng.choice(ctx.constant_models),
         replace_keys=True,
+        url=ctx.db_url,
     )
 
 
@@ -259,12 +260,13 @@ def rewrite_with_key(store: Path, rng: random.Random, ctx: Ctx) -> None:
         old_model_sha=ctx.model_sha,
         new_model=rng.choice(ctx.constant_models),
         replace_keys=False,
+        url=ctx.db_url,
     )
 
 
 CLASSES: list[AttackClass] = [
     AttackClass("artifact byte", artifact_byte),
-    AttackClass("record byte (file)", record_file_byte),
+    AttackClass("record byte (file)", record_file_byte, frozenset({"sqlite"})),
     AttackClass("SQL payload", sql_payload),
     AttackClass("SQL created_at sep", sql_created_at),
     AttackClass("SQL hash", sql_hash),

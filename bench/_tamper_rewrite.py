@@ -109,6 +109,7 @@ def rewrite_store(
     old_model_sha: str,
     new_model: bytes,
     replace_keys: bool,
+    url: str | None = None,
 ) -> None:
     """Swap the model ``old_model_sha`` for ``new_model`` and rebuild the chain with ``key``."""
     from mlwarden.models import Manifest
@@ -118,15 +119,15 @@ def rewrite_store(
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_bytes(new_model)
     subs = {old_model_sha: new_sha}
-    with open_db(store) as conn:
-        old_rows = rows(conn)
+    with open_db(store, url) as db:
+        old_rows = rows(db)
         for row in old_rows:  # every signer named in a payload becomes the attacker's key
             payload = json.loads(row["payload"])
             signer = (payload.get("manifest") or {}).get("signer") or payload.get("signer")
             if isinstance(signer, str) and signer != _public_hex(key):
                 subs.setdefault(signer, _public_hex(key))
                 subs.setdefault(_key_id(signer), _key_id(_public_hex(key)))
-        conn.execute("DELETE FROM records")
+        db.execute("DELETE FROM records")
         prev = "0" * 64
         for row in old_rows:
             new = {**row}
@@ -147,9 +148,9 @@ def rewrite_store(
             new["prev_hash"] = prev
             new["hash"] = record_hash(new)
             subs[row["hash"]] = new["hash"]
-            insert_row(conn, new)
+            insert_row(db, new)
             prev = new["hash"]
-        seq, digest = last_record(conn)
+        seq, digest = last_record(db)
     rewrite_head(store, seq, digest)
     _rewrite_checkpoint(store, subs, key)
     if replace_keys:

@@ -14,7 +14,7 @@ import os
 import random
 import sqlite3
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -53,19 +53,74 @@ def record_hash(row: dict[str, Any]) -> str:
     )
 
 
+class Db:
+    """One connection to the store's database, SQLite or PostgreSQL, in one transaction.
+
+    SQL is written with ``?`` placeholders; PostgreSQL gets them as ``%s``.
+    """
+
+    def __init__(self, conn: Any, postgres: bool) -> None:
+        self.conn = conn
+        self.postgres = postgres
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run one statement; the rows it returns (none for a write)."""
+        cur = self.conn.cursor()
+        try:
+            cur.execute(sql.replace("?", "%s") if self.postgres else sql, tuple(params))
+            return list(cur.fetchall()) if cur.description else []
+        finally:
+            cur.close()
+
+    def drop_triggers(self) -> None:
+        """Drop the append-only triggers of ``records``: the attacker owns the database."""
+        if self.postgres:
+            names = self.execute(
+                "SELECT tgname FROM pg_trigger "
+                "WHERE tgrelid = 'records'::regclass AND NOT tgisinternal"
+            )
+            for (name,) in names:
+                self.execute(f'DROP TRIGGER "{name}" ON records')
+            return
+        names = self.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'records'"
+        )
+        for (name,) in names:
+            self.execute(f'DROP TRIGGER "{name}"')
+
+
+def psycopg_conninfo(url: str) -> str:
+    """A SQLAlchemy PostgreSQL URL as plain libpq connection info."""
+    scheme, rest = url.split("://", 1)
+    return f"postgresql://{rest}" if scheme.startswith("postgresql") else url
+
+
 @contextmanager
-def open_db(store: Path, *, drop_triggers: bool = True) -> Iterator[sqlite3.Connection]:
-    """The store's SQLite file opened directly, triggers dropped, changes committed at exit."""
+def open_db(store: Path, url: str | None = None, *, drop_triggers: bool = True) -> Iterator[Db]:
+    """The store's database opened directly (no mlwarden code), triggers dropped, committed."""
+    if url is not None and not url.startswith("sqlite"):
+        import psycopg
+
+        pg = psycopg.connect(psycopg_conninfo(url))
+        db = Db(pg, postgres=True)
+        try:
+            if drop_triggers:
+                db.drop_triggers()
+            yield db
+            pg.commit()
+        except BaseException:
+            pg.rollback()
+            raise
+        finally:
+            pg.close()
+        return
     conn = sqlite3.connect(store / "lineage.db", isolation_level=None)
+    db = Db(conn, postgres=False)
     try:
         conn.execute("BEGIN IMMEDIATE")
         if drop_triggers:
-            names = conn.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'records'"
-            ).fetchall()
-            for (name,) in names:
-                conn.execute(f'DROP TRIGGER "{name}"')
-        yield conn
+            db.drop_triggers()
+        yield db
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
@@ -74,27 +129,28 @@ def open_db(store: Path, *, drop_triggers: bool = True) -> Iterator[sqlite3.Conn
         conn.close()
 
 
-def rows(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+def rows(db: Db) -> list[dict[str, Any]]:
     """Every record row, by seq, as text."""
-    conn.row_factory = sqlite3.Row
+    cur = db.conn.cursor()
     try:
-        found = conn.execute("SELECT * FROM records ORDER BY seq").fetchall()
+        cur.execute("SELECT * FROM records ORDER BY seq")
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
     finally:
-        conn.row_factory = None
-    return [dict(r) for r in found]
+        cur.close()
 
 
-def insert(conn: sqlite3.Connection, row: dict[str, Any]) -> None:
+def insert(db: Db, row: dict[str, Any]) -> None:
     """Insert one row as given."""
     names = list(row)
     marks = ", ".join("?" for _ in names)
     quoted = ", ".join(f'"{n}"' for n in names)
-    conn.execute(f"INSERT INTO records ({quoted}) VALUES ({marks})", [row[n] for n in names])
+    db.execute(f"INSERT INTO records ({quoted}) VALUES ({marks})", [row[n] for n in names])
 
 
-def last(conn: sqlite3.Connection) -> tuple[int, str]:
+def last(db: Db) -> tuple[int, str]:
     """Seq and hash of the newest record."""
-    seq, digest = conn.execute("SELECT seq, hash FROM records ORDER BY seq DESC LIMIT 1").fetchone()
+    seq, digest = db.execute("SELECT seq, hash FROM records ORDER BY seq DESC LIMIT 1")[0]
     return int(seq), str(digest)
 
 

@@ -28,7 +28,9 @@ not an audit gate failure), over all commands run. Classes needing a feature the
 have yet (a ``CHECKPOINT`` file, ``verify --witness``) print "n/a (feature missing)". The last
 line states the goal: every class caught in 100% of trials (by ``verify --witness`` for the
 attacks only a witness can see), and 0 tracebacks. Exit status 1 when the goal is missed.
-PostgreSQL stores are not covered: this bench attacks the embedded (SQLite) store.
+With ``MLWARDEN_TEST_POSTGRES_URL`` set (a database whose user may create databases), the
+same table follows for a store whose records are on PostgreSQL: each copy is a fresh database
+made from the built one as a template (the SQLite-file class is n/a there).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import argparse
 import contextlib
 import gc
 import io
+import json
 import os
 import random
 import shutil
@@ -48,11 +51,13 @@ import traceback
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _tamper_attacks import CLASSES, AttackClass, Ctx
 from _tamper_rewrite import constant_model
+from _tamper_store import last, open_db
 
 REF = "german@latest"
 SPEC = """\
@@ -186,9 +191,66 @@ class Tally:
     auc: list[float] = field(default_factory=list)
 
 
-def _features(cwd: Path) -> set[str]:
-    """Which defences the code at hand has: ``--witness`` on verify; a CHECKPOINT is per store."""
-    found: set[str] = set()
+class Backend:
+    """Where the records live: the embedded SQLite file, or a PostgreSQL database per copy.
+
+    On PostgreSQL the store folder (artifacts, HEAD, keys) is copied as on SQLite and the
+    records are copied with ``CREATE DATABASE ... TEMPLATE`` of the built store's database.
+    """
+
+    def __init__(self, admin_url: str | None) -> None:
+        self.admin_url = admin_url
+        self.name = "postgresql" if admin_url else "sqlite"
+        self._prefix = f"mlwarden_tamper_{os.getpid()}"
+        self._admin: Any = None
+        if admin_url:
+            from sqlalchemy import create_engine
+
+            self._admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+
+    def url(self, which: str) -> str | None:
+        """The database URL of the ``base`` store or of the ``trial`` copy (None: SQLite)."""
+        if self.admin_url is None:
+            return None
+        from sqlalchemy.engine import make_url
+
+        database = f"{self._prefix}_{which}"
+        return make_url(self.admin_url).set(database=database).render_as_string(False)
+
+    def _sql(self, statement: str) -> None:
+        from sqlalchemy import text
+
+        with self._admin.connect() as conn:
+            conn.execute(text(statement))
+
+    def create_base(self) -> None:
+        """An empty database for the built store."""
+        if self._admin is not None:
+            self._sql(f"CREATE DATABASE {self._prefix}_base")
+
+    def copy(self, base: Path, store: Path) -> None:
+        """A fresh copy of the built store: its folder, and its database on PostgreSQL."""
+        shutil.copytree(base, store, symlinks=True)
+        if self._admin is not None:
+            self._sql(f"CREATE DATABASE {self._prefix}_trial TEMPLATE {self._prefix}_base")
+
+    def drop_copy(self, store: Path) -> None:
+        """Remove a copy; connections the in-process CLI left open are ended."""
+        shutil.rmtree(store)
+        if self._admin is not None:
+            self._sql(f"DROP DATABASE IF EXISTS {self._prefix}_trial WITH (FORCE)")
+
+    def close(self) -> None:
+        """Drop every database this bench made."""
+        if self._admin is not None:
+            for which in ("trial", "base"):
+                self._sql(f"DROP DATABASE IF EXISTS {self._prefix}_{which} WITH (FORCE)")
+            self._admin.dispose()
+
+
+def _features(cwd: Path, backend: Backend) -> set[str]:
+    """Which defences the code at hand has (``--witness`` on verify), and the backend's kind."""
+    found = {backend.name}
     helped = _run_subprocess(["lineage", "verify", "--help"], cwd)
     if "--witness" in helped.stdout:
         found.add("witness")
@@ -201,42 +263,41 @@ def _spec(folder: Path, grid: str) -> Path:
     return path
 
 
-def _last_seq(store: Path) -> int:
-    import sqlite3
-
-    conn = sqlite3.connect(store / "lineage.db")
-    try:
-        return int(conn.execute("SELECT max(seq) FROM records").fetchone()[0])
-    finally:
-        conn.close()
+def _db_args(url: str | None) -> list[str]:
+    return ["--db-url", url] if url else []
 
 
-def _build(root: Path, features: set[str]) -> tuple[Path, Ctx]:
+def _last_seq(store: Path, url: str | None) -> int:
+    with open_db(store, url, drop_triggers=False) as db:
+        return last(db)[0]
+
+
+def _build(root: Path, backend: Backend, features: set[str]) -> tuple[Path, Ctx]:
     """The store every trial copies: two registered versions; the context the attacks use."""
     from mlwarden.lineage import LineageStore
     from mlwarden.models import ModelRegistry
 
-    base = root / "base"
+    base, url = root / "base", backend.url("base")
+    backend.create_base()
     older: bytes | None = None
     older_seq: int | None = None
     for i, grid in enumerate(("0.1, 1.0", "0.01, 0.5")):
-        made = _run_subprocess(["run", str(_spec(root, grid)), "--store", str(base)], root)
+        argv = ["run", str(_spec(root, grid)), "--store", str(base), *_db_args(url)]
+        made = _run_subprocess(argv, root)
         if made.rc != 0:
             sys.exit(f"building the store failed (exit {made.rc}):\n{made.stderr[-2000:]}")
         if i == 0 and (base / "CHECKPOINT").exists():
-            older, older_seq = (base / "CHECKPOINT").read_bytes(), _last_seq(base)
+            older, older_seq = (base / "CHECKPOINT").read_bytes(), _last_seq(base, url)
     if (base / "CHECKPOINT").exists():
         features.add("checkpoint")
     if any(p.is_file() for p in (base / "keys").rglob("*")):
         features.add("keys in the store")
     if "witness" in features:
-        exported = _run_subprocess(
-            ["lineage", "checkpoint", "--store", str(base), "--export", str(root / "witness")],
-            root,
-        )
+        argv = ["lineage", "checkpoint", "--store", str(base), *_db_args(url)]
+        exported = _run_subprocess([*argv, "--export", str(root / "witness")], root)
         if exported.rc != 0:
             sys.exit(f"exporting the witness failed (exit {exported.rc}): {exported.stderr}")
-    lineage = LineageStore(base)
+    lineage = LineageStore(base, url=url)
     try:
         version = ModelRegistry(lineage).get(REF)
         model_sha = version.manifest.model_sha256
@@ -245,18 +306,23 @@ def _build(root: Path, features: set[str]) -> tuple[Path, Ctx]:
         lineage.close()
     constants = (constant_model(model, positive=True), constant_model(model, positive=False))
     ctx = Ctx(REF.split("@")[0], model_sha, constants, root / "keys", older, older_seq)
+    ctx.db_url = backend.url("trial")
     return base, ctx
 
 
 def _auc(out: Path) -> float | None:
     """The held-out ROC AUC the audit measured, from its report."""
-    import json
-
     try:
         report = json.loads((out / "report.json").read_text())
         return float(report["checks"][0]["value"])
     except (OSError, ValueError, KeyError, IndexError, TypeError):
         return None
+
+
+def _check(defender: Defender, store: Path, root: Path, url: str | None) -> list[str]:
+    """The command line of ``defender`` against ``store``."""
+    fill = {"store": str(store), "witness": str(root / "witness"), "out": str(root / "audit")}
+    return [a.format(**fill) for a in defender.args] + _db_args(url)
 
 
 def _trial(
@@ -268,11 +334,10 @@ def _trial(
     features: set[str],
     in_process: bool,
     tally: Tally,
+    backend: Backend,
 ) -> None:
     store = root / "trial"
-    if store.exists():
-        shutil.rmtree(store)
-    shutil.copytree(base, store, symlinks=True)
+    backend.copy(base, store)
     ctx.notes.clear()
     klass.attack(store, rng, ctx)
     run = _run_in_process if in_process else _run_subprocess
@@ -280,10 +345,8 @@ def _trial(
     for defender in DEFENDERS:
         if not defender.needs <= features:
             continue
-        out = root / "audit"
-        shutil.rmtree(out, ignore_errors=True)
-        fill = {"store": str(store), "witness": str(root / "witness"), "out": str(out)}
-        outcome = run([a.format(**fill) for a in defender.args], root)
+        shutil.rmtree(root / "audit", ignore_errors=True)
+        outcome = run(_check(defender, store, root, ctx.db_url), root)
         tally.runs += 1
         if outcome.caught:
             caught.add(defender.name)
@@ -302,7 +365,7 @@ def _trial(
                     f"{defender.name} exit {outcome.rc}: {outcome.stderr.strip()[:160]!r}"
                 )
         if defender.name == "load" and not outcome.caught:
-            auc = _auc(out)
+            auc = _auc(root / "audit")
             if auc is not None:
                 tally.auc.append(auc)
     tally.trials += 1
@@ -310,8 +373,8 @@ def _trial(
         tally.caught_any += 1
     else:
         tally.missed_on.update(ctx.notes or ["-"])
-    shutil.rmtree(store)
-    gc.collect()  # the CLI leaves its engines to the collector; free their file handles now
+    gc.collect()  # the CLI leaves its engines to the collector; free their connections now
+    backend.drop_copy(store)
 
 
 def _pct(n: int, of: int) -> str:
@@ -321,6 +384,103 @@ def _pct(n: int, of: int) -> str:
 def _goal(klass: AttackClass, tally: Tally) -> bool:
     hits = tally.caught["witness"] if klass.witness_only else tally.caught_any
     return hits == tally.trials and tally.tracebacks == 0
+
+
+def _print_row(klass: AttackClass, tally: Tally, features: set[str], untouched: float) -> None:
+    n = tally.trials
+    witness = _pct(tally.caught["witness"], n) if "witness" in features else "n/a"
+    print(
+        f"{klass.name:<20} {n:>6} {_pct(tally.caught['verify'], n):>12} {witness:>12} "
+        f"{_pct(tally.caught['show'], n):>12} {_pct(tally.caught['load'], n):>12} "
+        f"{_pct(tally.caught_any, n):>12} {tally.clean:>4}/{tally.runs:<5} "
+        f"{tally.tracebacks:>10}  {'ok' if _goal(klass, tally) else 'MISSED'}",
+        flush=True,
+    )
+    notes = []
+    if tally.missed_on and set(tally.missed_on) != {"-"}:
+        where = ", ".join(f"{k} x{v}" for k, v in tally.missed_on.items())
+        notes.append(f"missed on {where}")
+    if tally.auc and any(abs(a - untouched) > 0.01 for a in tally.auc):
+        notes.append(
+            f"model loaded and audited: ROC AUC {min(tally.auc):.3f}-{max(tally.auc):.3f} "
+            f"(untouched {untouched:.3f})"
+        )
+    if tally.refused_not_clean:
+        notes.append(f"{tally.refused_not_clean} refusal(s) not one clean line")
+    notes.extend(tally.examples)
+    for note in notes:
+        print(f"{'':<20}   {note}")
+
+
+def _run_backend(
+    backend: Backend, trials: int, seed: int, every_subprocess: bool, only: set[str]
+) -> bool:
+    """Build the store, run every class's trials, print the table; whether the goal was met."""
+    began = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="mlwarden-tamper-") as tmp:
+        root = Path(tmp)
+        os.environ["MLWARDEN_KEY_DIR"] = str(root / "keys")  # the user's, outside the store
+        features = _features(root, backend)
+        base, ctx = _build(root, backend, features)
+        untouched = float("nan")
+        for defender in DEFENDERS:  # the untouched store must pass every check
+            if defender.needs <= features:
+                o = _run_subprocess(_check(defender, base, root, backend.url("base")), root)
+                if o.caught:
+                    sys.exit(f"the untouched store fails {defender.name}: {o.stderr[-500:]}")
+                untouched = _auc(root / "audit") or untouched
+        print(
+            f"[{backend.name}] store: 2 versions of german, {_last_seq(base, backend.url('base'))} "
+            f"records, built in {time.perf_counter() - began:.0f} s; untouched audit ROC AUC "
+            f"{untouched:.3f}; features: {', '.join(sorted(features))}"
+        )
+        header = (
+            f"{'class':<20} {'trials':>6} {'verify':>12} {'witness':>12} {'show':>12} "
+            f"{'load':>12} {'caught':>12} {'clean err':>10} {'tracebacks':>10}  goal"
+        )
+        print(header)
+        print("-" * len(header))
+        results: list[tuple[AttackClass, Tally | None]] = []
+        timing = {"subprocess": [0.0, 0], "in-process": [0.0, 0]}
+        for klass in CLASSES:
+            if only and klass.name not in only:
+                continue
+            missing = klass.needs - features
+            if missing:
+                print(f"{klass.name:<20} n/a (feature missing: {', '.join(sorted(missing))})")
+                results.append((klass, None))
+                continue
+            tally = Tally()
+            for i in range(trials):
+                rng = random.Random(f"{seed}:{klass.name}:{i}")
+                in_process = i > 0 and not every_subprocess
+                t0 = time.perf_counter()
+                _trial(klass, base, ctx, root, rng, features, in_process, tally, backend)
+                slot = timing["in-process" if in_process else "subprocess"]
+                slot[0] += time.perf_counter() - t0
+                slot[1] += 1
+            results.append((klass, tally))
+            _print_row(klass, tally, features, untouched)
+    ran = [(k, t) for k, t in results if t is not None]
+    missed = [k.name for k, t in ran if not _goal(k, t)]
+    crashes = sum(t.tracebacks for _, t in ran)
+    skipped = [k.name for k, t in results if t is None]
+    per = {k: f"{v[0] / v[1]:.2f} s/trial ({v[1]})" for k, v in timing.items() if v[1]}
+    print(
+        f"time: {time.perf_counter() - began:.0f} s; "
+        + ", ".join(f"{k} {v}" for k, v in per.items())
+    )
+    print(
+        f"goal [{backend.name}]: every class caught in 100% of trials (rollback and rewrite with "
+        "the key: by verify --witness), 0 tracebacks: "
+        + ("MET" if not missed and not crashes else "MISSED")
+        + f" ({len(ran) - len(missed)}/{len(ran)} classes met, {crashes} tracebacks"
+        + (f"; missed: {', '.join(missed)}" if missed else "")
+        + (f"; n/a: {', '.join(skipped)}" if skipped else "")
+        + ")",
+        flush=True,
+    )
+    return not missed and not crashes
 
 
 def main() -> None:
@@ -334,102 +494,23 @@ def main() -> None:
     parser.add_argument("--only", default="", help="comma list of class names to run")
     args = parser.parse_args()
     trials = 3 if args.quick else args.trials
-    if os.environ.get("MLWARDEN_TEST_POSTGRES_URL"):
-        print("PostgreSQL: not covered by this bench; it attacks the embedded SQLite store")
-    began = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="mlwarden-tamper-") as tmp:
-        root = Path(tmp)
-        for name in _ENV_DROPPED:
-            os.environ.pop(name, None)
-        os.environ["MLWARDEN_KEY_DIR"] = str(root / "keys")  # the user's, outside the store
-        features = _features(root)
-        base, ctx = _build(root, features)
-        clean = Tally()
-        for defender in DEFENDERS:  # the untouched store must pass every check
-            if defender.needs <= features:
-                fill = {"store": str(base), "witness": str(root / "witness")}
-                fill["out"] = str(root / "audit0")
-                o = _run_subprocess([a.format(**fill) for a in defender.args], root)
-                if o.caught:
-                    sys.exit(f"the untouched store fails {defender.name}: {o.stderr[-500:]}")
-        clean.auc.extend(a for a in [_auc(root / "audit0")] if a is not None)
-        untouched = clean.auc[0] if clean.auc else float("nan")
+    only = {c.strip() for c in args.only.split(",") if c.strip()}
+    postgres = os.environ.get("MLWARDEN_TEST_POSTGRES_URL")
+    for name in _ENV_DROPPED:
+        os.environ.pop(name, None)
+    met = True
+    for admin_url in [None, postgres] if postgres else [None]:
+        backend = Backend(admin_url)
+        try:
+            met = _run_backend(backend, trials, args.seed, args.subprocess, only) and met
+        finally:
+            backend.close()
+    if not postgres:
         print(
-            f"store: 2 versions of german, {_last_seq(base)} records, built in "
-            f"{time.perf_counter() - began:.0f} s; untouched audit ROC AUC "
-            f"{untouched:.3f}; features: "
-            f"{', '.join(sorted(features)) or 'none'}"
+            "PostgreSQL: skipped (set MLWARDEN_TEST_POSTGRES_URL to a database whose user "
+            "may create databases)"
         )
-        header = (
-            f"{'class':<20} {'trials':>6} {'verify':>12} {'witness':>12} {'show':>12} "
-            f"{'load':>12} {'caught':>12} {'clean err':>10} {'tracebacks':>10}  goal"
-        )
-        print(header)
-        print("-" * len(header))
-        only = {c.strip() for c in args.only.split(",") if c.strip()}
-        results: list[tuple[AttackClass, Tally | None]] = []
-        timing = {"subprocess": [0.0, 0], "in-process": [0.0, 0]}
-        for klass in CLASSES:
-            if only and klass.name not in only:
-                continue
-            missing = klass.needs - features
-            if missing:
-                print(f"{klass.name:<20} n/a (feature missing: {', '.join(sorted(missing))})")
-                results.append((klass, None))
-                continue
-            tally = Tally()
-            for i in range(trials):
-                rng = random.Random(f"{args.seed}:{klass.name}:{i}")
-                in_process = i > 0 and not args.subprocess
-                t0 = time.perf_counter()
-                _trial(klass, base, ctx, root, rng, features, in_process, tally)
-                slot = timing["in-process" if in_process else "subprocess"]
-                slot[0] += time.perf_counter() - t0
-                slot[1] += 1
-            results.append((klass, tally))
-            n = tally.trials
-            witness = _pct(tally.caught["witness"], n) if "witness" in features else "n/a"
-            print(
-                f"{klass.name:<20} {n:>6} {_pct(tally.caught['verify'], n):>12} {witness:>12} "
-                f"{_pct(tally.caught['show'], n):>12} {_pct(tally.caught['load'], n):>12} "
-                f"{_pct(tally.caught_any, n):>12} {tally.clean:>4}/{tally.runs:<5} "
-                f"{tally.tracebacks:>10}  {'ok' if _goal(klass, tally) else 'MISSED'}",
-                flush=True,
-            )
-            notes = []
-            if tally.missed_on and tally.missed_on != Counter({"-": tally.missed_on["-"]}):
-                notes.append(
-                    "missed on " + ", ".join(f"{k} x{v}" for k, v in tally.missed_on.items())
-                )
-            if tally.auc and any(abs(a - untouched) > 0.01 for a in tally.auc):
-                notes.append(
-                    f"model loaded and audited: ROC AUC {min(tally.auc):.3f}-"
-                    f"{max(tally.auc):.3f} (untouched {untouched:.3f})"
-                )
-            if tally.refused_not_clean:
-                notes.append(f"{tally.refused_not_clean} refusal(s) not one clean line")
-            notes.extend(tally.examples)
-            for note in notes:
-                print(f"{'':<20}   {note}")
-        ran = [(k, t) for k, t in results if t is not None]
-        missed = [k.name for k, t in ran if not _goal(k, t)]
-        crashes = sum(t.tracebacks for _, t in ran)
-        skipped = [k.name for k, t in results if t is None]
-        per = {k: f"{v[0] / v[1]:.2f} s/trial ({v[1]})" for k, v in timing.items() if v[1]}
-        print(
-            f"time: {time.perf_counter() - began:.0f} s; "
-            + ", ".join(f"{k} {v}" for k, v in per.items())
-        )
-        print(
-            "goal: every class caught in 100% of trials (rollback/rewrite with the key: by "
-            "verify --witness), 0 tracebacks: "
-            + ("MET" if not missed and not crashes else "MISSED")
-            + f" ({len(ran) - len(missed)}/{len(ran)} classes met, {crashes} tracebacks"
-            + (f"; missed: {', '.join(missed)}" if missed else "")
-            + (f"; n/a: {', '.join(skipped)}" if skipped else "")
-            + ")"
-        )
-    sys.exit(1 if missed or crashes else 0)
+    sys.exit(0 if met else 1)
 
 
 if __name__ == "__main__":
