@@ -22,12 +22,15 @@ The first trial of every class runs each command in a subprocess; the others cal
 faster), with an exception escaping it counted exactly as a traceback. ``--subprocess`` runs
 every trial in subprocesses.
 
-The table: per class, trials, how many each defender caught (non-zero exit), clean refusals
-(exit 4 or 5, one line, no traceback) and tracebacks ("Traceback" on stderr, or exit 1 that is
-not an audit gate failure), over all commands run. Classes needing a feature the code does not
-have yet (a ``CHECKPOINT`` file, ``verify --witness``) print "n/a (feature missing)". The last
-line states the goal: every class caught in 100% of trials (by ``verify --witness`` for the
-attacks only a witness can see), and 0 tracebacks. Exit status 1 when the goal is missed.
+The table: per class, trials, how many each defender caught (non-zero exit); "caught", the
+trials caught without a witness (by verify, show or load; a witness sees any change before its
+checkpoint, so it counts only for the attacks nothing else can see: rollback to an older
+CHECKPOINT, rewrite with the real key); clean refusals (exit 4 or 5, one line, no traceback)
+and tracebacks ("Traceback" on stderr, or exit 1 that is not an audit gate failure), over all
+commands run. Classes needing a feature the code does not have yet (a ``CHECKPOINT`` file,
+``verify --witness``, keys in the store) print "n/a (feature missing)". The last line states
+the goal: every class caught in 100% of trials ("caught"), and 0 tracebacks; the exit status
+is 1 when it is missed.
 With ``MLWARDEN_TEST_POSTGRES_URL`` set (a database whose user may create databases), the
 same table follows for a store whose records are on PostgreSQL: each copy is a fresh database
 made from the built one as a template (the SQLite-file class is n/a there).
@@ -369,7 +372,8 @@ def _trial(
             if auc is not None:
                 tally.auc.append(auc)
     tally.trials += 1
-    if caught:
+    # A witness sees any change before its checkpoint: it counts only where nothing else can.
+    if caught & ({"witness"} if klass.witness_only else {"verify", "show", "load"}):
         tally.caught_any += 1
     else:
         tally.missed_on.update(ctx.notes or ["-"])
@@ -382,8 +386,7 @@ def _pct(n: int, of: int) -> str:
 
 
 def _goal(klass: AttackClass, tally: Tally) -> bool:
-    hits = tally.caught["witness"] if klass.witness_only else tally.caught_any
-    return hits == tally.trials and tally.tracebacks == 0
+    return tally.caught_any == tally.trials and tally.tracebacks == 0
 
 
 def _print_row(klass: AttackClass, tally: Tally, features: set[str], untouched: float) -> None:
@@ -471,8 +474,8 @@ def _run_backend(
         + ", ".join(f"{k} {v}" for k, v in per.items())
     )
     print(
-        f"goal [{backend.name}]: every class caught in 100% of trials (rollback and rewrite with "
-        "the key: by verify --witness), 0 tracebacks: "
+        f"goal [{backend.name}]: every class caught in 100% of trials without a witness "
+        "(rollback and rewrite with the key: by verify --witness), 0 tracebacks: "
         + ("MET" if not missed and not crashes else "MISSED")
         + f" ({len(ran) - len(missed)}/{len(ran)} classes met, {crashes} tracebacks"
         + (f"; missed: {', '.join(missed)}" if missed else "")
