@@ -26,11 +26,16 @@ The table: per class, trials, how many each defender caught (non-zero exit); "ca
 trials caught without a witness (by verify, show or load; a witness sees any change before its
 checkpoint, so it counts only for the attacks nothing else can see: rollback to an older
 CHECKPOINT, rewrite with the real key); clean refusals (exit 4 or 5, one line, no traceback)
-and tracebacks ("Traceback" on stderr, or exit 1 that is not an audit gate failure), over all
-commands run. Classes needing a feature the code does not have yet (a ``CHECKPOINT`` file,
-``verify --witness``, keys in the store) print "n/a (feature missing)". The last line states
-the goal: every class caught in 100% of trials ("caught"), and 0 tracebacks; the exit status
-is 1 when it is missed.
+among all refusals of the commands run; and tracebacks ("Traceback" on stderr, or exit 1 that
+is not an audit gate failure). Classes needing a feature the code does not have yet (a
+``CHECKPOINT`` file, ``verify --witness``, keys in the store) print "n/a (feature missing)".
+The last line states the goal: every class caught in 100% of trials ("caught"), and 0
+tracebacks; the exit status is 1 when it is missed.
+
+Attack positions are seeded per class and trial (``--seed``); the store is built anew each
+run, with its own times and run ids, so a position is reproducible on the same store, not
+byte for byte across builds.
+
 With ``MLWARDEN_TEST_POSTGRES_URL`` set (a database whose user may create databases), the
 same table follows for a store whose records are on PostgreSQL: each copy is a fresh database
 made from the built one as a template (the SQLite-file class is n/a there).
@@ -392,10 +397,11 @@ def _goal(klass: AttackClass, tally: Tally) -> bool:
 def _print_row(klass: AttackClass, tally: Tally, features: set[str], untouched: float) -> None:
     n = tally.trials
     witness = _pct(tally.caught["witness"], n) if "witness" in features else "n/a"
+    refusals = tally.clean + tally.refused_not_clean + tally.tracebacks
     print(
         f"{klass.name:<20} {n:>6} {_pct(tally.caught['verify'], n):>12} {witness:>12} "
         f"{_pct(tally.caught['show'], n):>12} {_pct(tally.caught['load'], n):>12} "
-        f"{_pct(tally.caught_any, n):>12} {tally.clean:>4}/{tally.runs:<5} "
+        f"{_pct(tally.caught_any, n):>12} {tally.clean:>5}/{refusals:<5} "
         f"{tally.tracebacks:>10}  {'ok' if _goal(klass, tally) else 'MISSED'}",
         flush=True,
     )
@@ -439,7 +445,7 @@ def _run_backend(
         )
         header = (
             f"{'class':<20} {'trials':>6} {'verify':>12} {'witness':>12} {'show':>12} "
-            f"{'load':>12} {'caught':>12} {'clean err':>10} {'tracebacks':>10}  goal"
+            f"{'load':>12} {'caught':>12} {'clean/refused':>13} {'tracebacks':>10}  goal"
         )
         print(header)
         print("-" * len(header))
