@@ -211,19 +211,21 @@ class Backend:
         self.name = "postgresql" if admin_url else "sqlite"
         self._prefix = f"mlwarden_tamper_{os.getpid()}"
         self._admin: Any = None
+        self._copies = 0
+        self._left: list[str] = []
         if admin_url:
             from sqlalchemy import create_engine
 
             self._admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
 
-    def url(self, which: str) -> str | None:
-        """The database URL of the ``base`` store or of the ``trial`` copy (None: SQLite)."""
+    def url(self, database: str) -> str | None:
+        """The URL of database ``<prefix>_<database>`` (None: SQLite, the file in the store)."""
         if self.admin_url is None:
             return None
         from sqlalchemy.engine import make_url
 
-        database = f"{self._prefix}_{which}"
-        return make_url(self.admin_url).set(database=database).render_as_string(False)
+        name = f"{self._prefix}_{database}"
+        return make_url(self.admin_url).set(database=name).render_as_string(False)
 
     def _sql(self, statement: str) -> None:
         from sqlalchemy import text
@@ -231,28 +233,44 @@ class Backend:
         with self._admin.connect() as conn:
             conn.execute(text(statement))
 
+    def _drop(self, database: str) -> bool:
+        """Drop a database; an autovacuum worker in it can refuse FORCE for a moment."""
+        from sqlalchemy.exc import DBAPIError
+
+        for _ in range(50):
+            try:
+                self._sql(f"DROP DATABASE IF EXISTS {self._prefix}_{database} WITH (FORCE)")
+                return True
+            except DBAPIError:
+                time.sleep(0.1)
+        return False
+
     def create_base(self) -> None:
         """An empty database for the built store."""
         if self._admin is not None:
             self._sql(f"CREATE DATABASE {self._prefix}_base")
 
-    def copy(self, base: Path, store: Path) -> None:
-        """A fresh copy of the built store: its folder, and its database on PostgreSQL."""
+    def copy(self, base: Path, store: Path) -> str | None:
+        """A fresh copy of the built store: its folder, and on PostgreSQL a new database (URL)."""
         shutil.copytree(base, store, symlinks=True)
-        if self._admin is not None:
-            self._sql(f"CREATE DATABASE {self._prefix}_trial TEMPLATE {self._prefix}_base")
+        if self._admin is None:
+            return None
+        self._copies += 1
+        self._sql(f"CREATE DATABASE {self._prefix}_t{self._copies} TEMPLATE {self._prefix}_base")
+        return self.url(f"t{self._copies}")
 
     def drop_copy(self, store: Path) -> None:
-        """Remove a copy; connections the in-process CLI left open are ended."""
+        """Remove the newest copy; connections the in-process CLI left open are ended."""
         shutil.rmtree(store)
-        if self._admin is not None:
-            self._sql(f"DROP DATABASE IF EXISTS {self._prefix}_trial WITH (FORCE)")
+        if self._admin is not None and not self._drop(f"t{self._copies}"):
+            self._left.append(f"t{self._copies}")
 
     def close(self) -> None:
         """Drop every database this bench made."""
         if self._admin is not None:
-            for which in ("trial", "base"):
-                self._sql(f"DROP DATABASE IF EXISTS {self._prefix}_{which} WITH (FORCE)")
+            for database in [*self._left, "base"]:
+                if not self._drop(database):
+                    print(f"could not drop database {self._prefix}_{database}; drop it by hand")
             self._admin.dispose()
 
 
@@ -314,7 +332,6 @@ def _build(root: Path, backend: Backend, features: set[str]) -> tuple[Path, Ctx]
         lineage.close()
     constants = (constant_model(model, positive=True), constant_model(model, positive=False))
     ctx = Ctx(REF.split("@")[0], model_sha, constants, root / "keys", older, older_seq)
-    ctx.db_url = backend.url("trial")
     return base, ctx
 
 
@@ -345,7 +362,7 @@ def _trial(
     backend: Backend,
 ) -> None:
     store = root / "trial"
-    backend.copy(base, store)
+    ctx.db_url = backend.copy(base, store)
     ctx.notes.clear()
     klass.attack(store, rng, ctx)
     run = _run_in_process if in_process else _run_subprocess
@@ -501,6 +518,12 @@ def main() -> None:
         "--subprocess", action="store_true", help="every trial in subprocesses (slower)"
     )
     parser.add_argument("--only", default="", help="comma list of class names to run")
+    parser.add_argument(
+        "--backend",
+        choices=("all", "sqlite", "postgresql"),
+        default="all",
+        help="all: SQLite, then PostgreSQL if MLWARDEN_TEST_POSTGRES_URL is set",
+    )
     args = parser.parse_args()
     trials = 3 if args.quick else args.trials
     only = {c.strip() for c in args.only.split(",") if c.strip()}
@@ -508,13 +531,16 @@ def main() -> None:
     for name in _ENV_DROPPED:
         os.environ.pop(name, None)
     met = True
-    for admin_url in [None, postgres] if postgres else [None]:
+    if args.backend == "postgresql" and not postgres:
+        sys.exit("--backend postgresql needs MLWARDEN_TEST_POSTGRES_URL")
+    urls = {"all": [None, postgres] if postgres else [None], "sqlite": [None]}
+    for admin_url in urls.get(args.backend, [postgres]):
         backend = Backend(admin_url)
         try:
             met = _run_backend(backend, trials, args.seed, args.subprocess, only) and met
         finally:
             backend.close()
-    if not postgres:
+    if not postgres and args.backend == "all":
         print(
             "PostgreSQL: skipped (set MLWARDEN_TEST_POSTGRES_URL to a database whose user "
             "may create databases)"
