@@ -1,10 +1,11 @@
 """Attacks that ``bench/tamper.py`` measured as NOT caught on a real store (issue 12).
 
 Each test is the smallest form of one attack class that went undetected, run as an attacker
-with write access to the store folder (sqlite3 with the append-only triggers dropped, files
-rewritten) and checked through the CLI a user runs. The fixes belong to the other parts of
-issue 12 (signed checkpoints; keys outside the store), hence ``xfail(strict=True)``: once a fix
-is merged the test passes, and the strict marker makes that visible so it can be removed.
+with write access to the store (its database opened directly with the append-only triggers
+dropped, its files rewritten) and checked through the CLI a user runs, on SQLite and on
+PostgreSQL. The fixes belong to the other parts of issue 12 (signed checkpoints; keys outside
+the store), hence ``xfail(strict=True)``: once a fix is merged the test passes, and the strict
+marker makes that visible so it can be removed.
 """
 
 from __future__ import annotations
