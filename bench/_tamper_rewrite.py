@@ -158,18 +158,37 @@ def rewrite_store(
 
 
 def _rewrite_checkpoint(store: Path, subs: dict[str, str], key: Ed25519PrivateKey) -> None:
-    """Point a CHECKPOINT file at the rewritten chain and re-sign it, if the store has one."""
+    """Point a CHECKPOINT file at the rewritten chain and re-sign it, if the store has one.
+
+    Every object in it that carries a ``signature`` is re-signed; the file keeps its own key
+    order, spacing style and final newline, so only what the attacker changed differs.
+    """
     path = store / "CHECKPOINT"
     if not path.exists():
         return
+    original = path.read_text("utf-8")
     try:
-        data = json.loads(_substitute(path.read_text("utf-8"), subs))
+        data = json.loads(_substitute(original, subs))
     except ValueError:
         return
-    if isinstance(data, dict) and "signature" in data:
-        data = _resign("checkpoint", data, key)
+    data = _resign_all(data, key)
+    text = json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    if original.endswith("\n"):
+        text += "\n"
     make_writable(path)
-    path.write_bytes(canonical(data))
+    path.write_text(text, "utf-8")
+
+
+def _resign_all(value: Any, key: Ed25519PrivateKey) -> Any:
+    """``value`` with every nested object that has a ``signature`` signed anew by ``key``."""
+    if isinstance(value, list):
+        return [_resign_all(v, key) for v in value]
+    if not isinstance(value, dict):
+        return value
+    value = {k: _resign_all(v, key) for k, v in value.items()}
+    if isinstance(value.get("signature"), str):
+        value = _resign("checkpoint", value, key)
+    return value
 
 
 def _plant_keys(store: Path, key: Ed25519PrivateKey) -> None:
