@@ -268,15 +268,17 @@ def lineage_verify(
         raise RecordNotFoundError(f"no store at {store}: run a pipeline first or pass --store")
     lineage = _open(store, db_url)
     # This machine's own witness (the newest checkpoint it signed here) is always checked.
-    local = local_witness_path(lineage)
-    witnesses = [*(witness or ()), *([local] if local.exists() else [])]
+    local: Path | None = local_witness_path(lineage)
+    if local is not None and not local.exists():
+        local = None
+    witnesses = [*(witness or ()), *([local] if local is not None else [])]
     report = verify_store(lineage, trust=store_trust(lineage, trust), witnesses=witnesses)
     report.problems.extend(model_history_problems(lineage))  # replayed or misordered versions
     if report.ok:
         out.print(report.summary(), soft_wrap=True)
         if witness:
             out.print(f"consistent with {len(witness)} witness(es)", soft_wrap=True)
-        if local.exists():
+        if local is not None:
             out.print(
                 f"consistent with the checkpoint this machine signed last ({local})", soft_wrap=True
             )

@@ -135,13 +135,11 @@ class Signer:
         ``key_dir`` None means :func:`default_key_dir`. A key created here is the only key ever
         pinned automatically: you trust what you sign.
         """
-        given = cls.from_environment()
-        if given is not None:
-            return given
+        found = cls.existing(key_dir)
+        if found is not None:
+            return found
         folder = key_dir if key_dir is not None else default_key_dir()
         path = folder / PRIVATE_KEY_FILE
-        if path.exists():
-            return cls.from_file(path)
         signer = cls.generate()
         try:
             written = signer.save(folder)
