@@ -4,6 +4,9 @@ Every leaf also subclasses the builtin it resembles, so callers can catch either
 
     MlwardenError
     ├── SpecError (ValueError)                 a pipeline spec is malformed
+    ├── ParameterError (ValueError)            an argument lies outside what the function accepts
+    ├── UnknownNameError (KeyError)            a name (group, mode...) is not among the known ones
+    ├── FormatError (ValueError)               bytes or a record this version cannot read
     ├── DataError (ValueError)                 a table or dataset is unusable
     │   └── DatasetNotFoundError (LookupError)
     ├── StoreError                             the lineage store cannot do what was asked
@@ -11,10 +14,12 @@ Every leaf also subclasses the builtin it resembles, so callers can catch either
     │   └── RecordNotFoundError (LookupError)  no such artifact, execution or model version
     ├── ModelError                             a model cannot be saved, loaded or queried
     │   ├── UntrustedArtifactError (TypeError) a saved model holds types nobody trusted
+    │   ├── CapabilityError (TypeError)        the model lacks what was asked (gradients, exits...)
     │   ├── SignatureError                     a manifest's signature or hashes do not verify
     │   │   └── UntrustedKeyError              its signer is not pinned, or is revoked
     │   └── QueryBudgetExceeded                an attack asked for more queries than allowed
     ├── StepError                              a pipeline step failed; the cause is chained
+    ├── GuardError (RuntimeError)              a serving guard could not decide (on_error)
     └── GateRejectedError                      the gate refused to register a model
 
 ``exit_code`` is what the CLI exits with when the error reaches it.
@@ -23,18 +28,23 @@ Every leaf also subclasses the builtin it resembles, so callers can catch either
 from __future__ import annotations
 
 __all__ = [
+    "CapabilityError",
     "DataError",
     "DatasetNotFoundError",
+    "FormatError",
     "GateRejectedError",
+    "GuardError",
     "IntegrityError",
     "MlwardenError",
     "ModelError",
+    "ParameterError",
     "QueryBudgetExceeded",
     "RecordNotFoundError",
     "SignatureError",
     "SpecError",
     "StepError",
     "StoreError",
+    "UnknownNameError",
     "UntrustedArtifactError",
     "UntrustedKeyError",
 ]
@@ -50,6 +60,23 @@ class SpecError(MlwardenError, ValueError):
     """A pipeline spec is malformed: the message names the field, its line and what is expected."""
 
     exit_code = 2
+
+
+class ParameterError(MlwardenError, ValueError):
+    """An argument lies outside what the function accepts; the message names it and the range."""
+
+    exit_code = 2
+
+
+class UnknownNameError(MlwardenError, KeyError):
+    """A name (group, output mode, module...) is not among the known ones the message lists."""
+
+    def __str__(self) -> str:  # KeyError would quote the whole message
+        return str(self.args[0]) if self.args else ""
+
+
+class FormatError(MlwardenError, ValueError):
+    """Bytes or a record are in a format this version cannot read, or are malformed."""
 
 
 class DataError(MlwardenError, ValueError):
@@ -86,6 +113,10 @@ class UntrustedArtifactError(ModelError, TypeError):
     """A saved model contains types outside the trusted list; it is not loaded."""
 
 
+class CapabilityError(ModelError, TypeError):
+    """The model lacks a capability the caller needs (gradients, early exits, tree structure)."""
+
+
 class SignatureError(ModelError):
     """A model manifest's signature or artifact hashes do not verify; it is not loaded."""
 
@@ -100,6 +131,10 @@ class QueryBudgetExceeded(ModelError):
 
 class StepError(MlwardenError):
     """A pipeline step raised; the original error is chained as ``__cause__``."""
+
+
+class GuardError(MlwardenError, RuntimeError):
+    """A serving guard could not reach a decision; the guard's ``on_error`` policy decides."""
 
 
 class GateRejectedError(MlwardenError):

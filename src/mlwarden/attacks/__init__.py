@@ -40,6 +40,7 @@ from mlwarden.attacks._gradient import (
     robust_accuracy,
 )
 from mlwarden.attacks._hardening_cost import (
+    ALL_MODES,
     FidelityCost,
     HardeningAttack,
     HardeningCostRow,
@@ -48,6 +49,7 @@ from mlwarden.attacks._hardening_cost import (
 )
 from mlwarden.attacks._hopskipjump import HopSkipJumpResult, hop_skip_jump
 from mlwarden.attacks._membership import (
+    FPR_LEVELS,
     MembershipMetrics,
     MembershipResult,
     lira,
@@ -167,3 +169,6 @@ def __getattr__(name: str) -> Any:
 
         return getattr(_deepsloth, name)
     raise AttributeError(f"module 'mlwarden.attacks' has no attribute {name!r}")
+
+
+__all__ += ["ALL_MODES", "FPR_LEVELS"]

@@ -12,7 +12,7 @@ from mlwarden.audit._checks import (
 )
 from mlwarden.audit._defaults import CHECK_GROUPS, DEFAULT_GROUPS
 from mlwarden.audit._dp_audit import DpAudit
-from mlwarden.audit._evasion import DecisionBoundary, Evasion
+from mlwarden.audit._evasion import DecisionBoundary, Evasion, evasion, load_threat_model
 from mlwarden.audit._extraction import Extraction
 from mlwarden.audit._fairness import DemographicParity, EqualOpportunity, GroupFairness
 from mlwarden.audit._gate import GateMode, GateResult, OnInconclusive, apply_gate
@@ -31,6 +31,7 @@ from mlwarden.audit._shortcuts import (
     IrrelevantFeatures,
     permutation_importance,
 )
+from mlwarden.audit._slowdown import SlowdownCheck, slowdown_check
 from mlwarden.audit._stats import Verdict, bootstrap_interval, decide, proportion_interval
 
 __all__ = [
@@ -76,3 +77,5 @@ __all__ = [
     "run_check",
     "uniform_noise",
 ]
+
+__all__ += ["SlowdownCheck", "evasion", "load_threat_model", "slowdown_check"]

@@ -10,7 +10,7 @@ from mlwarden.data._bias import (
     label_balance,
 )
 from mlwarden.data._csv import detect_separator, read_csv_table
-from mlwarden.data._datasets import Dataset, list_datasets, load
+from mlwarden.data._datasets import Dataset, list_corpora, list_datasets, load, load_text
 from mlwarden.data._drift import (
     ColumnDrift,
     ColumnThresholds,
@@ -35,6 +35,8 @@ from mlwarden.data._missing import ColumnImputation, Imputation, fit_imputation
 from mlwarden.data._rules import Rule
 from mlwarden.data._schema import ColumnSchema, TableSchema, infer_column, infer_schema, widen
 from mlwarden.data._validate import (
+    REASONS_COLUMN,
+    ROW_COLUMN,
     ColumnIssue,
     MissingPolicy,
     ValidationReport,
@@ -92,3 +94,5 @@ __all__ = [
     "validate_table",
     "widen",
 ]
+
+__all__ += ["REASONS_COLUMN", "ROW_COLUMN", "list_corpora", "load_text"]

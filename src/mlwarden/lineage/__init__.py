@@ -3,18 +3,31 @@
 Knows nothing of machine learning: it stores bytes, their hashes, and records that link them.
 """
 
-from mlwarden.lineage._chain import ChainReport
+from mlwarden.lineage._chain import (
+    GENESIS,
+    ChainReport,
+    ChainTable,
+    ChainWalk,
+    ProblemList,
+    database_check,
+    db_cause,
+)
 from mlwarden.lineage._checkpoints import (
     Checkpoint,
     CheckpointSet,
     CheckpointSigner,
     SignatureTrust,
+    check_against_chain,
+    check_chain_checkpoints,
+    make_checkpoint,
+    parse_checkpoint,
     read_checkpoint_file,
     write_checkpoint_file,
 )
 from mlwarden.lineage._hashing import canonical_json, sha256_bytes, sha256_json
 from mlwarden.lineage._key_events import (
     exposure_warnings,
+    known_key,
     local_witness_path,
     migrate_store_key,
     publish_public_key,
@@ -107,4 +120,18 @@ __all__ = [
     "upstream",
     "verify_store",
     "write_checkpoint_file",
+]
+
+__all__ += [
+    "GENESIS",
+    "ChainTable",
+    "ChainWalk",
+    "ProblemList",
+    "check_against_chain",
+    "check_chain_checkpoints",
+    "database_check",
+    "db_cause",
+    "known_key",
+    "make_checkpoint",
+    "parse_checkpoint",
 ]

@@ -11,7 +11,14 @@ from mlwarden.models._charlm import (
     save_char_lm,
     train_char_lm,
 )
-from mlwarden.models._hardening import HardenedModel, HardenedOutput, OutputHardening, OutputMode
+from mlwarden.models._hardening import (
+    HardenedModel,
+    HardenedOutput,
+    OutputHardening,
+    OutputMode,
+    harden_probabilities,
+    hardened_outputs,
+)
 from mlwarden.models._history import model_history_problems
 from mlwarden.models._manifest import (
     MANIFEST_FORMAT,
@@ -23,15 +30,18 @@ from mlwarden.models._onnx import OnnxAdapter
 from mlwarden.models._persist import MEDIA_TYPE, TRUSTED_TYPES, dumps_model, loads_model
 from mlwarden.models._recording import RecordingModel
 from mlwarden.models._registry import (
+    EARLY_EXIT_MEDIA_TYPE,
     LANGUAGE_MODEL_MEDIA_TYPE,
     ModelRegistry,
     next_manifest_link,
 )
+from mlwarden.models._sdn import LatencyStats
 from mlwarden.models._signing import Signer, TrustPolicy
 from mlwarden.models._torch import (
     DigitsSplit,
     TorchAdapter,
     load_digits_split,
+    require_torch,
     train_digits_model,
 )
 
@@ -132,4 +142,12 @@ __all__ += [
     "scan_file",
     "scan_paths",
     "scan_sarif",
+]
+
+__all__ += [
+    "EARLY_EXIT_MEDIA_TYPE",
+    "LatencyStats",
+    "harden_probabilities",
+    "hardened_outputs",
+    "require_torch",
 ]

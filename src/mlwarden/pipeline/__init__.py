@@ -2,8 +2,11 @@
 
 from mlwarden.pipeline._context import Output, StepContext
 from mlwarden.pipeline._dag import StepDef, build_steps
+from mlwarden.pipeline._estimators import build_estimator
 from mlwarden.pipeline._executor import LocalExecutor, Progress, RunResult, StepRun, cache_key
-from mlwarden.pipeline._lm import LanguageModelSpec
+from mlwarden.pipeline._harden import CLEAN_METRICS, COST_TOLERANCE, HeldOutComparison
+from mlwarden.pipeline._kept_out import rows_kept_out
+from mlwarden.pipeline._lm import LanguageModelSpec, canary_lines
 from mlwarden.pipeline._report import build_report, write_run_report
 from mlwarden.pipeline._spec import AnySpec, PipelineSpec, load_spec, parse_spec
 
@@ -24,4 +27,13 @@ __all__ = [
     "load_spec",
     "parse_spec",
     "write_run_report",
+]
+
+__all__ += [
+    "CLEAN_METRICS",
+    "COST_TOLERANCE",
+    "HeldOutComparison",
+    "build_estimator",
+    "canary_lines",
+    "rows_kept_out",
 ]

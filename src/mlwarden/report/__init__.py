@@ -1,6 +1,6 @@
 """Reports: the run report model and its JSON and self-contained HTML forms."""
 
-from mlwarden.report._ci import to_junit, to_sarif
+from mlwarden.report._ci import SARIF_SCHEMA, to_junit, to_sarif
 from mlwarden.report._model import CheckLine, RunReport, StepLine
 from mlwarden.report._render import render_html, write_report
 
@@ -13,3 +13,5 @@ __all__ = [
     "to_sarif",
     "write_report",
 ]
+
+__all__ += ["SARIF_SCHEMA"]

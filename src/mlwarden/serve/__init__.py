@@ -13,6 +13,9 @@ from mlwarden.serve._config import (
     RateLimit,
     Route,
 )
+from mlwarden.serve._decisions import DecisionLog
+from mlwarden.serve._keys import KeyStore
+from mlwarden.serve._reproduce import reproduce_decision
 from mlwarden.serve._server import SERVE_DB, build_server, close_server
 
 __all__ = [
@@ -30,3 +33,5 @@ __all__ = [
     "close_server",
     "create_app",
 ]
+
+__all__ += ["DecisionLog", "KeyStore", "reproduce_decision"]
