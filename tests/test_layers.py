@@ -34,6 +34,7 @@ RANK = {
     "_yaml_lines": 1,
     "errors": 0,
     "_version": 0,
+    "_lp_ball": 1,
 }
 FACADES = {"__init__", "datasets", "testing"}
 BUILTIN_ERRORS = {

@@ -4,8 +4,7 @@ The public API, importable from here; everything under a leading underscore is p
 Importing mlwarden writes nothing and loads no heavy library.
 """
 
-__version__ = "0.1.0"
-
+from mlwarden._version import __version__
 from mlwarden.audit import CHECKS, Finding, GateResult, apply_gate, register_check, run_check
 from mlwarden.data import Dataset, TableSchema, infer_schema, validate_table
 from mlwarden.datasets import list_datasets, load

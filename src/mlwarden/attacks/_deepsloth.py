@@ -34,17 +34,23 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from pydantic import PrivateAttr
 
-from mlwarden.attacks._gradient import _Ball, _default_step, _direction, _norms
+from mlwarden._lp_ball import Norm, default_step, direction, norms
 from mlwarden.attacks._result import AttackResult
 from mlwarden.errors import DataError, ModelError
-from mlwarden.models._sdn import EarlyExitNetwork, EarlyExitOutput, LatencyStats, measure_latency
+from mlwarden.models import (
+    EarlyExitNetwork,
+    EarlyExitOutput,
+    LatencyStats,
+    craft_slowdown,
+    measure_latency,
+    slowdown_loss,
+)
 
 __all__ = [
     "SlowdownResult",
@@ -54,8 +60,6 @@ __all__ = [
     "transfer_deepsloth",
     "universal_deepsloth",
 ]
-
-Norm = Literal["linf", "l2"]
 
 
 class SlowdownResult(AttackResult):
@@ -99,20 +103,6 @@ class SlowdownResult(AttackResult):
         return self._perturbation  # type: ignore[no-any-return]
 
 
-def slowdown_loss(outputs: list[torch.Tensor]) -> torch.Tensor:
-    """Per-row DeepSloth loss: the sum over ICs (all exits but the last) of KL(uniform || p).
-
-    0 exactly when every IC's softmax is uniform.
-    """
-    if len(outputs) < 2:
-        raise ModelError("a slowdown attack needs at least one internal classifier")
-    total = outputs[0].new_zeros(len(outputs[0]))
-    for logits in outputs[:-1]:
-        n_classes = logits.shape[1]
-        total = total - F.log_softmax(logits, dim=1).mean(dim=1) - math.log(n_classes)
-    return total
-
-
 def _check(model: Any, eps: float, norm: str, steps: int, threshold: float) -> None:
     if not isinstance(model, EarlyExitNetwork):
         raise TypeError(f"slowdown attacks need an EarlyExitNetwork, got {type(model).__name__}")
@@ -136,39 +126,6 @@ def _inputs(model: EarlyExitNetwork, X: Any, clip: tuple[float, float] | None) -
             f"max {float(x.max()):.4g}); scale them first or pass clip=None"
         )
     return x
-
-
-def _craft(
-    model: EarlyExitNetwork,
-    x: torch.Tensor,
-    *,
-    eps: float,
-    norm: Norm,
-    steps: int,
-    step_size: float | None,
-    clip: tuple[float, float] | None,
-    generator: torch.Generator,
-    random_init: bool = True,
-) -> torch.Tensor:
-    """PGD descent on :func:`slowdown_loss` from a random start; each row's best iterate.
-
-    The network should be in eval mode; gradients reach the input only.
-    """
-    step = _default_step(eps, steps) if step_size is None else step_size
-    ball = _Ball(x, eps, norm, clip)
-    x_adv = ball.random_start(x, generator) if random_init and eps > 0 else x.clone()
-    best, best_loss = x_adv.clone(), torch.full((len(x),), math.inf, dtype=x.dtype)
-    for i in range(steps + 1):
-        xl = x_adv.detach().requires_grad_(i < steps)
-        with torch.set_grad_enabled(i < steps):
-            loss = slowdown_loss(model.forward_all(xl))
-        better = loss.detach() < best_loss
-        best[better], best_loss[better] = x_adv[better].detach(), loss.detach()[better]
-        if i == steps:
-            break
-        (grad,) = torch.autograd.grad(loss.sum(), xl)
-        x_adv = ball.project(x_adv.detach() - step * _direction(grad, norm))
-    return best.detach()
 
 
 def _counts(exits: np.ndarray, n_exits: int) -> list[int]:
@@ -229,7 +186,7 @@ def _result(
         mean_compute_adversarial=adv.mean_compute,
         exits_clean=_counts(clean.exit_index, model.n_exits),
         exits_adversarial=_counts(adv.exit_index, model.n_exits),
-        max_perturbation=float(_norms(x_adv - x, norm).max()) if len(x) else 0.0,
+        max_perturbation=float(norms(x_adv - x, norm).max()) if len(x) else 0.0,
         latency_clean=measure_latency(model, x, threshold, max_exit=max_exit) if latency else None,
         latency_adversarial=(
             measure_latency(model, x_adv, threshold, max_exit=max_exit) if latency else None
@@ -251,13 +208,16 @@ def _crafted(
     seed: int,
     batch_size: int,
 ) -> torch.Tensor:
-    """:func:`_craft` over ``x`` in batches, in eval mode (the training flag is restored)."""
+    """:func:`~mlwarden.models.craft_slowdown` over ``x`` in batches, in eval mode.
+
+    The training flag is restored afterwards.
+    """
     generator = torch.Generator().manual_seed(seed)
     was_training = model.training
     model.eval()
     try:
         parts = [
-            _craft(
+            craft_slowdown(
                 model,
                 chunk,
                 eps=eps,
@@ -429,7 +389,7 @@ def universal_deepsloth(
     x = _inputs(model, X, clip)
     if len(x_train) == 0:
         raise DataError("universal_deepsloth needs training inputs")
-    step = _default_step(eps, steps) if step_size is None else step_size
+    step = default_step(eps, steps) if step_size is None else step_size
     generator = torch.Generator().manual_seed(seed)
     delta = torch.zeros(model.input_shape, dtype=x.dtype)
     order, at, queries = torch.randperm(len(x_train), generator=generator), 0, 0
@@ -448,8 +408,8 @@ def universal_deepsloth(
             loss = slowdown_loss(model.forward_all(xb)).mean()
             (grad,) = torch.autograd.grad(loss, d)
             queries += len(batch)
-            direction = _direction(grad[None], norm)[0]
-            delta = _project_delta(delta - step * direction, eps, norm)
+            ascent = direction(grad[None], norm)[0]
+            delta = _project_delta(delta - step * ascent, eps, norm)
     finally:
         model.train(was_training)
     x_adv = x + delta
@@ -488,7 +448,7 @@ def random_slowdown(
     if norm == "linf":
         delta = noise.sign() * eps
     else:
-        delta = noise * (eps / _norms(noise, "l2").clamp_min(1e-30)).view(-1, *[1] * (x.ndim - 1))
+        delta = noise * (eps / norms(noise, "l2").clamp_min(1e-30)).view(-1, *[1] * (x.ndim - 1))
     x_adv = x + delta.to(x.dtype)
     if clip is not None:
         x_adv = x_adv.clamp(clip[0], clip[1])

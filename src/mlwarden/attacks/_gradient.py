@@ -15,14 +15,14 @@ Adversarial Attacks", ICLR 2018.
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, PrivateAttr
 
+from mlwarden._lp_ball import LpBall, Norm, default_step, direction, norms
 from mlwarden.attacks._result import AttackResult
 from mlwarden.errors import DataError
 from mlwarden.models._torch import TorchAdapter, _py, require_torch
@@ -40,7 +40,6 @@ __all__ = [
     "robust_accuracy",
 ]
 
-Norm = Literal["linf", "l2"]
 _N_EXAMPLES = 5
 
 
@@ -181,90 +180,6 @@ def _inputs(
     return x, target
 
 
-def _norms(delta: torch.Tensor, norm: Norm) -> torch.Tensor:
-    """Per-row norm of a perturbation batch."""
-    import torch
-
-    flat = delta.flatten(1)
-    if flat.shape[1] == 0:
-        return flat.new_zeros(len(flat))
-    out: torch.Tensor = torch.linalg.vector_norm(flat, ord=math.inf if norm == "linf" else 2, dim=1)
-    return out
-
-
-def _view(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """A per-row vector shaped to broadcast over the other dimensions of ``like``."""
-    return v.view(-1, *([1] * (like.ndim - 1)))
-
-
-def _direction(grad: torch.Tensor, norm: Norm) -> torch.Tensor:
-    """The steepest-ascent unit step for the norm: the sign (L-inf) or the normalised gradient."""
-    if norm == "linf":
-        return grad.sign()
-    length = _norms(grad, "l2")
-    return grad / _view(length.clamp_min(1e-12), grad)
-
-
-class _Ball:
-    """The feasible set of a batch: the eps-ball around each point, inside the clip box.
-
-    For L-inf the bounds are precomputed, so projecting is one clamp per step. With the points
-    inside the box, clipping moves each coordinate towards the point, so the L2 projection
-    followed by the clip stays in the ball (up to float rounding, ~1e-7 of a pixel).
-    """
-
-    def __init__(
-        self, x: torch.Tensor, eps: float, norm: Norm, clip: tuple[float, float] | None
-    ) -> None:
-        self.eps, self.norm, self.clip = eps, norm, clip
-        self.parts: tuple[torch.Tensor, ...]
-        if norm == "linf":
-            lo, hi = x - eps, x + eps
-            if clip is not None:
-                lo, hi = lo.clamp_min(clip[0]), hi.clamp_max(clip[1])
-            self.parts = (lo, hi)  # the per-coordinate bounds
-        else:
-            self.parts = (x,)  # the centres
-
-    def subset(self, keep: torch.Tensor) -> _Ball:
-        """The ball of the rows at indices ``keep``."""
-        ball = copy.copy(self)
-        ball.parts = tuple(t.index_select(0, keep) for t in self.parts)
-        return ball
-
-    def project(self, x_adv: torch.Tensor) -> torch.Tensor:
-        """The nearest feasible point (L-inf), or the ball projection then the clip (L2)."""
-        import torch
-
-        if self.norm == "linf":
-            return torch.clamp(x_adv, self.parts[0], self.parts[1])
-        x = self.parts[0]
-        delta = x_adv - x
-        scale = (self.eps / _norms(delta, "l2").clamp_min(1e-30)).clamp_max(1.0)
-        out: torch.Tensor = x + delta * _view(scale, delta)
-        return out if self.clip is None else out.clamp(self.clip[0], self.clip[1])
-
-    def random_start(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """A uniform random point of the ball around each row of ``x``, clipped to the box.
-
-        Drawn on the CPU in float64 from ``generator``, so it does not depend on the device.
-        """
-        import torch
-
-        shape = x.shape
-        if self.norm == "linf":
-            noise = torch.rand(shape, generator=generator, dtype=torch.float64) * 2 - 1
-            delta = noise * self.eps
-        else:
-            dim = math.prod(shape[1:])
-            flat = torch.randn((shape[0], dim), generator=generator, dtype=torch.float64)
-            flat = flat / _view(_norms(flat, "l2").clamp_min(1e-30), flat)
-            radius = torch.rand(shape[0], generator=generator, dtype=torch.float64)
-            radius = radius ** (1.0 / max(dim, 1)) * self.eps
-            delta = (flat * radius[:, None]).view(shape)
-        return self.project(x + delta.to(device=x.device, dtype=x.dtype))
-
-
 class _BatchOutcome:
     """Per-point state of one attacked batch: best input so far, fooled flag, prediction."""
 
@@ -335,7 +250,7 @@ def _pgd_batch(
         if len(idx) == 0:
             break
         t0, x0 = target[idx], x[idx]
-        ball = _Ball(x0, eps, norm, clip)
+        ball = LpBall(x0, eps, norm, clip)
         x_adv = ball.random_start(x0, generator) if random_init else x0.clone()
         for step in range(steps + 1):
             last = step == steps
@@ -361,7 +276,7 @@ def _pgd_batch(
                     break
                 idx, t0, ball = idx[keep], t0[keep], ball.subset(keep)
                 x_adv, grad = x_adv.index_select(0, keep), grad.index_select(0, keep)
-            x_adv = ball.project(x_adv + step_size * _direction(grad, norm))
+            x_adv = ball.project(x_adv + step_size * direction(grad, norm))
     return best
 
 
@@ -407,7 +322,7 @@ def _result(
     fooled = best.fooled[:n_eval] & correct
     n_correct = int(correct.sum())
     n_fooled = int(fooled.sum())
-    perturbation = _norms(best.x - x, norm).double().cpu().numpy()
+    perturbation = norms(best.x - x, norm).double().cpu().numpy()
     classes = model.classes_
     t = target.cpu().numpy()
     clean = clean_pred.cpu().numpy()
@@ -503,7 +418,7 @@ def fgsm(
             loss = F.cross_entropy(logits, target[start:stop], reduction="none")
             (grad,) = torch.autograd.grad(loss.sum(), xb)
         clean_preds.append(logits.argmax(dim=1).detach())
-        steps.append(eps * _direction(grad, norm))
+        steps.append(eps * direction(grad, norm))
         if limiter.exhausted:
             break
     clean_pred = torch.cat(clean_preds) if clean_preds else target[:0]
@@ -514,7 +429,7 @@ def fgsm(
         for rows in torch.split(todo, batch_size):
             if not limiter.fits(len(rows)):
                 break
-            x_adv = _Ball(x[rows], eps, norm, clip).project(x[rows] + step[rows])
+            x_adv = LpBall(x[rows], eps, norm, clip).project(x[rows] + step[rows])
             with torch.no_grad():
                 logits = model.logits(x_adv)
                 loss = F.cross_entropy(logits, target[rows], reduction="none")
@@ -525,11 +440,6 @@ def fgsm(
         "fgsm", model, x, target, clean_pred, best,
         eps=eps, norm=norm, limiter=limiter, started=started, params=params,
     )  # fmt: skip
-
-
-def _default_step(eps: float, steps: int) -> float:
-    """Madry et al.'s step: 2.5 * eps / steps, so the walk can cross the ball and back."""
-    return 2.5 * eps / max(steps, 1)
 
 
 def pgd(
@@ -595,7 +505,7 @@ def pgd(
     _check_args(model, eps, norm, clip)
     if steps < 0 or restarts < 1 or batch_size < 1:
         raise ValueError("steps must be >= 0, restarts and batch_size >= 1")
-    step = _default_step(eps, steps) if step_size is None else step_size
+    step = default_step(eps, steps) if step_size is None else step_size
     if not (math.isfinite(step) and step >= 0):
         raise ValueError(f"step_size must be a finite number >= 0, got {step_size}")
     started = time.perf_counter()
@@ -704,7 +614,7 @@ def robust_accuracy(
         if e > 0:
             best = _attack_rows(
                 model, x, target, resisting,
-                eps=e, norm=norm, step_size=_default_step(e, steps) if step_size is None
+                eps=e, norm=norm, step_size=default_step(e, steps) if step_size is None
                 else step_size, steps=steps, restarts=restarts, random_init=random_init,
                 early_stop=early_stop, clip=clip, seed=seed + k, batch_size=batch_size,
                 limiter=limiter,

@@ -1,6 +1,6 @@
 """Models: the adapter protocol, safe persistence, signing and the registry."""
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlwarden.models._adapter import HasGradient, ModelAdapter, SklearnAdapter
 from mlwarden.models._charlm import (
@@ -35,7 +35,6 @@ from mlwarden.models._registry import (
     ModelRegistry,
     next_manifest_link,
 )
-from mlwarden.models._sdn import LatencyStats
 from mlwarden.models._signing import Signer, TrustPolicy
 from mlwarden.models._torch import (
     DigitsSplit,
@@ -98,15 +97,42 @@ __all__ = [
     "train_sdn",
 ]
 
+if TYPE_CHECKING:  # the lazy names below, for type checkers
+    from mlwarden.models._dp import (
+        DP_TRUSTED_TYPES,
+        DPSGDClassifier,
+        claimed_delta,
+        claimed_epsilon,
+        default_delta,
+    )
+    from mlwarden.models._sdn import (
+        EarlyExitNetwork,
+        EarlyExitOutput,
+        ExitHead,
+        LatencyStats,
+        SDNConfig,
+        ThresholdCalibration,
+        calibrate_threshold,
+        digits_sdn,
+        efficacy,
+        load_sdn,
+        measure_latency,
+        save_sdn,
+        train_sdn,
+    )
+    from mlwarden.models._slowdown_loss import craft_slowdown, slowdown_loss
+
 # DP-SGD subclasses scikit-learn's BaseEstimator: imported on first use, so that importing
 # mlwarden stays free of scikit-learn.
 # Early-exit networks import torch: also on first use.
 _LAZY = {
     "_dp": {"DP_TRUSTED_TYPES", "DPSGDClassifier", "claimed_delta", "claimed_epsilon",
             "default_delta"},
-    "_sdn": {"EarlyExitNetwork", "EarlyExitOutput", "ExitHead", "SDNConfig", "ThresholdCalibration",
+    "_sdn": {"EarlyExitNetwork", "EarlyExitOutput", "ExitHead", "LatencyStats", "SDNConfig",
+             "ThresholdCalibration",
              "calibrate_threshold", "digits_sdn", "efficacy", "load_sdn", "measure_latency",
              "save_sdn", "train_sdn"},
+    "_slowdown_loss": {"craft_slowdown", "slowdown_loss"},
 }  # fmt: skip
 
 
@@ -147,7 +173,9 @@ __all__ += [
 __all__ += [
     "EARLY_EXIT_MEDIA_TYPE",
     "LatencyStats",
+    "craft_slowdown",
     "harden_probabilities",
     "hardened_outputs",
     "require_torch",
+    "slowdown_loss",
 ]

@@ -725,7 +725,7 @@ def train_sdn(
         raise ValueError("epochs must be >= 0, batch_size >= 1 and lr > 0")
     if mode not in ("scratch", "ic_only"):
         raise ValueError(f"mode must be 'scratch' or 'ic_only', got {mode!r}")
-    from mlwarden.attacks._deepsloth import _craft  # the defence trains on the attack
+    from mlwarden.models._slowdown_loss import craft_slowdown  # the defence trains on the attack
 
     n_blocks, k_last = len(model.blocks), model.n_exits - 1
     depth = [(b + 1) / n_blocks for b in model.exit_blocks]
@@ -756,7 +756,7 @@ def train_sdn(
                     inputs, targets = x_all[batch], t_all[batch]
                     if adversarial_eps is not None:
                         model.eval()
-                        adv = _craft(
+                        adv = craft_slowdown(
                             model, inputs, eps=adversarial_eps, norm=adversarial_norm,
                             steps=adversarial_steps, step_size=None, clip=(0.0, 1.0),
                             generator=generator,
