@@ -79,7 +79,7 @@ def calibration_split(
     import numpy as np
     from sklearn.model_selection import train_test_split
 
-    from mlwarden import datasets
+    from mlwarden import data as datasets
 
     data = datasets.load(dataset)
     X, y = data.X, data.y

@@ -83,7 +83,7 @@ def foreign_rows(
     import numpy as np
     import pandas as pd
 
-    from mlwarden import datasets
+    from mlwarden import data as datasets
 
     rng = np.random.default_rng(seed)
     pools = []

@@ -14,7 +14,7 @@ from rich.table import Table
 from rich.tree import Tree
 from typer.exceptions import TyperException
 
-from mlwarden import __version__
+from mlwarden._version import __version__
 from mlwarden.cli._audit import audit_command
 from mlwarden.cli._data import schema_app, validate_command
 from mlwarden.cli._progress import RichProgress
@@ -109,7 +109,7 @@ def _run_spec(spec_path: Path, store: Path, db_url: str | None, from_feedback: b
 
         label = spec.data.label
         if label is None and spec.data.dataset is not None:
-            from mlwarden import datasets
+            from mlwarden import data as datasets
 
             label = datasets.load(spec.data.dataset).label
         labelled = feedback_table(lineage.root, label or "")

@@ -345,7 +345,7 @@ def _gate_and_report(
     audited: dict[str, Any] | None = None,
 ) -> int:
     """Print the findings, gate them fail-closed, write the reports; the exit code."""
-    from mlwarden import __version__
+    from mlwarden._version import __version__
     from mlwarden.audit import apply_gate
     from mlwarden.report import CheckLine, RunReport, write_report
 

@@ -24,7 +24,7 @@ err = Console(stderr=True, highlight=False)
 
 def read_table(source: str, sep: str | None = None) -> tuple[pd.DataFrame, str]:
     """A bundled dataset by name, or a CSV file; with a short name for output folders."""
-    from mlwarden import datasets
+    from mlwarden import data as datasets
     from mlwarden.data import read_csv_table
 
     if source in datasets.list_datasets():

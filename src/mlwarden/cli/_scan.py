@@ -45,7 +45,7 @@ def scan_command(
     Formats are recognised by their bytes, whatever the extension: pickles (protocols 0-5),
     joblib, torch checkpoints, NumPy, ONNX, skops, safetensors, Keras, zip and tar archives.
     """
-    from mlwarden import __version__
+    from mlwarden._version import __version__
     from mlwarden.models import ScanPolicy, load_scan_policy, scan_paths, scan_sarif
 
     rules = load_scan_policy(policy) if policy is not None else ScanPolicy()

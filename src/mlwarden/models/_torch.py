@@ -251,7 +251,7 @@ def load_digits_split(test_size: float = 0.3, seed: int = 0) -> DigitsSplit:
     import numpy as np
     from sklearn.model_selection import train_test_split
 
-    from mlwarden import datasets
+    from mlwarden import data as datasets
 
     d = datasets.load("digits")
     X = (d.X.to_numpy(dtype=np.float64) / 16.0).astype(np.float32)

@@ -42,7 +42,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import mlwarden
+from mlwarden._version import __version__
 
 _PACKAGE = "mlwarden"
 _DOTTED = re.compile(r"^mlwarden(\.[A-Za-z_]\w*)+$")
@@ -65,7 +65,7 @@ class _Module:
 
 
 def _root() -> Path:
-    return Path(mlwarden.__file__).resolve().parent
+    return Path(__file__).resolve().parents[1]
 
 
 @cache
@@ -357,7 +357,7 @@ def code_version(fn: Callable[..., Any]) -> str:
     mlwarden module it reaches (see the module docstring for how coarse that is, and why).
     """
     module, function = fn.__module__, fn.__qualname__
-    digest = hashlib.sha256(f"{mlwarden.__version__}\n{module}.{function}\n".encode())
+    digest = hashlib.sha256(f"{__version__}\n{module}.{function}\n".encode())
     if _file_of(module) is None or "." in function:
         # Not a top-level function of mlwarden (a test's stand-in step): its own source only.
         digest.update(inspect.getsource(fn).encode())

@@ -15,7 +15,7 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel
 
-from mlwarden import __version__
+from mlwarden._version import __version__
 from mlwarden.errors import GateRejectedError, MlwardenError
 from mlwarden.lineage import (
     LineageStore,

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from mlwarden import __version__
+from mlwarden._version import __version__
 from mlwarden.lineage import LineageStore
 from mlwarden.pipeline._executor import RunResult
 from mlwarden.pipeline._io import read_json

@@ -126,7 +126,7 @@ def training_reference(
     from mlwarden.data import TableSchema
 
     if served.early_exit is not None:  # trained on the bundled Digits images
-        from mlwarden import datasets
+        from mlwarden import data as datasets
 
         digits = datasets.load("digits")
         sample = digits.X.sample(n=min(len(digits.X), REFERENCE_ROWS), random_state=seed)
