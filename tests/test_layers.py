@@ -122,7 +122,7 @@ def _part(module: str) -> str:
 
 
 def _where(imp: Import) -> str:
-    return f"{imp.source}:{imp.line} -> {imp.target}"
+    return f"{imp.source} -> {imp.target}"
 
 
 def _unique(found: list[str]) -> list[str]:

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 from mlwarden.audit._stats import Verdict
 from mlwarden.data import TableSchema
+from mlwarden.errors import ParameterError
 from mlwarden.models import ModelAdapter
 
 if TYPE_CHECKING:
@@ -113,7 +114,7 @@ def register_check(
 
     def decorate(fn: Callable[[P, CheckContext], Finding]) -> Callable[[P, CheckContext], Finding]:
         if key in CHECKS:
-            raise ValueError(f"check {key!r} is registered twice")
+            raise ParameterError(f"check {key!r} is registered twice")
         summary = (fn.__doc__ or key).strip().splitlines()[0]
         CHECKS[key] = CheckDef(key=key, params=params, run=fn, summary=summary)
         return fn

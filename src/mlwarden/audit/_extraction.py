@@ -27,6 +27,7 @@ from mlwarden.audit._checks import (
     span,
 )
 from mlwarden.audit._stats import decide
+from mlwarden.errors import ParameterError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -59,7 +60,7 @@ class Extraction(CheckParams):
     @classmethod
     def _max_fidelity_is_gone(cls, data: Any) -> Any:
         if isinstance(data, dict) and "max_fidelity" in data:
-            raise ValueError(
+            raise ParameterError(
                 "max_fidelity was replaced by max_gain: the agreement queries add over a thief "
                 "who trains on public rows with their true labels (an accurate model agrees "
                 "with such a copy on 0.9 or more of its answers with no query at all)"
@@ -70,7 +71,7 @@ class Extraction(CheckParams):
     def _budgets_within_queries(self) -> Extraction:
         above = [b for b in self.budgets if b > self.queries or b < 1]
         if above:
-            raise ValueError(f"budgets {above} must lie in 1..queries ({self.queries})")
+            raise ParameterError(f"budgets {above} must lie in 1..queries ({self.queries})")
         return self
 
     def curve_budgets(self) -> list[int]:

@@ -6,6 +6,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from mlwarden.errors import DataError
+
 MetricName = Literal["accuracy", "precision", "recall", "f1", "roc_auc"]
 _ROC_POINTS = 200
 
@@ -59,7 +61,7 @@ def classification_metrics(
     if binary:
         pos = positive if positive is not None else classes[1]
         if pos not in list(classes):
-            raise ValueError(f"positive class {pos!r} is not among the classes {list(classes)}")
+            raise DataError(f"positive class {pos!r} is not among the classes {list(classes)}")
         pos_index = list(classes).index(pos)
         score = proba[:, pos_index]
         averaging: dict[str, Any] = {"average": "binary", "pos_label": pos}

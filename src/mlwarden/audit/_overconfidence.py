@@ -23,6 +23,7 @@ from mlwarden.audit._checks import (
     span,
 )
 from mlwarden.audit._stats import bootstrap_interval, decide
+from mlwarden.errors import ParameterError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -146,7 +147,7 @@ class OutOfDistributionConfidence(CheckParams):
     @classmethod
     def _max_share_is_gone(cls, data: Any) -> Any:
         if isinstance(data, dict) and "max_share" in data:
-            raise ValueError(
+            raise ParameterError(
                 "max_share was replaced by min_auroc: how well confidence separates held-out "
                 "rows from off-distribution rows (tree ensembles answer most inputs, on or off "
                 "the data, with high confidence, so a share of confident answers says little)"

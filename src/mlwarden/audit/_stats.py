@@ -13,6 +13,8 @@ import math
 from collections.abc import Callable
 from typing import Literal
 
+from mlwarden.errors import ParameterError
+
 Verdict = Literal["pass", "fail", "inconclusive"]
 Comparison = Literal[">=", "<="]
 
@@ -29,7 +31,7 @@ def proportion_interval(successes: int, n: int, level: float = LEVEL) -> tuple[f
     if n <= 0:
         return 0.0, 1.0
     if not 0 <= successes <= n:
-        raise ValueError(f"successes must lie in 0..{n}, got {successes}")
+        raise ParameterError(f"successes must lie in 0..{n}, got {successes}")
     alpha = 1.0 - level
     low = 0.0 if successes == 0 else float(stats.beta.ppf(alpha / 2, successes, n - successes + 1))
     high = (

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from mlwarden.errors import DataError
+from mlwarden.errors import DataError, UnknownNameError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -282,7 +282,7 @@ class GroupMetricsReport(BaseModel):
         for row in self.groups:
             if row.group == name:
                 return row
-        raise KeyError(f"no group {name!r}; groups are {[g.group for g in self.groups]}")
+        raise UnknownNameError(f"no group {name!r}; groups are {[g.group for g in self.groups]}")
 
 
 def _rate(hits: int, total: int) -> float | None:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Literal, NamedTuple, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from mlwarden.errors import DataError
+from mlwarden.errors import DataError, ParameterError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -310,9 +310,9 @@ def population_stability_index(
     0.1-0.25 some shift, > 0.25 major shift. ``kind`` defaults to what the dtype suggests.
     """
     if bins < 2:
-        raise ValueError(f"bins must be at least 2, got {bins}")
+        raise ParameterError(f"bins must be at least 2, got {bins}")
     if not 0.0 < epsilon < 1.0:
-        raise ValueError(f"epsilon must lie strictly between 0 and 1, got {epsilon}")
+        raise ParameterError(f"epsilon must lie strictly between 0 and 1, got {epsilon}")
     ref, cur = _samples(reference, current)
     if (kind or _infer_kind(ref)) == "numeric":
         ref_values, cur_values = _numeric_samples(ref, cur)
@@ -500,7 +500,7 @@ def drift_report(
     from ``current``, or with no non-missing value on either side, raises ``DataError``.
     """
     if bins < 2:
-        raise ValueError(f"bins must be at least 2, got {bins}")
+        raise ParameterError(f"bins must be at least 2, got {bins}")
     thresholds = thresholds or DriftThresholds()
     names = [str(c) for c in reference.columns] if columns is None else list(columns)
     forced = set(categorical or [])

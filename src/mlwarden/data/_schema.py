@@ -10,7 +10,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from mlwarden.data._rules import Rule
-from mlwarden.errors import DataError
+from mlwarden.errors import DataError, ParameterError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -52,7 +52,7 @@ class ColumnSchema(BaseModel):
             try:
                 re.compile(pattern)
             except re.error as exc:
-                raise ValueError(f"regex {pattern!r} does not compile: {exc}") from None
+                raise ParameterError(f"regex {pattern!r} does not compile: {exc}") from None
         return pattern
 
     @property

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, model_validator
 from mlwarden.data._labels import stray_labels
 from mlwarden.data._rules import rule_violations
 from mlwarden.data._schema import ColumnSchema, Scalar, TableSchema
+from mlwarden.errors import ParameterError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -43,13 +44,13 @@ class MissingPolicy(BaseModel):
     @model_validator(mode="after")
     def _strategy_fits_action(self) -> MissingPolicy:
         if self.action == "impute" and self.strategy is None:
-            raise ValueError(
+            raise ParameterError(
                 "action 'impute' needs a strategy: mean, median, most_frequent or constant"
             )
         if self.action != "impute" and self.strategy is not None:
-            raise ValueError(f"a strategy only applies to action 'impute', not {self.action!r}")
+            raise ParameterError(f"a strategy only applies to action 'impute', not {self.action!r}")
         if self.strategy == "constant" and self.value is None:
-            raise ValueError("strategy 'constant' needs a value")
+            raise ParameterError("strategy 'constant' needs a value")
         return self
 
 

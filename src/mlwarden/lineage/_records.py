@@ -9,7 +9,7 @@ from typing import Any, Literal, cast, get_args
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from mlwarden.errors import IntegrityError
+from mlwarden.errors import FormatError, IntegrityError
 from mlwarden.lineage._hashing import canonical_json, sha256_json
 
 RECORD_FORMAT = 1
@@ -76,7 +76,7 @@ def record_hash(
 ) -> str:
     """The sha256 over a record's canonical content, including its position and predecessor."""
     if fmt != RECORD_FORMAT:
-        raise ValueError(f"unknown lineage record format {fmt}; this reader knows {RECORD_FORMAT}")
+        raise FormatError(f"unknown lineage record format {fmt}; this reader knows {RECORD_FORMAT}")
     return sha256_json(
         {
             "format": fmt,
