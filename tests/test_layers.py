@@ -221,7 +221,7 @@ def stray_errors() -> list[str]:
                     bad.append(f"{module}:{node.lineno} raises {func.id}")
             if isinstance(node, ast.ClassDef):
                 bases = {b.id for b in node.bases if isinstance(b, ast.Name)}
-                if bases & BUILTIN_ERRORS:
+                if bases and bases <= BUILTIN_ERRORS:
                     bad.append(f"{module}:{node.lineno} class {node.name} outside the tree")
     return bad
 

@@ -134,7 +134,11 @@ class StepError(MlwardenError):
 
 
 class GuardError(MlwardenError, RuntimeError):
-    """A serving guard could not reach a decision; the guard's ``on_error`` policy decides."""
+    """A serving guard could not reach a decision and the deployment fails closed."""
+
+    def __init__(self, guard: str) -> None:
+        super().__init__(guard)
+        self.guard = guard
 
 
 class GateRejectedError(MlwardenError):

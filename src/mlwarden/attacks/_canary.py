@@ -43,7 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from scipy import stats
 
 from mlwarden.attacks._result import AttackResult
-from mlwarden.errors import DataError
+from mlwarden.errors import DataError, ParameterError
 
 if TYPE_CHECKING:
     from mlwarden.models._charlm import CharLM
@@ -84,9 +84,11 @@ class CandidateSpace(BaseModel):
     @classmethod
     def _distinct(cls, alphabet: str) -> str:
         if len(alphabet) < 2 or len(set(alphabet)) != len(alphabet):
-            raise ValueError(f"alphabet needs at least two distinct characters, got {alphabet!r}")
+            raise ParameterError(
+                f"alphabet needs at least two distinct characters, got {alphabet!r}"
+            )
         if "\n" in alphabet:
-            raise ValueError("alphabet cannot hold a newline: canaries are single lines")
+            raise ParameterError("alphabet cannot hold a newline: canaries are single lines")
         return alphabet
 
     @property
@@ -137,9 +139,9 @@ class Canary(BaseModel):
     @classmethod
     def _one_slot(cls, fmt: str) -> str:
         if fmt.count(SECRET_SLOT) != 1:
-            raise ValueError(f"format must hold {SECRET_SLOT} exactly once, got {fmt!r}")
+            raise ParameterError(f"format must hold {SECRET_SLOT} exactly once, got {fmt!r}")
         if "\n" in fmt:
-            raise ValueError("format cannot hold a newline: canaries are single lines")
+            raise ParameterError("format cannot hold a newline: canaries are single lines")
         return fmt
 
     @property
@@ -207,7 +209,7 @@ def random_canaries(canary: Canary, n: int, *, seed: int, exclude: Sequence[str]
     space = canary.space
     banned = {space.check(s) for s in exclude}
     if n < 0 or n > space.size - len(banned):
-        raise ValueError(f"cannot draw {n} distinct secrets from {space.size - len(banned)}")
+        raise ParameterError(f"cannot draw {n} distinct secrets from {space.size - len(banned)}")
     rng = np.random.default_rng(seed)
     drawn: list[str] = []
     seen = set(banned)
@@ -230,9 +232,9 @@ def insert_canaries(
     """
     counts = [repeats] * len(canaries) if isinstance(repeats, int) else list(repeats)
     if len(counts) != len(canaries):
-        raise ValueError(f"{len(canaries)} canaries but {len(counts)} repeat counts")
+        raise ParameterError(f"{len(canaries)} canaries but {len(counts)} repeat counts")
     if any(c < 0 for c in counts):
-        raise ValueError(f"repeats must be non-negative, got {counts}")
+        raise ParameterError(f"repeats must be non-negative, got {counts}")
     for line in canaries:
         if "\n" in line:
             raise DataError(f"a canary must be a single line, got {line!r}")
@@ -290,7 +292,7 @@ def _rank_exposures(
 ) -> list[CanaryExposure]:
     space = canary.space
     if space.size > max_candidates:
-        raise ValueError(
+        raise ParameterError(
             f"the space has {space.size:,} candidates, more than max_candidates="
             f"{max_candidates:,}; use the skew-normal estimate"
         )
@@ -340,7 +342,9 @@ def _skew_normal_exposures(
     model: CharLM, canary: Canary, secrets: Sequence[str], *, n_samples: int, seed: int
 ) -> list[CanaryExposure]:
     if n_samples < 10:
-        raise ValueError(f"n_samples must be at least 10 to fit a distribution, got {n_samples}")
+        raise ParameterError(
+            f"n_samples must be at least 10 to fit a distribution, got {n_samples}"
+        )
     space = canary.space
     for s in secrets:
         space.check(s)
@@ -409,11 +413,11 @@ def canary_exposure(
     formats = [canaries] * len(secrets) if isinstance(canaries, Canary) else list(canaries)
     flags = list(inserted)
     if not len(formats) == len(secrets) == len(flags):
-        raise ValueError(
+        raise ParameterError(
             f"{len(secrets)} secrets, {len(formats)} canaries and {len(flags)} inserted flags"
         )
     if method not in ("auto", "rank", "skew_normal"):
-        raise ValueError(f"method must be 'auto', 'rank' or 'skew_normal', got {method!r}")
+        raise ParameterError(f"method must be 'auto', 'rank' or 'skew_normal', got {method!r}")
     groups: dict[Canary, list[int]] = {}
     for i, canary in enumerate(formats):
         groups.setdefault(canary, []).append(i)
@@ -512,7 +516,7 @@ def measure_canaries(
     parsed = [_parse_line(line, space, alphabet) for line in lines]
     n_extra = len(parsed) if n_controls is None else n_controls
     if n_extra < 0:
-        raise ValueError(f"n_controls must be non-negative, got {n_extra}")
+        raise ParameterError(f"n_controls must be non-negative, got {n_extra}")
     formats = list(dict.fromkeys(canary for canary, _ in parsed))
     controls: list[tuple[Canary, str]] = []
     for k, canary in enumerate(formats):

@@ -42,7 +42,7 @@ from pydantic import PrivateAttr
 
 from mlwarden._lp_ball import Norm, default_step, direction, norms
 from mlwarden.attacks._result import AttackResult
-from mlwarden.errors import DataError, ModelError
+from mlwarden.errors import CapabilityError, DataError, ModelError, ParameterError
 from mlwarden.models import (
     EarlyExitNetwork,
     EarlyExitOutput,
@@ -105,17 +105,19 @@ class SlowdownResult(AttackResult):
 
 def _check(model: Any, eps: float, norm: str, steps: int, threshold: float) -> None:
     if not isinstance(model, EarlyExitNetwork):
-        raise TypeError(f"slowdown attacks need an EarlyExitNetwork, got {type(model).__name__}")
+        raise CapabilityError(
+            f"slowdown attacks need an EarlyExitNetwork, got {type(model).__name__}"
+        )
     if model.n_exits < 2:
         raise ModelError("the network has no internal classifier to attack")
     if not (math.isfinite(eps) and eps >= 0):
-        raise ValueError(f"eps must be a finite number >= 0, got {eps}")
+        raise ParameterError(f"eps must be a finite number >= 0, got {eps}")
     if norm not in ("linf", "l2"):
-        raise ValueError(f"norm must be 'linf' or 'l2', got {norm!r}")
+        raise ParameterError(f"norm must be 'linf' or 'l2', got {norm!r}")
     if steps < 0:
-        raise ValueError(f"steps must be >= 0, got {steps}")
+        raise ParameterError(f"steps must be >= 0, got {steps}")
     if not 0.0 <= threshold <= 1.0:
-        raise ValueError(f"threshold must lie in [0, 1], got {threshold}")
+        raise ParameterError(f"threshold must lie in [0, 1], got {threshold}")
 
 
 def _inputs(model: EarlyExitNetwork, X: Any, clip: tuple[float, float] | None) -> torch.Tensor:

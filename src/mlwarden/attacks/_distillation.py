@@ -31,7 +31,7 @@ from pydantic import BaseModel, Field
 
 from mlwarden.attacks._extraction import _labels
 from mlwarden.attacks._result import AttackResult
-from mlwarden.errors import DataError, QueryBudgetExceeded
+from mlwarden.errors import DataError, ParameterError, QueryBudgetExceeded
 from mlwarden.models._hardening import HardenedModel, OutputMode
 
 if TYPE_CHECKING:
@@ -226,7 +226,7 @@ def _pick(point: DistillationPoint, on: Literal["test", "uniform"] | None) -> fl
 def _check_budgets(budgets: Sequence[int]) -> list[int]:
     checked = sorted({int(b) for b in budgets})
     if not checked or checked[0] < 1:
-        raise ValueError(f"budgets must be positive numbers of queries, got {list(budgets)}")
+        raise ParameterError(f"budgets must be positive numbers of queries, got {list(budgets)}")
     return checked
 
 
@@ -259,7 +259,7 @@ def _query_rows(
     if source == "uniform":
         return uniform_noise(X_reference, n, schema, seed)
     if source != "public":
-        raise ValueError(f"source must be 'uniform' or 'public', got {source!r}")
+        raise ParameterError(f"source must be 'uniform' or 'public', got {source!r}")
     if X_public is None or len(X_public) == 0:
         raise DataError("the 'public' query source needs rows in X_public")
     missing = [c for c in X_reference.columns if c not in X_public.columns]
@@ -361,9 +361,9 @@ def extract_distillation(
     DistillationResult
     """
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise ParameterError(f"batch_size must be >= 1, got {batch_size}")
     if n_uniform < 1:
-        raise ValueError(f"n_uniform must be >= 1, got {n_uniform}")
+        raise ParameterError(f"n_uniform must be >= 1, got {n_uniform}")
     requested = _check_budgets(budgets)
     output_mode: OutputMode = model.mode if isinstance(model, HardenedModel) else "probabilities"
     soft = soft_labels if soft_labels is not None else output_mode != "label"

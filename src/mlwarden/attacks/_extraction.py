@@ -28,7 +28,7 @@ from numpy.typing import ArrayLike, NDArray
 from pydantic import Field
 
 from mlwarden.attacks._result import AttackResult
-from mlwarden.errors import DataError, QueryBudgetExceeded
+from mlwarden.errors import DataError, ParameterError, QueryBudgetExceeded
 from mlwarden.models._adapter import ModelAdapter
 
 __all__ = [
@@ -319,7 +319,7 @@ def _run(
     params: dict[str, Any],
 ) -> ExtractionResult:
     if extra_queries < 0:
-        raise ValueError(f"extra_queries must be >= 0, got {extra_queries}")
+        raise ParameterError(f"extra_queries must be >= 0, got {extra_queries}")
     n_slots = n_unknowns + extra_queries
     if budget is not None and budget < n_slots:
         raise QueryBudgetExceeded(
@@ -384,7 +384,7 @@ def _run(
 def _as_box(bound: ArrayLike, n_features: int, name: str) -> FloatArray:
     array = np.broadcast_to(np.asarray(bound, dtype=np.float64), (n_features,)).copy()
     if not np.all(np.isfinite(array)):
-        raise ValueError(f"feature_box {name} bound must be finite")
+        raise ParameterError(f"feature_box {name} bound must be finite")
     return array
 
 
@@ -446,14 +446,14 @@ def extract_logistic(
         With the recovered parameters and ``copy_model``, an :class:`ExtractedLinearModel`.
     """
     if n_features < 1:
-        raise ValueError(f"n_features must be >= 1, got {n_features}")
+        raise ParameterError(f"n_features must be >= 1, got {n_features}")
     low = _as_box(feature_box[0], n_features, "low")
     high = _as_box(feature_box[1], n_features, "high")
     if np.any(high < low):
-        raise ValueError("feature_box high must be >= low")
+        raise ParameterError("feature_box high must be >= low")
     centre = (low + high) / 2.0 if anchor is None else _as_box(anchor, n_features, "anchor")
     if np.any(centre < low) or np.any(centre > high):
-        raise ValueError("anchor must lie inside the feature box")
+        raise ParameterError("anchor must lie inside the feature box")
 
     def sampler(slots: IntArray, spread: float, rng: np.random.Generator) -> tuple[Any, Any]:
         points = centre + spread * (rng.uniform(low, high, (len(slots), n_features)) - centre)

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, PrivateAttr
 
 from mlwarden._lp_ball import LpBall, Norm, default_step, direction, norms
 from mlwarden.attacks._result import AttackResult
-from mlwarden.errors import DataError
+from mlwarden.errors import CapabilityError, DataError, ParameterError
 from mlwarden.models._torch import TorchAdapter, _py, require_torch
 
 if TYPE_CHECKING:
@@ -119,7 +119,7 @@ class _Limiter:
 
     def __init__(self, model: TorchAdapter, budget: int | None) -> None:
         if budget is not None and budget < 0:
-            raise ValueError(f"budget must be a non-negative number of queries, got {budget}")
+            raise ParameterError(f"budget must be a non-negative number of queries, got {budget}")
         self.model = model
         self.budget = budget
         self.start = model.queries
@@ -148,16 +148,16 @@ class _Limiter:
 def _check_args(model: Any, eps: float, norm: str, clip: tuple[float, float] | None) -> None:
     require_torch()
     if not isinstance(model, TorchAdapter):
-        raise TypeError(
+        raise CapabilityError(
             f"white-box attacks need a TorchAdapter, got {type(model).__name__}; "
             "wrap the network with mlwarden.models.TorchAdapter(module, classes)"
         )
     if not (math.isfinite(eps) and eps >= 0):
-        raise ValueError(f"eps must be a finite number >= 0, got {eps}")
+        raise ParameterError(f"eps must be a finite number >= 0, got {eps}")
     if norm not in ("linf", "l2"):
-        raise ValueError(f"norm must be 'linf' or 'l2', got {norm!r}")
+        raise ParameterError(f"norm must be 'linf' or 'l2', got {norm!r}")
     if clip is not None and not clip[0] < clip[1]:
-        raise ValueError(f"clip must be (low, high) with low < high, got {clip}")
+        raise ParameterError(f"clip must be (low, high) with low < high, got {clip}")
 
 
 def _inputs(
@@ -504,10 +504,10 @@ def pgd(
     """
     _check_args(model, eps, norm, clip)
     if steps < 0 or restarts < 1 or batch_size < 1:
-        raise ValueError("steps must be >= 0, restarts and batch_size >= 1")
+        raise ParameterError("steps must be >= 0, restarts and batch_size >= 1")
     step = default_step(eps, steps) if step_size is None else step_size
     if not (math.isfinite(step) and step >= 0):
-        raise ValueError(f"step_size must be a finite number >= 0, got {step_size}")
+        raise ParameterError(f"step_size must be a finite number >= 0, got {step_size}")
     started = time.perf_counter()
     limiter = _Limiter(model, budget)
     x, target = _inputs(model, X, y, clip)
@@ -595,11 +595,11 @@ def robust_accuracy(
     """
     eps_list: Sequence[float] = sorted({float(e) for e in epsilons})
     if not eps_list:
-        raise ValueError("give at least one epsilon")
+        raise ParameterError("give at least one epsilon")
     for e in eps_list:
         _check_args(model, e, norm, clip)
     if steps < 0 or restarts < 1 or batch_size < 1:
-        raise ValueError("steps must be >= 0, restarts and batch_size >= 1")
+        raise ParameterError("steps must be >= 0, restarts and batch_size >= 1")
     started = time.perf_counter()
     limiter = _Limiter(model, budget)
     x, target = _inputs(model, X, y, clip)

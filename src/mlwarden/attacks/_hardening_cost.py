@@ -34,7 +34,7 @@ from mlwarden.attacks._distillation import (
     extract_distillation,
 )
 from mlwarden.attacks._extraction import OneHotDesign, extract_logistic_pipeline
-from mlwarden.errors import MlwardenError
+from mlwarden.errors import MlwardenError, ParameterError, UnknownNameError
 from mlwarden.models._adapter import ModelAdapter, SklearnAdapter
 from mlwarden.models._hardening import HardenedModel, OutputHardening, OutputMode
 
@@ -110,7 +110,7 @@ class HardeningCostTable(BaseModel):
         for row in self.rows:
             if row.mode == mode and row.attack == attack:
                 return row
-        raise KeyError(f"no row for mode {mode!r} and attack {attack!r}")
+        raise UnknownNameError(f"no row for mode {mode!r} and attack {attack!r}")
 
     def cheapest(self, mode: OutputMode, target: float) -> int | None:
         """Fewest queries any attack needed to reach ``target`` against ``mode``."""
@@ -311,11 +311,11 @@ def hardening_cost(
     """
     targets = sorted({float(t) for t in fidelity_targets})
     if not targets or targets[0] <= 0.0 or targets[-1] > 1.0:
-        raise ValueError(f"fidelity_targets must lie in (0, 1], got {list(fidelity_targets)}")
+        raise ParameterError(f"fidelity_targets must lie in (0, 1], got {list(fidelity_targets)}")
     checked_budgets = _check_budgets(budgets)
     unknown = [m for m in modes if m not in ALL_MODES]
     if unknown:
-        raise ValueError(f"unknown output modes {unknown}; expected some of {list(ALL_MODES)}")
+        raise ParameterError(f"unknown output modes {unknown}; expected some of {list(ALL_MODES)}")
     if isinstance(model, ModelAdapter):
         base: ModelAdapter = model
     else:

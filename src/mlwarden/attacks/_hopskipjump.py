@@ -16,7 +16,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from mlwarden.attacks._result import AttackResult
-from mlwarden.errors import ModelError, QueryBudgetExceeded
+from mlwarden.errors import ModelError, ParameterError, QueryBudgetExceeded
 from mlwarden.models._adapter import ModelAdapter
 
 __all__ = ["HopSkipJumpResult", "hop_skip_jump"]
@@ -165,25 +165,25 @@ def _as_clip(clip: Any, d: int) -> tuple[FloatArray, FloatArray]:
     try:
         lo_raw, hi_raw = clip
     except (TypeError, ValueError):
-        raise ValueError(
+        raise ParameterError(
             f"clip must be a pair (min, max) of numbers or of arrays of {d} features, got {clip!r}"
         ) from None
     try:
         lo = np.broadcast_to(np.asarray(lo_raw, dtype=np.float64), (d,)).copy()
         hi = np.broadcast_to(np.asarray(hi_raw, dtype=np.float64), (d,)).copy()
     except (TypeError, ValueError):
-        raise ValueError(
+        raise ParameterError(
             f"clip bounds must be numbers or arrays of {d} features, got shapes "
             f"{np.shape(lo_raw)} and {np.shape(hi_raw)}"
         ) from None
     if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi)) and np.all(lo < hi)):
-        raise ValueError(f"clip must have finite min < max for every feature, got {clip!r}")
+        raise ParameterError(f"clip must have finite min < max for every feature, got {clip!r}")
     return lo, hi
 
 
 def _check_int(name: str, value: Any, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+        raise ParameterError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
 
 
@@ -191,7 +191,7 @@ def _label_array(name: str, labels: Any, n: int) -> NDArray[Any]:
     out = np.empty(n, dtype=object)
     flat = np.asarray(labels, dtype=object).reshape(-1)
     if np.ndim(labels) != 1 or len(flat) != n:
-        raise ValueError(
+        raise ParameterError(
             f"{name} must hold one label per row of X ({n}), got shape {np.shape(labels)}"
         )
     out[:] = list(flat)
@@ -290,14 +290,14 @@ def hop_skip_jump(
     try:
         x0 = np.array(X.to_numpy() if columns is not None else X, dtype=np.float64)
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"X must be a 2-D array of numbers, got {type(X).__name__}") from exc
+        raise ParameterError(f"X must be a 2-D array of numbers, got {type(X).__name__}") from exc
     if x0.ndim != 2 or x0.shape[0] == 0 or x0.shape[1] == 0:
-        raise ValueError(f"X must be a non-empty 2-D array (points x features), got {x0.shape}")
+        raise ParameterError(f"X must be a non-empty 2-D array (points x features), got {x0.shape}")
     if not np.all(np.isfinite(x0)):
-        raise ValueError("X must be finite, got NaN or infinite values")
+        raise ParameterError("X must be finite, got NaN or infinite values")
     n, d = x0.shape
     if norm not in ("l2", "linf"):
-        raise ValueError(f"norm must be 'l2' or 'linf', got {norm!r}")
+        raise ParameterError(f"norm must be 'l2' or 'linf', got {norm!r}")
     max_iter = _check_int("max_iter", max_iter, 0)
     init_evals = _check_int("init_evals", init_evals, 1)
     max_evals = _check_int("max_evals", max_evals, init_evals)
@@ -305,10 +305,10 @@ def hop_skip_jump(
     if budget is not None:
         budget = _check_int("budget", budget, 0)
     if not (isinstance(gamma, int | float) and math.isfinite(gamma) and gamma > 0):
-        raise ValueError(f"gamma must be a positive number, got {gamma!r}")
+        raise ParameterError(f"gamma must be a positive number, got {gamma!r}")
     lo, hi = _as_clip(clip, d)
     if np.any(x0 < lo) or np.any(x0 > hi):
-        raise ValueError(
+        raise ParameterError(
             "X must lie inside the clip box; pass clip=(min, max) matching the data's range, "
             f"got X in [{x0.min()}, {x0.max()}] and clip={clip!r}"
         )
@@ -316,10 +316,10 @@ def hop_skip_jump(
     goal = np.empty(n, dtype=object)
     if targeted:
         if target is None:
-            raise ValueError("targeted=True needs target: one label, or one per row of X")
+            raise ParameterError("targeted=True needs target: one label, or one per row of X")
         goal = _label_array("target", target, n) if np.ndim(target) else np.full(n, target, object)
     elif target is not None:
-        raise ValueError(f"target={target!r} is given but targeted=False; set targeted=True")
+        raise ParameterError(f"target={target!r} is given but targeted=False; set targeted=True")
 
     if budget is None:
         shares = None

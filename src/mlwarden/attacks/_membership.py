@@ -32,7 +32,7 @@ from pydantic import BaseModel
 from scipy import stats
 
 from mlwarden.attacks._result import AttackResult
-from mlwarden.errors import DataError
+from mlwarden.errors import DataError, ParameterError
 from mlwarden.models._adapter import ModelAdapter
 
 __all__ = [
@@ -229,7 +229,7 @@ def membership_metrics(
     if len(members) == 0 or len(non_members) == 0:
         raise DataError("membership metrics need at least one member and one non-member")
     if n_bootstrap < 1:
-        raise ValueError(f"n_bootstrap must be at least 1, got {n_bootstrap}")
+        raise ParameterError(f"n_bootstrap must be at least 1, got {n_bootstrap}")
 
     auc, tprs, balanced, fpr, tpr = _point_metrics(labels, values, fpr_levels)
 

@@ -47,7 +47,7 @@ from mlwarden.attacks._membership import (
     membership_metrics,
 )
 from mlwarden.attacks._result import AttackResult
-from mlwarden.errors import DataError
+from mlwarden.errors import DataError, ParameterError
 from mlwarden.models._adapter import SklearnAdapter
 from mlwarden.models._dp import claimed_delta as _claimed_delta
 from mlwarden.models._dp import claimed_epsilon as _claimed_epsilon
@@ -125,9 +125,9 @@ class PrivacyAuditResult(AttackResult):
 
 def _check_confidence_delta(confidence: float, delta: float) -> None:
     if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must lie strictly between 0 and 1, got {confidence}")
+        raise ParameterError(f"confidence must lie strictly between 0 and 1, got {confidence}")
     if not 0.0 <= delta < 1.0:
-        raise ValueError(f"delta must lie in [0, 1), got {delta}")
+        raise ParameterError(f"delta must lie in [0, 1), got {delta}")
 
 
 def one_run_p_value(m: int, r: int, v: int, epsilon: float, delta: float) -> float:
@@ -194,13 +194,13 @@ def _guess_grid(m: int, guesses: Sequence[tuple[int, int]] | None) -> list[tuple
     for pair in guesses:
         kp, kn = (int(k) for k in pair)
         if kp < 0 or kn < 0 or kp + kn == 0 or kp + kn > m:
-            raise ValueError(
+            raise ParameterError(
                 f"each guess (k_pos, k_neg) needs k_pos, k_neg >= 0 and 0 < k_pos + k_neg <= "
                 f"{m} (the audit rows), got {pair}"
             )
         grid.append((kp, kn))
     if not grid:
-        raise ValueError("guesses must hold at least one (k_pos, k_neg) pair")
+        raise ParameterError("guesses must hold at least one (k_pos, k_neg) pair")
     return grid
 
 
@@ -501,17 +501,17 @@ def privacy_audit(
     """
     started = time.perf_counter()
     if attack not in ("loss", "lira"):
-        raise ValueError(f"attack must be 'loss' or 'lira', got {attack!r}")
+        raise ParameterError(f"attack must be 'loss' or 'lira', got {attack!r}")
     if n_audit < 2 or n_train < 0 or n_test < 0:
-        raise ValueError(
+        raise ParameterError(
             f"need n_audit >= 2 and n_train, n_test >= 0; got {n_audit}, {n_train}, {n_test}"
         )
     if attack == "lira" and n_reference < 1:
-        raise ValueError(f"LiRA needs n_reference >= 1, got {n_reference}")
+        raise ParameterError(f"LiRA needs n_reference >= 1, got {n_reference}")
     if population is not None and n_population is not None:
-        raise ValueError("give population rows or n_population, not both")
+        raise ParameterError("give population rows or n_population, not both")
     if test is not None and n_test:
-        raise ValueError("give test rows or n_test, not both")
+        raise ParameterError("give test rows or n_test, not both")
     _check_confidence_delta(confidence, 0.0 if delta is None else delta)
     n_rows = len(X)
     labels_all = _labels(y, "y", n_rows)
@@ -519,7 +519,7 @@ def privacy_audit(
     if attack == "lira" and population is None:
         n_pop = 2 * (n_train + n_audit // 2) if n_population is None else n_population
         if n_pop < 2:
-            raise ValueError(f"n_population must be at least 2, got {n_pop}")
+            raise ParameterError(f"n_population must be at least 2, got {n_pop}")
     if population is not None:
         X_pop, y_pop = population[0], _labels(population[1], "population y", len(population[0]))
         if attack == "lira" and len(y_pop) < 2:

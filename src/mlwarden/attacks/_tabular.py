@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from mlwarden._yaml_lines import parse_mapping, validation_error
 from mlwarden.attacks._result import AttackResult
-from mlwarden.errors import QueryBudgetExceeded, SpecError
+from mlwarden.errors import ParameterError, QueryBudgetExceeded, SpecError
 
 if TYPE_CHECKING:
     import numpy.typing as npt
@@ -74,25 +74,25 @@ class FeatureConstraint(BaseModel):
     def _one_kind(self) -> FeatureConstraint:
         ranged = self.min is not None or self.max is not None or self.step is not None
         if self.values is not None and ranged:
-            raise ValueError("give either `values` or `min`/`max`(/`step`), not both")
+            raise ParameterError("give either `values` or `min`/`max`(/`step`), not both")
         if self.values is None and (self.min is None or self.max is None):
-            raise ValueError("give either `values` (allowed values) or both `min` and `max`")
+            raise ParameterError("give either `values` (allowed values) or both `min` and `max`")
         if self.min is not None and self.max is not None:
             if not (math.isfinite(self.min) and math.isfinite(self.max)):
-                raise ValueError("`min` and `max` must be finite numbers")
+                raise ParameterError("`min` and `max` must be finite numbers")
             if self.min > self.max:
-                raise ValueError(f"`min` ({self.min}) is greater than `max` ({self.max})")
+                raise ParameterError(f"`min` ({self.min}) is greater than `max` ({self.max})")
         if self.values is not None and len(set(self.values)) != len(self.values):
-            raise ValueError(f"`values` lists a value twice: {self.values}")
+            raise ParameterError(f"`values` lists a value twice: {self.values}")
         if self.value_costs is not None:
             if self.values is None:
-                raise ValueError("`value_costs` only applies to a feature with `values`")
+                raise ParameterError("`value_costs` only applies to a feature with `values`")
             unknown = [v for v in self.value_costs if v not in self.values]
             if unknown:
-                raise ValueError(f"`value_costs` names values not in `values`: {unknown}")
+                raise ParameterError(f"`value_costs` names values not in `values`: {unknown}")
             bad = {v: c for v, c in self.value_costs.items() if not (c > 0 and math.isfinite(c))}
             if bad:
-                raise ValueError(f"`value_costs` must be positive finite numbers, got {bad}")
+                raise ParameterError(f"`value_costs` must be positive finite numbers, got {bad}")
         return self
 
     @property
@@ -282,11 +282,11 @@ def tabular_evasion(
     """
     start = time.perf_counter()
     if not (max_cost >= 0 and math.isfinite(max_cost)):
-        raise ValueError(f"max_cost must be a non-negative finite number, got {max_cost}")
+        raise ParameterError(f"max_cost must be a non-negative finite number, got {max_cost}")
     if beam_width is not None and beam_width < 1:
-        raise ValueError(f"beam_width must be at least 1 (or None), got {beam_width}")
+        raise ParameterError(f"beam_width must be at least 1 (or None), got {beam_width}")
     if budget is not None and budget < 0:
-        raise ValueError(f"budget must be a non-negative number of queries, got {budget}")
+        raise ParameterError(f"budget must be a non-negative number of queries, got {budget}")
     threat.check_columns(X)
     classes = np.asarray(model.classes_)
     hits = [k for k, c in enumerate(classes.tolist()) if c == threat.target]
@@ -298,7 +298,9 @@ def tabular_evasion(
     n_rows = len(X)
     limit = _query_limit(model, budget)
     if limit is not None and limit < n_rows:
-        raise ValueError(f"a budget of {limit} queries cannot even classify the {n_rows} rows once")
+        raise ParameterError(
+            f"a budget of {limit} queries cannot even classify the {n_rows} rows once"
+        )
     queries_before = model.queries
     batcher = _Batcher(X, threat)
     proba0 = np.asarray(model.predict_proba(X), dtype=float) if n_rows else np.empty((0, 0))
@@ -734,7 +736,7 @@ def _column_names(X: Any) -> list[str]:
         return [str(c) for c in X.columns]
     array = np.asarray(X)
     if array.ndim != 2:
-        raise ValueError(f"X must be a table (2-D), got shape {array.shape}")
+        raise ParameterError(f"X must be a table (2-D), got shape {array.shape}")
     return [str(j) for j in range(array.shape[1])]
 
 

@@ -34,7 +34,7 @@ from numpy.typing import NDArray
 from pydantic import ConfigDict, Field
 
 from mlwarden.attacks._result import AttackResult
-from mlwarden.errors import ModelError, QueryBudgetExceeded
+from mlwarden.errors import MlwardenError, ModelError, ParameterError, QueryBudgetExceeded
 
 __all__ = [
     "CategoricalFeature",
@@ -71,7 +71,7 @@ class ContinuousFeature:
 
     def __post_init__(self) -> None:
         if not self.low <= self.high:
-            raise ValueError(f"feature {self.name!r}: low {self.low} exceeds high {self.high}")
+            raise ParameterError(f"feature {self.name!r}: low {self.low} exceeds high {self.high}")
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,7 @@ class CategoricalFeature:
 
     def __post_init__(self) -> None:
         if len(self.categories) == 0:
-            raise ValueError(f"feature {self.name!r} has no categories")
+            raise ParameterError(f"feature {self.name!r} has no categories")
 
 
 Feature = ContinuousFeature | CategoricalFeature
@@ -254,9 +254,9 @@ class LeafOracle:
         decimals: int = 9,
     ) -> None:
         if budget is not None and budget < 0:
-            raise ValueError(f"budget must be a non-negative number of queries, got {budget}")
+            raise ParameterError(f"budget must be a non-negative number of queries, got {budget}")
         if identify not in ("leaf", "confidence"):
-            raise ValueError(f"identify must be 'leaf' or 'confidence', got {identify!r}")
+            raise ParameterError(f"identify must be 'leaf' or 'confidence', got {identify!r}")
         self._transform, self._tree = _split_pipeline(model)
         self.model = model
         self.budget = budget
@@ -420,7 +420,7 @@ class TreeExtractionResult(AttackResult):
     tree: ExtractedTree | None = Field(default=None, exclude=True)
 
 
-class _Stop(Exception):
+class _Stop(MlwardenError):
     """The budget ran out."""
 
 
@@ -672,7 +672,7 @@ def extract_tree(
     if not isinstance(oracle, LabelledLeafAPI | LeafAPI):
         raise ModelError("the oracle must offer leaf(X) or leaf_and_label(X)")
     if epsilon <= 0:
-        raise ValueError(f"epsilon must be positive, got {epsilon}")
+        raise ParameterError(f"epsilon must be positive, got {epsilon}")
     start = time.perf_counter()
     rng = np.random.default_rng(seed)
     s = _Session(oracle, schema, budget)

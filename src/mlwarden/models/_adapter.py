@@ -5,7 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from mlwarden.errors import ModelError, QueryBudgetExceeded
+from mlwarden.errors import ModelError, ParameterError, QueryBudgetExceeded
 
 if TYPE_CHECKING:
     import numpy as np
@@ -40,7 +40,7 @@ class MeteredModel(ABC):
 
     def __init__(self, budget: int | None = None) -> None:
         if budget is not None and budget < 0:
-            raise ValueError(f"budget must be a non-negative number of queries, got {budget}")
+            raise ParameterError(f"budget must be a non-negative number of queries, got {budget}")
         self.budget = budget
         self._queries = 0
 

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from mlwarden.errors import DataError
+from mlwarden.errors import DataError, ParameterError
 from mlwarden.models._safetensors import load_weights, read_config, save_module
 from mlwarden.models._torch import require_torch
 
@@ -91,10 +91,10 @@ class CharLMConfig(BaseModel):
     @classmethod
     def _distinct(cls, vocab: str) -> str:
         if len(vocab) < 2:
-            raise ValueError("vocab needs at least two characters")
+            raise ParameterError("vocab needs at least two characters")
         if len(set(vocab)) != len(vocab):
             dup = sorted({ch for ch in vocab if vocab.count(ch) > 1})
-            raise ValueError(f"vocab characters must be distinct; repeated: {dup!r}")
+            raise ParameterError(f"vocab characters must be distinct; repeated: {dup!r}")
         return vocab
 
 
@@ -199,7 +199,7 @@ class CharLM:
         import torch
 
         if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+            raise ParameterError(f"batch_size must be at least 1, got {batch_size}")
         encoded = [self.encode(s, what=f"sequence {i}") for i, s in enumerate(sequences)]
         result = np.zeros(len(encoded), dtype=np.float64)
         by_length: dict[int, list[int]] = {}
@@ -240,7 +240,7 @@ class CharLM:
         import torch
 
         if length < 1:
-            raise ValueError(f"length must be at least 1, got {length}")
+            raise ParameterError(f"length must be at least 1, got {length}")
         if len(set(alphabet)) != len(alphabet) or not alphabet:
             raise DataError(f"alphabet must be non-empty with distinct characters: {alphabet!r}")
         alpha = torch.tensor(self.encode(alphabet, what="alphabet"), dtype=torch.long)
@@ -326,7 +326,7 @@ def train_char_lm(
     import torch.nn.functional as F
 
     if steps < 0 or batch_size < 1 or lr <= 0:
-        raise ValueError(
+        raise ParameterError(
             f"need steps >= 0, batch_size >= 1, lr > 0; got {steps}, {batch_size}, {lr}"
         )
     base = config if config is not None else CharLMConfig()

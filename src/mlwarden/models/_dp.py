@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 
-from mlwarden.errors import ModelError
+from mlwarden.errors import ModelError, ParameterError
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -106,7 +106,7 @@ def default_delta(n_rows: int) -> float:
     give 1e-5, 30,000 give 1e-5, 100,000 give 1e-6, 2,000,000 give 1e-7.
     """
     if n_rows < 1:
-        raise ValueError(f"need at least one row, got {n_rows}")
+        raise ParameterError(f"need at least one row, got {n_rows}")
     return min(1e-5, 10.0 ** -(math.floor(math.log10(n_rows)) + 1))
 
 
@@ -192,31 +192,31 @@ class DPSGDClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
     def _check_params(self) -> None:
         def positive(name: str, value: Any) -> None:
             if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
-                raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+                raise ParameterError(f"{name} must be a positive finite number, got {value!r}")
 
         if self.epsilon is not None:
             positive("epsilon", self.epsilon)
             if self.noise_multiplier is not None:
-                raise ValueError(
+                raise ParameterError(
                     "set epsilon (the noise is then chosen to spend it) or noise_multiplier "
                     "(with epsilon=None), not both"
                 )
         if self.noise_multiplier is not None and not (
             math.isfinite(self.noise_multiplier) and self.noise_multiplier >= 0
         ):
-            raise ValueError(
+            raise ParameterError(
                 f"noise_multiplier must be a non-negative number, got {self.noise_multiplier!r}"
             )
         if self.delta is not None and not 0.0 < self.delta < 1.0:
-            raise ValueError(f"delta must lie strictly between 0 and 1, got {self.delta!r}")
+            raise ParameterError(f"delta must lie strictly between 0 and 1, got {self.delta!r}")
         positive("max_grad_norm", self.max_grad_norm)
         positive("lr", self.lr)
         for name in ("epochs", "batch_size"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+                raise ParameterError(f"{name} must be a positive integer, got {value!r}")
         if not isinstance(self.hidden, int) or self.hidden < 0:
-            raise ValueError(f"hidden must be a non-negative integer, got {self.hidden!r}")
+            raise ParameterError(f"hidden must be a non-negative integer, got {self.hidden!r}")
 
     @property
     def _private(self) -> bool:
@@ -240,7 +240,7 @@ class DPSGDClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         check_classification_targets(y_arr)
         classes, codes = np.unique(y_arr, return_inverse=True)
         if len(classes) < 2:
-            raise ValueError(f"need at least two classes to fit, got {len(classes)}")
+            raise ParameterError(f"need at least two classes to fit, got {len(classes)}")
         torch, _ = _require_opacus()
         from opacus import PrivacyEngine
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, model_validator
 
+from mlwarden.errors import FormatError
 from mlwarden.lineage import Record, canonical_json, sha256_bytes
 
 #: Format written now: the manifest names its predecessor's manifest hash.
@@ -50,18 +51,18 @@ class Manifest(BaseModel):
     def _check_format(self) -> Manifest:
         if self.format == LEGACY_MANIFEST_FORMAT:
             if self.previous_manifest_sha256 is not None:
-                raise ValueError("a format 1 manifest has no previous_manifest_sha256")
+                raise FormatError("a format 1 manifest has no previous_manifest_sha256")
         elif self.format == MANIFEST_FORMAT:
             if not _SHA256.match(self.previous_manifest_sha256 or ""):
-                raise ValueError(
+                raise FormatError(
                     "a format 2 manifest needs previous_manifest_sha256: 64 lowercase hex digits"
                 )
         else:
-            raise ValueError(
+            raise FormatError(
                 f"unknown manifest format {self.format}; this reader knows 1 and {MANIFEST_FORMAT}"
             )
         if self.version < 1:
-            raise ValueError(f"version must be 1 or more, got {self.version}")
+            raise FormatError(f"version must be 1 or more, got {self.version}")
         return self
 
     @property
@@ -98,7 +99,7 @@ def version_of(record: Record) -> ModelVersion:
     """Parse a ``model_version`` record; raises ``ValueError`` when its payload is malformed."""
     payload = record.payload
     if not isinstance(payload.get("signature"), str) or "manifest" not in payload:
-        raise ValueError("the payload needs a manifest and a signature")
+        raise FormatError("the payload needs a manifest and a signature")
     return ModelVersion(
         manifest=Manifest.model_validate(payload["manifest"]),
         signature=payload["signature"],

@@ -21,6 +21,8 @@ import zlib
 from collections.abc import Callable
 from typing import IO, Any
 
+from mlwarden.errors import MlwardenError
+
 __all__ = ["Budget", "LimitExceeded", "scan_tar", "scan_zip", "spool_decompressed"]
 
 _SPOOL = 8 * 1024 * 1024
@@ -39,7 +41,7 @@ class Budget:
         self.used = 0
 
 
-class LimitExceeded(Exception):
+class LimitExceeded(MlwardenError):
     """Unpacking went past the byte budget."""
 
 

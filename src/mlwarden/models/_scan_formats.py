@@ -15,6 +15,8 @@ import posixpath
 from collections.abc import Callable, Iterator
 from typing import IO, Any
 
+from mlwarden.errors import FormatError
+
 __all__ = [
     "check_keras_config",
     "looks_like_onnx",
@@ -48,23 +50,23 @@ def npy_header(stream: IO[bytes]) -> tuple[dict[str, Any], int]:
     """
     magic = stream.read(8)
     if len(magic) < 8 or not magic.startswith(b"\x93NUMPY"):
-        raise ValueError("no NumPy magic")
+        raise FormatError("no NumPy magic")
     major = magic[6]
     size_len = 2 if major == 1 else 4
     if major not in (1, 2, 3):
-        raise ValueError(f"unknown .npy version {major}")
+        raise FormatError(f"unknown .npy version {major}")
     length = int.from_bytes(stream.read(size_len), "little")
     if length > 1 << 20:
-        raise ValueError(f"header of {length} bytes")
+        raise FormatError(f"header of {length} bytes")
     raw = stream.read(length)
     if len(raw) != length:
-        raise ValueError("truncated header")
+        raise FormatError("truncated header")
     header = ast.literal_eval(raw.decode("utf-8" if major == 3 else "latin-1"))
     if not isinstance(header, dict) or set(header) != {"descr", "fortran_order", "shape"}:
-        raise ValueError("header is not a dict of descr, fortran_order and shape")
+        raise FormatError("header is not a dict of descr, fortran_order and shape")
     shape = header["shape"]
     if not isinstance(shape, tuple) or not all(isinstance(d, int) and d >= 0 for d in shape):
-        raise ValueError(f"bad shape {shape!r}")
+        raise FormatError(f"bad shape {shape!r}")
     return header, 8 + size_len + length
 
 
@@ -145,7 +147,7 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in pairs:
         if key in out:
-            raise ValueError(f"duplicate key {key!r}")
+            raise FormatError(f"duplicate key {key!r}")
         out[key] = value
     return out
 

@@ -11,6 +11,8 @@ import pickletools
 from collections.abc import Callable
 from typing import IO, Any
 
+from mlwarden.errors import FormatError, MlwardenError
+
 __all__ = [
     "DATA",
     "GET",
@@ -29,7 +31,7 @@ _CHUNK = 1 << 16
 _MAX_TEXT = 4096  # strings kept for resolving globals; longer ones are opaque
 
 
-class PickleMalformed(Exception):
+class PickleMalformed(MlwardenError):
     """The stream cannot be parsed past ``offset``; a loader would fail there too."""
 
     def __init__(self, message: str, offset: int) -> None:
@@ -283,7 +285,7 @@ def _text_arg(kind: str, line: bytes) -> Any:
     if kind == "stringnl":
         text = line.decode("latin-1")
         if len(text) < 2 or text[0] != text[-1] or text[0] not in "'\"":
-            raise ValueError("no matching quotes")
+            raise FormatError("no matching quotes")
         return codecs.escape_decode(text[1:-1].encode("latin-1"))[0].decode("latin-1")
     if kind == "unicodestringnl":
         return line.decode("raw-unicode-escape")
@@ -295,4 +297,4 @@ def _text_arg(kind: str, line: bytes) -> Any:
         return int(line.rstrip(b"L"))
     if kind == "floatnl":
         return float(line)
-    raise ValueError(f"unknown argument kind {kind}")
+    raise FormatError(f"unknown argument kind {kind}")

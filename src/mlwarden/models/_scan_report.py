@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from mlwarden.errors import SpecError
+from mlwarden.errors import ParameterError, SpecError
 
 __all__ = ["Finding", "ScanPolicy", "ScanReport", "Severity", "load_scan_policy"]
 
@@ -107,7 +107,7 @@ class ScanPolicy(BaseModel):
         for name in names:
             module, _, attr = name.rpartition(".")
             if not module or not attr or any(not p.isidentifier() for p in name.split(".")):
-                raise ValueError(
+                raise ParameterError(
                     f"{name!r} is not a global; expected 'module.name', e.g. "
                     "'mypackage.models.MyEstimator'"
                 )

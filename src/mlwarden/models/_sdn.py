@@ -54,7 +54,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from mlwarden.errors import DataError, ModelError
+from mlwarden.errors import DataError, ModelError, ParameterError
 from mlwarden.models._safetensors import load_weights, read_config, save_module
 
 try:
@@ -110,9 +110,9 @@ class ExitHead(nn.Module):
     ) -> None:
         super().__init__()
         if pooling not in ("avg", "max", "mixed"):
-            raise ValueError(f"pooling must be 'avg', 'max' or 'mixed', got {pooling!r}")
+            raise ParameterError(f"pooling must be 'avg', 'max' or 'mixed', got {pooling!r}")
         if channels < 1 or n_classes < 2 or pool_size < 1 or spatial_dims not in (0, 1, 2):
-            raise ValueError("need channels, pool_size >= 1, n_classes >= 2, spatial_dims 0-2")
+            raise ParameterError("need channels, pool_size >= 1, n_classes >= 2, spatial_dims 0-2")
         self.pooling, self.pool_size, self.spatial_dims = pooling, pool_size, spatial_dims
         self.mix = nn.Parameter(torch.zeros(())) if pooling == "mixed" else None
         self.linear = nn.Linear(channels * pool_size**spatial_dims, n_classes)
@@ -374,9 +374,9 @@ class EarlyExitNetwork(nn.Module):
         confident exit it has passed (``capped``).
         """
         if not (math.isfinite(threshold) and 0.0 <= threshold <= 1.0):
-            raise ValueError(f"threshold must lie in [0, 1], got {threshold}")
+            raise ParameterError(f"threshold must lie in [0, 1], got {threshold}")
         if max_exit is not None and not 0 <= max_exit < self.n_exits:
-            raise ValueError(f"max_exit must be an exit index 0..{self.n_exits - 1}")
+            raise ParameterError(f"max_exit must be an exit index 0..{self.n_exits - 1}")
         x = self.as_tensor(X)
         was_training = self.training
         self.eval()
@@ -462,22 +462,24 @@ def efficacy(
     if costs is not None:
         c = np.asarray(costs, dtype=np.float64)
         if c.ndim != 1 or len(c) == 0 or c[-1] <= 0 or np.any(np.diff(c) < 0):
-            raise ValueError("costs must be non-decreasing cumulative costs with a positive last")
+            raise ParameterError(
+                "costs must be non-decreasing cumulative costs with a positive last"
+            )
         if values.size and (values.min() < 0 or values.max() >= len(c)):
-            raise ValueError(f"exit indices must lie in 0..{len(c) - 1}")
+            raise ParameterError(f"exit indices must lie in 0..{len(c) - 1}")
         fractions = c[values.astype(np.int64)] / c[-1]
         points = c / c[-1]
     else:
         fractions = values.astype(np.float64)
         if fractions.size and (fractions.min() < 0 or fractions.max() > 1 + 1e-9):
-            raise ValueError("compute fractions must lie in [0, 1]")
+            raise ParameterError("compute fractions must lie in [0, 1]")
         points = np.unique(np.append(fractions, 1.0))
     if fractions.size == 0:
-        raise ValueError("efficacy needs at least one input")
+        raise ParameterError("efficacy needs at least one input")
     if interpolation == "step":
         return float(1.0 - np.clip(fractions, 0.0, 1.0).mean())
     if interpolation != "linear":
-        raise ValueError(f"interpolation must be 'step' or 'linear', got {interpolation!r}")
+        raise ParameterError(f"interpolation must be 'step' or 'linear', got {interpolation!r}")
     xs = np.concatenate([[0.0], points, [1.0]])
     ys = np.concatenate([[0.0], [(fractions <= x + 1e-12).mean() for x in points], [1.0]])
     return float(np.sum(np.diff(xs) * (ys[1:] + ys[:-1]) / 2))
@@ -540,7 +542,7 @@ def calibrate_threshold(
     candidate is returned, or 1.0 if none passes.
     """
     if not 0.0 <= max_drop < 1.0:
-        raise ValueError(f"max_drop must lie in [0, 1), got {max_drop}")
+        raise ParameterError(f"max_drop must lie in [0, 1), got {max_drop}")
     probs = _all_probs(model, X_val)
     y = np.asarray(y_val)
     if y.shape != (probs.shape[1],):
@@ -555,7 +557,7 @@ def calibrate_threshold(
     chosen, acc, exits = 1.0, final_acc, np.full(len(y), probs.shape[0] - 1)
     for q in candidates:
         if not 0.0 <= q <= 1.0:
-            raise ValueError(f"thresholds must lie in [0, 1], got {q}")
+            raise ParameterError(f"thresholds must lie in [0, 1], got {q}")
         e, pred = _simulate(probs, float(q))
         a = float((pred == y).mean())
         if a >= floor - 1e-12:
@@ -713,7 +715,7 @@ def train_sdn(
         :func:`~mlwarden.models.load_digits_split` (for :func:`digits_sdn` networks).
     """
     if (X is None) != (y is None):
-        raise ValueError("give both X and y, or neither")
+        raise ParameterError("give both X and y, or neither")
     if X is None:
         split = _digits()
         X, y = split.X_train, split.y_train
@@ -722,9 +724,9 @@ def train_sdn(
     if t_all.shape != (len(x_all),):
         raise DataError(f"{len(x_all)} inputs but labels of shape {tuple(t_all.shape)}")
     if epochs < 0 or batch_size < 1 or lr <= 0:
-        raise ValueError("epochs must be >= 0, batch_size >= 1 and lr > 0")
+        raise ParameterError("epochs must be >= 0, batch_size >= 1 and lr > 0")
     if mode not in ("scratch", "ic_only"):
-        raise ValueError(f"mode must be 'scratch' or 'ic_only', got {mode!r}")
+        raise ParameterError(f"mode must be 'scratch' or 'ic_only', got {mode!r}")
     from mlwarden.models._slowdown_loss import craft_slowdown  # the defence trains on the attack
 
     n_blocks, k_last = len(model.blocks), model.n_exits - 1

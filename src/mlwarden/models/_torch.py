@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
-from mlwarden.errors import DataError, ModelError, QueryBudgetExceeded
+from mlwarden.errors import DataError, ModelError, ParameterError, QueryBudgetExceeded
 
 if TYPE_CHECKING:
     import numpy as np
@@ -91,9 +91,9 @@ class TorchAdapter:
         if not isinstance(module, torch.nn.Module):
             raise ModelError(f"expected a torch.nn.Module, got {type(module).__name__}")
         if budget is not None and budget < 0:
-            raise ValueError(f"budget must be a non-negative number of queries, got {budget}")
+            raise ParameterError(f"budget must be a non-negative number of queries, got {budget}")
         if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+            raise ParameterError(f"batch_size must be at least 1, got {batch_size}")
         labels = np.asarray(classes)
         if labels.ndim != 1 or len(labels) < 2:
             raise ModelError(f"classes must be a list of at least two labels, got {classes!r}")
@@ -280,7 +280,7 @@ def _digits_module(kind: Literal["mlp", "cnn"], hidden: int) -> torch.nn.Module:
             nn.ReLU(),
             nn.Linear(hidden, 10),
         )
-    raise ValueError(f"kind must be 'mlp' or 'cnn', got {kind!r}")
+    raise ParameterError(f"kind must be 'mlp' or 'cnn', got {kind!r}")
 
 
 def _pgd_examples(
@@ -352,7 +352,7 @@ def train_digits_model(
     import torch.nn.functional as F
 
     if (X is None) != (y is None):
-        raise ValueError("give both X and y, or neither")
+        raise ParameterError("give both X and y, or neither")
     if X is None:
         split = load_digits_split()
         X, y = split.X_train, split.y_train

@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from mlwarden._version import __version__
+from mlwarden.errors import UnknownNameError
 
 _PACKAGE = "mlwarden"
 _DOTTED = re.compile(r"^mlwarden(\.[A-Za-z_]\w*)+$")
@@ -251,7 +252,7 @@ def _source(name: str) -> bytes:
     """The bytes of module ``name``'s file, read once per process."""
     file = _file_of(name)
     if file is None:
-        raise LookupError(f"no mlwarden module {name!r}")
+        raise UnknownNameError(f"no mlwarden module {name!r}")
     return file.read_bytes()
 
 
@@ -305,7 +306,7 @@ def _function_part(module: str, function: str) -> tuple[tuple[str, ...], frozens
     order, and the mlwarden modules they reach."""
     file = _file_of(module)
     if file is None:
-        raise LookupError(f"no mlwarden module {module!r}")
+        raise UnknownNameError(f"no mlwarden module {module!r}")
     source = file.read_text()
     tree = ast.parse(source, filename=str(file))
     lines = source.splitlines(keepends=True)
@@ -324,7 +325,7 @@ def _function_part(module: str, function: str) -> tuple[tuple[str, ...], frozens
         elif not (isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant)):
             always.append(index)  # a statement with possible side effects: always counted
     if function not in definitions:
-        raise LookupError(f"{module} has no top-level function {function!r}")
+        raise UnknownNameError(f"{module} has no top-level function {function!r}")
     included: set[int] = set()
     modules: set[str] = set()
     todo = [*definitions[function], *always]

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from mlwarden._yaml_lines import validation_error
 from mlwarden.audit._slowdown import SlowdownCheck
+from mlwarden.errors import SpecError
 from mlwarden.lineage import sha256_json
 from mlwarden.models._registry import EARLY_EXIT_MEDIA_TYPE
 from mlwarden.pipeline._context import Output, StepContext
@@ -47,7 +48,7 @@ class ExitSpec(_Strict):
     @model_validator(mode="after")
     def _one(self) -> ExitSpec:
         if (self.threshold is None) == (self.calibrate_max_drop is None):
-            raise ValueError("give exactly one of threshold or calibrate_max_drop")
+            raise SpecError("give exactly one of threshold or calibrate_max_drop")
         return self
 
 

@@ -54,7 +54,7 @@ class PlantSpec(_Strict):
     @model_validator(mode="after")
     def _some_lines(self) -> PlantSpec:
         if self.path is None and not self.lines:
-            raise ValueError("give the canaries as 'path' (one per line) or 'lines'")
+            raise SpecError("give the canaries as 'path' (one per line) or 'lines'")
         return self
 
 

@@ -72,21 +72,21 @@ class DataSpec(_Strict):
     @classmethod
     def _bundled(cls, name: str | None) -> str | None:
         if name is not None and name not in list_datasets():
-            raise ValueError(f"a bundled dataset, one of {', '.join(list_datasets())}")
+            raise SpecError(f"a bundled dataset, one of {', '.join(list_datasets())}")
         return name
 
     @model_validator(mode="after")
     def _one_source(self) -> DataSpec:
         if (self.dataset is None) == (self.path is None):
-            raise ValueError("give exactly one of 'dataset' (a bundled name) or 'path' (a CSV)")
+            raise SpecError("give exactly one of 'dataset' (a bundled name) or 'path' (a CSV)")
         if self.path is not None and self.label is None:
-            raise ValueError("a 'path' source needs 'label': the name of the label column")
+            raise SpecError("a 'path' source needs 'label': the name of the label column")
         if self.classes is not None:
             keys = [str(c) for c in self.classes]
             if len(set(keys)) != len(keys):
-                raise ValueError(f"'classes' lists a class twice: {self.classes}")
+                raise SpecError(f"'classes' lists a class twice: {self.classes}")
             if self.positive is not None and str(self.positive) not in keys:
-                raise ValueError(
+                raise SpecError(
                     f"'positive' {self.positive!r} is not one of 'classes' {self.classes}"
                 )
         return self
@@ -130,7 +130,7 @@ class TrainSpec(_Strict):
     def _non_empty_lists(cls, grid: dict[str, list[ParamValue]]) -> dict[str, list[ParamValue]]:
         for name, values in grid.items():
             if not values:
-                raise ValueError(f"grid entry {name!r} is an empty list; give at least one value")
+                raise SpecError(f"grid entry {name!r} is an empty list; give at least one value")
         return grid
 
 
@@ -144,7 +144,7 @@ class CheckSpec(BaseModel):
     @model_validator(mode="after")
     def _known_check(self) -> CheckSpec:
         if self.check not in CHECKS:
-            raise ValueError(
+            raise SpecError(
                 f"unknown check {self.check!r}; known checks: {', '.join(sorted(CHECKS))}"
             )
         try:
@@ -153,7 +153,7 @@ class CheckSpec(BaseModel):
             err = exc.errors()[0]
             where = ".".join(str(p) for p in err["loc"]) or "parameters"
             given = "nothing" if err["type"] == "missing" else repr(err.get("input"))
-            raise ValueError(
+            raise SpecError(
                 f"check {self.check!r} parameter {where!r}: {err['msg']} (got {given})"
             ) from None
         return self

@@ -28,7 +28,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.exc import SQLAlchemyError
 
-from mlwarden.errors import StoreError
+from mlwarden.errors import GuardError, StoreError
 from mlwarden.serve import _errors
 from mlwarden.serve._api import (
     DecisionLogState,
@@ -71,14 +71,6 @@ _bearer_scheme = HTTPBearer(
     scheme_name="apiKey",
     description="An mlwarden API key (`mlwarden keys create`): 'Authorization: Bearer mlw_...'.",
 )
-
-
-class GuardError(Exception):
-    """A guard failed and the deployment says to fail closed."""
-
-    def __init__(self, guard: str) -> None:
-        super().__init__(guard)
-        self.guard = guard
 
 
 @dataclass

@@ -138,7 +138,7 @@ class ModelPolicy(_Strict):
     @model_validator(mode="after")
     def _fallback_for_open(self) -> ModelPolicy:
         if self.on_error == "open" and self.fallback_label is None:
-            raise ValueError("on_error: open needs a fallback_label to answer with")
+            raise SpecError("on_error: open needs a fallback_label to answer with")
         return self
 
 
@@ -171,7 +171,7 @@ class Deployment(_Strict):
     def _rows_fit_the_burst(self) -> Deployment:
         rows, burst = self.guards.schema_.max_rows, self.rate_limit.burst
         if rows is not None and rows > burst:
-            raise ValueError(
+            raise SpecError(
                 f"guards.schema.max_rows is {rows} but rate_limit.burst is {burst}: a request "
                 f"of more than {burst} rows could never pass the rate limit; set max_rows <= "
                 "burst (or leave it out: it defaults to the burst)"

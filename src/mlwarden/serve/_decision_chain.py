@@ -25,7 +25,7 @@ from sqlalchemy import Column, Index, Integer, MetaData, String, Text, select
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from mlwarden.errors import IntegrityError
+from mlwarden.errors import FormatError, IntegrityError
 from mlwarden.lineage import canonical_json, sha256_bytes
 from mlwarden.lineage._chain import (
     ChainReport,
@@ -62,7 +62,7 @@ def chain_hash(chain: str, fmt: int, seq: int, body: bytes, prev_hash: str) -> s
     newline, so ``envelope + newline + body`` splits one way only.
     """
     if fmt != DECISION_FORMAT:
-        raise ValueError(f"unknown decision log format {fmt}; this reader knows {DECISION_FORMAT}")
+        raise FormatError(f"unknown decision log format {fmt}; this reader knows {DECISION_FORMAT}")
     envelope = canonical_json({"format": fmt, "chain": chain, "seq": seq, "prev": prev_hash})
     return sha256_bytes(envelope + b"\n" + body)
 
@@ -71,7 +71,7 @@ def _hasher(chain: str) -> Any:
     def row_hash(row: Mapping[str, Any]) -> tuple[str, None]:
         fmt = row["format"]
         if not isinstance(fmt, int) or isinstance(fmt, bool):
-            raise ValueError(f"format {fmt!r} is not an integer")
+            raise FormatError(f"format {fmt!r} is not an integer")
         body = str(row["body"]).encode("utf-8")
         return chain_hash(chain, fmt, int(row["seq"]), body, str(row["prev_hash"])), None
 

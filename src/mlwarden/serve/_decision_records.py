@@ -21,7 +21,7 @@ from pydantic import (
     model_validator,
 )
 
-from mlwarden.errors import DataError, IntegrityError, RecordNotFoundError, StoreError
+from mlwarden.errors import DataError, FormatError, IntegrityError, RecordNotFoundError, StoreError
 from mlwarden.lineage import canonical_json, sha256_json
 
 DECISION_FORMAT = 1
@@ -111,7 +111,7 @@ class DecisionRecord(BaseModel):
         if not given:
             return {**data, "input_sha256": digest}
         if given != digest:
-            raise ValueError(f"input_sha256 {given} is not the sha256 of the input ({digest})")
+            raise FormatError(f"input_sha256 {given} is not the sha256 of the input ({digest})")
         return data
 
 

@@ -15,6 +15,7 @@ import threading
 from collections import deque
 from collections.abc import Callable
 
+from mlwarden.errors import MlwardenError
 from mlwarden.serve._decision_records import (
     DecisionLogClosedError,
     DecisionRecord,
@@ -25,7 +26,7 @@ from mlwarden.serve._decision_records import (
 _log = logging.getLogger("mlwarden.serve._decisions")
 
 
-class Transient(Exception):
+class Transient(MlwardenError):
     """The database refused a batch for now (locked, unreachable); the writer retries it."""
 
 

@@ -51,7 +51,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from pydantic import BaseModel, ConfigDict
 
-from mlwarden.errors import DataError
+from mlwarden.errors import DataError, ParameterError
 
 if TYPE_CHECKING:
     from mlwarden.serve._features import FeatureSpace
@@ -136,7 +136,7 @@ class _Clients(Generic[S]):
 
     def __init__(self, factory: Callable[[], S], max_clients: int) -> None:
         if max_clients < 1:
-            raise ValueError(f"max_clients must be >= 1, got {max_clients}")
+            raise ParameterError(f"max_clients must be >= 1, got {max_clients}")
         self._factory = factory
         self.max_clients = max_clients
         self._states: OrderedDict[str, S] = OrderedDict()
@@ -228,7 +228,7 @@ def shapiro_w(sample: ArrayLike) -> float:
     y = np.sort(np.asarray(sample, dtype=np.float64).reshape(-1))
     n = len(y)
     if n < 6:
-        raise ValueError(f"the Shapiro-Wilk statistic needs at least 6 values, got {n}")
+        raise ParameterError(f"the Shapiro-Wilk statistic needs at least 6 values, got {n}")
     centred = y - y.mean()
     ss = float(centred @ centred)
     if ss <= 1e-300 * n or y[-1] == y[0]:
@@ -343,14 +343,14 @@ class PradaDetector:
         name: str = "prada",
     ) -> None:
         if not 0.0 < delta < 1.0:
-            raise ValueError(f"delta must be in (0, 1), got {delta}")
+            raise ParameterError(f"delta must be in (0, 1), got {delta}")
         if not 6 <= min_distances <= max_distances <= 5000:
-            raise ValueError(
+            raise ParameterError(
                 "need 6 <= min_distances <= max_distances <= 5000, got "
                 f"{min_distances} and {max_distances}"
             )
         if max_per_class < 1:
-            raise ValueError(f"max_per_class must be >= 1, got {max_per_class}")
+            raise ParameterError(f"max_per_class must be >= 1, got {max_per_class}")
         self.delta = delta
         self.min_distances = min_distances
         self.max_distances = max_distances
@@ -508,9 +508,9 @@ class _WindowTest:
         self, name: str, window: int, min_queries: int, alpha: float, max_clients: int
     ) -> None:
         if not 1 <= min_queries <= window:
-            raise ValueError(f"need 1 <= min_queries <= window, got {min_queries} and {window}")
+            raise ParameterError(f"need 1 <= min_queries <= window, got {min_queries} and {window}")
         if not 0.0 < alpha < 1.0:
-            raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+            raise ParameterError(f"alpha must be in (0, 1), got {alpha}")
         self.name = name
         self.window = window
         self.min_queries = min_queries
@@ -629,9 +629,9 @@ class BoundaryDetector(_CountingDetector):
         name: str = "boundary",
     ) -> None:
         if margin is not None and not 0.0 <= margin <= 1.0:
-            raise ValueError(f"margin must be in [0, 1], got {margin}")
+            raise ParameterError(f"margin must be in [0, 1], got {margin}")
         if not 0.0 < quantile < 1.0:
-            raise ValueError(f"quantile must be in (0, 1), got {quantile}")
+            raise ParameterError(f"quantile must be in (0, 1), got {quantile}")
         self.margin = margin
         self.quantile = quantile
         self.name = name
@@ -708,11 +708,11 @@ class OffManifoldDetector(_CountingDetector):
         name: str = "off_manifold",
     ) -> None:
         if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
+            raise ParameterError(f"k must be >= 1, got {k}")
         if not 0.5 <= quantile < 1.0:
-            raise ValueError(f"quantile must be in [0.5, 1), got {quantile}")
+            raise ParameterError(f"quantile must be in [0.5, 1), got {quantile}")
         if max_reference < k:
-            raise ValueError(f"max_reference must be >= k, got {max_reference}")
+            raise ParameterError(f"max_reference must be >= k, got {max_reference}")
         self.k = k
         self.quantile = quantile
         self.max_reference = max_reference
@@ -819,9 +819,9 @@ class RarityDetector(_CountingDetector):
         name: str = "rarity",
     ) -> None:
         if not 0.5 <= quantile < 1.0:
-            raise ValueError(f"quantile must be in [0.5, 1), got {quantile}")
+            raise ParameterError(f"quantile must be in [0.5, 1), got {quantile}")
         if n_bins < 1 or max_levels < 1:
-            raise ValueError(f"n_bins and max_levels must be >= 1, got {n_bins}, {max_levels}")
+            raise ParameterError(f"n_bins and max_levels must be >= 1, got {n_bins}, {max_levels}")
         self.quantile = quantile
         self.n_bins = n_bins
         self.max_levels = max_levels
@@ -930,10 +930,10 @@ class DetectorSuite:
 
     def __init__(self, detectors: Sequence[Detector], *, name: str = "suite") -> None:
         if not detectors:
-            raise ValueError("a DetectorSuite needs at least one detector")
+            raise ParameterError("a DetectorSuite needs at least one detector")
         names = [d.name for d in detectors]
         if len(set(names)) != len(names):
-            raise ValueError(f"detector names must be distinct, got {names}")
+            raise ParameterError(f"detector names must be distinct, got {names}")
         self.detectors = list(detectors)
         self.name = name
 
@@ -986,7 +986,7 @@ def false_positive_rate(detector: Detector, benign_streams: Sequence[Stream]) ->
         One per benign client.
     """
     if not benign_streams:
-        raise ValueError("false_positive_rate needs at least one benign stream")
+        raise ParameterError("false_positive_rate needs at least one benign stream")
     alarmed = sum(
         detection_delay(detector, stream, client=f"{_PROBE}{i}") is not None
         for i, stream in enumerate(benign_streams)

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from mlwarden.errors import DataError
+from mlwarden.errors import DataError, ParameterError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -143,7 +143,7 @@ class FeatureSpace:
         import pandas as pd
 
         if scaling not in ("robust", "standard"):
-            raise ValueError(f"scaling must be 'robust' or 'standard', got {scaling!r}")
+            raise ParameterError(f"scaling must be 'robust' or 'standard', got {scaling!r}")
         if len(reference) == 0:
             raise DataError("the reference table has no rows")
         if schema is not None:

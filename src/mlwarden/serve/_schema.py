@@ -24,6 +24,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, create_model
 
 from mlwarden.data import ColumnSchema, TableSchema
+from mlwarden.errors import FormatError
 
 _PYTHON_TYPES = {"integer": int, "float": float, "string": str, "boolean": bool, "category": str}
 #: Largest integer magnitude a request may hold: every integer up to it is exact as a float.
@@ -33,24 +34,24 @@ MAX_EXACT_INTEGER = 2**53
 def _json_number(value: Any, *, integer: bool, expected: str) -> Any:
     """Refuse what lax validation would coerce into a number: booleans, strings, NaN, inf."""
     if isinstance(value, bool):
-        raise ValueError(f"{expected} is expected, got the JSON boolean {str(value).lower()}")
+        raise FormatError(f"{expected} is expected, got the JSON boolean {str(value).lower()}")
     if isinstance(value, str):
-        raise ValueError(f"{expected} is expected as a JSON number, got a string")
+        raise FormatError(f"{expected} is expected as a JSON number, got a string")
     if isinstance(value, float):
         if not math.isfinite(value):
-            raise ValueError(f"{expected} is expected, got {value}")
+            raise FormatError(f"{expected} is expected, got {value}")
         if integer:
             if not value.is_integer():
-                raise ValueError(f"{expected} is expected, got {value}")
+                raise FormatError(f"{expected} is expected, got {value}")
             value = int(value)
     if isinstance(value, int) and integer and abs(value) > MAX_EXACT_INTEGER:
-        raise ValueError(f"an integer of magnitude at most 2**53 is expected, got {value:.3g}")
+        raise FormatError(f"an integer of magnitude at most 2**53 is expected, got {value:.3g}")
     return value
 
 
 def _strict_bool(value: Any) -> Any:
     if not isinstance(value, bool):
-        raise ValueError(f"a JSON boolean (true or false) is expected, got {type(value).__name__}")
+        raise FormatError(f"a JSON boolean (true or false) is expected, got {type(value).__name__}")
     return value
 
 
@@ -58,7 +59,7 @@ def _utf8(value: str) -> str:
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
-        raise ValueError("the string holds an unpaired surrogate (\\ud800-\\udfff)") from None
+        raise FormatError("the string holds an unpaired surrogate (\\ud800-\\udfff)") from None
     return value
 
 

@@ -48,7 +48,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from pydantic import BaseModel, ConfigDict, Field
 
-from mlwarden.errors import DataError
+from mlwarden.errors import DataError, ParameterError
 from mlwarden.serve._detect import Verdict, _Clients, _WindowTest
 
 __all__ = [
@@ -155,13 +155,13 @@ class ExitMonitor:
         name: str = "slowdown",
     ) -> None:
         if late is not None and not 0.0 < late <= 1.0:
-            raise ValueError(f"late must be in (0, 1], got {late}")
+            raise ParameterError(f"late must be in (0, 1], got {late}")
         if cusum_k < 0.0:
-            raise ValueError(f"cusum_k must be >= 0, got {cusum_k}")
+            raise ParameterError(f"cusum_k must be >= 0, got {cusum_k}")
         if cusum_h <= 0.0:
-            raise ValueError(f"cusum_h must be > 0, got {cusum_h}")
+            raise ParameterError(f"cusum_h must be > 0, got {cusum_h}")
         if n_exits is not None and n_exits < 1:
-            raise ValueError(f"n_exits must be >= 1, got {n_exits}")
+            raise ParameterError(f"n_exits must be >= 1, got {n_exits}")
         self.late = late
         self.cusum_k = cusum_k
         self.cusum_h = cusum_h
@@ -358,7 +358,7 @@ class ComputeBudget:
         max_clients: int = 4096,
     ) -> None:
         if n_buckets < 1:
-            raise ValueError(f"n_buckets must be >= 1, got {n_buckets}")
+            raise ParameterError(f"n_buckets must be >= 1, got {n_buckets}")
         self.policy = policy if policy is not None else SlowdownPolicy()
         self.clock = clock
         self.n_buckets = n_buckets
@@ -533,7 +533,7 @@ def exit_false_positive_rate(
 ) -> float:
     """Share of clean (exits, compute) streams, one client each, on which ``monitor`` alarms."""
     if not clean_streams:
-        raise ValueError("exit_false_positive_rate needs at least one clean stream")
+        raise ParameterError("exit_false_positive_rate needs at least one clean stream")
     alarmed = sum(
         exit_detection_delay(monitor, e, c, client=f"{_PROBE}{i}") is not None
         for i, (e, c) in enumerate(clean_streams)
