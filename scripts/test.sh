@@ -10,5 +10,5 @@ echo "== ruff"
 .venv/bin/ruff format --check src tests bench scripts
 echo "== mypy"
 .venv/bin/mypy
-echo "== pytest"
-.venv/bin/python -m pytest "$@"
+echo "== pytest (one worker per core; a test file stays on one worker, so its module fixtures run once)"
+.venv/bin/python -m pytest -n auto --dist loadfile "$@"
