@@ -211,20 +211,23 @@ def test_a_database_that_refuses_writes_stalls_the_log_and_loses_nothing(
 
     clock = Clock()
     log = DecisionLog(db, max_delay_s=2.0, monotonic=clock)
-    refusing, attempts = threading.Event(), threading.Event()
+    refusing, retried = threading.Event(), threading.Event()
     refusing.set()
     real = log._writing
+    attempts: list[float] = []
 
     def writing(chain: Any, busy_s: float | None = None) -> Any:
         if refusing.is_set():
-            attempts.set()
+            attempts.append(clock.now)
+            if len(attempts) >= 2:  # the first refusal is recorded before the writer retries
+                retried.set()
             raise OperationalError("BEGIN IMMEDIATE", {}, Exception("database is locked"))
         return real(chain, busy_s)
 
     monkeypatch.setattr(log, "_writing", writing)
     record = _record(1)
     assert log.append(record)
-    assert attempts.wait(30)
+    assert retried.wait(30)
     assert log.status().accepting  # waiting, but not yet longer than max_delay_s
     clock.now += 2.5
     state = log.status()
