@@ -129,9 +129,9 @@ def _unique(found: list[str]) -> list[str]:
     return sorted(set(found))
 
 
-def upward_imports() -> list[str]:
+def upward_imports(imports: tuple[Import, ...] | None = None) -> list[str]:
     bad = []
-    for imp in _imports():
+    for imp in _imports() if imports is None else imports:
         src, dst = _part(imp.source), _part(imp.target)
         if src == dst or src in FACADES:
             continue
@@ -140,10 +140,10 @@ def upward_imports() -> list[str]:
     return _unique(bad)
 
 
-def private_imports() -> list[str]:
+def private_imports(imports: tuple[Import, ...] | None = None) -> list[str]:
     """Imports of another package's underscore modules instead of its face."""
     bad = []
-    for imp in _imports():
+    for imp in _imports() if imports is None else imports:
         src, dst = _part(imp.source), _part(imp.target)
         if src == dst or _part(imp.source) in FACADES:
             continue
@@ -260,9 +260,14 @@ def test_every_error_raised_on_purpose_is_in_the_tree() -> None:
     assert stray - _known("errors") == set()
 
 
-def test_the_checker_sees_a_planted_upward_import() -> None:
-    planted = Import("mlwarden.models._x", "mlwarden.pipeline._steps", 1)
-    assert RANK[_part(planted.target)] >= RANK[_part(planted.source)]
+def test_the_checker_sees_planted_upward_and_private_imports() -> None:
+    up = Import("mlwarden.models._registry", "mlwarden.pipeline", 1)
+    private = Import("mlwarden.serve._app", "mlwarden.models._registry", 1)
+    down = Import("mlwarden.serve._app", "mlwarden.models", 1)
+    assert upward_imports((up, private, down)) == ["mlwarden.models._registry -> mlwarden.pipeline"]
+    assert private_imports((up, private, down)) == [
+        "mlwarden.serve._app -> mlwarden.models._registry"
+    ]
 
 
 if __name__ == "__main__":
