@@ -30,7 +30,7 @@ from mlwarden.data._label_errors import (
     out_of_fold_probabilities,
     precision_recall,
 )
-from mlwarden.data._labels import LabelClasses, decide_classes, label_key, typed_classes
+from mlwarden.data._labels import LabelClasses, decide_classes, label_key
 from mlwarden.data._missing import ColumnImputation, Imputation, fit_imputation
 from mlwarden.data._rules import Rule
 from mlwarden.data._schema import ColumnSchema, TableSchema, infer_column, infer_schema, widen
@@ -41,6 +41,7 @@ from mlwarden.data._validate import (
     MissingPolicy,
     ValidationReport,
     coerce_numeric,
+    typed_classes,
     validate_table,
 )
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel
 
-from mlwarden.data._schema import ColumnSchema, Scalar, TableSchema
+from mlwarden.data._schema import Scalar, TableSchema
 from mlwarden.errors import DataError
 
 if TYPE_CHECKING:
@@ -134,30 +134,6 @@ def decide_classes(
         rule=rule,
         stray=stray,
         missing=int(labels.isna().sum()),
-    )
-
-
-def typed_classes(classes: LabelClasses, column: ColumnSchema, labels: pd.Series) -> LabelClasses:
-    """``classes`` with the classes and positive as validation will type the label column.
-
-    A label read as text but typed ``integer`` by the schema (or read as numbers but typed
-    ``category``) reaches training with other values than the raw table holds; the model's
-    classes, and so the positive class the metrics look for, are those typed values.
-    """
-    from mlwarden.data._validate import validate_table
-
-    single = TableSchema(columns={classes.column: column}, label=classes.column)
-    typed = validate_table(labels.to_frame(classes.column), single)[0][classes.column]
-    by_key = {label_key(v): v for v in typed.unique()}
-
-    def retype(value: Scalar) -> Scalar:
-        return _plain(by_key[label_key(value)]) if label_key(value) in by_key else value
-
-    return classes.model_copy(
-        update={
-            "classes": [retype(c) for c in classes.classes],
-            "positive": retype(classes.positive) if classes.positive is not None else None,
-        }
     )
 
 

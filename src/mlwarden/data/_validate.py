@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
-from mlwarden.data._labels import stray_labels
+from mlwarden.data._labels import LabelClasses, _plain, label_key, stray_labels
 from mlwarden.data._rules import rule_violations
 from mlwarden.data._schema import ColumnSchema, Scalar, TableSchema
 from mlwarden.errors import ParameterError
@@ -322,3 +322,25 @@ def coerce_numeric(frame: pd.DataFrame, schema: TableSchema) -> pd.DataFrame:
         if col.is_numeric and name in typed and not pd.api.types.is_numeric_dtype(typed[name]):
             typed[name] = pd.to_numeric(typed[name], errors="coerce")
     return typed
+
+
+def typed_classes(classes: LabelClasses, column: ColumnSchema, labels: pd.Series) -> LabelClasses:
+    """``classes`` with the classes and positive as validation will type the label column.
+
+    A label read as text but typed ``integer`` by the schema (or read as numbers but typed
+    ``category``) reaches training with other values than the raw table holds; the model's
+    classes, and so the positive class the metrics look for, are those typed values.
+    """
+    single = TableSchema(columns={classes.column: column}, label=classes.column)
+    typed = validate_table(labels.to_frame(classes.column), single)[0][classes.column]
+    by_key = {label_key(v): v for v in typed.unique()}
+
+    def retype(value: Scalar) -> Scalar:
+        return _plain(by_key[label_key(value)]) if label_key(value) in by_key else value
+
+    return classes.model_copy(
+        update={
+            "classes": [retype(c) for c in classes.classes],
+            "positive": retype(classes.positive) if classes.positive is not None else None,
+        }
+    )
