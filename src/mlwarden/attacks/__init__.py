@@ -1,6 +1,6 @@
 """Attacks: pure functions of (model adapter, data, budget) that return pydantic results."""
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlwarden.attacks._canary import (
     Canary,
@@ -155,6 +155,16 @@ __all__ = [
     "transfer_deepsloth",
     "universal_deepsloth",
 ]
+
+if TYPE_CHECKING:  # the lazy names below, for type checkers
+    from mlwarden.attacks._deepsloth import (
+        SlowdownResult,
+        deepsloth,
+        random_slowdown,
+        slowdown_loss,
+        transfer_deepsloth,
+        universal_deepsloth,
+    )
 
 # DeepSloth needs torch: imported on first use.
 _SLOWDOWN = {

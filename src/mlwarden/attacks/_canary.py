@@ -46,7 +46,7 @@ from mlwarden.attacks._result import AttackResult
 from mlwarden.errors import DataError, ParameterError
 
 if TYPE_CHECKING:
-    from mlwarden.models._charlm import CharLM
+    from mlwarden.models import CharLM
 
 __all__ = [
     "LINE_CONTEXT",

@@ -32,11 +32,11 @@ from pydantic import BaseModel, Field
 from mlwarden.attacks._extraction import _labels
 from mlwarden.attacks._result import AttackResult
 from mlwarden.errors import DataError, ParameterError, QueryBudgetExceeded
-from mlwarden.models._hardening import HardenedModel, OutputMode
+from mlwarden.models import HardenedModel, OutputMode
 
 if TYPE_CHECKING:
     from mlwarden.data import TableSchema
-    from mlwarden.models._adapter import ModelAdapter
+    from mlwarden.models import ModelAdapter
 
 __all__ = [
     "DEFAULT_BUDGETS",
@@ -240,7 +240,7 @@ def _uniform_rows(
     X_reference: pd.DataFrame, n: int, schema: TableSchema | None, seed: int
 ) -> pd.DataFrame:
     """Fresh uniform evaluation rows, from a seed stream apart from the query rows'."""
-    from mlwarden.audit._overconfidence import uniform_noise
+    from mlwarden.audit import uniform_noise
 
     stream = int(np.random.default_rng([seed, 1]).integers(2**31))
     return uniform_noise(X_reference, n, schema, stream)
@@ -254,7 +254,7 @@ def _query_rows(
     schema: TableSchema | None,
     seed: int,
 ) -> pd.DataFrame:
-    from mlwarden.audit._overconfidence import uniform_noise
+    from mlwarden.audit import uniform_noise
 
     if source == "uniform":
         return uniform_noise(X_reference, n, schema, seed)

@@ -29,7 +29,7 @@ from pydantic import Field
 
 from mlwarden.attacks._result import AttackResult
 from mlwarden.errors import DataError, ParameterError, QueryBudgetExceeded
-from mlwarden.models._adapter import ModelAdapter
+from mlwarden.models import ModelAdapter
 
 __all__ = [
     "ExtractedLinearModel",

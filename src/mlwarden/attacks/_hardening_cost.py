@@ -35,8 +35,7 @@ from mlwarden.attacks._distillation import (
 )
 from mlwarden.attacks._extraction import OneHotDesign, extract_logistic_pipeline
 from mlwarden.errors import MlwardenError, ParameterError, UnknownNameError
-from mlwarden.models._adapter import ModelAdapter, SklearnAdapter
-from mlwarden.models._hardening import HardenedModel, OutputHardening, OutputMode
+from mlwarden.models import HardenedModel, ModelAdapter, OutputHardening, OutputMode, SklearnAdapter
 
 if TYPE_CHECKING:
     from mlwarden.data import TableSchema

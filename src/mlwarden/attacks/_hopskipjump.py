@@ -17,7 +17,7 @@ from numpy.typing import NDArray
 
 from mlwarden.attacks._result import AttackResult
 from mlwarden.errors import ModelError, ParameterError, QueryBudgetExceeded
-from mlwarden.models._adapter import ModelAdapter
+from mlwarden.models import ModelAdapter
 
 __all__ = ["HopSkipJumpResult", "hop_skip_jump"]
 

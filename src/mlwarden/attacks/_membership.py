@@ -33,7 +33,7 @@ from scipy import stats
 
 from mlwarden.attacks._result import AttackResult
 from mlwarden.errors import DataError, ParameterError
-from mlwarden.models._adapter import ModelAdapter
+from mlwarden.models import ModelAdapter
 
 __all__ = [
     "FPR_LEVELS",

@@ -48,9 +48,9 @@ from mlwarden.attacks._membership import (
 )
 from mlwarden.attacks._result import AttackResult
 from mlwarden.errors import DataError, ParameterError
-from mlwarden.models._adapter import SklearnAdapter
-from mlwarden.models._dp import claimed_delta as _claimed_delta
-from mlwarden.models._dp import claimed_epsilon as _claimed_epsilon
+from mlwarden.models import SklearnAdapter
+from mlwarden.models import claimed_delta as _claimed_delta
+from mlwarden.models import claimed_epsilon as _claimed_epsilon
 
 __all__ = [
     "GUESS_FRACTIONS",

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     import numpy.typing as npt
     import pandas as pd
 
-    from mlwarden.models._adapter import ModelAdapter
+    from mlwarden.models import ModelAdapter
 
 __all__ = [
     "FeatureConstraint",

@@ -155,7 +155,7 @@ HARDENING = {"threat_model": "phishing", "cost_budget": 3, "rounds": 3, "rows": 
 def calibration_model(name: str, split: CalibrationSplit, seed: int = 0) -> CheckContext:
     """Fit the model ``name`` of :data:`RECIPES` on ``split``; the check context to audit it."""
     from mlwarden.models import SklearnAdapter
-    from mlwarden.pipeline._estimators import build_estimator
+    from mlwarden.pipeline import build_estimator
     from mlwarden.pipeline._harden import harden
 
     estimator, params, plant = RECIPES[name]

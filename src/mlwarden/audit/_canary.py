@@ -16,7 +16,7 @@ from pydantic import Field
 from mlwarden.audit._checks import CheckParams, Finding
 
 if TYPE_CHECKING:
-    from mlwarden.models._charlm import CharLM
+    from mlwarden.models import CharLM
 
 
 class CanaryCheck(CheckParams):
@@ -42,7 +42,7 @@ def canary_check(
     Never-inserted controls of the same formats are measured beside them, so the finding shows
     what exposure a secret the model never saw gets.
     """
-    from mlwarden.attacks._canary import measure_canaries
+    from mlwarden.attacks import measure_canaries
 
     start = time.perf_counter()
     result = measure_canaries(

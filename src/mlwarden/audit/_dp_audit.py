@@ -31,7 +31,7 @@ from mlwarden.audit._checks import CheckContext, CheckParams, Finding, register_
 from mlwarden.audit._membership import _cloneable, _unseen
 
 if TYPE_CHECKING:
-    from mlwarden.attacks._privacy_audit import PrivacyAuditResult
+    from mlwarden.attacks import PrivacyAuditResult
 
 
 class DpAudit(CheckParams):
@@ -53,7 +53,7 @@ class DpAudit(CheckParams):
 
 def _dp_param_prefix(estimator: Any) -> str | None:
     """``set_params`` prefix of the final DPSGDClassifier (``"model__"``), None if none."""
-    from mlwarden.models._dp import DPSGDClassifier
+    from mlwarden.models import DPSGDClassifier
 
     prefix, final = "", estimator
     while hasattr(final, "steps") and final.steps:
@@ -121,7 +121,7 @@ def dp_audit(params: DpAudit, ctx: CheckContext) -> Finding:
     """
     from sklearn.base import clone
 
-    from mlwarden.attacks._privacy_audit import privacy_audit
+    from mlwarden.attacks import privacy_audit
 
     start, before = time.perf_counter(), ctx.model.queries
     metric = "empirical_epsilon"

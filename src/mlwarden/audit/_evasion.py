@@ -25,7 +25,7 @@ from mlwarden.audit._checks import (
 from mlwarden.audit._stats import decide, proportion_interval
 
 if TYPE_CHECKING:
-    from mlwarden.attacks._tabular import TabularEvasionResult, ThreatModel
+    from mlwarden.attacks import TabularEvasionResult, ThreatModel
 
 
 class Evasion(CheckParams):
@@ -82,7 +82,7 @@ def _features_used(result: TabularEvasionResult) -> dict[str, Any]:
 
 def load_threat_model(name_or_path: str) -> ThreatModel:
     """A threat model from a YAML path, or a bundled one by name (``phishing``)."""
-    from mlwarden.attacks._tabular import ThreatModel, bundled_threat_model
+    from mlwarden.attacks import ThreatModel, bundled_threat_model
 
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml"):
@@ -99,7 +99,7 @@ def evasion(params: Evasion, ctx: CheckContext) -> Finding:
     not an evasion. The attack is score-based black-box, so a passing model resists an
     attacker who can query it; the curve of success against cost goes into the report.
     """
-    from mlwarden.attacks._tabular import tabular_evasion
+    from mlwarden.attacks import tabular_evasion
 
     start, before = time.perf_counter(), ctx.model.queries
     threat = load_threat_model(params.threat_model)
@@ -173,7 +173,7 @@ def decision_boundary(params: DecisionBoundary, ctx: CheckContext) -> Finding:
     """
     import numpy as np
 
-    from mlwarden.attacks._hopskipjump import hop_skip_jump
+    from mlwarden.attacks import hop_skip_jump
 
     start, before = time.perf_counter(), ctx.model.queries
     numeric = ctx.X_test.select_dtypes("number")

@@ -88,7 +88,7 @@ def _no_query_fidelity(
     import numpy as np
     import pandas as pd
 
-    from mlwarden.attacks._distillation import TabularSurrogate
+    from mlwarden.attacks import TabularSurrogate
 
     categorical = [c for c in public.columns if not pd.api.types.is_numeric_dtype(public[c])]
     labels = y_public.to_numpy()
@@ -141,7 +141,7 @@ def extraction(params: Extraction, ctx: CheckContext) -> Finding:
     import numpy as np
     import pandas as pd
 
-    from mlwarden.attacks._hardening_cost import ALL_MODES, HardeningCostRow, hardening_cost
+    from mlwarden.attacks import ALL_MODES, HardeningCostRow, hardening_cost
 
     start, before = time.perf_counter(), ctx.model.queries
     order = np.random.default_rng([ctx.seed, 11]).permutation(len(ctx.X_test))

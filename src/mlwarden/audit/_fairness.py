@@ -16,7 +16,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from mlwarden.audit._checks import CheckContext, CheckParams, Finding, register_check
-from mlwarden.data._bias import GroupMetricsReport, group_metrics
+from mlwarden.data import GroupMetricsReport, group_metrics
 from mlwarden.errors import DataError, SpecError
 
 Measure = Literal["demographic_parity", "equal_opportunity"]

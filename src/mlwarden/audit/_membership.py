@@ -33,7 +33,7 @@ MIN_FALSE_POSITIVES = 10
 if TYPE_CHECKING:
     import pandas as pd
 
-    from mlwarden.attacks._membership import MembershipResult
+    from mlwarden.attacks import MembershipResult
 
 
 class TprAtFpr(BaseModel):
@@ -134,7 +134,7 @@ def membership(params: Membership, ctx: CheckContext) -> Finding:
     """
     import numpy as np
 
-    from mlwarden.attacks._membership import FPR_LEVELS, lira, loss_threshold_attack
+    from mlwarden.attacks import FPR_LEVELS, lira, loss_threshold_attack
 
     start, before = time.perf_counter(), ctx.model.queries
     point = params.max_tpr_at_fpr

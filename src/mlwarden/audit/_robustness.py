@@ -45,7 +45,7 @@ def robust_accuracy_check(params: RobustAccuracy, ctx: CheckContext) -> Finding:
             message="not measured: PGD needs a differentiable model (a TorchAdapter)",
             queries=0, wall_time_s=time.perf_counter() - start,
         )  # fmt: skip
-    from mlwarden.attacks._gradient import robust_accuracy
+    from mlwarden.attacks import robust_accuracy
 
     X = ctx.X_test.iloc[: params.rows] if hasattr(ctx.X_test, "iloc") else ctx.X_test[: params.rows]
     y = ctx.y_test.iloc[: params.rows] if hasattr(ctx.y_test, "iloc") else ctx.y_test[: params.rows]

@@ -16,7 +16,7 @@ from pydantic import Field
 from mlwarden.audit._checks import CheckParams, Finding
 
 if TYPE_CHECKING:
-    from mlwarden.models._sdn import EarlyExitNetwork
+    from mlwarden.models import EarlyExitNetwork
 
 
 class SlowdownCheck(CheckParams):
@@ -34,7 +34,7 @@ def slowdown_check(
     params: SlowdownCheck, model: EarlyExitNetwork, X: Any, y: Any, threshold: float, seed: int = 0
 ) -> Finding:
     """DeepSloth's efficacy reduction at ``threshold`` must stay at most the allowed percent."""
-    from mlwarden.attacks._deepsloth import deepsloth, random_slowdown
+    from mlwarden.attacks import deepsloth, random_slowdown
 
     start = time.perf_counter()
     X, y = X[: params.rows], y[: params.rows]

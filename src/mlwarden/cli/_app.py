@@ -42,7 +42,7 @@ from mlwarden.lineage import (
     write_checkpoint_file,
 )
 from mlwarden.models import ModelRegistry, model_history_problems
-from mlwarden.pipeline._kept_out import rows_kept_out
+from mlwarden.pipeline import rows_kept_out
 
 app = typer.Typer(
     name="mlwarden",
@@ -179,7 +179,7 @@ def _run_spec(spec_path: Path, store: Path, db_url: str | None, from_feedback: b
 
 def _print_hardening(hardening: dict[str, object]) -> None:
     """Evasion and clean metrics before and after hardening, side by side, and what it cost."""
-    from mlwarden.pipeline._harden import CLEAN_METRICS, COST_TOLERANCE, HeldOutComparison
+    from mlwarden.pipeline import CLEAN_METRICS, COST_TOLERANCE, HeldOutComparison
 
     o = HeldOutComparison.model_validate(hardening["held_out"])
     table = Table(

@@ -14,7 +14,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from mlwarden.audit._defaults import CHECK_GROUPS, DEFAULT_GROUPS
+from mlwarden.audit import CHECK_GROUPS, DEFAULT_GROUPS
 from mlwarden.cli._signing import TrustOpt, print_warnings
 from mlwarden.errors import DataError, SpecError
 
@@ -290,7 +290,7 @@ def _audit_language_model(
 ) -> int:
     """The canary check on a registered character language model (verified before loading)."""
     from mlwarden.audit import CanaryCheck, canary_check
-    from mlwarden.pipeline._lm import canary_lines
+    from mlwarden.pipeline import canary_lines
 
     try:
         lines = canary_lines(canaries.read_text(encoding="utf-8"))
@@ -323,8 +323,8 @@ def _audit_early_exit(
     trust: Path | None = None,
 ) -> int:
     """DeepSloth on a registered early-exit network, at its serving threshold, on its test split."""
-    from mlwarden.audit._slowdown import SlowdownCheck, slowdown_check
-    from mlwarden.models._torch import load_digits_split
+    from mlwarden.audit import SlowdownCheck, slowdown_check
+    from mlwarden.models import load_digits_split
 
     _, model, info = _registry(store, db_url, trust).load_early_exit(ref)
     split = load_digits_split(test_size=info["test_size"], seed=info["seed"])
@@ -416,7 +416,7 @@ def _bundled_threat_model_fits(
     refuse, in one line, a table it was not written for."""
     if not any(key == "evasion" for key, _ in chosen):
         return
-    from mlwarden.attacks._tabular import bundled_threat_model
+    from mlwarden.attacks import bundled_threat_model
 
     threat = bundled_threat_model("phishing")
     missing = [f for f in threat.features if f not in ctx.X_test.columns]

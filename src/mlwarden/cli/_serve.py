@@ -49,7 +49,7 @@ def feedback_table(store: Path, label: str) -> FeedbackTable:
     import pandas as pd
 
     from mlwarden.errors import DataError
-    from mlwarden.serve._decisions import DecisionLog
+    from mlwarden.serve import DecisionLog
 
     if not (store / "serve.db").exists():
         raise RecordNotFoundError(f"no decision log under {store}: has a server run here?")
@@ -144,7 +144,7 @@ def keys_create(
     store: StoreOpt = Path(".mlwarden"),
 ) -> int:
     """Create a key; it is printed once and only its hash is stored."""
-    from mlwarden.serve._keys import KeyStore
+    from mlwarden.serve import KeyStore
 
     if role not in ("predict", "feedback", "admin"):
         raise typer.BadParameter(f"role must be predict, feedback or admin, got {role!r}")
@@ -162,7 +162,7 @@ def keys_create(
 @keys_app.command("list")
 def keys_list(store: StoreOpt = Path(".mlwarden")) -> int:
     """Keys with their role and state (never their secret)."""
-    from mlwarden.serve._keys import KeyStore
+    from mlwarden.serve import KeyStore
 
     keys = KeyStore(_serve_db(store))
     try:
@@ -198,7 +198,7 @@ def keys_revoke(
     store: StoreOpt = Path(".mlwarden"),
 ) -> int:
     """Revoke a key: recorded, not deleted; a running server refuses it within seconds."""
-    from mlwarden.serve._keys import KeyStore
+    from mlwarden.serve import KeyStore
 
     keys = KeyStore(_serve_db(store))
     try:
@@ -218,8 +218,7 @@ def decisions_show(
 ) -> int:
     """Reproduce a past decision on its exact model version, and explain it."""
     from mlwarden.lineage import LineageStore
-    from mlwarden.serve._decisions import DecisionLog
-    from mlwarden.serve._reproduce import reproduce_decision
+    from mlwarden.serve import DecisionLog, reproduce_decision
 
     if not (store / "serve.db").exists():
         raise RecordNotFoundError(f"no decision log under {store}: has a server run here?")
@@ -261,7 +260,7 @@ def decisions_verify(
 
     Exits 0 when everything holds, 4 on an integrity failure, 5 when a signature fails.
     """
-    from mlwarden.serve._decisions import DecisionLog
+    from mlwarden.serve import DecisionLog
 
     if not (store / "serve.db").exists():
         raise RecordNotFoundError(f"no decision log under {store}: has a server run here?")
@@ -297,7 +296,7 @@ def decisions_checkpoint(
     The log is verified first: a witness of a tampered log would vouch for it.
     """
     from mlwarden.lineage import write_checkpoint_file
-    from mlwarden.serve._decisions import DecisionLog
+    from mlwarden.serve import DecisionLog
 
     if not (store / "serve.db").exists():
         raise RecordNotFoundError(f"no decision log under {store}: has a server run here?")

@@ -194,8 +194,14 @@ def signing_revoke(
     trust: TrustOpt = None,
 ) -> int:
     """Revoke a signing key: a signed record in the store and an entry in the trust policy."""
-    from mlwarden.lineage import LineageStore, Signer, key_id, refuse_key_in_store, revoke_key
-    from mlwarden.lineage._key_events import known_key
+    from mlwarden.lineage import (
+        LineageStore,
+        Signer,
+        key_id,
+        known_key,
+        refuse_key_in_store,
+        revoke_key,
+    )
 
     refuse_key_in_store(store)
     policy = _load_policy(trust, key_dir)

@@ -34,8 +34,7 @@ def threat_model_init(
     Every feature starts controllable at cost 1 per change; edit the costs and delete the
     features the attacker cannot change, then name the file in the evasion check's policy.
     """
-    from mlwarden.attacks._tabular import ThreatModel
-    from mlwarden.attacks._threat_draft import draft_threat_model_yaml
+    from mlwarden.attacks import ThreatModel, draft_threat_model_yaml
     from mlwarden.cli._audit import _table
 
     if out_file is not None and out_file.exists() and not force:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from mlwarden.models._scan_report import ScanReport
-from mlwarden.report._ci import SARIF_SCHEMA
+from mlwarden.report import SARIF_SCHEMA
 
 __all__ = ["scan_sarif"]
 

@@ -3,6 +3,6 @@
 ``mlwarden.models.Signer`` and ``mlwarden.models.TrustPolicy`` stay importable from here.
 """
 
-from mlwarden.lineage._keys import Signer, TrustPolicy
+from mlwarden.lineage import Signer, TrustPolicy
 
 __all__ = ["Signer", "TrustPolicy"]

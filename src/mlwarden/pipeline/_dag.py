@@ -14,7 +14,7 @@ import yaml
 
 from mlwarden.data import TableSchema, list_datasets
 from mlwarden.errors import DataError, SpecError
-from mlwarden.models._registry import EARLY_EXIT_MEDIA_TYPE, LANGUAGE_MODEL_MEDIA_TYPE
+from mlwarden.models import EARLY_EXIT_MEDIA_TYPE, LANGUAGE_MODEL_MEDIA_TYPE
 from mlwarden.pipeline import _data_steps, _early_exit, _lm, _steps
 from mlwarden.pipeline._code_version import code_version
 from mlwarden.pipeline._context import Output, StepContext

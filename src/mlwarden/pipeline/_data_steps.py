@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlwarden import data as data_layer
 from mlwarden.data import (
+    REASONS_COLUMN,
     DriftThresholds,
     LabelClasses,
     MissingPolicy,
@@ -25,7 +26,6 @@ from mlwarden.data import (
     typed_classes,
     validate_table,
 )
-from mlwarden.data._validate import REASONS_COLUMN
 from mlwarden.errors import DataError
 from mlwarden.pipeline._context import Output, StepContext
 from mlwarden.pipeline._io import (
@@ -313,7 +313,7 @@ def label_errors(ctx: StepContext) -> Outputs:
     an honest measure. Dropping more than ``max_fraction`` of the rows fails instead: a share
     that large means a broken label column, not a few slips.
     """
-    from mlwarden.data._label_errors import find_label_issues, out_of_fold_probabilities
+    from mlwarden.data import find_label_issues, out_of_fold_probabilities
     from mlwarden.pipeline._estimators import build_estimator
     from mlwarden.pipeline._workers import workers_die_with_this_process
 
@@ -372,7 +372,7 @@ def label_errors(ctx: StepContext) -> Outputs:
 
 def impute(ctx: StepContext) -> Outputs:
     """Fit the ``impute`` missing-value policies on training rows, then fill train and test."""
-    from mlwarden.data._missing import fit_imputation
+    from mlwarden.data import fit_imputation
 
     policies = {c: MissingPolicy.model_validate(v) for c, v in ctx.params["missing"].items()}
     train, test = ctx.table("train"), ctx.table("test")

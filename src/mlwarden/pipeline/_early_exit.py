@@ -15,10 +15,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from mlwarden._yaml_lines import validation_error
-from mlwarden.audit._slowdown import SlowdownCheck
+from mlwarden.audit import SlowdownCheck
 from mlwarden.errors import SpecError
 from mlwarden.lineage import sha256_json
-from mlwarden.models._registry import EARLY_EXIT_MEDIA_TYPE
+from mlwarden.models import EARLY_EXIT_MEDIA_TYPE
 from mlwarden.pipeline._context import Output, StepContext
 from mlwarden.pipeline._io import JSON, json_bytes
 from mlwarden.pipeline._spec import GateSpec, RegisterSpec
@@ -89,8 +89,14 @@ def parse_early_exit_spec(
 
 def train_early_exit(ctx: StepContext) -> dict[str, Output]:
     """Train the SDN on the training split and fix its exit threshold."""
-    from mlwarden.models._sdn import calibrate_threshold, digits_sdn, efficacy, save_sdn, train_sdn
-    from mlwarden.models._torch import load_digits_split
+    from mlwarden.models import (
+        calibrate_threshold,
+        digits_sdn,
+        efficacy,
+        load_digits_split,
+        save_sdn,
+        train_sdn,
+    )
 
     p = ctx.params
     split = load_digits_split(test_size=p["test_size"], seed=p["seed"])
@@ -139,9 +145,8 @@ def train_early_exit(ctx: StepContext) -> dict[str, Output]:
 
 def audit_early_exit(ctx: StepContext) -> dict[str, Output]:
     """Run the slowdown checks on the held-out images at the serving threshold."""
-    from mlwarden.audit._slowdown import slowdown_check
-    from mlwarden.models._sdn import load_sdn
-    from mlwarden.models._torch import load_digits_split
+    from mlwarden.audit import slowdown_check
+    from mlwarden.models import load_digits_split, load_sdn
 
     info = ctx.json("info")
     model = load_sdn(ctx.input("model"))

@@ -21,7 +21,7 @@ from pydantic import BaseModel
 if TYPE_CHECKING:
     import pandas as pd
 
-    from mlwarden.attacks._tabular import TabularEvasionResult
+    from mlwarden.attacks import TabularEvasionResult
 
 #: The clean metrics compared before and after hardening, in the order they are shown.
 CLEAN_METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc")
@@ -140,8 +140,8 @@ def harden(
     import pandas as pd
     from sklearn.base import clone
 
-    from mlwarden.attacks._tabular import tabular_evasion
-    from mlwarden.audit._evasion import load_threat_model
+    from mlwarden.attacks import tabular_evasion
+    from mlwarden.audit import load_threat_model
     from mlwarden.models import SklearnAdapter
 
     threat = load_threat_model(threat_model)
@@ -231,10 +231,8 @@ def _measure(
     import math
 
     # The evasion check itself, not the registry: hardening depends on that check's code only.
-    from mlwarden.audit._checks import CheckContext
-    from mlwarden.audit._evasion import Evasion
-    from mlwarden.audit._evasion import evasion as evasion_check
-    from mlwarden.audit._metrics import classification_metrics
+    from mlwarden.audit import CheckContext, Evasion, classification_metrics
+    from mlwarden.audit import evasion as evasion_check
     from mlwarden.models import SklearnAdapter
 
     adapter = SklearnAdapter(model)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
-from mlwarden.data._validate import ROW_COLUMN
+from mlwarden.data import ROW_COLUMN
 from mlwarden.lineage import canonical_json
 
 if TYPE_CHECKING:

@@ -8,7 +8,7 @@ from collections import Counter
 
 from pydantic import BaseModel
 
-from mlwarden.data._validate import REASONS_COLUMN, ROW_COLUMN
+from mlwarden.data import REASONS_COLUMN, ROW_COLUMN
 from mlwarden.lineage import LineageStore, producer
 
 # Manifest roles of the artifacts that hold rows kept out of training.

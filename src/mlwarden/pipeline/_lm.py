@@ -20,11 +20,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from mlwarden._yaml_lines import validation_error
-from mlwarden.audit._canary import CanaryCheck
-from mlwarden.data._datasets import list_corpora, load_text
+from mlwarden.audit import CanaryCheck
+from mlwarden.data import list_corpora, load_text
 from mlwarden.errors import DataError, SpecError
 from mlwarden.lineage import sha256_json
-from mlwarden.models._registry import LANGUAGE_MODEL_MEDIA_TYPE
+from mlwarden.models import LANGUAGE_MODEL_MEDIA_TYPE
 from mlwarden.pipeline._context import Output, StepContext
 from mlwarden.pipeline._io import JSON, json_bytes
 from mlwarden.pipeline._spec import GateSpec, RegisterSpec
@@ -149,7 +149,7 @@ def canary_lines(text: str) -> list[str]:
 
 def plant(ctx: StepContext) -> dict[str, Output]:
     """The training text: the corpus (cut to ``max_chars``) with every canary planted."""
-    from mlwarden.attacks._canary import insert_canaries
+    from mlwarden.attacks import insert_canaries
 
     p = ctx.params
     try:
@@ -173,7 +173,7 @@ def train_lm(ctx: StepContext) -> dict[str, Output]:
     """Train the character-level model on the planted text (deterministic given the seed)."""
     import time
 
-    from mlwarden.models._charlm import CharLMConfig, save_char_lm, train_char_lm
+    from mlwarden.models import CharLMConfig, save_char_lm, train_char_lm
 
     p = ctx.params
     text = ctx.input("text").decode("utf-8")
@@ -202,8 +202,8 @@ def train_lm(ctx: StepContext) -> dict[str, Output]:
 
 def audit_lm(ctx: StepContext) -> dict[str, Output]:
     """Run the canary checks of the policy on the trained model."""
-    from mlwarden.audit._canary import canary_check
-    from mlwarden.models._charlm import load_char_lm
+    from mlwarden.audit import canary_check
+    from mlwarden.models import load_char_lm
 
     model = load_char_lm(ctx.input("model"))
     lines = ctx.json("canaries")

@@ -426,7 +426,7 @@ def create_app(g: Guarded) -> FastAPI:
         """Predict one or many rows; the schema is the model's training schema."""
         import pandas as pd
 
-        from mlwarden.models._hardening import (
+        from mlwarden.models import (
             OutputHardening,
             harden_probabilities,
             hardened_outputs,

@@ -26,25 +26,24 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from mlwarden.errors import FormatError, IntegrityError
-from mlwarden.lineage import canonical_json, sha256_bytes
-from mlwarden.lineage._chain import (
+from mlwarden.lineage import (
     ChainReport,
     ChainTable,
     ChainWalk,
-    ProblemList,
-    database_check,
-    db_cause,
-)
-from mlwarden.lineage._checkpoints import (
     Checkpoint,
     CheckpointSet,
     CheckpointSigner,
+    ProblemList,
     SignatureTrust,
+    canonical_json,
     check_against_chain,
     check_chain_checkpoints,
+    database_check,
+    db_cause,
     make_checkpoint,
     parse_checkpoint,
     read_checkpoint_file,
+    sha256_bytes,
     write_checkpoint_file,
 )
 from mlwarden.serve._decision_records import DECISION_FORMAT, input_digest

@@ -41,8 +41,14 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from mlwarden._sql import open_engine, sqlalchemy_url
 from mlwarden.errors import IntegrityError, StoreError
-from mlwarden.lineage import Checkpoint, CheckpointSigner, SignatureTrust, read_checkpoint_file
-from mlwarden.lineage._chain import GENESIS, Problem
+from mlwarden.lineage import (
+    GENESIS,
+    Checkpoint,
+    CheckpointSigner,
+    Problem,
+    SignatureTrust,
+    read_checkpoint_file,
+)
 from mlwarden.serve._decision_chain import (
     CHAINS,
     DECISIONS,

@@ -33,7 +33,7 @@ from mlwarden.errors import DataError, ParameterError
 if TYPE_CHECKING:
     import pandas as pd
 
-    from mlwarden.data._schema import TableSchema
+    from mlwarden.data import TableSchema
 
 __all__ = ["FeatureSpace", "Scaling"]
 

@@ -20,8 +20,7 @@ if TYPE_CHECKING:
 
     from mlwarden.data import Imputation, TableSchema
     from mlwarden.lineage import LineageStore, TrustPolicy
-    from mlwarden.models import ModelVersion, SklearnAdapter
-    from mlwarden.models._sdn import EarlyExitNetwork
+    from mlwarden.models import EarlyExitNetwork, ModelVersion, SklearnAdapter
     from mlwarden.serve._config import Deployment
 
 #: Training rows kept as the drift reference and to fit the detectors' feature space.
@@ -101,8 +100,7 @@ def load_served(store: LineageStore, ref: str, trust: TrustPolicy | None = None)
     ``trust`` is the policy of pinned keys (None: ``TrustPolicy.load()``, outside the store).
     """
     from mlwarden.data import Imputation
-    from mlwarden.models import ModelRegistry
-    from mlwarden.models._registry import EARLY_EXIT_MEDIA_TYPE
+    from mlwarden.models import EARLY_EXIT_MEDIA_TYPE, ModelRegistry
 
     registry = ModelRegistry(store, trust)
     if registry.get(ref).manifest.model_media_type == EARLY_EXIT_MEDIA_TYPE:
