@@ -40,18 +40,17 @@ natural queries, and only query volume (rate limits) bounds that thief.
 from __future__ import annotations
 
 import math
-import threading
 from abc import ABC, abstractmethod
-from collections import OrderedDict
-from collections.abc import Callable, Hashable, Iterable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from functools import lru_cache
-from typing import TYPE_CHECKING, Generic, Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from pydantic import BaseModel, ConfigDict
 
 from mlwarden.errors import DataError, ParameterError
+from mlwarden.serve._verdict import Verdict
+from mlwarden.serve._windows import Clients, WindowTest
 
 if TYPE_CHECKING:
     from mlwarden.serve._features import FeatureSpace
@@ -75,46 +74,6 @@ FloatArray = NDArray[np.float64]
 Stream = Iterable[tuple[ArrayLike, ArrayLike]]
 """A client's queries as (encoded row, answered probabilities) pairs, in arrival order."""
 
-S = TypeVar("S")
-
-
-class Verdict(BaseModel):
-    """What a detector concluded after one query of one client.
-
-    ``statistic`` is the detector's test statistic (Shapiro-Wilk W, or the count of flagged
-    queries in the window) compared with ``threshold`` (None while too few queries were
-    seen); ``n`` the number of observations the test used. A suite's verdict keeps each
-    detector's verdict in ``parts``.
-    """
-
-    model_config = ConfigDict(frozen=True)
-
-    detector: str
-    client: str
-    alarm: bool
-    statistic: float | None
-    threshold: float | None
-    n: int
-    reason: str
-    parts: tuple[Verdict, ...] = ()
-
-    @classmethod
-    def any_of(
-        cls, detector: str, client: str, parts: tuple[Verdict, ...], quiet: str = "no alarm"
-    ) -> Verdict:
-        """One verdict from several: an alarm when any part alarms (``statistic``: how many)."""
-        alarming = [p for p in parts if p.alarm]
-        return cls(
-            detector=detector,
-            client=client,
-            alarm=bool(alarming),
-            statistic=float(len(alarming)),
-            threshold=1.0,
-            n=max(p.n for p in parts),
-            reason="; ".join(f"{p.detector}: {p.reason}" for p in alarming) or quiet,
-            parts=parts,
-        )
-
 
 @runtime_checkable
 class Detector(Protocol):
@@ -129,39 +88,6 @@ class Detector(Protocol):
     def reset(self, client: str) -> None:
         """Forget everything about ``client``."""
         ...
-
-
-class _Clients(Generic[S]):
-    """Per-client states, at most ``max_clients``, least recently seen evicted first."""
-
-    def __init__(self, factory: Callable[[], S], max_clients: int) -> None:
-        if max_clients < 1:
-            raise ParameterError(f"max_clients must be >= 1, got {max_clients}")
-        self._factory = factory
-        self.max_clients = max_clients
-        self._states: OrderedDict[str, S] = OrderedDict()
-        self.lock = threading.Lock()
-
-    def get(self, client: str) -> S:
-        state = self._states.get(client)
-        if state is None:
-            state = self._factory()
-            self._states[client] = state
-            if len(self._states) > self.max_clients:
-                self._states.popitem(last=False)
-        else:
-            self._states.move_to_end(client)
-        return state
-
-    def peek(self, client: str) -> S | None:
-        return self._states.get(client)
-
-    def drop(self, client: str) -> None:
-        with self.lock:
-            self._states.pop(client, None)
-
-    def __len__(self) -> int:
-        return len(self._states)
 
 
 def _vector(x: ArrayLike, n_features: int | None) -> FloatArray:
@@ -356,7 +282,7 @@ class PradaDetector:
         self.max_distances = max_distances
         self.max_per_class = max_per_class
         self.name = name
-        self._clients: _Clients[_PradaState] = _Clients(
+        self._clients: Clients[_PradaState] = Clients(
             lambda: _PradaState(max_distances), max_clients
         )
 
@@ -460,111 +386,11 @@ class PradaDetector:
         self._clients.drop(client)
 
 
-# --------------------------------------------------------------------------- window tests
-
-
-class _Window:
-    """A ring of 0/1 flags over the last queries, with their running count."""
-
-    __slots__ = ("count", "flags", "head", "seen")
-
-    def __init__(self, size: int) -> None:
-        self.flags = np.zeros(size, dtype=np.bool_)
-        self.head = 0
-        self.count = 0
-        self.seen = 0
-
-    def push(self, flag: bool) -> None:
-        if self.seen >= len(self.flags):
-            self.count -= int(self.flags[self.head])
-        self.flags[self.head] = flag
-        self.count += int(flag)
-        self.head = (self.head + 1) % len(self.flags)
-        self.seen += 1
-
-    @property
-    def n(self) -> int:
-        return min(self.seen, len(self.flags))
-
-
-def _critical_counts(window: int, rate: float, alpha: float) -> NDArray[np.int64]:
-    """For n = 0..window, the least count k with P(Binomial(n, rate) >= k) <= alpha
-    (n + 1 where no count is that unlikely)."""
-    from scipy.stats import binom
-
-    critical = np.empty(window + 1, dtype=np.int64)
-    for n in range(window + 1):
-        k = np.arange(n + 1)
-        tail = binom.sf(k - 1, n, rate)  # P(X >= k)
-        hits = np.flatnonzero(tail <= alpha)
-        critical[n] = hits[0] if len(hits) else n + 1
-    return critical
-
-
-class _WindowTest:
-    """The one-sided binomial test shared by the counting detectors."""
-
-    def __init__(
-        self, name: str, window: int, min_queries: int, alpha: float, max_clients: int
-    ) -> None:
-        if not 1 <= min_queries <= window:
-            raise ParameterError(f"need 1 <= min_queries <= window, got {min_queries} and {window}")
-        if not 0.0 < alpha < 1.0:
-            raise ParameterError(f"alpha must be in (0, 1), got {alpha}")
-        self.name = name
-        self.window = window
-        self.min_queries = min_queries
-        self.alpha = alpha
-        self._clients: _Clients[_Window] = _Clients(lambda: _Window(window), max_clients)
-        self.rate: float | None = None
-        self._critical: NDArray[np.int64] | None = None
-
-    def calibrate(self, rate: float) -> None:
-        self.rate = rate
-        self._critical = _critical_counts(self.window, rate, self.alpha)
-
-    def push(self, client: str, flag: bool, what: str) -> Verdict:
-        if self._critical is None or self.rate is None:
-            raise DataError(f"{self.name}: call fit() with benign rows before observing")
-        with self._clients.lock:
-            state = self._clients.get(client)
-            state.push(flag)
-            n, count = state.n, state.count
-        if n < self.min_queries:
-            return Verdict(
-                detector=self.name,
-                client=client,
-                alarm=False,
-                statistic=float(count),
-                threshold=None,
-                n=n,
-                reason=f"{n} of {self.min_queries} queries needed",
-            )
-        critical = int(self._critical[n])
-        alarm = count >= critical
-        return Verdict(
-            detector=self.name,
-            client=client,
-            alarm=alarm,
-            statistic=float(count),
-            threshold=float(critical),
-            n=n,
-            reason=(
-                f"{count} of the last {n} queries {what} (benign rate {self.rate:.3g}; "
-                f"{critical} or more has probability <= {self.alpha:g})"
-            ),
-        )
-
-    def state_size(self, client: str) -> int:
-        state = self._clients.peek(client)
-        return 0 if state is None else len(state.flags)
-
-
 class _CountingDetector(ABC):
     """What the detectors that count flagged queries in a client's window share."""
 
     name: str
-    _test: _WindowTest
+    _test: WindowTest
 
     @abstractmethod
     def observe(self, client: str, x: ArrayLike, proba: ArrayLike) -> Verdict:
@@ -581,11 +407,11 @@ class _CountingDetector(ABC):
     @property
     def n_clients(self) -> int:
         """Clients currently tracked."""
-        return len(self._test._clients)
+        return self._test.n_clients
 
     def reset(self, client: str) -> None:
         """Forget everything about ``client``."""
-        self._test._clients.drop(client)
+        self._test.reset(client)
 
 
 class BoundaryDetector(_CountingDetector):
@@ -635,7 +461,7 @@ class BoundaryDetector(_CountingDetector):
         self.margin = margin
         self.quantile = quantile
         self.name = name
-        self._test = _WindowTest(name, window, min_queries, alpha, max_clients)
+        self._test = WindowTest(name, window, min_queries, alpha, max_clients)
         self.margin_: float | None = None
 
     @property
@@ -718,7 +544,7 @@ class OffManifoldDetector(_CountingDetector):
         self.max_reference = max_reference
         self.seed = seed
         self.name = name
-        self._test = _WindowTest(name, window, min_queries, alpha, max_clients)
+        self._test = WindowTest(name, window, min_queries, alpha, max_clients)
         self.reference_: FloatArray | None = None
         self._norms: FloatArray | None = None
         self.radius_: float | None = None
@@ -826,7 +652,7 @@ class RarityDetector(_CountingDetector):
         self.n_bins = n_bins
         self.max_levels = max_levels
         self.name = name
-        self._test = _WindowTest(name, window, min_queries, alpha, max_clients)
+        self._test = WindowTest(name, window, min_queries, alpha, max_clients)
         self._numeric: list[tuple[int, FloatArray, FloatArray]] = []
         self._categorical: list[tuple[slice, FloatArray]] = []
         self.n_features_: int | None = None

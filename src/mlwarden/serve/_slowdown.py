@@ -13,7 +13,7 @@ drives its compute fraction to about 1 and erases the network's savings.
 
   - a one-sided binomial test on the client's last ``window`` answers: too many *late*
     answers (compute at or above ``late``, by default the last exit) for the benign rate
-    (the window test of :mod:`mlwarden.serve._detect`, precomputed critical counts, O(1)
+    (the window test of :mod:`mlwarden.serve._windows`, precomputed critical counts, O(1)
     per answer). It sees a client that mixes a share of attack inputs into clean traffic.
   - Page's CUSUM on the compute fraction (E. S. Page, "Continuous inspection schemes",
     Biometrika 41, 1954): ``S = max(0, S + c - (mean + k·std))``, an alarm when
@@ -49,7 +49,8 @@ from numpy.typing import ArrayLike, NDArray
 from pydantic import BaseModel, ConfigDict, Field
 
 from mlwarden.errors import DataError, ParameterError
-from mlwarden.serve._detect import Verdict, _Clients, _WindowTest
+from mlwarden.serve._verdict import Verdict
+from mlwarden.serve._windows import Clients, WindowTest
 
 __all__ = [
     "ComputeBudget",
@@ -167,8 +168,8 @@ class ExitMonitor:
         self.cusum_h = cusum_h
         self.n_exits = n_exits
         self.name = name
-        self._window = _WindowTest(f"{name}-late", window, min_queries, alpha, max_clients)
-        self._cusums: _Clients[_Cusum] = _Clients(_Cusum, max_clients)
+        self._window = WindowTest(f"{name}-late", window, min_queries, alpha, max_clients)
+        self._cusums: Clients[_Cusum] = Clients(_Cusum, max_clients)
         self.mean_: float | None = None
         self.std_: float | None = None
         self.late_: float | None = None
@@ -288,11 +289,11 @@ class ExitMonitor:
     @property
     def n_clients(self) -> int:
         """Clients currently tracked."""
-        return max(len(self._window._clients), len(self._cusums))
+        return max(self._window.n_clients, len(self._cusums))
 
     def reset(self, client: str) -> None:
         """Forget everything about ``client``."""
-        self._window._clients.drop(client)
+        self._window.reset(client)
         self._cusums.drop(client)
 
 
@@ -363,7 +364,7 @@ class ComputeBudget:
         self.clock = clock
         self.n_buckets = n_buckets
         self._width = self.policy.window_s / n_buckets
-        self._clients: _Clients[_Account] = _Clients(lambda: _Account(n_buckets), max_clients)
+        self._clients: Clients[_Account] = Clients(lambda: _Account(n_buckets), max_clients)
 
     def _spent(self, account: _Account, bucket: int) -> float:
         oldest = bucket - self.n_buckets

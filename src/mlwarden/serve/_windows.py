@@ -1,0 +1,180 @@
+"""Bounded per-client state, and the one-sided binomial test on a client's last queries.
+
+Both the extraction detectors and the slowdown monitor keep one small state per client
+(:class:`Clients`: at most ``max_clients``, the least recently seen forgotten first) and
+count flagged queries in a ring of the client's last ``window`` ones (:class:`WindowTest`:
+an alarm when the count is improbably high for the benign rate; critical counts are
+precomputed, so a query costs O(1)).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+import numpy as np
+from numpy.typing import NDArray
+
+from mlwarden.errors import DataError, ParameterError
+from mlwarden.serve._verdict import Verdict
+
+__all__ = ["Clients", "FlagWindow", "WindowTest", "critical_counts"]
+
+S = TypeVar("S")
+
+
+class Clients(Generic[S]):
+    """Per-client states, at most ``max_clients``, least recently seen evicted first.
+
+    ``get`` creates a missing state with ``factory``; callers hold ``lock`` around a
+    read-modify-write of a state (``drop`` takes it itself).
+    """
+
+    def __init__(self, factory: Callable[[], S], max_clients: int) -> None:
+        if max_clients < 1:
+            raise ParameterError(f"max_clients must be >= 1, got {max_clients}")
+        self._factory = factory
+        self.max_clients = max_clients
+        self._states: OrderedDict[str, S] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def get(self, client: str) -> S:
+        """The client's state, created if new; marks the client as the most recently seen."""
+        state = self._states.get(client)
+        if state is None:
+            state = self._factory()
+            self._states[client] = state
+            if len(self._states) > self.max_clients:
+                self._states.popitem(last=False)
+        else:
+            self._states.move_to_end(client)
+        return state
+
+    def peek(self, client: str) -> S | None:
+        """The client's state, or None; does not change the eviction order."""
+        return self._states.get(client)
+
+    def drop(self, client: str) -> None:
+        """Forget the client."""
+        with self.lock:
+            self._states.pop(client, None)
+
+    def __len__(self) -> int:
+        return len(self._states)
+
+
+class FlagWindow:
+    """A ring of 0/1 flags over the last queries, with their running count."""
+
+    __slots__ = ("count", "flags", "head", "seen")
+
+    def __init__(self, size: int) -> None:
+        self.flags = np.zeros(size, dtype=np.bool_)
+        self.head = 0
+        self.count = 0
+        self.seen = 0
+
+    def push(self, flag: bool) -> None:
+        """Add one flag, dropping the oldest once the ring is full."""
+        if self.seen >= len(self.flags):
+            self.count -= int(self.flags[self.head])
+        self.flags[self.head] = flag
+        self.count += int(flag)
+        self.head = (self.head + 1) % len(self.flags)
+        self.seen += 1
+
+    @property
+    def n(self) -> int:
+        """Flags currently in the ring."""
+        return min(self.seen, len(self.flags))
+
+
+def critical_counts(window: int, rate: float, alpha: float) -> NDArray[np.int64]:
+    """For n = 0..window, the least count k with P(Binomial(n, rate) >= k) <= alpha
+    (n + 1 where no count is that unlikely)."""
+    from scipy.stats import binom
+
+    critical = np.empty(window + 1, dtype=np.int64)
+    for n in range(window + 1):
+        k = np.arange(n + 1)
+        tail = binom.sf(k - 1, n, rate)  # P(X >= k)
+        hits = np.flatnonzero(tail <= alpha)
+        critical[n] = hits[0] if len(hits) else n + 1
+    return critical
+
+
+class WindowTest:
+    """The one-sided binomial test on each client's last ``window`` flags, at level ``alpha``.
+
+    :meth:`calibrate` sets the benign flag rate; :meth:`push` then records one flag of a
+    client and tests its window once ``min_queries`` flags were seen.
+    """
+
+    def __init__(
+        self, name: str, window: int, min_queries: int, alpha: float, max_clients: int
+    ) -> None:
+        if not 1 <= min_queries <= window:
+            raise ParameterError(f"need 1 <= min_queries <= window, got {min_queries} and {window}")
+        if not 0.0 < alpha < 1.0:
+            raise ParameterError(f"alpha must be in (0, 1), got {alpha}")
+        self.name = name
+        self.window = window
+        self.min_queries = min_queries
+        self.alpha = alpha
+        self._clients: Clients[FlagWindow] = Clients(lambda: FlagWindow(window), max_clients)
+        self.rate: float | None = None
+        self._critical: NDArray[np.int64] | None = None
+
+    def calibrate(self, rate: float) -> None:
+        """Set the benign rate of flagged queries and precompute the critical counts."""
+        self.rate = rate
+        self._critical = critical_counts(self.window, rate, self.alpha)
+
+    def push(self, client: str, flag: bool, what: str) -> Verdict:
+        """Record one flag of ``client`` and test its window (``what``: what a flag means)."""
+        if self._critical is None or self.rate is None:
+            raise DataError(f"{self.name}: call fit() with benign rows before observing")
+        with self._clients.lock:
+            state = self._clients.get(client)
+            state.push(flag)
+            n, count = state.n, state.count
+        if n < self.min_queries:
+            return Verdict(
+                detector=self.name,
+                client=client,
+                alarm=False,
+                statistic=float(count),
+                threshold=None,
+                n=n,
+                reason=f"{n} of {self.min_queries} queries needed",
+            )
+        critical = int(self._critical[n])
+        alarm = count >= critical
+        return Verdict(
+            detector=self.name,
+            client=client,
+            alarm=alarm,
+            statistic=float(count),
+            threshold=float(critical),
+            n=n,
+            reason=(
+                f"{count} of the last {n} queries {what} (benign rate {self.rate:.3g}; "
+                f"{critical} or more has probability <= {self.alpha:g})"
+            ),
+        )
+
+    def state_size(self, client: str) -> int:
+        """Stored flags for ``client`` (0 if unknown)."""
+        state = self._clients.peek(client)
+        return 0 if state is None else len(state.flags)
+
+    @property
+    def n_clients(self) -> int:
+        """Clients currently tracked."""
+        return len(self._clients)
+
+    def reset(self, client: str) -> None:
+        """Forget ``client``'s flags."""
+        self._clients.drop(client)
