@@ -17,10 +17,11 @@ from mlwarden.attacks._distillation import extract_distillation
 from mlwarden.attacks._extraction import extract_logistic_pipeline
 from mlwarden.errors import DataError
 from mlwarden.models._recording import RecordingModel
-from mlwarden.serve._detect import (
+from mlwarden.serve._extraction import (
     BoundaryDetector,
     Detector,
     DetectorSuite,
+    FeatureSpace,
     OffManifoldDetector,
     PradaDetector,
     RarityDetector,
@@ -29,7 +30,6 @@ from mlwarden.serve._detect import (
     shapiro_w,
     top_margin,
 )
-from mlwarden.serve._features import FeatureSpace
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,374 @@
+"""Detectors that count a client's flagged queries in a window: near the decision boundary,
+off the data manifold, or rare column by column; each alarms on the binomial window test of
+:class:`~mlwarden.serve._windows.WindowTest`."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from mlwarden.errors import DataError, ParameterError
+from mlwarden.serve._extraction._features import FeatureSpace
+from mlwarden.serve._extraction._stats import top_margin
+from mlwarden.serve._verdict import Verdict
+from mlwarden.serve._windows import WindowTest
+
+__all__ = ["BoundaryDetector", "OffManifoldDetector", "RarityDetector"]
+
+FloatArray = NDArray[np.float64]
+
+
+class _CountingDetector(ABC):
+    """What the detectors that count flagged queries in a client's window share."""
+
+    name: str
+    _test: WindowTest
+
+    @abstractmethod
+    def observe(self, client: str, x: ArrayLike, proba: ArrayLike) -> Verdict:
+        """Record one query of ``client`` and test its window."""
+
+    def observe_answer(self, client: str, x: ArrayLike, proba: ArrayLike) -> Verdict:
+        """:meth:`observe`, in the :class:`Detector` call shape."""
+        return self.observe(client, x, proba)
+
+    def state_size(self, client: str) -> int:
+        """Stored flags for ``client`` (0 if unknown)."""
+        return self._test.state_size(client)
+
+    @property
+    def n_clients(self) -> int:
+        """Clients currently tracked."""
+        return self._test.n_clients
+
+    def reset(self, client: str) -> None:
+        """Forget everything about ``client``."""
+        self._test.reset(client)
+
+
+class BoundaryDetector(_CountingDetector):
+    """Too many queries answered near the decision boundary (small top-1 margin).
+
+    A query is flagged when the model's top-1 minus top-2 probability is at most
+    ``margin``. :meth:`fit` measures the benign share of flagged answers on held-out rows;
+    an alarm is raised when the count in the client's last ``window`` queries is
+    improbably high for that share: a one-sided binomial test at level ``alpha``, tested
+    after every query once ``min_queries`` were seen (critical counts are precomputed, so a
+    query costs O(1)).
+
+    Parameters
+    ----------
+    margin : float, optional
+        Margin at or below which an answer counts as near the boundary; default (None) the
+        benign ``quantile`` of margins, set by :meth:`fit`.
+    quantile : float
+        Benign quantile used when ``margin`` is None (0.1: one benign answer in ten).
+    window, min_queries : int
+        Queries per test, and before the first test.
+    alpha : float
+        Level of each test. Tests repeat after every query on overlapping windows, so it is
+        small: with 1e-5 no benign client of 10 of 500 held-out rows was ever alarmed on
+        phishing or adult, by this detector or the other counting ones (bench/detect.py).
+    max_clients : int
+        Clients tracked (least recently seen forgotten first); each keeps ``window`` flags.
+    name : str
+        The detector's name in verdicts.
+    """
+
+    def __init__(
+        self,
+        margin: float | None = None,
+        *,
+        quantile: float = 0.1,
+        window: int = 100,
+        min_queries: int = 20,
+        alpha: float = 1e-5,
+        max_clients: int = 4096,
+        name: str = "boundary",
+    ) -> None:
+        if margin is not None and not 0.0 <= margin <= 1.0:
+            raise ParameterError(f"margin must be in [0, 1], got {margin}")
+        if not 0.0 < quantile < 1.0:
+            raise ParameterError(f"quantile must be in (0, 1), got {quantile}")
+        self.margin = margin
+        self.quantile = quantile
+        self.name = name
+        self._test = WindowTest(name, window, min_queries, alpha, max_clients)
+        self.margin_: float | None = None
+
+    @property
+    def benign_rate_(self) -> float | None:
+        """Share of benign answers at or below the margin (None before :meth:`fit`)."""
+        return self._test.rate
+
+    def fit(self, benign_proba: ArrayLike) -> BoundaryDetector:
+        """Measure the benign rate of low-margin answers.
+
+        Parameters
+        ----------
+        benign_proba : array of shape (n, k), or margins of shape (n,)
+            The model's probabilities (or top-1 margins) on held-out benign rows.
+        """
+        values = np.asarray(benign_proba, dtype=np.float64)
+        margins = values if values.ndim == 1 else top_margin(values)
+        if len(margins) < 20:
+            raise DataError(f"fit needs at least 20 benign answers, got {len(margins)}")
+        cut = self.margin if self.margin is not None else float(np.quantile(margins, self.quantile))
+        self.margin_ = cut
+        # Laplace's rule keeps the rate off zero when no benign answer is that close.
+        rate = (float(np.sum(margins <= cut)) + 1.0) / (len(margins) + 2.0)
+        self._test.calibrate(rate)
+        return self
+
+    def observe(self, client: str, x: ArrayLike | None, proba: ArrayLike) -> Verdict:
+        """Record one answer of ``client``; ``x`` is not used (kept for a uniform call)."""
+        if self.margin_ is None:
+            raise DataError(f"{self.name}: call fit() with benign answers before observing")
+        margin = float(top_margin(proba)[0])
+        return self._test.push(client, margin <= self.margin_, f"at margin <= {self.margin_:.3g}")
+
+
+class OffManifoldDetector(_CountingDetector):
+    """Too many queries far from every training row.
+
+    A query is flagged when its L2 distance (in the feature space) to its ``k``-th nearest
+    row of a training sample exceeds the ``quantile`` of the same distance over held-out
+    rows, so benign queries are flagged at rate about ``1 - quantile``. The alarm is the
+    one-sided binomial test of :class:`BoundaryDetector` on the client's last ``window``
+    queries.
+
+    Parameters
+    ----------
+    k : int
+        Which nearest neighbour (k > 1 ignores duplicates of a single training row).
+    quantile : float
+        Held-out quantile of the k-NN distance above which a query counts as off-manifold.
+    max_reference : int
+        Training rows kept (a random sample): the per-query cost is one product with them.
+    window, min_queries, alpha, max_clients, name
+        As in :class:`BoundaryDetector`; ``min_queries`` is 10 because off-manifold
+        attacks (equation solving) may need only a few dozen queries.
+    seed : int
+        Seed of the training sample.
+    """
+
+    def __init__(
+        self,
+        *,
+        k: int = 5,
+        quantile: float = 0.99,
+        max_reference: int = 2000,
+        window: int = 100,
+        min_queries: int = 10,
+        alpha: float = 1e-5,
+        max_clients: int = 4096,
+        seed: int = 0,
+        name: str = "off_manifold",
+    ) -> None:
+        if k < 1:
+            raise ParameterError(f"k must be >= 1, got {k}")
+        if not 0.5 <= quantile < 1.0:
+            raise ParameterError(f"quantile must be in [0.5, 1), got {quantile}")
+        if max_reference < k:
+            raise ParameterError(f"max_reference must be >= k, got {max_reference}")
+        self.k = k
+        self.quantile = quantile
+        self.max_reference = max_reference
+        self.seed = seed
+        self.name = name
+        self._test = WindowTest(name, window, min_queries, alpha, max_clients)
+        self.reference_: FloatArray | None = None
+        self._norms: FloatArray | None = None
+        self.radius_: float | None = None
+
+    def fit(self, train: ArrayLike, held_out: ArrayLike) -> OffManifoldDetector:
+        """Keep a training sample and set the radius from held-out rows' k-NN distances.
+
+        Parameters
+        ----------
+        train : array of shape (n, d)
+            Encoded training rows (a sample of ``max_reference`` is kept).
+        held_out : array of shape (m, d)
+            Encoded benign rows the model never saw, at least 100.
+        """
+        rows = np.asarray(train, dtype=np.float64)
+        benign = np.asarray(held_out, dtype=np.float64)
+        if rows.ndim != 2 or benign.ndim != 2 or rows.shape[1] != benign.shape[1]:
+            raise DataError("train and held_out must be matrices with the same columns")
+        if len(rows) < self.k:
+            raise DataError(f"fit needs at least k = {self.k} training rows, got {len(rows)}")
+        if len(benign) < 100:
+            raise DataError(f"fit needs at least 100 held-out rows, got {len(benign)}")
+        if len(rows) > self.max_reference:
+            pick = np.random.default_rng(self.seed).choice(len(rows), self.max_reference, False)
+            rows = rows[np.sort(pick)]
+        self.reference_ = rows
+        self._norms = np.einsum("ij,ij->i", rows, rows)
+        distances = np.concatenate(
+            [self.distances(benign[i : i + 512]) for i in range(0, len(benign), 512)]
+        )
+        self.radius_ = float(np.quantile(distances, self.quantile))
+        rate = (float(np.sum(distances > self.radius_)) + 1.0) / (len(distances) + 2.0)
+        self._test.calibrate(max(rate, 1.0 - self.quantile))
+        return self
+
+    def distances(self, X: ArrayLike) -> FloatArray:
+        """Distance of each encoded row to its k-th nearest training row."""
+        if self.reference_ is None or self._norms is None:
+            raise DataError(f"{self.name}: call fit() before observing")
+        rows = np.atleast_2d(np.asarray(X, dtype=np.float64))
+        if rows.shape[1] != self.reference_.shape[1]:
+            raise DataError(
+                f"expected encoded rows of {self.reference_.shape[1]} features, got {rows.shape[1]}"
+            )
+        squared = (
+            self._norms[None, :]
+            - 2.0 * rows @ self.reference_.T
+            + np.einsum("ij,ij->i", rows, rows)[:, None]
+        )
+        kth = np.partition(squared, self.k - 1, axis=1)[:, self.k - 1]
+        return np.asarray(np.sqrt(np.maximum(kth, 0.0)))
+
+    def observe(self, client: str, x: ArrayLike, proba: ArrayLike | None = None) -> Verdict:
+        """Record one encoded query of ``client``; ``proba`` is not used."""
+        distance = float(self.distances(x)[0])
+        assert self.radius_ is not None
+        return self._test.push(
+            client, distance > self.radius_, f"beyond k-NN radius {self.radius_:.3g}"
+        )
+
+
+class RarityDetector(_CountingDetector):
+    """Too many queries made of values that are rare column by column.
+
+    Each column of the encoded row is binned: a categorical column by its category (unknown
+    and missing share one bin), a numeric column with at most ``max_levels`` distinct training
+    values by its exact value (any other value is an unseen bin), any other numeric column
+    by ``n_bins`` equal-width bins between its 0.5 and 99.5 training percentiles plus two
+    tails. A query's surprise is ``-sum log p(bin)`` over columns, the bin frequencies read
+    from training rows (add-one-half smoothed). A query is flagged when its surprise exceeds
+    the ``quantile`` of held-out rows' surprise; the alarm is the binomial window test of
+    :class:`BoundaryDetector`.
+
+    It complements :class:`OffManifoldDetector`: equation-solving queries (Tramèr et al.
+    2016, §4.1.1) sit near the median in L2 but hold reference categories and non-grid
+    numbers whose joint marginal rarity no natural row has.
+
+    Parameters
+    ----------
+    quantile : float
+        Held-out quantile of surprise above which a query is flagged.
+    n_bins, max_levels : int
+        Bins of a continuous column; most distinct values of a column binned exactly.
+    window, min_queries, alpha, max_clients, name
+        As in :class:`OffManifoldDetector`.
+    """
+
+    def __init__(
+        self,
+        *,
+        quantile: float = 0.99,
+        n_bins: int = 20,
+        max_levels: int = 20,
+        window: int = 100,
+        min_queries: int = 10,
+        alpha: float = 1e-5,
+        max_clients: int = 4096,
+        name: str = "rarity",
+    ) -> None:
+        if not 0.5 <= quantile < 1.0:
+            raise ParameterError(f"quantile must be in [0.5, 1), got {quantile}")
+        if n_bins < 1 or max_levels < 1:
+            raise ParameterError(f"n_bins and max_levels must be >= 1, got {n_bins}, {max_levels}")
+        self.quantile = quantile
+        self.n_bins = n_bins
+        self.max_levels = max_levels
+        self.name = name
+        self._test = WindowTest(name, window, min_queries, alpha, max_clients)
+        self._numeric: list[tuple[int, FloatArray, FloatArray]] = []
+        self._categorical: list[tuple[slice, FloatArray]] = []
+        self.n_features_: int | None = None
+        self.threshold_: float | None = None
+
+    def fit(self, space: FeatureSpace, train: ArrayLike, held_out: ArrayLike) -> RarityDetector:
+        """Learn bin frequencies from training rows and the threshold from held-out ones.
+
+        Parameters
+        ----------
+        space : FeatureSpace
+            The space the rows are encoded in (gives each column's slice).
+        train, held_out : arrays of shape (n, space.n_features)
+            Encoded training rows, and at least 100 encoded benign rows the model never saw.
+        """
+        rows = np.asarray(train, dtype=np.float64)
+        benign = np.asarray(held_out, dtype=np.float64)
+        width = space.n_features
+        if rows.ndim != 2 or benign.ndim != 2 or {rows.shape[1], benign.shape[1]} != {width}:
+            raise DataError(f"train and held_out must be matrices of {width} encoded features")
+        if len(rows) < 20 or len(benign) < 100:
+            raise DataError("fit needs at least 20 training and 100 held-out rows")
+        self._numeric, self._categorical = [], []
+        for _, where, is_numeric in space.blocks():
+            values = rows[:, where]
+            if is_numeric:
+                column = values[:, 0]
+                edges = self._edges(column)
+                buckets = np.searchsorted(edges, column, side="right")
+                counts = np.bincount(buckets, minlength=len(edges) + 1)
+                self._numeric.append((where.start, edges, self._log_p(counts)))
+            else:
+                buckets = self._category(values)
+                counts = np.bincount(buckets, minlength=values.shape[1] + 1)
+                self._categorical.append((where, self._log_p(counts)))
+        self.n_features_ = width
+        scores = self.surprise(benign)
+        self.threshold_ = float(np.quantile(scores, self.quantile))
+        rate = (float(np.sum(scores > self.threshold_)) + 1.0) / (len(scores) + 2.0)
+        self._test.calibrate(max(rate, 1.0 - self.quantile))
+        return self
+
+    def _edges(self, column: FloatArray) -> FloatArray:
+        levels = np.unique(column)
+        if len(levels) <= self.max_levels:
+            eps = 1e-6 * np.maximum(1.0, np.abs(levels))
+            return np.asarray(np.column_stack([levels - eps, levels + eps]).ravel())
+        low, high = np.quantile(column, [0.005, 0.995])
+        if high <= low:
+            return np.asarray([low - 1e-6, low + 1e-6])
+        return np.asarray(np.linspace(low, high, self.n_bins + 1))
+
+    @staticmethod
+    def _category(block: FloatArray) -> NDArray[np.int64]:
+        """Bucket 0 for unknown or missing, else 1 + the category's position."""
+        return np.where(block.max(axis=1) > 0, block.argmax(axis=1) + 1, 0).astype(np.int64)
+
+    @staticmethod
+    def _log_p(counts: NDArray[np.int64]) -> FloatArray:
+        smoothed = counts + 0.5
+        return np.asarray(np.log(smoothed / smoothed.sum()))
+
+    def surprise(self, X: ArrayLike) -> FloatArray:
+        """``-sum log p(bin)`` over columns, per encoded row."""
+        if self.n_features_ is None:
+            raise DataError(f"{self.name}: call fit() before observing")
+        rows = np.atleast_2d(np.asarray(X, dtype=np.float64))
+        if rows.shape[1] != self.n_features_:
+            raise DataError(
+                f"expected encoded rows of {self.n_features_} features, got {rows.shape[1]}"
+            )
+        total = np.zeros(len(rows))
+        for j, edges, log_p in self._numeric:
+            total -= log_p[np.searchsorted(edges, rows[:, j], side="right")]
+        for where, log_p in self._categorical:
+            total -= log_p[self._category(rows[:, where])]
+        return total
+
+    def observe(self, client: str, x: ArrayLike, proba: ArrayLike | None = None) -> Verdict:
+        """Record one encoded query of ``client``; ``proba`` is not used."""
+        score = float(self.surprise(x)[0])
+        assert self.threshold_ is not None
+        return self._test.push(
+            client, score > self.threshold_, f"with surprise above {self.threshold_:.3g}"
+        )

@@ -1,0 +1,90 @@
+"""Several extraction detectors as one, and their evaluation on recorded query streams."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from numpy.typing import ArrayLike
+
+from mlwarden.errors import ParameterError
+from mlwarden.serve._extraction._protocol import Detector, Stream
+from mlwarden.serve._verdict import Verdict
+
+__all__ = ["DetectorSuite", "detection_delay", "false_positive_rate"]
+
+
+class DetectorSuite:
+    """Several detectors as one: an alarm when any of them raises one.
+
+    Parameters
+    ----------
+    detectors : sequence of Detector
+        Each sees every query; their verdicts are kept in the suite verdict's ``parts``.
+    name : str
+        The suite's name in verdicts.
+    """
+
+    def __init__(self, detectors: Sequence[Detector], *, name: str = "suite") -> None:
+        if not detectors:
+            raise ParameterError("a DetectorSuite needs at least one detector")
+        names = [d.name for d in detectors]
+        if len(set(names)) != len(names):
+            raise ParameterError(f"detector names must be distinct, got {names}")
+        self.detectors = list(detectors)
+        self.name = name
+
+    def observe_answer(self, client: str, x: ArrayLike, proba: ArrayLike) -> Verdict:
+        """Pass one query to every detector; alarm if any alarms."""
+        parts = tuple(d.observe_answer(client, x, proba) for d in self.detectors)
+        return Verdict.any_of(self.name, client, parts)
+
+    observe = observe_answer
+
+    def reset(self, client: str) -> None:
+        """Forget ``client`` in every detector."""
+        for detector in self.detectors:
+            detector.reset(client)
+
+
+_PROBE = "__mlwarden_evaluation__"
+
+
+def detection_delay(detector: Detector, stream: Stream, *, client: str = _PROBE) -> int | None:
+    """Queries of ``stream`` until ``detector`` first alarms (1-based), or None.
+
+    The client starts from a clean state and is forgotten afterwards.
+
+    Parameters
+    ----------
+    detector : Detector
+    stream : iterable of (encoded row, probabilities) pairs
+        E.g. ``zip(space.transform(rows), proba)``.
+    client : str
+        The client name used (pick one no real client has).
+    """
+    detector.reset(client)
+    try:
+        for i, (x, proba) in enumerate(stream, start=1):
+            if detector.observe_answer(client, x, proba).alarm:
+                return i
+        return None
+    finally:
+        detector.reset(client)
+
+
+def false_positive_rate(detector: Detector, benign_streams: Sequence[Stream]) -> float:
+    """Share of benign streams (one client each) on which ``detector`` ever alarms.
+
+    Parameters
+    ----------
+    detector : Detector
+    benign_streams : sequence of streams
+        One per benign client.
+    """
+    if not benign_streams:
+        raise ParameterError("false_positive_rate needs at least one benign stream")
+    alarmed = sum(
+        detection_delay(detector, stream, client=f"{_PROBE}{i}") is not None
+        for i, stream in enumerate(benign_streams)
+    )
+    return alarmed / len(benign_streams)
