@@ -18,6 +18,7 @@ from mlwarden.attacks._extraction import extract_logistic_pipeline
 from mlwarden.errors import DataError
 from mlwarden.models._recording import RecordingModel
 from mlwarden.serve._extraction import (
+    BenignTraffic,
     BoundaryDetector,
     Detector,
     DetectorSuite,
@@ -206,3 +207,29 @@ def test_feature_space_unknown_categories_and_missing() -> None:
     np.testing.assert_allclose(batch[0], space.transform(frame.iloc[0].to_dict()))
     with pytest.raises(DataError):
         space.transform({"age": "old"})
+
+
+def test_one_fit_signature_learns_what_the_older_call_shapes_learn(setup: dict[str, Any]) -> None:
+    space, model = setup["space"], setup["model"]
+    train, calib = setup["train"], setup["pool"].iloc[:300]
+    benign = BenignTraffic(
+        space, space.transform(train), space.transform(calib), model.predict_proba(calib)
+    )
+    suite = DetectorSuite(
+        [PradaDetector(), BoundaryDetector(), OffManifoldDetector(), RarityDetector()]
+    )
+    assert suite.fit(benign) is suite and isinstance(suite, Detector)
+    prada, boundary, off, rarity = suite.detectors
+    assert isinstance(prada, PradaDetector) and prada.n_features_ == space.n_features
+    assert isinstance(boundary, BoundaryDetector)
+    assert boundary.margin_ == BoundaryDetector().fit(benign.proba).margin_
+    assert isinstance(off, OffManifoldDetector)
+    assert off.radius_ == OffManifoldDetector().fit(benign.train, benign.held_out).radius_
+    assert isinstance(rarity, RarityDetector)
+    older = RarityDetector().fit(space, benign.train, benign.held_out)
+    assert rarity.threshold_ == older.threshold_
+    assert suite.catches == {"perturbation", "boundary", "uniform"}
+    with pytest.raises(DataError):
+        boundary.observe_answer("a", np.zeros(space.n_features + 1), [0.5, 0.5])
+    with pytest.raises(DataError):
+        BenignTraffic(space, benign.train[:, :3], benign.held_out, benign.proba)

@@ -44,17 +44,19 @@ from mlwarden.serve._extraction._counting import (
 )
 from mlwarden.serve._extraction._features import FeatureSpace, Scaling
 from mlwarden.serve._extraction._prada import PradaDetector
-from mlwarden.serve._extraction._protocol import Detector, Stream
+from mlwarden.serve._extraction._protocol import BenignTraffic, Detector, Pattern, Stream
 from mlwarden.serve._extraction._stats import shapiro_w, top_margin
 from mlwarden.serve._extraction._suite import DetectorSuite, detection_delay, false_positive_rate
 from mlwarden.serve._verdict import Verdict
 
 __all__ = [
+    "BenignTraffic",
     "BoundaryDetector",
     "Detector",
     "DetectorSuite",
     "FeatureSpace",
     "OffManifoldDetector",
+    "Pattern",
     "PradaDetector",
     "RarityDetector",
     "Scaling",

@@ -5,12 +5,14 @@ off the data manifold, or rare column by column; each alarms on the binomial win
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import Self
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from mlwarden.errors import DataError, ParameterError
 from mlwarden.serve._extraction._features import FeatureSpace
+from mlwarden.serve._extraction._protocol import BenignTraffic, Pattern, encoded_row
 from mlwarden.serve._extraction._stats import top_margin
 from mlwarden.serve._verdict import Verdict
 from mlwarden.serve._windows import WindowTest
@@ -97,21 +99,29 @@ class BoundaryDetector(_CountingDetector):
         self.name = name
         self._test = WindowTest(name, window, min_queries, alpha, max_clients)
         self.margin_: float | None = None
+        self.n_features_: int | None = None
 
     @property
     def benign_rate_(self) -> float | None:
         """Share of benign answers at or below the margin (None before :meth:`fit`)."""
         return self._test.rate
 
-    def fit(self, benign_proba: ArrayLike) -> BoundaryDetector:
+    catches: frozenset[Pattern] = frozenset({"boundary"})
+
+    def fit(self, benign: BenignTraffic | ArrayLike) -> Self:
         """Measure the benign rate of low-margin answers.
 
         Parameters
         ----------
-        benign_proba : array of shape (n, k), or margins of shape (n,)
-            The model's probabilities (or top-1 margins) on held-out benign rows.
+        benign : BenignTraffic, or array of shape (n, k) or (n,)
+            Benign traffic (its ``proba`` is read, and its width is then required of
+            observed rows), or directly the model's probabilities (or top-1 margins) on
+            held-out benign rows.
         """
-        values = np.asarray(benign_proba, dtype=np.float64)
+        if isinstance(benign, BenignTraffic):
+            values, self.n_features_ = benign.proba, benign.space.n_features
+        else:
+            values, self.n_features_ = np.asarray(benign, dtype=np.float64), None
         margins = values if values.ndim == 1 else top_margin(values)
         if len(margins) < 20:
             raise DataError(f"fit needs at least 20 benign answers, got {len(margins)}")
@@ -123,9 +133,11 @@ class BoundaryDetector(_CountingDetector):
         return self
 
     def observe(self, client: str, x: ArrayLike | None, proba: ArrayLike) -> Verdict:
-        """Record one answer of ``client``; ``x`` is not used (kept for a uniform call)."""
+        """Record one answer of ``client``; ``x`` is only checked (kept for a uniform call)."""
         if self.margin_ is None:
             raise DataError(f"{self.name}: call fit() with benign answers before observing")
+        if x is not None and self.n_features_ is not None:
+            encoded_row(x, self.n_features_)
         margin = float(top_margin(proba)[0])
         return self._test.push(client, margin <= self.margin_, f"at margin <= {self.margin_:.3g}")
 
@@ -183,31 +195,39 @@ class OffManifoldDetector(_CountingDetector):
         self._norms: FloatArray | None = None
         self.radius_: float | None = None
 
-    def fit(self, train: ArrayLike, held_out: ArrayLike) -> OffManifoldDetector:
+    catches: frozenset[Pattern] = frozenset({"uniform"})
+
+    def fit(self, benign: BenignTraffic | ArrayLike, held_out: ArrayLike | None = None) -> Self:
         """Keep a training sample and set the radius from held-out rows' k-NN distances.
 
         Parameters
         ----------
-        train : array of shape (n, d)
-            Encoded training rows (a sample of ``max_reference`` is kept).
+        benign : BenignTraffic, or array of shape (n, d)
+            Benign traffic (its ``train`` and ``held_out`` rows are read), or directly the
+            encoded training rows (a sample of ``max_reference`` is kept).
         held_out : array of shape (m, d)
-            Encoded benign rows the model never saw, at least 100.
+            With training rows only: encoded benign rows the model never saw, at least 100.
         """
-        rows = np.asarray(train, dtype=np.float64)
-        benign = np.asarray(held_out, dtype=np.float64)
-        if rows.ndim != 2 or benign.ndim != 2 or rows.shape[1] != benign.shape[1]:
+        if isinstance(benign, BenignTraffic):
+            rows, calib = benign.train, benign.held_out
+        elif held_out is None:
+            raise ParameterError("fit needs held_out rows beside the training rows")
+        else:
+            rows = np.asarray(benign, dtype=np.float64)
+            calib = np.asarray(held_out, dtype=np.float64)
+        if rows.ndim != 2 or calib.ndim != 2 or rows.shape[1] != calib.shape[1]:
             raise DataError("train and held_out must be matrices with the same columns")
         if len(rows) < self.k:
             raise DataError(f"fit needs at least k = {self.k} training rows, got {len(rows)}")
-        if len(benign) < 100:
-            raise DataError(f"fit needs at least 100 held-out rows, got {len(benign)}")
+        if len(calib) < 100:
+            raise DataError(f"fit needs at least 100 held-out rows, got {len(calib)}")
         if len(rows) > self.max_reference:
             pick = np.random.default_rng(self.seed).choice(len(rows), self.max_reference, False)
             rows = rows[np.sort(pick)]
         self.reference_ = rows
         self._norms = np.einsum("ij,ij->i", rows, rows)
         distances = np.concatenate(
-            [self.distances(benign[i : i + 512]) for i in range(0, len(benign), 512)]
+            [self.distances(calib[i : i + 512]) for i in range(0, len(calib), 512)]
         )
         self.radius_ = float(np.quantile(distances, self.quantile))
         rate = (float(np.sum(distances > self.radius_)) + 1.0) / (len(distances) + 2.0)
@@ -292,22 +312,37 @@ class RarityDetector(_CountingDetector):
         self.n_features_: int | None = None
         self.threshold_: float | None = None
 
-    def fit(self, space: FeatureSpace, train: ArrayLike, held_out: ArrayLike) -> RarityDetector:
+    catches: frozenset[Pattern] = frozenset({"uniform"})
+
+    def fit(
+        self,
+        benign: BenignTraffic | FeatureSpace,
+        train: ArrayLike | None = None,
+        held_out: ArrayLike | None = None,
+    ) -> Self:
         """Learn bin frequencies from training rows and the threshold from held-out ones.
 
         Parameters
         ----------
-        space : FeatureSpace
-            The space the rows are encoded in (gives each column's slice).
+        benign : BenignTraffic or FeatureSpace
+            Benign traffic (its space, ``train`` and ``held_out`` rows are read), or directly
+            the space the rows are encoded in (gives each column's slice).
         train, held_out : arrays of shape (n, space.n_features)
-            Encoded training rows, and at least 100 encoded benign rows the model never saw.
+            With a space only: encoded training rows, and at least 100 encoded benign rows
+            the model never saw.
         """
-        rows = np.asarray(train, dtype=np.float64)
-        benign = np.asarray(held_out, dtype=np.float64)
+        if isinstance(benign, BenignTraffic):
+            space, rows, calib = benign.space, benign.train, benign.held_out
+        elif train is None or held_out is None:
+            raise ParameterError("fit needs train and held_out rows beside the feature space")
+        else:
+            space = benign
+            rows = np.asarray(train, dtype=np.float64)
+            calib = np.asarray(held_out, dtype=np.float64)
         width = space.n_features
-        if rows.ndim != 2 or benign.ndim != 2 or {rows.shape[1], benign.shape[1]} != {width}:
+        if rows.ndim != 2 or calib.ndim != 2 or {rows.shape[1], calib.shape[1]} != {width}:
             raise DataError(f"train and held_out must be matrices of {width} encoded features")
-        if len(rows) < 20 or len(benign) < 100:
+        if len(rows) < 20 or len(calib) < 100:
             raise DataError("fit needs at least 20 training and 100 held-out rows")
         self._numeric, self._categorical = [], []
         for _, where, is_numeric in space.blocks():
@@ -323,7 +358,7 @@ class RarityDetector(_CountingDetector):
                 counts = np.bincount(buckets, minlength=values.shape[1] + 1)
                 self._categorical.append((where, self._log_p(counts)))
         self.n_features_ = width
-        scores = self.surprise(benign)
+        scores = self.surprise(calib)
         self.threshold_ = float(np.quantile(scores, self.quantile))
         rate = (float(np.sum(scores > self.threshold_)) + 1.0) / (len(scores) + 2.0)
         self._test.calibrate(max(rate, 1.0 - self.quantile))

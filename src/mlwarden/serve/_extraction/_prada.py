@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Hashable
+from typing import Self
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from mlwarden.errors import DataError, ParameterError
+from mlwarden.errors import ParameterError
+from mlwarden.serve._extraction._protocol import BenignTraffic, Pattern, encoded_row
 from mlwarden.serve._extraction._stats import shapiro_w
 from mlwarden.serve._verdict import Verdict
 from mlwarden.serve._windows import Clients
@@ -17,13 +19,6 @@ from mlwarden.serve._windows import Clients
 __all__ = ["PradaDetector"]
 
 FloatArray = NDArray[np.float64]
-
-
-def _vector(x: ArrayLike, n_features: int | None) -> FloatArray:
-    vector = np.asarray(x, dtype=np.float64).reshape(-1)
-    if n_features is not None and vector.shape[0] != n_features:
-        raise DataError(f"expected an encoded row of {n_features} features, got {vector.shape[0]}")
-    return vector
 
 
 class _GrowingSet:
@@ -89,7 +84,8 @@ class PradaDetector:
     ``min_distances`` values, values outside mean ± 3 std are dropped and the Shapiro-Wilk
     statistic W of the rest is compared with ``delta``: W < delta raises the alarm.
 
-    ``__init__`` only stores and checks the parameters.
+    ``__init__`` only stores and checks the parameters. PRADA needs no calibration: it may
+    observe unfitted, and :meth:`fit` only fixes the width of the rows it accepts.
 
     Parameters
     ----------
@@ -142,9 +138,17 @@ class PradaDetector:
         self.max_distances = max_distances
         self.max_per_class = max_per_class
         self.name = name
+        self.n_features_: int | None = None
         self._clients: Clients[_PradaState] = Clients(
             lambda: _PradaState(max_distances), max_clients
         )
+
+    catches: frozenset[Pattern] = frozenset({"perturbation"})
+
+    def fit(self, benign: BenignTraffic) -> Self:
+        """Accept only rows of ``benign.space``'s width from now on (nothing else to learn)."""
+        self.n_features_ = benign.space.n_features
+        return self
 
     def observe(self, client: str, x: ArrayLike, predicted_class: Hashable) -> Verdict:
         """Record one encoded query and the class the model predicted; judge the client.
@@ -166,7 +170,7 @@ class PradaDetector:
         key = predicted_class.item() if isinstance(predicted_class, np.generic) else predicted_class
         with self._clients.lock:
             state = self._clients.get(client)
-            vector = _vector(x, self._width(state))
+            vector = encoded_row(x, self.n_features_ or self._width(state))
             norm = float(vector @ vector)
             state.queries += 1
             growing = state.classes.get(key)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Self
 
 from numpy.typing import ArrayLike
 
 from mlwarden.errors import ParameterError
-from mlwarden.serve._extraction._protocol import Detector, Stream
+from mlwarden.serve._extraction._protocol import BenignTraffic, Detector, Pattern, Stream
 from mlwarden.serve._verdict import Verdict
 
 __all__ = ["DetectorSuite", "detection_delay", "false_positive_rate"]
@@ -32,6 +33,17 @@ class DetectorSuite:
             raise ParameterError(f"detector names must be distinct, got {names}")
         self.detectors = list(detectors)
         self.name = name
+
+    @property
+    def catches(self) -> frozenset[Pattern]:
+        """What any of its detectors catches."""
+        return frozenset().union(*(d.catches for d in self.detectors))
+
+    def fit(self, benign: BenignTraffic) -> Self:
+        """Fit every detector on the same benign traffic."""
+        for detector in self.detectors:
+            detector.fit(benign)
+        return self
 
     def observe_answer(self, client: str, x: ArrayLike, proba: ArrayLike) -> Verdict:
         """Pass one query to every detector; alarm if any alarms."""
