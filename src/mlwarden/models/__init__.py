@@ -11,14 +11,6 @@ from mlwarden.models._charlm import (
     save_char_lm,
     train_char_lm,
 )
-from mlwarden.models._hardening import (
-    HardenedModel,
-    HardenedOutput,
-    OutputHardening,
-    OutputMode,
-    harden_probabilities,
-    hardened_outputs,
-)
 from mlwarden.models._history import model_history_problems
 from mlwarden.models._manifest import (
     MANIFEST_FORMAT,
@@ -27,6 +19,14 @@ from mlwarden.models._manifest import (
     ModelVersion,
 )
 from mlwarden.models._onnx import OnnxAdapter
+from mlwarden.models._output_hardening import (
+    HardenedModel,
+    HardenedOutput,
+    OutputHardening,
+    OutputMode,
+    harden_probabilities,
+    hardened_outputs,
+)
 from mlwarden.models._persist import MEDIA_TYPE, TRUSTED_TYPES, dumps_model, loads_model
 from mlwarden.models._recording import RecordingModel
 from mlwarden.models._registry import (
