@@ -15,7 +15,7 @@ from mlwarden.attacks._distillation import DistillationResult, extract_distillat
 from mlwarden.attacks._hardening_cost import HardeningCostTable, hardening_cost
 from mlwarden.errors import DataError, QueryBudgetExceeded
 from mlwarden.models._adapter import SklearnAdapter
-from mlwarden.models._hardening import HardenedModel, OutputHardening
+from mlwarden.models._output_hardening import HardenedModel, OutputHardening
 
 BUDGETS = (100, 500, 2000)
 

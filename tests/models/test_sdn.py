@@ -13,8 +13,6 @@ from mlwarden.errors import DataError, ModelError  # noqa: E402
 from mlwarden.models._sdn import (  # noqa: E402
     EarlyExitNetwork,
     ExitHead,
-    _all_probs,
-    _simulate,
     calibrate_threshold,
     digits_sdn,
     efficacy,
@@ -23,6 +21,7 @@ from mlwarden.models._sdn import (  # noqa: E402
     save_sdn,
     train_sdn,
 )
+from mlwarden.models._sdn._calibration import _all_probs, _simulate  # noqa: E402
 from mlwarden.models._torch import load_digits_split  # noqa: E402
 
 

@@ -11,14 +11,6 @@ from mlwarden.models._charlm import (
     save_char_lm,
     train_char_lm,
 )
-from mlwarden.models._hardening import (
-    HardenedModel,
-    HardenedOutput,
-    OutputHardening,
-    OutputMode,
-    harden_probabilities,
-    hardened_outputs,
-)
 from mlwarden.models._history import model_history_problems
 from mlwarden.models._manifest import (
     MANIFEST_FORMAT,
@@ -27,6 +19,14 @@ from mlwarden.models._manifest import (
     ModelVersion,
 )
 from mlwarden.models._onnx import OnnxAdapter
+from mlwarden.models._output_hardening import (
+    HardenedModel,
+    HardenedOutput,
+    OutputHardening,
+    OutputMode,
+    harden_probabilities,
+    hardened_outputs,
+)
 from mlwarden.models._persist import MEDIA_TYPE, TRUSTED_TYPES, dumps_model, loads_model
 from mlwarden.models._recording import RecordingModel
 from mlwarden.models._registry import (
@@ -105,21 +105,21 @@ if TYPE_CHECKING:  # the lazy names below, for type checkers
         claimed_epsilon,
         default_delta,
     )
-    from mlwarden.models._sdn import (
+    from mlwarden.models._sdn._calibration import (
+        ThresholdCalibration,
+        calibrate_threshold,
+        efficacy,
+    )
+    from mlwarden.models._sdn._io import load_sdn, save_sdn
+    from mlwarden.models._sdn._latency import LatencyStats, measure_latency
+    from mlwarden.models._sdn._network import (
         EarlyExitNetwork,
         EarlyExitOutput,
         ExitHead,
-        LatencyStats,
         SDNConfig,
-        ThresholdCalibration,
-        calibrate_threshold,
         digits_sdn,
-        efficacy,
-        load_sdn,
-        measure_latency,
-        save_sdn,
-        train_sdn,
     )
+    from mlwarden.models._sdn._training import train_sdn
     from mlwarden.models._slowdown_loss import craft_slowdown, slowdown_loss
 
 # DP-SGD subclasses scikit-learn's BaseEstimator: imported on first use, so that importing
@@ -128,10 +128,12 @@ if TYPE_CHECKING:  # the lazy names below, for type checkers
 _LAZY = {
     "_dp": {"DP_TRUSTED_TYPES", "DPSGDClassifier", "claimed_delta", "claimed_epsilon",
             "default_delta"},
-    "_sdn": {"EarlyExitNetwork", "EarlyExitOutput", "ExitHead", "LatencyStats", "SDNConfig",
-             "ThresholdCalibration",
-             "calibrate_threshold", "digits_sdn", "efficacy", "load_sdn", "measure_latency",
-             "save_sdn", "train_sdn"},
+    "_sdn._network": {"EarlyExitNetwork", "EarlyExitOutput", "ExitHead", "SDNConfig",
+                      "digits_sdn"},
+    "_sdn._calibration": {"ThresholdCalibration", "calibrate_threshold", "efficacy"},
+    "_sdn._latency": {"LatencyStats", "measure_latency"},
+    "_sdn._training": {"train_sdn"},
+    "_sdn._io": {"load_sdn", "save_sdn"},
     "_slowdown_loss": {"craft_slowdown", "slowdown_loss"},
 }  # fmt: skip
 

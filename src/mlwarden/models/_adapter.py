@@ -5,7 +5,13 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from mlwarden.errors import ModelError, ParameterError, QueryBudgetExceeded
+from mlwarden.errors import (
+    DataError,
+    MlwardenError,
+    ModelError,
+    ParameterError,
+    QueryBudgetExceeded,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -75,6 +81,20 @@ class MeteredModel(ABC):
         return np.asarray(self.classes_[np.argmax(proba, axis=1)])
 
 
+def finite_probabilities(proba: np.ndarray) -> np.ndarray:
+    """``proba`` as float64, refused when a row is not finite (mostly a NaN or infinite input)."""
+    import numpy as np
+
+    values = np.asarray(proba, dtype=np.float64)
+    bad = ~np.isfinite(values).all(axis=1) if values.ndim == 2 else ~np.isfinite(values)
+    if np.any(bad):
+        raise DataError(
+            f"the model answered NaN or infinite probabilities for {int(bad.sum())} of "
+            f"{len(values)} rows; inputs must be finite numbers"
+        )
+    return values
+
+
 class SklearnAdapter(MeteredModel):
     """Wraps any fitted scikit-learn classifier or Pipeline with ``predict_proba`` (or, failing
     that, ``decision_function``, whose scores are mapped to [0, 1] by a logistic or softmax).
@@ -103,11 +123,16 @@ class SklearnAdapter(MeteredModel):
         import numpy as np
 
         self._spend(len(X))
-        if hasattr(self.estimator, "predict_proba"):
-            return np.asarray(self.estimator.predict_proba(X))
-        # Scores only (an SVM, say): a logistic or softmax of them ranks and decides the same;
-        # the values are scores, not calibrated probabilities.
-        scores = np.asarray(self.estimator.decision_function(X), dtype=float)
+        try:
+            if hasattr(self.estimator, "predict_proba"):
+                return np.asarray(self.estimator.predict_proba(X))
+            # Scores only (an SVM, say): a logistic or softmax of them ranks and decides the
+            # same; the values are scores, not calibrated probabilities.
+            scores = np.asarray(self.estimator.decision_function(X), dtype=float)
+        except MlwardenError:
+            raise
+        except ValueError as exc:  # scikit-learn's own input checks name what they expect
+            raise DataError(f"{type(self.estimator).__name__} refused the input: {exc}") from exc
         if scores.ndim == 1:
             positive = 1.0 / (1.0 + np.exp(-scores))
             return np.column_stack([1.0 - positive, positive])

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlwarden.errors import ModelError
-from mlwarden.models._adapter import MeteredModel
+from mlwarden.models._adapter import MeteredModel, finite_probabilities
 
 if TYPE_CHECKING:
     import numpy as np
@@ -82,8 +82,9 @@ class OnnxAdapter(MeteredModel):
         if isinstance(raw, list):  # ZipMap: one {class: probability} per row
             if self._classes is None:
                 self._classes = sorted(raw[0]) if raw else []
-            return np.array([[row[c] for c in self._classes] for row in raw], dtype=float)
-        return np.asarray(raw, dtype=float)
+            proba = np.array([[row[c] for c in self._classes] for row in raw], dtype=float)
+            return finite_probabilities(proba)
+        return finite_probabilities(raw)
 
 
 def _zipmap_classes(data: bytes) -> list[Any] | None:

@@ -19,7 +19,7 @@ from mlwarden._lp_ball import LpBall, Norm, default_step, direction
 from mlwarden.errors import ModelError
 
 if TYPE_CHECKING:
-    from mlwarden.models._sdn import EarlyExitNetwork
+    from mlwarden.models._sdn._network import EarlyExitNetwork
 
 __all__ = ["craft_slowdown", "slowdown_loss"]
 

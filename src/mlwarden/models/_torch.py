@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from mlwarden.errors import DataError, ModelError, ParameterError, QueryBudgetExceeded
+from mlwarden.models._adapter import finite_probabilities
 
 if TYPE_CHECKING:
     import numpy as np
@@ -175,8 +176,15 @@ class TorchAdapter:
         Autograd follows the caller's grad mode, so an attack can differentiate through it.
         The call is refused whole, before the network runs, if it would exceed the budget.
         """
+        import torch
+
         self._spend(len(x))
-        out: torch.Tensor = self.module(x)
+        try:
+            out: torch.Tensor = self.module(x)
+        except torch.OutOfMemoryError:
+            raise
+        except RuntimeError as exc:  # torch names the shapes it expected
+            raise DataError(f"the module refused inputs of shape {tuple(x.shape)}: {exc}") from exc
         if out.ndim != 2 or out.shape[1] != len(self._classes):
             raise ModelError(
                 f"the module returned shape {tuple(out.shape)}; expected "
@@ -197,7 +205,7 @@ class TorchAdapter:
                 parts.append(torch.softmax(self.logits(chunk), dim=1).cpu())
         if not parts:
             return np.zeros((0, len(self._classes)))
-        return torch.cat(parts).to(torch.float64).numpy()
+        return finite_probabilities(torch.cat(parts).to(torch.float64).numpy())
 
     def predict(self, X: Any) -> np.ndarray:
         """Predicted class labels."""

@@ -11,7 +11,7 @@ from sklearn.linear_model import LogisticRegression
 
 from mlwarden.errors import QueryBudgetExceeded
 from mlwarden.models._adapter import ModelAdapter, SklearnAdapter
-from mlwarden.models._hardening import HardenedModel, OutputHardening, OutputMode
+from mlwarden.models._output_hardening import HardenedModel, OutputHardening, OutputMode
 
 MODES: tuple[OutputMode, ...] = ("probabilities", "rounded", "top1", "label")
 _RNG = np.random.default_rng(0)
