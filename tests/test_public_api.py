@@ -22,6 +22,7 @@ PACKAGES = [
     "mlwarden.models",
     "mlwarden.pipeline",
     "mlwarden.report",
+    "mlwarden.testing",
 ]
 
 
