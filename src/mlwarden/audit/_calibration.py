@@ -156,7 +156,7 @@ def calibration_model(name: str, split: CalibrationSplit, seed: int = 0) -> Chec
     """Fit the model ``name`` of :data:`RECIPES` on ``split``; the check context to audit it."""
     from mlwarden.models import SklearnAdapter
     from mlwarden.pipeline import build_estimator
-    from mlwarden.pipeline._harden import harden
+    from mlwarden.pipeline._adversarial_training import harden
 
     estimator, params, plant = RECIPES[name]
     if plant is not None:

@@ -13,7 +13,7 @@ from mlwarden.audit import CHECKS, GateMode, OnInconclusive
 from mlwarden.data import DriftThresholds, MissingPolicy, TableSchema, list_datasets
 from mlwarden.errors import SpecError
 from mlwarden.lineage import sha256_json
-from mlwarden.pipeline._catalogue import EstimatorName, estimator_parameters
+from mlwarden.pipeline._estimators import EstimatorName, estimator_parameters
 
 if TYPE_CHECKING:
     from mlwarden.pipeline._early_exit import EarlyExitSpec

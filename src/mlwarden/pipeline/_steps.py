@@ -86,7 +86,7 @@ def train(ctx: StepContext) -> Outputs:
     ctx.progress(f"best {scoring} {search.best_score_:.4f} with {summary['best_params']}")
     model = search.best_estimator_
     if p["harden"] is not None:
-        from mlwarden.pipeline._harden import harden
+        from mlwarden.pipeline._adversarial_training import harden
 
         h, info = p["harden"], ctx.json("info")
         ctx.progress(f"adversarial training: {h['rounds']} round(s) under {h['threat_model']}")
