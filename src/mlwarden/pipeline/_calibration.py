@@ -12,7 +12,8 @@ with the weakness its check is about. This module builds both kinds on a bundled
 
 :func:`calibrate` runs every default check group (:data:`~mlwarden.audit.CHECK_GROUPS`) on each
 and returns the verdicts; ``bench/calibration.py`` prints the table, the README shows it and
-``tests/audit/test_calibration.py`` pins its rows.
+``tests/audit/test_calibration.py`` pins its rows. It trains models, so it lives in the
+pipeline, above the checks it runs.
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
-from mlwarden.audit._checks import CheckContext, Finding, run_check
-from mlwarden.audit._defaults import CHECK_GROUPS
+from mlwarden.audit import CHECK_GROUPS, CheckContext, Finding, run_check
+from mlwarden.pipeline._adversarial_training import harden
+from mlwarden.pipeline._estimators import build_estimator
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -155,8 +157,6 @@ HARDENING = {"threat_model": "phishing", "cost_budget": 3, "rounds": 3, "rows": 
 def calibration_model(name: str, split: CalibrationSplit, seed: int = 0) -> CheckContext:
     """Fit the model ``name`` of :data:`RECIPES` on ``split``; the check context to audit it."""
     from mlwarden.models import SklearnAdapter
-    from mlwarden.pipeline import build_estimator
-    from mlwarden.pipeline._adversarial_training import harden
 
     estimator, params, plant = RECIPES[name]
     if plant is not None:
