@@ -18,9 +18,9 @@ from mlwarden.models import EARLY_EXIT_MEDIA_TYPE, LANGUAGE_MODEL_MEDIA_TYPE
 from mlwarden.pipeline import _data_steps, _early_exit, _lm, _steps
 from mlwarden.pipeline._code_version import code_version
 from mlwarden.pipeline._context import Output, StepContext
-from mlwarden.pipeline._early_exit import EarlyExitSpec
+from mlwarden.pipeline._early_exit_spec import EarlyExitSpec
 from mlwarden.pipeline._io import CSV, JSON, json_bytes
-from mlwarden.pipeline._lm import LanguageModelSpec
+from mlwarden.pipeline._lm_spec import LanguageModelSpec
 from mlwarden.pipeline._spec import (
     AnySpec,
     PipelineSpec,
