@@ -18,7 +18,6 @@ pipeline, above the checks it runs.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -206,7 +205,6 @@ def calibrate(
         ctx = calibration_model(name, split, seed)
         kind = "planted" if name in WEAKNESSES else "healthy"
         for group in groups or groups_for(dataset):
-            start = time.perf_counter()
             finding = run_group(group, ctx, dataset)
             progress(f"{dataset} {name} {group}: {finding.verdict}")
             found.append(
@@ -214,7 +212,7 @@ def calibrate(
                     dataset=dataset, model=name, kind=kind, weakness_of=WEAKNESSES.get(name),
                     group=group, verdict=finding.verdict, value=finding.value,
                     interval=finding.interval, n=finding.n, message=finding.message,
-                    seconds=time.perf_counter() - start,
+                    seconds=finding.wall_time_s,
                 )
             )  # fmt: skip
     return found
