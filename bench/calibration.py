@@ -2,7 +2,7 @@
 
 Run by hand: ``.venv/bin/python bench/calibration.py [--datasets phishing,adult,german]
 [--adult-rows 12000] [--json out.json]``. For each bundled tabular dataset it fits the
-calibration models of :mod:`mlwarden.audit._calibration` (regularised logistic regression,
+calibration models of :mod:`mlwarden.pipeline._calibration` (regularised logistic regression,
 gradient boosting and, on phishing, a booster hardened by adversarial training; planted: a
 shortcut column, a leaked label, a fully grown tree, a memorising forest and, on phishing, the
 unhardened booster under the bundled threat model) and runs every default check group of
@@ -19,7 +19,7 @@ import json
 import sys
 import time
 
-from mlwarden.audit._calibration import (
+from mlwarden.pipeline._calibration import (
     WEAKNESSES,
     CalibrationRow,
     calibrate,

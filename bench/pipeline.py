@@ -46,8 +46,7 @@ import sklearn.model_selection as ms, sklearn.ensemble, sklearn.metrics  # a pla
 from mlwarden.data import TableSchema
 from mlwarden.lineage import LineageStore
 from mlwarden.pipeline import LocalExecutor, load_spec
-from mlwarden.pipeline._catalogue import estimator_class
-from mlwarden.pipeline._estimators import MODEL_STEP, build_estimator
+from mlwarden.pipeline._estimators import MODEL_STEP, build_estimator, estimator_class
 from mlwarden.pipeline._io import label_parts, read_json, read_table
 
 

@@ -1,5 +1,5 @@
 """The bundled real datasets: ``mlwarden.datasets.load("phishing")``, and text corpora."""
 
-from mlwarden.data._datasets import Dataset, list_corpora, list_datasets, load, load_text
+from mlwarden.data import Dataset, list_corpora, list_datasets, load, load_text
 
 __all__ = ["Dataset", "list_corpora", "list_datasets", "load", "load_text"]

@@ -13,7 +13,7 @@ from functools import cache
 import pytest
 
 from mlwarden.audit import CHECK_GROUPS, CheckContext, Finding
-from mlwarden.audit._calibration import (
+from mlwarden.pipeline._calibration import (
     WEAKNESSES,
     calibration_model,
     calibration_split,

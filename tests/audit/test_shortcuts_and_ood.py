@@ -89,7 +89,7 @@ def _german() -> tuple[pd.DataFrame, pd.Series, pd.DataFrame, pd.Series]:
 
 
 def test_a_fully_grown_tree_gives_no_confidence_signal_and_tree_ensembles_do() -> None:
-    from mlwarden.audit._calibration import calibration_split
+    from mlwarden.pipeline._calibration import calibration_split
     from mlwarden.pipeline._estimators import build_estimator
 
     split = calibration_split("german")  # the pipeline's preprocessing, as users get it

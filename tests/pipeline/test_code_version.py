@@ -50,7 +50,7 @@ def test_the_audit_step_covers_every_check_and_the_steps_before_it_none() -> Non
         assert not checks & set(reached_modules(step)), step.__name__
     # adversarial training measures its held-out cost with the evasion check, and only that one
     assert checks & set(reached_modules(_steps.train)) == {"mlwarden.audit._evasion"}
-    assert {"mlwarden.pipeline._harden", "mlwarden.pipeline._estimators"} <= set(
+    assert {"mlwarden.pipeline._adversarial_training", "mlwarden.pipeline._estimators"} <= set(
         reached_modules(_steps.train)
     )
     assert "mlwarden.models._dp" in reached_modules(_steps.train)  # named by the catalogue

@@ -15,7 +15,7 @@ from mlwarden.data._label_errors import flip_labels, precision_recall
 from mlwarden.lineage import LineageStore, verify_store
 from mlwarden.models import ModelRegistry
 from mlwarden.pipeline import LocalExecutor, RunResult, parse_spec
-from mlwarden.pipeline._kept_out import rows_kept_out
+from mlwarden.pipeline._quarantine import rows_kept_out
 
 SPEC = """\
 name: credit

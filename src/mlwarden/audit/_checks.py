@@ -6,7 +6,9 @@ their parameters are validated against the check's own pydantic model when the s
 
 from __future__ import annotations
 
+import functools
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
@@ -42,6 +44,8 @@ class Finding(BaseModel):
     ``verdict`` is three-valued: ``inconclusive`` when the 95% ``interval`` straddles the
     threshold (too few points to decide); ``passed`` is ``verdict == "pass"``. ``n`` is the
     sample size the value was measured on (None where it is not a sample statistic).
+    ``queries`` and ``wall_time_s`` are what the check cost; a registered check gets them filled
+    in by ``register_check``, which measures every call.
     """
 
     check: str
@@ -54,8 +58,8 @@ class Finding(BaseModel):
     n: int | None = None
     interval: tuple[float, float] | None = None
     message: str
-    queries: int
-    wall_time_s: float
+    queries: int = 0
+    wall_time_s: float = 0.0
     details: dict[str, Any] = {}
 
     @field_validator("value")
@@ -107,17 +111,35 @@ class CheckDef:
 CHECKS: dict[str, CheckDef] = {}
 
 
+def _measured(fn: Callable[[P, CheckContext], Finding]) -> Callable[[P, CheckContext], Finding]:
+    """``fn`` with its finding's ``queries`` and ``wall_time_s`` measured around the call."""
+
+    @functools.wraps(fn)
+    def run(params: P, ctx: CheckContext) -> Finding:
+        start, before = time.perf_counter(), ctx.model.queries
+        finding = fn(params, ctx)
+        cost = {"queries": ctx.model.queries - before, "wall_time_s": time.perf_counter() - start}
+        return finding.model_copy(update=cost)
+
+    return run
+
+
 def register_check(
     key: str, params: type[P]
 ) -> Callable[[Callable[[P, CheckContext], Finding]], Callable[[P, CheckContext], Finding]]:
-    """Add a check to the registry under ``key`` with its parameter model."""
+    """Add a check to the registry under ``key`` with its parameter model.
+
+    The check returns its finding without its cost: the registered function measures the
+    queries it sends through ``ctx.model`` and its wall time, once for every check.
+    """
 
     def decorate(fn: Callable[[P, CheckContext], Finding]) -> Callable[[P, CheckContext], Finding]:
         if key in CHECKS:
             raise ParameterError(f"check {key!r} is registered twice")
         summary = (fn.__doc__ or key).strip().splitlines()[0]
-        CHECKS[key] = CheckDef(key=key, params=params, run=fn, summary=summary)
-        return fn
+        measured = _measured(fn)
+        CHECKS[key] = CheckDef(key=key, params=params, run=measured, summary=summary)
+        return measured
 
     return decorate
 

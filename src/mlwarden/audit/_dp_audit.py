@@ -22,7 +22,6 @@ attacker: far below the worst case a DP proof covers, and 0 for a well-generalis
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
@@ -123,7 +122,6 @@ def dp_audit(params: DpAudit, ctx: CheckContext) -> Finding:
 
     from mlwarden.attacks import privacy_audit
 
-    start, before = time.perf_counter(), ctx.model.queries
     metric = "empirical_epsilon"
     estimator = _cloneable(ctx.model)
     if estimator is None:
@@ -136,8 +134,6 @@ def dp_audit(params: DpAudit, ctx: CheckContext) -> Finding:
             passed=False,
             message="not measured: the privacy audit retrains the model, which needs a "
             "scikit-learn estimator (this model offers none)",
-            queries=ctx.model.queries - before,
-            wall_time_s=time.perf_counter() - start,
             details={},
         )
 
@@ -195,8 +191,6 @@ def dp_audit(params: DpAudit, ctx: CheckContext) -> Finding:
         comparison="<=",
         passed=passed,
         message=message,
-        queries=ctx.model.queries - before,
-        wall_time_s=time.perf_counter() - start,
         details={
             "audits": {name: _summary(r) for name, r in results},
             "exceeds_claim": exceeds,

@@ -8,7 +8,6 @@ budget the policy allows.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -101,7 +100,6 @@ def evasion(params: Evasion, ctx: CheckContext) -> Finding:
     """
     from mlwarden.attacks import tabular_evasion
 
-    start, before = time.perf_counter(), ctx.model.queries
     threat = load_threat_model(params.threat_model)
     threat.check_columns(ctx.X_test)
     attackable = ctx.X_test[(ctx.y_test != threat.target).to_numpy()]
@@ -133,8 +131,6 @@ def evasion(params: Evasion, ctx: CheckContext) -> Finding:
         f"{VERDICT_WORDS[verdict]} {params.max_success:.0%} allowed; {errors} of "
         f"{attacked + errors} sampled rows were already misclassified as {threat.target!r} "
         "(model error, not counted)",
-        queries=ctx.model.queries - before,
-        wall_time_s=time.perf_counter() - start,
         details={
             "flipped": flipped,
             "attacked": attacked,
@@ -175,14 +171,12 @@ def decision_boundary(params: DecisionBoundary, ctx: CheckContext) -> Finding:
 
     from mlwarden.attacks import hop_skip_jump
 
-    start, before = time.perf_counter(), ctx.model.queries
     numeric = ctx.X_test.select_dtypes("number")
     if numeric.shape[1] != ctx.X_test.shape[1]:
         return Finding(
             check="decision_boundary", metric="median_perturbation", value=None,
             threshold=params.min_median_perturbation, comparison=">=", passed=False,
             message="not measured: HopSkipJump needs numeric features only",
-            queries=0, wall_time_s=time.perf_counter() - start,
         )  # fmt: skip
     rows = numeric.sample(n=min(params.rows, len(numeric)), random_state=ctx.seed)
     low = ctx.X_train.min().to_numpy(dtype=float)
@@ -204,8 +198,6 @@ def decision_boundary(params: DecisionBoundary, ctx: CheckContext) -> Finding:
         message=f"median {params.norm} distance to a flipped decision {shown} "
         f"({'>=' if passed else '<'} {params.min_median_perturbation:g} required), "
         f"{params.queries_per_point} queries per point",
-        queries=ctx.model.queries - before,
-        wall_time_s=time.perf_counter() - start,
         details={
             "success_rate": result.success_rate,
             "curve": {

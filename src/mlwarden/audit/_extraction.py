@@ -13,7 +13,6 @@ many more queries each defence costs.
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, model_validator
@@ -143,7 +142,6 @@ def extraction(params: Extraction, ctx: CheckContext) -> Finding:
 
     from mlwarden.attacks import ALL_MODES, HardeningCostRow, hardening_cost
 
-    start, before = time.perf_counter(), ctx.model.queries
     order = np.random.default_rng([ctx.seed, 11]).permutation(len(ctx.X_test))
     half = len(order) // 2
     public_idx, judged = np.sort(order[:half]), np.sort(order[half:])
@@ -222,8 +220,6 @@ def extraction(params: Extraction, ctx: CheckContext) -> Finding:
         n=n,
         interval=interval,
         message=f"{head}: {VERDICT_WORDS[verdict]} {params.max_gain:g} allowed",
-        queries=ctx.model.queries - before,
-        wall_time_s=time.perf_counter() - start,
         details={
             "fidelity": fidelity,
             "no_query_fidelity": baseline,

@@ -10,7 +10,6 @@ than raising, so the report still lists every other finding and a fail-closed ga
 from __future__ import annotations
 
 import math
-import time
 from typing import Any, Literal
 
 from pydantic import Field
@@ -53,7 +52,6 @@ def _finding(
     params: GroupFairness,
     value: float,
     message: str,
-    cost: tuple[int, float],
     details: dict[str, Any],
 ) -> Finding:
     passed = not math.isnan(value) and value <= params.max_difference  # unmeasured fails
@@ -65,8 +63,6 @@ def _finding(
         comparison="<=",
         passed=passed,
         message=message,
-        queries=cost[0],
-        wall_time_s=cost[1],
         details={"attribute": params.attribute, **details},
     )
 
@@ -133,11 +129,6 @@ def _details(report: GroupMetricsReport) -> dict[str, Any]:
 
 def _measure(check: Measure, params: GroupFairness, ctx: CheckContext) -> Finding:
     """Predict the test split once, compare the groups' rates, and turn that into a finding."""
-    start, before = time.perf_counter(), ctx.model.queries
-
-    def cost() -> tuple[int, float]:
-        return ctx.model.queries - before, time.perf_counter() - start
-
     classes = list(ctx.model.classes_)
     if len(classes) != 2:  # a policy that cannot apply to this model is the policy's mistake
         raise SpecError(
@@ -146,7 +137,7 @@ def _measure(check: Measure, params: GroupFairness, ctx: CheckContext) -> Findin
         )
     reason = _unmeasurable(ctx, params)
     if reason is not None:
-        return _finding(check, params, float("nan"), f"not measured: {reason}", cost(), {})
+        return _finding(check, params, float("nan"), f"not measured: {reason}", {})
     predictions = ctx.model.predict(ctx.X_test)
     try:
         report = group_metrics(
@@ -157,11 +148,11 @@ def _measure(check: Measure, params: GroupFairness, ctx: CheckContext) -> Findin
             params.min_group_size,
         )
     except DataError as err:
-        return _finding(check, params, float("nan"), f"not measured: {err}", cost(), {})
+        return _finding(check, params, float("nan"), f"not measured: {err}", {})
     value = getattr(report, _METRIC[check])
     measured = float("nan") if value is None else float(value)
     message = _describe(check, report, params)
-    return _finding(check, params, measured, message, cost(), _details(report))
+    return _finding(check, params, measured, message, _details(report))
 
 
 @register_check("demographic_parity", DemographicParity)

@@ -11,7 +11,6 @@ as the strongest attack measured says.
 from __future__ import annotations
 
 import math
-import time
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -136,7 +135,6 @@ def membership(params: Membership, ctx: CheckContext) -> Finding:
 
     from mlwarden.attacks import FPR_LEVELS, lira, loss_threshold_attack
 
-    start, before = time.perf_counter(), ctx.model.queries
     point = params.max_tpr_at_fpr
     metric = f"tpr_at_fpr_{point.fpr:g}"
     X_test, y_test, duplicates = _unseen(ctx)
@@ -216,8 +214,6 @@ def membership(params: Membership, ctx: CheckContext) -> Finding:
         interval=interval,
         message=f"{head}: {VERDICT_WORDS[verdict]} {point.tpr:g} allowed"
         + "".join(f"; {note}" for note in notes),
-        queries=ctx.model.queries - before,
-        wall_time_s=time.perf_counter() - start,
         details={
             "attacks": {
                 r.variant: {

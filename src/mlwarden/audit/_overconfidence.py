@@ -9,7 +9,6 @@ tells them from held-out rows: the baseline detector of Hendrycks and Gimpel, sc
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, model_validator
@@ -175,7 +174,6 @@ def ood_confidence(params: OutOfDistributionConfidence, ctx: CheckContext) -> Fi
     """
     import numpy as np
 
-    start, before = time.perf_counter(), ctx.model.queries
     reference = ctx.X_train
     inside = np.max(ctx.model.predict_proba(ctx.X_test), axis=1)
     by_source: dict[str, dict[str, float]] = {}
@@ -211,8 +209,6 @@ def ood_confidence(params: OutOfDistributionConfidence, ctx: CheckContext) -> Fi
         message=f"confidence separates {len(inside):,} held-out rows from {len(outside):,} "
         f"off-distribution rows at AUROC {value:.3f}{span(interval)} ({detail}; 0.5 is no "
         f"signal): {VERDICT_WORDS[verdict]} the floor {params.min_auroc:g}",
-        queries=ctx.model.queries - before,
-        wall_time_s=time.perf_counter() - start,
         details={
             "by_source": by_source,
             "held_out_confident_share": float(np.mean(inside >= params.confidence)),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from pydantic import Field
@@ -29,7 +28,6 @@ class PerformanceFloor(CheckParams):
 @register_check("performance_floor", PerformanceFloor)
 def performance_floor(params: PerformanceFloor, ctx: CheckContext) -> Finding:
     """Held-out performance must reach a floor: a model worse than this is not worth shipping."""
-    start, before = time.perf_counter(), ctx.model.queries
     proba = ctx.model.predict_proba(ctx.X_test)
     classes, y = ctx.model.classes_, ctx.y_test.to_numpy()
     value = metric_value(params.metric, y, proba, classes, ctx.positive)
@@ -49,8 +47,6 @@ def performance_floor(params: PerformanceFloor, ctx: CheckContext) -> Finding:
         interval=interval,
         message=f"held-out {params.metric} {value:.4f}{span(interval)} on {len(y):,} rows: "
         f"{VERDICT_WORDS[verdict]} the floor {params.min:g}",
-        queries=ctx.model.queries - before,
-        wall_time_s=time.perf_counter() - start,
         details={"n_test": len(y)},
     )
 
@@ -70,7 +66,6 @@ def generalization_gap(params: GeneralizationGap, ctx: CheckContext) -> Finding:
     is a cheap first signal of privacy leakage as well as of poor generalisation. The interval
     resamples the training and the held-out rows independently.
     """
-    start, before = time.perf_counter(), ctx.model.queries
     classes = ctx.model.classes_
     sets = [
         (ctx.y_train.to_numpy(), ctx.model.predict_proba(ctx.X_train)),
@@ -100,7 +95,5 @@ def generalization_gap(params: GeneralizationGap, ctx: CheckContext) -> Finding:
         message=f"train-test {params.metric} gap {gap:.4f}{span(interval)} "
         f"({n_train:,} train, {n_test:,} held-out rows): "
         f"{VERDICT_WORDS[verdict]} the limit {params.max_gap:g}",
-        queries=ctx.model.queries - before,
-        wall_time_s=time.perf_counter() - start,
         details={"train": train, "test": test, "n_train": n_train},
     )

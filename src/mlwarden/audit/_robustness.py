@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Literal
 
 from pydantic import Field
@@ -37,13 +36,11 @@ def robust_accuracy_check(params: RobustAccuracy, ctx: CheckContext) -> Finding:
     The model must offer gradients through a torch module (``TorchAdapter``); the whole curve
     over ``epsilons`` goes into the finding for the report.
     """
-    start, before = time.perf_counter(), ctx.model.queries
     if not hasattr(ctx.model, "logits"):
         return Finding(
             check="robust_accuracy", metric=f"accuracy_at_{params.norm}_{params.eps:g}",
             value=None, threshold=params.min_accuracy, comparison=">=", passed=False,
             message="not measured: PGD needs a differentiable model (a TorchAdapter)",
-            queries=0, wall_time_s=time.perf_counter() - start,
         )  # fmt: skip
     from mlwarden.attacks import robust_accuracy
 
@@ -71,8 +68,6 @@ def robust_accuracy_check(params: RobustAccuracy, ctx: CheckContext) -> Finding:
         interval=interval,
         message=f"accuracy under {params.norm} PGD at eps {params.eps:g}: {shown}: "
         f"{VERDICT_WORDS[verdict]} the floor {params.min_accuracy}",
-        queries=ctx.model.queries - before,
-        wall_time_s=time.perf_counter() - start,
         details={
             "curve": {
                 "x": [p.eps for p in curve.points],

@@ -9,7 +9,6 @@ Breiman 2001; Fisher, Rudin, Dominici 2019).
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -119,14 +118,12 @@ def irrelevant_features(params: IrrelevantFeatures, ctx: CheckContext) -> Findin
     """
     import numpy as np
 
-    start, before = time.perf_counter(), ctx.model.queries
     absent = [f for f in params.features if f not in ctx.X_test.columns]
     if absent:
         return Finding(
             check="irrelevant_features", metric="decision_flip_rate", value=None,
             threshold=params.max_flip_rate, comparison="<=", passed=False,
             message=f"not measured: declared feature(s) {absent} are not model inputs",
-            queries=0, wall_time_s=time.perf_counter() - start,
         )  # fmt: skip
     X, _ = _sample(ctx.X_test, ctx.y_test, params.rows, ctx.seed)
     rng = np.random.default_rng(ctx.seed)
@@ -148,8 +145,6 @@ def irrelevant_features(params: IrrelevantFeatures, ctx: CheckContext) -> Findin
         interval=interval,
         message=f"shuffling {', '.join(params.features)} changed {rate:.2%}{span(interval)} of "
         f"{len(X):,} decisions: {VERDICT_WORDS[verdict]} {params.max_flip_rate:.2%} allowed",
-        queries=ctx.model.queries - before,
-        wall_time_s=time.perf_counter() - start,
         details={"rows": len(X), "flipped": int(flipped.sum())},
     )
 
@@ -173,7 +168,6 @@ def attribution_share(params: AttributionShare, ctx: CheckContext) -> Finding:
     training split by default: that is where a shortcut holds, so that is where the model's
     reliance on it shows.
     """
-    start, before = time.perf_counter(), ctx.model.queries
     source = (ctx.X_train, ctx.y_train) if params.split == "train" else (ctx.X_test, ctx.y_test)
     X, y = _sample(source[0], source[1], params.rows, ctx.seed)
     found = permutation_importance(
@@ -194,8 +188,6 @@ def attribution_share(params: AttributionShare, ctx: CheckContext) -> Finding:
         n=len(X),
         message=f"{top.feature} carries {share:.1%} of the attribution "
         f"({'<=' if passed else '>'} {params.max_share:.0%} allowed)",
-        queries=ctx.model.queries - before,
-        wall_time_s=time.perf_counter() - start,
         details={
             "importances": [f.model_dump() for f in found[:15]],
             "split": params.split,

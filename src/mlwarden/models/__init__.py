@@ -29,11 +29,11 @@ from mlwarden.models._output_hardening import (
 )
 from mlwarden.models._persist import MEDIA_TYPE, TRUSTED_TYPES, dumps_model, loads_model
 from mlwarden.models._recording import RecordingModel
+from mlwarden.models._register import next_manifest_link, version_record
 from mlwarden.models._registry import (
     EARLY_EXIT_MEDIA_TYPE,
     LANGUAGE_MODEL_MEDIA_TYPE,
     ModelRegistry,
-    next_manifest_link,
 )
 from mlwarden.models._signing import Signer, TrustPolicy
 from mlwarden.models._torch import (
@@ -95,6 +95,7 @@ __all__ = [
     "train_char_lm",
     "train_digits_model",
     "train_sdn",
+    "version_record",
 ]
 
 if TYPE_CHECKING:  # the lazy names below, for type checkers

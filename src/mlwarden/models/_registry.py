@@ -14,7 +14,6 @@ from mlwarden.errors import (
     UntrustedKeyError,
 )
 from mlwarden.lineage import (
-    Appender,
     LineageStore,
     Problem,
     Signer,
@@ -47,31 +46,6 @@ LANGUAGE_MODEL_MEDIA_TYPE = "application/vnd.mlwarden.charlm+safetensors"
 EARLY_EXIT_MEDIA_TYPE = "application/vnd.mlwarden.sdn+safetensors"
 _REF = re.compile(r"^(?P<name>[A-Za-z0-9_.-]+)(@(?P<version>latest|\d+|[a-z][a-z0-9_-]*))?$")
 _STAGE = re.compile(r"^[a-z][a-z0-9_-]*$")
-
-
-def next_manifest_link(tx: Appender, name: str) -> tuple[int, str]:
-    """The version number and previous-manifest hash a new version of ``name`` must carry.
-
-    Read inside the registering transaction, so no other writer can slip a version in between;
-    a history whose newest record is not the newest version (a replay) is refused.
-    """
-    count = tx.count("model_version", name)
-    latest = tx.latest("model_version", name)
-    if latest is None:
-        return 1, MANIFEST_GENESIS
-    try:
-        previous = version_of(latest)
-    except ValueError as exc:
-        raise IntegrityError(
-            f"{name}: the newest model_version record {latest.seq} is unreadable ({exc}); "
-            "run mlwarden lineage verify"
-        ) from exc
-    if previous.manifest.version != count:
-        raise IntegrityError(
-            f"{name}: the newest record {latest.seq} is {previous.ref} but {count} versions are "
-            "recorded: replayed or out-of-order versions; run mlwarden lineage verify"
-        )
-    return count + 1, previous.manifest.sha256()
 
 
 class ModelRegistry:
@@ -263,46 +237,49 @@ class ModelRegistry:
         loaded: dict[str, Any] = json.loads(self.store.read_artifact(sha))
         return loaded
 
-    def load(self, ref: str, budget: int | None = None) -> tuple[ModelVersion, SklearnAdapter]:
-        """Verify a registered version, then load its model (skops, trusted types only)."""
+    def _verified_model(
+        self, ref: str, media_type: str, expected: str
+    ) -> tuple[ModelVersion, bytes]:
+        """Resolve ``ref``, refuse a model that is not ``media_type`` (``expected`` says what
+        was expected), verify it: the version and its model's bytes."""
         version = self.get(ref)
-        if version.manifest.model_media_type != MEDIA_TYPE:
+        if version.manifest.model_media_type != media_type:
             raise ModelError(
-                f"{version.ref} is a {version.manifest.model_media_type} model, not a "
-                f"scikit-learn one ({MEDIA_TYPE}); a language model is audited with "
-                "--checks canary, an early-exit network with --checks slowdown"
+                f"{version.ref} is a {version.manifest.model_media_type} model, not {expected}"
             )
         self.verify(version)
-        estimator = loads_model(self.store.read_artifact(version.manifest.model_sha256))
-        return version, SklearnAdapter(estimator, budget=budget)
+        return version, self.store.read_artifact(version.manifest.model_sha256)
+
+    def load(self, ref: str, budget: int | None = None) -> tuple[ModelVersion, SklearnAdapter]:
+        """Verify a registered version, then load its model (skops, trusted types only)."""
+        version, data = self._verified_model(
+            ref,
+            MEDIA_TYPE,
+            f"a scikit-learn one ({MEDIA_TYPE}); a language model is audited with --checks "
+            "canary, an early-exit network with --checks slowdown",
+        )
+        return version, SklearnAdapter(loads_model(data), budget=budget)
 
     def load_early_exit(self, ref: str) -> tuple[ModelVersion, EarlyExitNetwork, dict[str, Any]]:
         """Verify a registered early-exit network, then load it and its threshold and split."""
         from mlwarden.models._sdn import load_sdn
 
-        version = self.get(ref)
-        if version.manifest.model_media_type != EARLY_EXIT_MEDIA_TYPE:
-            raise ModelError(
-                f"{version.ref} is a {version.manifest.model_media_type} model, not an "
-                f"early-exit network ({EARLY_EXIT_MEDIA_TYPE})"
-            )
-        self.verify(version)
+        version, data = self._verified_model(
+            ref, EARLY_EXIT_MEDIA_TYPE, f"an early-exit network ({EARLY_EXIT_MEDIA_TYPE})"
+        )
         info = json.loads(self.store.read_artifact(version.manifest.artifacts["info"]))
-        model = load_sdn(self.store.read_artifact(version.manifest.model_sha256))
-        return version, model, info
+        return version, load_sdn(data), info
 
     def load_language_model(self, ref: str) -> tuple[ModelVersion, CharLM]:
         """Verify a registered character language model, then load it (safetensors)."""
         from mlwarden.models._charlm import load_char_lm
 
-        version = self.get(ref)
-        if version.manifest.model_media_type != LANGUAGE_MODEL_MEDIA_TYPE:
-            raise ModelError(
-                f"{version.ref} is a {version.manifest.model_media_type} model, not a "
-                f"character language model ({LANGUAGE_MODEL_MEDIA_TYPE})"
-            )
-        self.verify(version)
-        return version, load_char_lm(self.store.read_artifact(version.manifest.model_sha256))
+        version, data = self._verified_model(
+            ref,
+            LANGUAGE_MODEL_MEDIA_TYPE,
+            f"a character language model ({LANGUAGE_MODEL_MEDIA_TYPE})",
+        )
+        return version, load_char_lm(data)
 
 
 def _same_key(private_path: Any, signer_hex: str) -> bool:

@@ -1,12 +1,13 @@
 """Pipeline: the spec, the DAG of steps, and the executors that run it."""
 
-from typing import TYPE_CHECKING, Any
-
+from mlwarden.pipeline._adversarial_training import CLEAN_METRICS, COST_TOLERANCE, HeldOutComparison
 from mlwarden.pipeline._context import Output, StepContext
 from mlwarden.pipeline._dag import StepDef, build_steps
+from mlwarden.pipeline._estimators import build_estimator
 from mlwarden.pipeline._executor import LocalExecutor, Progress, RunResult, StepRun, cache_key
-from mlwarden.pipeline._kept_out import rows_kept_out
-from mlwarden.pipeline._lm import LanguageModelSpec, canary_lines
+from mlwarden.pipeline._lm import canary_lines
+from mlwarden.pipeline._lm_spec import LanguageModelSpec
+from mlwarden.pipeline._quarantine import rows_kept_out
 from mlwarden.pipeline._report import build_report, write_run_report
 from mlwarden.pipeline._spec import AnySpec, PipelineSpec, load_spec, parse_spec
 
@@ -37,23 +38,3 @@ __all__ += [
     "canary_lines",
     "rows_kept_out",
 ]
-
-if TYPE_CHECKING:  # the lazy names below, for type checkers
-    from mlwarden.pipeline._estimators import build_estimator
-    from mlwarden.pipeline._harden import CLEAN_METRICS, COST_TOLERANCE, HeldOutComparison
-
-# Estimators and adversarial training import scikit-learn: loaded on first use, so that importing
-# mlwarden stays free of it.
-_LAZY = {
-    "_estimators": {"build_estimator"},
-    "_harden": {"CLEAN_METRICS", "COST_TOLERANCE", "HeldOutComparison"},
-}
-
-
-def __getattr__(name: str) -> Any:
-    import importlib
-
-    for module, names in _LAZY.items():
-        if name in names:
-            return getattr(importlib.import_module(f"mlwarden.pipeline.{module}"), name)
-    raise AttributeError(f"module 'mlwarden.pipeline' has no attribute {name!r}")

@@ -14,13 +14,13 @@ import yaml
 
 from mlwarden.data import TableSchema, list_datasets
 from mlwarden.errors import DataError, SpecError
-from mlwarden.models import EARLY_EXIT_MEDIA_TYPE, LANGUAGE_MODEL_MEDIA_TYPE
+from mlwarden.models import EARLY_EXIT_MEDIA_TYPE, LANGUAGE_MODEL_MEDIA_TYPE, MEDIA_TYPE
 from mlwarden.pipeline import _data_steps, _early_exit, _lm, _steps
 from mlwarden.pipeline._code_version import code_version
 from mlwarden.pipeline._context import Output, StepContext
-from mlwarden.pipeline._early_exit import EarlyExitSpec
+from mlwarden.pipeline._early_exit_spec import EarlyExitSpec
 from mlwarden.pipeline._io import CSV, JSON, json_bytes
-from mlwarden.pipeline._lm import LanguageModelSpec
+from mlwarden.pipeline._lm_spec import LanguageModelSpec
 from mlwarden.pipeline._spec import (
     AnySpec,
     PipelineSpec,
@@ -46,6 +46,8 @@ class StepDef:
     inputs: dict[str, str]
     outputs: tuple[str, ...]
     params: dict[str, Any] = field(default_factory=dict)
+    #: The step registers a model version: the run reports the version it recorded.
+    registers: bool = False
 
     @cached_property
     def code_version(self) -> str:
@@ -54,10 +56,11 @@ class StepDef:
 
 
 def _gate_and_register(
-    spec: LanguageModelSpec | EarlyExitSpec, recorded: dict[str, str], media_type: str
+    spec: AnySpec, recorded: dict[str, str], media_type: str = MEDIA_TYPE
 ) -> list[StepDef]:
-    """The gate on ``audit.findings`` and the register step of ``train.model`` (a model that
-    is not scikit-learn: ``media_type`` says what it is), keeping ``recorded`` in its manifest."""
+    """The tail every pipeline ends with: the gate on ``audit.findings``, then the register step
+    of ``train.model`` (``media_type`` says what the model is), keeping ``recorded`` in its
+    manifest."""
     return [
         StepDef(
             "gate", _steps.gate, {"findings": "audit.findings"}, ("gate",), spec.gate.model_dump()
@@ -68,6 +71,7 @@ def _gate_and_register(
             {"model": "train.model", "gate": "gate.gate", "findings": "audit.findings", **recorded},
             (),
             {"name": spec.registry.name, "media_type": media_type},
+            registers=True,
         ),
     ]
 
@@ -299,29 +303,16 @@ def build_steps(spec: AnySpec) -> tuple[list[StepDef], dict[str, Output]]:
                 "seed": spec.split.seed,
             },
         ),
-        StepDef(
-            "gate",
-            _steps.gate,
-            {"findings": "audit.findings"},
-            ("gate",),
-            spec.gate.model_dump(),
-        ),
-        StepDef(
-            "register",
-            _steps.register,
+        *_gate_and_register(
+            spec,
             {
-                "model": "train.model",
-                "gate": "gate.gate",
                 "metrics": "evaluate.metrics",
-                "findings": "audit.findings",
                 "search": "train.search",
                 "train": train_ref,
                 "test": test_ref,
                 "schema": "ingest.schema",
                 **kept_out,
             },
-            (),
-            {"name": spec.registry.name},
         ),
     ]
     return _ordered(steps), sources

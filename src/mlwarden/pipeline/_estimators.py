@@ -1,22 +1,66 @@
-"""The model pipeline built for a spec: preprocessing chosen from the schema, then the estimator."""
+"""The estimators a spec may name, and the model pipeline built for one.
+
+Naming and checking parameters reads only the catalogue; scikit-learn is imported when a
+pipeline is built, so that loading a spec stays free of it.
+"""
 
 from __future__ import annotations
 
-from typing import Any
-
-from sklearn.compose import ColumnTransformer
-from sklearn.impute import SimpleImputer
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import OneHotEncoder, StandardScaler
+import importlib
+from functools import cache
+from typing import TYPE_CHECKING, Any, Literal
 
 from mlwarden.data import TableSchema
-from mlwarden.pipeline._catalogue import ESTIMATORS, estimator_class, estimator_parameters
+
+if TYPE_CHECKING:
+    from sklearn.pipeline import Pipeline
+
+EstimatorName = Literal[
+    "gradient_boosting",
+    "hist_gradient_boosting",
+    "random_forest",
+    "extra_trees",
+    "decision_tree",
+    "logistic_regression",
+    "mlp",
+    "dp_sgd",
+]
+
+# name -> (import path of the class, whether numeric inputs should be standardised)
+ESTIMATORS: dict[str, tuple[str, bool]] = {
+    "gradient_boosting": ("sklearn.ensemble.GradientBoostingClassifier", False),
+    "hist_gradient_boosting": ("sklearn.ensemble.HistGradientBoostingClassifier", False),
+    "random_forest": ("sklearn.ensemble.RandomForestClassifier", False),
+    "extra_trees": ("sklearn.ensemble.ExtraTreesClassifier", False),
+    "decision_tree": ("sklearn.tree.DecisionTreeClassifier", False),
+    "logistic_regression": ("sklearn.linear_model.LogisticRegression", True),
+    "mlp": ("sklearn.neural_network.MLPClassifier", True),
+    # DP-SGD (Opacus; extra "dp"): logistic regression or a one-hidden-layer network
+    "dp_sgd": ("mlwarden.models._dp.DPSGDClassifier", True),
+}
 
 MODEL_STEP = "model"
 
 
+def estimator_class(name: str) -> type[Any]:
+    """The scikit-learn(-compatible) class behind an estimator name."""
+    module, _, cls = ESTIMATORS[name][0].rpartition(".")
+    return getattr(importlib.import_module(module), cls)  # type: ignore[no-any-return]
+
+
+@cache
+def estimator_parameters(name: str) -> frozenset[str]:
+    """The constructor parameters of an estimator name."""
+    return frozenset(estimator_class(name)().get_params())
+
+
 def build_estimator(name: str, params: dict[str, Any], schema: TableSchema, seed: int) -> Pipeline:
     """A Pipeline: impute (and scale) numbers, impute and one-hot categories, then the model."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
     scale = ESTIMATORS[name][1]
     numeric = [c for c in schema.features if schema.columns[c].is_numeric]
     categorical = [c for c in schema.features if not schema.columns[c].is_numeric]

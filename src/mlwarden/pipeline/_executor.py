@@ -197,7 +197,7 @@ class LocalExecutor:
                     outputs=outputs,
                 )
             else:
-                run = self._execute(step, key, input_sha, run_ctx)
+                run, exit_code = self._execute(step, key, input_sha, run_ctx)
             run = run.model_copy(
                 update={"code_version": step.code_version, "params": step.params,
                         "inputs": input_sha}
@@ -205,11 +205,7 @@ class LocalExecutor:
             results.append(run)
             self.progress.step_finished(step.name, run.status, run.seconds)
             available.update({f"{step.name}.{role}": sha for role, sha in run.outputs.items()})
-            if (
-                step.name == "register"
-                and run.execution_id
-                and run.status in ("executed", "cached")
-            ):
+            if step.registers and run.execution_id and run.status in ("executed", "cached"):
                 versions = self.store.records("model_version", key=run.execution_id)
                 if versions:
                     manifest = versions[0].payload["manifest"]
@@ -217,7 +213,6 @@ class LocalExecutor:
             if run.status in ("failed", "rejected"):
                 status = run.status
                 error = f"{step.name}: {run.error}"
-                exit_code = run_ctx.get("exit_code", 1)
                 break
         done = {r.step for r in results}
         results += [
@@ -264,7 +259,8 @@ class LocalExecutor:
 
     def _execute(
         self, step: StepDef, key: str, input_sha: dict[str, str], run_ctx: dict[str, Any]
-    ) -> StepRun:
+    ) -> tuple[StepRun, int]:
+        """Run one step and record it; how it went, and the exit code its failure calls for."""
         execution_id = uuid.uuid4().hex
         with self.store.transaction() as tx:
             tx.append(
@@ -305,9 +301,9 @@ class LocalExecutor:
             )
             if not isinstance(exc, Exception):
                 raise  # KeyboardInterrupt and the like: recorded, then passed on
-            run_ctx["exit_code"] = exc.exit_code if isinstance(exc, MlwardenError) else 1
+            exit_code = exc.exit_code if isinstance(exc, MlwardenError) else 1
             message = str(exc) if isinstance(exc, MlwardenError) else f"{type(exc).__name__}: {exc}"
-            return StepRun(
+            failed = StepRun(
                 step=step.name,
                 status="rejected" if rejected else "failed",
                 execution_id=execution_id,
@@ -316,11 +312,12 @@ class LocalExecutor:
                 outputs=stored,
                 error=message,
             )
+            return failed, exit_code
         missing = set(step.outputs) - set(produced)
         if missing:
             raise MlwardenError(f"step {step.name} did not produce {sorted(missing)}")
         outputs = self._complete(execution_id, produced, "completed", started, records=ctx.records)
-        return StepRun(
+        done = StepRun(
             step=step.name,
             status="executed",
             execution_id=execution_id,
@@ -328,6 +325,7 @@ class LocalExecutor:
             seconds=time.perf_counter() - started,
             outputs=outputs,
         )
+        return done, 0
 
     def _complete(
         self,

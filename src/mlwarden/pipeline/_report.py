@@ -8,9 +8,10 @@ from typing import Any
 
 from mlwarden._version import __version__
 from mlwarden.lineage import LineageStore
+from mlwarden.pipeline._adversarial_training import CLEAN_METRICS, COST_TOLERANCE, HeldOutComparison
 from mlwarden.pipeline._executor import RunResult
 from mlwarden.pipeline._io import read_json
-from mlwarden.pipeline._kept_out import rows_kept_out
+from mlwarden.pipeline._quarantine import rows_kept_out
 from mlwarden.pipeline._spec import AnySpec
 from mlwarden.report import CheckLine, RunReport, StepLine, write_report
 
@@ -25,8 +26,6 @@ def _with_hardening_cost(search: dict[str, Any] | None) -> dict[str, Any] | None
     held_out = ((search or {}).get("hardening") or {}).get("held_out")
     if search is None or not held_out:
         return search
-    from mlwarden.pipeline._harden import CLEAN_METRICS, COST_TOLERANCE, HeldOutComparison
-
     comparison = HeldOutComparison.model_validate(held_out)
     held_out = {
         **held_out,

@@ -4,20 +4,19 @@ from __future__ import annotations
 
 from importlib.metadata import version
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeAlias
+from typing import Any, Literal, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mlwarden._yaml_lines import line_of, parse_mapping, validation_error
-from mlwarden.audit import CHECKS, GateMode, OnInconclusive
+from mlwarden.audit import CHECKS
 from mlwarden.data import DriftThresholds, MissingPolicy, TableSchema, list_datasets
 from mlwarden.errors import SpecError
 from mlwarden.lineage import sha256_json
-from mlwarden.pipeline._catalogue import EstimatorName, estimator_parameters
-
-if TYPE_CHECKING:
-    from mlwarden.pipeline._early_exit import EarlyExitSpec
-    from mlwarden.pipeline._lm import LanguageModelSpec
+from mlwarden.pipeline._early_exit_spec import EarlyExitSpec, parse_early_exit_spec
+from mlwarden.pipeline._estimators import EstimatorName, estimator_parameters
+from mlwarden.pipeline._lm_spec import LanguageModelSpec, parse_lm_spec
+from mlwarden.pipeline._spec_base import GateSpec, RegisterSpec
 
 ParamValue = int | float | str | bool | None
 
@@ -164,19 +163,6 @@ class CheckSpec(BaseModel):
         return dict(self.model_extra or {})
 
 
-class GateSpec(_Strict):
-    """What the gate does with failing checks, and with inconclusive ones (too few points)."""
-
-    mode: GateMode = "fail-closed"
-    on_inconclusive: OnInconclusive = "warn"
-
-
-class RegisterSpec(_Strict):
-    """Under which name a model that passes the gate is registered."""
-
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
-
-
 class PipelineSpec(_Strict):
     """A whole pipeline: data, split, training, policy (checks), gate and registration."""
 
@@ -195,7 +181,7 @@ class PipelineSpec(_Strict):
 
 
 #: A pipeline spec of any task: tabular classification, a language model, an early-exit network.
-AnySpec: TypeAlias = "PipelineSpec | LanguageModelSpec | EarlyExitSpec"
+AnySpec: TypeAlias = PipelineSpec | LanguageModelSpec | EarlyExitSpec
 
 
 def is_threat_model_path(value: str) -> bool:
@@ -280,14 +266,14 @@ def parse_spec(
     tabular one.
     """
     raw, lines = parse_mapping(text, source, "of sections (name, data, train, ...)")
-    if raw.get("task") == "early_exit":
-        from mlwarden.pipeline._early_exit import parse_early_exit_spec
-
+    task = raw.get("task")
+    if task == "early_exit":
         return parse_early_exit_spec(raw, lines, source, base or Path.cwd())
     if "task" in raw:
-        from mlwarden.pipeline._lm import parse_lm_spec, unknown_task
-
-        unknown_task(raw, source)
+        if task is not None and task != "language_model":
+            raise SpecError(
+                f"{source}: task: got {task!r}; expected 'language_model', 'early_exit' or no task"
+            )
         return parse_lm_spec(raw, lines, source, base or Path.cwd())
     try:
         spec = PipelineSpec.model_validate(raw)

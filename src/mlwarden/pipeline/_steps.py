@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from mlwarden.audit import (
@@ -16,15 +17,7 @@ from mlwarden.audit import (
 )
 from mlwarden.data import TableSchema
 from mlwarden.errors import GateRejectedError
-from mlwarden.lineage import Appender
-from mlwarden.models import (
-    MEDIA_TYPE,
-    Manifest,
-    SklearnAdapter,
-    dumps_model,
-    loads_model,
-    next_manifest_link,
-)
+from mlwarden.models import MEDIA_TYPE, SklearnAdapter, dumps_model, loads_model, version_record
 from mlwarden.pipeline._context import Output, StepContext
 from mlwarden.pipeline._io import JSON, Outputs, json_bytes, label_parts
 
@@ -86,7 +79,7 @@ def train(ctx: StepContext) -> Outputs:
     ctx.progress(f"best {scoring} {search.best_score_:.4f} with {summary['best_params']}")
     model = search.best_estimator_
     if p["harden"] is not None:
-        from mlwarden.pipeline._harden import harden
+        from mlwarden.pipeline._adversarial_training import harden
 
         h, info = p["harden"], ctx.json("info")
         ctx.progress(f"adversarial training: {h['rounds']} round(s) under {h['threat_model']}")
@@ -183,7 +176,7 @@ def gate(ctx: StepContext) -> Outputs:
 
 
 def register(ctx: StepContext) -> Outputs:
-    """Sign a manifest of the model and its lineage, and append it as a new model version.
+    """Register the model as a new version: a signed manifest of it and its lineage.
 
     Fail-closed: a model the gate did not pass is refused and nothing is registered.
     """
@@ -199,39 +192,24 @@ def register(ctx: StepContext) -> Outputs:
             f"created signing key {signer.key_id} in {signer.created_in} (pinned in its "
             "trust.json); it stays outside the store: back it up"
         )
-    model_sha = ctx.run["input_sha"]["model"]
-    artifacts = {r: s for r, s in ctx.run["input_sha"].items() if r != "model"}
+    input_sha = ctx.run["input_sha"]
     # A language model has no held-out classification metrics; its findings say what it is.
-    metrics = ctx.json("metrics") if "metrics" in ctx.run["input_sha"] else {}
-    media_type = ctx.params.get("media_type", MEDIA_TYPE)
-    created = datetime.now(UTC)
-
-    def build(tx: Appender) -> tuple[str, str, dict[str, Any]]:
-        version, previous = next_manifest_link(tx, name)
-        manifest = Manifest(
+    metrics = ctx.json("metrics") if "metrics" in input_sha else {}
+    ctx.emit(  # built in the transaction that completes the step: it numbers the version
+        partial(
+            version_record,
+            signer=signer,
             name=name,
-            version=version,
-            previous_manifest_sha256=previous,
-            model_sha256=model_sha,
-            model_media_type=media_type,
-            artifacts=artifacts,
-            metrics={
-                k: metrics[k]
-                for k in ("accuracy", "precision", "recall", "f1", "roc_auc")
-                if k in metrics
-            },
+            model_sha256=input_sha["model"],
+            media_type=ctx.params["media_type"],
+            artifacts={r: s for r, s in input_sha.items() if r != "model"},
+            metrics=metrics,
             gate=result.model_dump(mode="json"),
-            lineage_head=tx.head,
             spec_sha256=ctx.run["spec_sha256"],
             run_id=ctx.run["run_id"],
-            signer=signer.public_key_hex,
-            created_at=created,
+            created_at=datetime.now(UTC),
         )
-        signature = signer.sign(manifest.message())
-        payload = {"manifest": manifest.model_dump(mode="json"), "signature": signature}
-        return "model_version", name, payload
-
-    ctx.emit(build)
+    )
     reason = result.flagged_because
     flag = f" (flagged: {reason})" if reason else ""
     ctx.progress(f"registering {name}{flag}")

@@ -10,7 +10,7 @@ import pytest
 
 from mlwarden.lineage import LineageStore
 from mlwarden.pipeline import LocalExecutor, RunResult, parse_spec
-from mlwarden.pipeline._harden import HeldOutComparison, HeldOutEvasion
+from mlwarden.pipeline._adversarial_training import HeldOutComparison, HeldOutEvasion
 from tests.conftest import FAST_SPEC
 
 # The fast German Credit pipeline, gated on evasion under a threat model drafted from its data.

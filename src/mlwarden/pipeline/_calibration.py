@@ -12,20 +12,21 @@ with the weakness its check is about. This module builds both kinds on a bundled
 
 :func:`calibrate` runs every default check group (:data:`~mlwarden.audit.CHECK_GROUPS`) on each
 and returns the verdicts; ``bench/calibration.py`` prints the table, the README shows it and
-``tests/audit/test_calibration.py`` pins its rows.
+``tests/audit/test_calibration.py`` pins its rows. It trains models, so it lives in the
+pipeline, above the checks it runs.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
-from mlwarden.audit._checks import CheckContext, Finding, run_check
-from mlwarden.audit._defaults import CHECK_GROUPS
+from mlwarden.audit import CHECK_GROUPS, CheckContext, Finding, run_check
+from mlwarden.pipeline._adversarial_training import harden
+from mlwarden.pipeline._estimators import build_estimator
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -155,8 +156,6 @@ HARDENING = {"threat_model": "phishing", "cost_budget": 3, "rounds": 3, "rows": 
 def calibration_model(name: str, split: CalibrationSplit, seed: int = 0) -> CheckContext:
     """Fit the model ``name`` of :data:`RECIPES` on ``split``; the check context to audit it."""
     from mlwarden.models import SklearnAdapter
-    from mlwarden.pipeline import build_estimator
-    from mlwarden.pipeline._harden import harden
 
     estimator, params, plant = RECIPES[name]
     if plant is not None:
@@ -206,7 +205,6 @@ def calibrate(
         ctx = calibration_model(name, split, seed)
         kind = "planted" if name in WEAKNESSES else "healthy"
         for group in groups or groups_for(dataset):
-            start = time.perf_counter()
             finding = run_group(group, ctx, dataset)
             progress(f"{dataset} {name} {group}: {finding.verdict}")
             found.append(
@@ -214,7 +212,7 @@ def calibrate(
                     dataset=dataset, model=name, kind=kind, weakness_of=WEAKNESSES.get(name),
                     group=group, verdict=finding.verdict, value=finding.value,
                     interval=finding.interval, n=finding.n, message=finding.message,
-                    seconds=time.perf_counter() - start,
+                    seconds=finding.wall_time_s,
                 )
             )  # fmt: skip
     return found
