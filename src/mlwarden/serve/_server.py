@@ -14,8 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mlwarden.serve._app import Guarded
 from mlwarden.serve._config import Deployment
+from mlwarden.serve._guarded import Guarded
 from mlwarden.serve._metrics import ServerMetrics
 from mlwarden.serve._runtime import (
     ServedModel,
