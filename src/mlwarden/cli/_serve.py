@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Literal, NamedTuple
+from typing import Annotated, Literal
 
 import typer
 from rich.console import Console
@@ -29,44 +29,6 @@ def _serve_db(store: Path) -> Path:
 
     store.mkdir(parents=True, exist_ok=True)
     return store / SERVE_DB
-
-
-class FeedbackTable(NamedTuple):
-    """Where the feedback rows were written for the pipeline to read, and how many."""
-
-    path: Path
-    rows: int
-
-
-def feedback_table(store: Path, label: str) -> FeedbackTable:
-    """The decision log's labelled rows as a CSV (features and ``label``) under the store.
-
-    The file is named by its content hash, so the same feedback makes the same source artifact
-    and an unchanged retrain is a cache hit.
-    """
-    import hashlib
-
-    import pandas as pd
-
-    from mlwarden.errors import DataError
-    from mlwarden.serve import DecisionLog
-
-    if not (store / "serve.db").exists():
-        raise RecordNotFoundError(f"no decision log under {store}: has a server run here?")
-    log = DecisionLog(_serve_db(store))
-    try:
-        rows = log.feedback_rows()
-    finally:
-        log.close()
-    if not rows:
-        raise DataError("the decision log holds no feedback yet: POST /v1/feedback first")
-    frame = pd.DataFrame([{**r.features, label: r.label} for r in rows])
-    data = frame.to_csv(index=False).encode()
-    folder = store / "feedback"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"feedback-{hashlib.sha256(data).hexdigest()[:16]}.csv"
-    path.write_bytes(data)
-    return FeedbackTable(path, len(frame))
 
 
 def serve_command(

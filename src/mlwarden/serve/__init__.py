@@ -14,6 +14,7 @@ from mlwarden.serve._config import (
     Route,
 )
 from mlwarden.serve._decisions import DecisionLog
+from mlwarden.serve._feedback_table import FeedbackTable, feedback_table
 from mlwarden.serve._guarded import Guarded
 from mlwarden.serve._keys import KeyStore
 from mlwarden.serve._reproduce import reproduce_decision
@@ -35,4 +36,4 @@ __all__ = [
     "create_app",
 ]
 
-__all__ += ["DecisionLog", "KeyStore", "reproduce_decision"]
+__all__ += ["DecisionLog", "FeedbackTable", "KeyStore", "feedback_table", "reproduce_decision"]
