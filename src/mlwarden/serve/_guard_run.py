@@ -34,7 +34,7 @@ class GuardRun:
         ``GuardError``) or record that the request went on without it (open)."""
         self.metrics.guard_errors.labels(guard=guard, outcome=on_error).inc()
         if on_error == "closed":
-            raise (refusal or GuardError(guard)) from cause
+            raise (refusal if refusal is not None else GuardError(guard)) from cause
         self.fail_open.append(guard)
 
     def run(
