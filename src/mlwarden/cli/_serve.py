@@ -180,17 +180,17 @@ def decisions_show(
 ) -> int:
     """Reproduce a past decision on its exact model version, and explain it."""
     from mlwarden.lineage import LineageStore
-    from mlwarden.serve import DecisionLog, reproduce_decision
+    from mlwarden.serve import open_decision_log, reproduce_decision
 
-    if not (store / "serve.db").exists():
-        raise RecordNotFoundError(f"no decision log under {store}: has a server run here?")
-    lineage = LineageStore(store, url=db_url)
-    log = DecisionLog(_serve_db(store))
+    log = open_decision_log(store)
     try:
-        found = reproduce_decision(lineage, log, request_id)
+        lineage = LineageStore(store, url=db_url)
+        try:
+            found = reproduce_decision(lineage, log, request_id)
+        finally:
+            lineage.close()
     finally:
         log.close()
-        lineage.close()
     if as_json:
         out.print_json(json.dumps(found.model_dump(mode="json")))
         return 0 if found.reproduced else 1
@@ -222,14 +222,11 @@ def decisions_verify(
 
     Exits 0 when everything holds, 4 on an integrity failure, 5 when a signature fails.
     """
-    from mlwarden.serve import DecisionLog
+    from mlwarden.serve import open_decision_log
 
-    if not (store / "serve.db").exists():
-        raise RecordNotFoundError(f"no decision log under {store}: has a server run here?")
-    policy = store_trust(None, trust)
-    log = DecisionLog(_serve_db(store))
+    log = open_decision_log(store)
     try:
-        report = log.verify(trust=policy, witnesses=witness or ())
+        report = log.verify(trust=store_trust(None, trust), witnesses=witness or ())
     finally:
         log.close()
     if not report.ok:
@@ -258,11 +255,9 @@ def decisions_checkpoint(
     The log is verified first: a witness of a tampered log would vouch for it.
     """
     from mlwarden.lineage import write_checkpoint_file
-    from mlwarden.serve import DecisionLog
+    from mlwarden.serve import open_decision_log
 
-    if not (store / "serve.db").exists():
-        raise RecordNotFoundError(f"no decision log under {store}: has a server run here?")
-    log = DecisionLog(_serve_db(store))
+    log = open_decision_log(store)
     try:
         report = log.verify(trust=store_trust(None, trust))
         newest = log.newest_checkpoints() if report.ok else []

@@ -18,7 +18,7 @@ from mlwarden.serve._feedback_table import FeedbackTable, feedback_table
 from mlwarden.serve._guarded import Guarded
 from mlwarden.serve._keys import KeyStore
 from mlwarden.serve._reproduce import reproduce_decision
-from mlwarden.serve._server import SERVE_DB, build_server, close_server
+from mlwarden.serve._server import SERVE_DB, build_server, close_server, open_decision_log
 
 __all__ = [
     "SERVE_DB",
@@ -34,6 +34,7 @@ __all__ = [
     "build_server",
     "close_server",
     "create_app",
+    "open_decision_log",
 ]
 
 __all__ += ["DecisionLog", "FeedbackTable", "KeyStore", "feedback_table", "reproduce_decision"]

@@ -6,9 +6,8 @@ import hashlib
 from pathlib import Path
 from typing import NamedTuple
 
-from mlwarden.errors import DataError, RecordNotFoundError
-from mlwarden.serve._decisions import DecisionLog
-from mlwarden.serve._server import SERVE_DB
+from mlwarden.errors import DataError
+from mlwarden.serve._server import open_decision_log
 
 __all__ = ["FeedbackTable", "feedback_table"]
 
@@ -28,10 +27,7 @@ def feedback_table(store: Path, label: str) -> FeedbackTable:
     """
     import pandas as pd
 
-    db = store / SERVE_DB
-    if not db.exists():
-        raise RecordNotFoundError(f"no decision log under {store}: has a server run here?")
-    log = DecisionLog(db)
+    log = open_decision_log(store)
     try:
         rows = log.feedback_rows()
     finally:
