@@ -105,7 +105,7 @@ def _run_spec(spec_path: Path, store: Path, db_url: str | None, from_feedback: b
     if from_feedback:
         if not isinstance(spec, PipelineSpec):
             raise SpecError("--from-feedback retrains a tabular pipeline, not a language model")
-        from mlwarden.cli._serve import feedback_table
+        from mlwarden.serve import feedback_table
 
         label = spec.data.label
         if label is None and spec.data.dataset is not None:

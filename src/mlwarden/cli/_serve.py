@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Literal, NamedTuple
+from typing import Annotated, Literal
 
 import typer
 from rich.console import Console
@@ -29,44 +29,6 @@ def _serve_db(store: Path) -> Path:
 
     store.mkdir(parents=True, exist_ok=True)
     return store / SERVE_DB
-
-
-class FeedbackTable(NamedTuple):
-    """Where the feedback rows were written for the pipeline to read, and how many."""
-
-    path: Path
-    rows: int
-
-
-def feedback_table(store: Path, label: str) -> FeedbackTable:
-    """The decision log's labelled rows as a CSV (features and ``label``) under the store.
-
-    The file is named by its content hash, so the same feedback makes the same source artifact
-    and an unchanged retrain is a cache hit.
-    """
-    import hashlib
-
-    import pandas as pd
-
-    from mlwarden.errors import DataError
-    from mlwarden.serve import DecisionLog
-
-    if not (store / "serve.db").exists():
-        raise RecordNotFoundError(f"no decision log under {store}: has a server run here?")
-    log = DecisionLog(_serve_db(store))
-    try:
-        rows = log.feedback_rows()
-    finally:
-        log.close()
-    if not rows:
-        raise DataError("the decision log holds no feedback yet: POST /v1/feedback first")
-    frame = pd.DataFrame([{**r.features, label: r.label} for r in rows])
-    data = frame.to_csv(index=False).encode()
-    folder = store / "feedback"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"feedback-{hashlib.sha256(data).hexdigest()[:16]}.csv"
-    path.write_bytes(data)
-    return FeedbackTable(path, len(frame))
 
 
 def serve_command(
@@ -218,17 +180,17 @@ def decisions_show(
 ) -> int:
     """Reproduce a past decision on its exact model version, and explain it."""
     from mlwarden.lineage import LineageStore
-    from mlwarden.serve import DecisionLog, reproduce_decision
+    from mlwarden.serve import open_decision_log, reproduce_decision
 
-    if not (store / "serve.db").exists():
-        raise RecordNotFoundError(f"no decision log under {store}: has a server run here?")
-    lineage = LineageStore(store, url=db_url)
-    log = DecisionLog(_serve_db(store))
+    log = open_decision_log(store)
     try:
-        found = reproduce_decision(lineage, log, request_id)
+        lineage = LineageStore(store, url=db_url)
+        try:
+            found = reproduce_decision(lineage, log, request_id)
+        finally:
+            lineage.close()
     finally:
         log.close()
-        lineage.close()
     if as_json:
         out.print_json(json.dumps(found.model_dump(mode="json")))
         return 0 if found.reproduced else 1
@@ -260,14 +222,11 @@ def decisions_verify(
 
     Exits 0 when everything holds, 4 on an integrity failure, 5 when a signature fails.
     """
-    from mlwarden.serve import DecisionLog
+    from mlwarden.serve import open_decision_log
 
-    if not (store / "serve.db").exists():
-        raise RecordNotFoundError(f"no decision log under {store}: has a server run here?")
-    policy = store_trust(None, trust)
-    log = DecisionLog(_serve_db(store))
+    log = open_decision_log(store)
     try:
-        report = log.verify(trust=policy, witnesses=witness or ())
+        report = log.verify(trust=store_trust(None, trust), witnesses=witness or ())
     finally:
         log.close()
     if not report.ok:
@@ -296,11 +255,9 @@ def decisions_checkpoint(
     The log is verified first: a witness of a tampered log would vouch for it.
     """
     from mlwarden.lineage import write_checkpoint_file
-    from mlwarden.serve import DecisionLog
+    from mlwarden.serve import open_decision_log
 
-    if not (store / "serve.db").exists():
-        raise RecordNotFoundError(f"no decision log under {store}: has a server run here?")
-    log = DecisionLog(_serve_db(store))
+    log = open_decision_log(store)
     try:
         report = log.verify(trust=store_trust(None, trust))
         newest = log.newest_checkpoints() if report.ok else []

@@ -2,7 +2,7 @@
 checks, output hardening, extraction and drift detection, A/B and shadow routing, a decision
 log and Prometheus metrics."""
 
-from mlwarden.serve._app import Guarded, create_app
+from mlwarden.serve._app import create_app
 from mlwarden.serve._config import (
     DecisionLogGuard,
     Deployment,
@@ -14,9 +14,11 @@ from mlwarden.serve._config import (
     Route,
 )
 from mlwarden.serve._decisions import DecisionLog
+from mlwarden.serve._feedback_table import FeedbackTable, feedback_table
+from mlwarden.serve._guarded import Guarded
 from mlwarden.serve._keys import KeyStore
 from mlwarden.serve._reproduce import reproduce_decision
-from mlwarden.serve._server import SERVE_DB, build_server, close_server
+from mlwarden.serve._server import SERVE_DB, build_server, close_server, open_decision_log
 
 __all__ = [
     "SERVE_DB",
@@ -32,6 +34,7 @@ __all__ = [
     "build_server",
     "close_server",
     "create_app",
+    "open_decision_log",
 ]
 
-__all__ += ["DecisionLog", "KeyStore", "reproduce_decision"]
+__all__ += ["DecisionLog", "FeedbackTable", "KeyStore", "feedback_table", "reproduce_decision"]

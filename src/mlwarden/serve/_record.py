@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, cast
 if TYPE_CHECKING:
     import pandas as pd
 
-    from mlwarden.serve._app import Guarded
+    from mlwarden.serve._guarded import Guarded
     from mlwarden.serve._runtime import ServedModel
 
 

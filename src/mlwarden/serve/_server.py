@@ -14,8 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mlwarden.serve._app import Guarded
 from mlwarden.serve._config import Deployment
+from mlwarden.serve._guarded import Guarded
 from mlwarden.serve._metrics import ServerMetrics
 from mlwarden.serve._runtime import (
     ServedModel,
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from mlwarden.lineage import CheckpointSigner, LineageStore, TrustPolicy
+    from mlwarden.serve._decisions import DecisionLog
     from mlwarden.serve._detect import DetectorSuite
     from mlwarden.serve._features import FeatureSpace
 
@@ -154,6 +155,17 @@ def build_server(
         clock=clock,
         metrics=metrics,
     )
+
+
+def open_decision_log(store: Path) -> DecisionLog:
+    """The decision log of the server that ran on ``store`` (refused when none has)."""
+    from mlwarden.errors import RecordNotFoundError
+    from mlwarden.serve._decisions import DecisionLog
+
+    db = store / SERVE_DB
+    if not db.exists():
+        raise RecordNotFoundError(f"no decision log under {store}: has a server run here?")
+    return DecisionLog(db)
 
 
 def close_server(g: Guarded) -> None:
