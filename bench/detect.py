@@ -34,17 +34,18 @@ from mlwarden import datasets
 from mlwarden.attacks._distillation import extract_distillation
 from mlwarden.attacks._extraction import extract_logistic_pipeline
 from mlwarden.models._recording import RecordingModel
-from mlwarden.serve._detect import (
+from mlwarden.serve._extraction import (
+    BenignTraffic,
     BoundaryDetector,
     Detector,
     DetectorSuite,
+    FeatureSpace,
     OffManifoldDetector,
     PradaDetector,
     RarityDetector,
     detection_delay,
     false_positive_rate,
 )
-from mlwarden.serve._features import FeatureSpace
 
 
 def models(X: pd.DataFrame, y: pd.Series, categorical: list[str]) -> tuple[Any, Any]:
@@ -104,9 +105,12 @@ def models(X: pd.DataFrame, y: pd.Series, categorical: list[str]) -> tuple[Any, 
 def fitted_detectors(
     space: FeatureSpace, train: pd.DataFrame, calib: pd.DataFrame, model: Any
 ) -> list[Detector]:
-    boundary = BoundaryDetector().fit(model.predict_proba(calib))
-    off = OffManifoldDetector().fit(space.transform(train), space.transform(calib))
-    rarity = RarityDetector().fit(space, space.transform(train), space.transform(calib))
+    benign = BenignTraffic(
+        space, space.transform(train), space.transform(calib), model.predict_proba(calib)
+    )
+    boundary = BoundaryDetector().fit(benign)
+    off = OffManifoldDetector().fit(benign)
+    rarity = RarityDetector().fit(benign)
     prada = PradaDetector()
     return [prada, boundary, off, rarity, DetectorSuite([prada, boundary, off, rarity])]
 

@@ -304,12 +304,12 @@ def detector_comparison(store_root: Path) -> dict[str, Any]:
     from mlwarden.attacks._distillation import extract_distillation
     from mlwarden.lineage import LineageStore
     from mlwarden.models import RecordingModel
-    from mlwarden.serve._detect import (
+    from mlwarden.serve._extraction import (
+        FeatureSpace,
         PradaDetector,
         detection_delay,
         false_positive_rate,
     )
-    from mlwarden.serve._features import FeatureSpace
     from mlwarden.serve._runtime import load_served, training_reference
     from mlwarden.serve._server import CALIBRATION_ROWS, default_detectors
 

@@ -46,9 +46,12 @@ def setup() -> dict[str, Any]:
     model.fit(train, y.iloc[order[:cut1]])
     space = FeatureSpace.fit(train, data.schema)
     prada = PradaDetector()
-    boundary = BoundaryDetector().fit(model.predict_proba(calib))
-    off = OffManifoldDetector().fit(space.transform(train), space.transform(calib))
-    rarity = RarityDetector().fit(space, space.transform(train), space.transform(calib))
+    benign = BenignTraffic(
+        space, space.transform(train), space.transform(calib), model.predict_proba(calib)
+    )
+    boundary = BoundaryDetector().fit(benign)
+    off = OffManifoldDetector().fit(benign)
+    rarity = RarityDetector().fit(benign)
     suite = DetectorSuite([prada, boundary, off, rarity])
     return {
         "data": data,
@@ -56,6 +59,7 @@ def setup() -> dict[str, Any]:
         "pool": pool,
         "model": model,
         "space": space,
+        "benign": benign,
         "detectors": {d.name: d for d in (prada, boundary, off, rarity, suite)},
     }
 
@@ -152,18 +156,19 @@ def test_prada_on_query_streams() -> None:
     assert delay is not None and delay <= 60
 
 
-def test_state_stays_bounded() -> None:
+def test_state_stays_bounded(setup: dict[str, Any]) -> None:
     rng = np.random.default_rng(3)
     prada = PradaDetector(max_per_class=16, max_distances=50, max_clients=3, min_distances=20)
-    boundary = BoundaryDetector(window=40, max_clients=3).fit(rng.uniform(0, 1, 200))
+    boundary = BoundaryDetector(window=40, max_clients=3).fit(setup["benign"])
+    width = setup["space"].n_features
     for i in range(2000):
-        x = rng.normal(size=8)
+        x = rng.normal(size=width)
         prada.observe("a", x, int(i % 2))
         boundary.observe("a", x, [0.5, 0.5])
     assert prada.state_size("a") <= 2 * 16 + 50
     assert boundary.state_size("a") == 40
     for client in "bcdefg":
-        prada.observe(client, rng.normal(size=8), 0)
+        prada.observe(client, rng.normal(size=width), 0)
         boundary.observe(client, None, [0.9, 0.1])
     assert prada.n_clients == 3 and boundary.n_clients == 3
     assert prada.state_size("a") == 0  # least recently seen: forgotten
@@ -209,7 +214,7 @@ def test_feature_space_unknown_categories_and_missing() -> None:
         space.transform({"age": "old"})
 
 
-def test_one_fit_signature_learns_what_the_older_call_shapes_learn(setup: dict[str, Any]) -> None:
+def test_the_suite_fits_each_detector_on_the_same_benign_traffic(setup: dict[str, Any]) -> None:
     space, model = setup["space"], setup["model"]
     train, calib = setup["train"], setup["pool"].iloc[:300]
     benign = BenignTraffic(
@@ -222,12 +227,11 @@ def test_one_fit_signature_learns_what_the_older_call_shapes_learn(setup: dict[s
     prada, boundary, off, rarity = suite.detectors
     assert isinstance(prada, PradaDetector) and prada.n_features_ == space.n_features
     assert isinstance(boundary, BoundaryDetector)
-    assert boundary.margin_ == BoundaryDetector().fit(benign.proba).margin_
+    assert boundary.margin_ == BoundaryDetector().fit(benign).margin_
     assert isinstance(off, OffManifoldDetector)
-    assert off.radius_ == OffManifoldDetector().fit(benign.train, benign.held_out).radius_
+    assert off.radius_ == OffManifoldDetector().fit(benign).radius_
     assert isinstance(rarity, RarityDetector)
-    older = RarityDetector().fit(space, benign.train, benign.held_out)
-    assert rarity.threshold_ == older.threshold_
+    assert rarity.threshold_ == RarityDetector().fit(benign).threshold_
     assert suite.catches == {"perturbation", "boundary", "uniform"}
     with pytest.raises(DataError):
         boundary.observe_answer("a", np.zeros(space.n_features + 1), [0.5, 0.5])

@@ -14,6 +14,18 @@ from mlwarden.serve._config import (
     Route,
 )
 from mlwarden.serve._decisions import DecisionLog
+from mlwarden.serve._extraction import (
+    BenignTraffic,
+    BoundaryDetector,
+    Detector,
+    DetectorSuite,
+    FeatureSpace,
+    OffManifoldDetector,
+    Pattern,
+    PradaDetector,
+    RarityDetector,
+    Verdict,
+)
 from mlwarden.serve._feedback_table import FeedbackTable, feedback_table
 from mlwarden.serve._guarded import Guarded
 from mlwarden.serve._keys import KeyStore
@@ -22,19 +34,32 @@ from mlwarden.serve._server import SERVE_DB, build_server, close_server, open_de
 
 __all__ = [
     "SERVE_DB",
+    "BenignTraffic",
+    "BoundaryDetector",
+    "DecisionLog",
     "DecisionLogGuard",
     "Deployment",
+    "Detector",
+    "DetectorSuite",
     "DriftGuard",
     "ExtractionGuard",
+    "FeatureSpace",
+    "FeedbackTable",
     "Guarded",
+    "KeyStore",
     "ModelPolicy",
+    "OffManifoldDetector",
     "OutputPolicy",
+    "Pattern",
+    "PradaDetector",
+    "RarityDetector",
     "RateLimit",
     "Route",
+    "Verdict",
     "build_server",
     "close_server",
     "create_app",
+    "feedback_table",
     "open_decision_log",
+    "reproduce_decision",
 ]
-
-__all__ += ["DecisionLog", "FeedbackTable", "KeyStore", "feedback_table", "reproduce_decision"]

@@ -13,8 +13,7 @@ from mlwarden.serve._runtime import ServedModel
 if TYPE_CHECKING:
     from mlwarden.data import TableSchema
     from mlwarden.serve._decisions import DecisionLog
-    from mlwarden.serve._detect import DetectorSuite
-    from mlwarden.serve._features import FeatureSpace
+    from mlwarden.serve._extraction import DetectorSuite, FeatureSpace
     from mlwarden.serve._keys import KeyStore
     from mlwarden.serve._monitor import DriftMonitor
     from mlwarden.serve._slowdown import ComputeBudget, ExitMonitor

@@ -29,8 +29,7 @@ if TYPE_CHECKING:
 
     from mlwarden.lineage import CheckpointSigner, LineageStore, TrustPolicy
     from mlwarden.serve._decisions import DecisionLog
-    from mlwarden.serve._detect import DetectorSuite
-    from mlwarden.serve._features import FeatureSpace
+    from mlwarden.serve._extraction import DetectorSuite, FeatureSpace
 
 #: The serving database (API keys and the decision log) beside the lineage store.
 SERVE_DB = "serve.db"
@@ -54,8 +53,10 @@ def default_detectors(
     model: ServedModel, reference: pd.DataFrame, held_out: pd.DataFrame, space: FeatureSpace
 ) -> DetectorSuite:
     """PRADA, boundary, off-manifold and rarity detectors, calibrated on the model's data."""
-    from mlwarden.serve._detect import (
+    from mlwarden.serve._extraction import (
+        BenignTraffic,
         BoundaryDetector,
+        Detector,
         DetectorSuite,
         OffManifoldDetector,
         PradaDetector,
@@ -63,15 +64,16 @@ def default_detectors(
     )
 
     benign = held_out if len(held_out) else reference
-    train_x, benign_x = space.transform(reference), space.transform(benign)
-    return DetectorSuite(
-        [
-            PradaDetector(),
-            BoundaryDetector().fit(model.predict_proba(benign)),
-            OffManifoldDetector().fit(train_x, benign_x),
-            RarityDetector().fit(space, train_x, benign_x),
-        ]
+    traffic = BenignTraffic(
+        space, space.transform(reference), space.transform(benign), model.predict_proba(benign)
     )
+    detectors: list[Detector] = [
+        PradaDetector(),
+        BoundaryDetector(),
+        OffManifoldDetector(),
+        RarityDetector(),
+    ]
+    return DetectorSuite(detectors).fit(traffic)
 
 
 def build_server(
@@ -90,7 +92,7 @@ def build_server(
     """
     from mlwarden.lineage import TrustPolicy
     from mlwarden.serve._decisions import DecisionLog
-    from mlwarden.serve._features import FeatureSpace
+    from mlwarden.serve._extraction import FeatureSpace
     from mlwarden.serve._keys import KeyStore
     from mlwarden.serve._monitor import DriftMonitor
 

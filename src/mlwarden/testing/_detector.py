@@ -17,7 +17,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from mlwarden.errors import MlwardenError
-from mlwarden.serve._extraction import BenignTraffic, Detector, FeatureSpace, Pattern, Verdict
+from mlwarden.serve import BenignTraffic, Detector, FeatureSpace, Pattern, Verdict
 
 __all__ = ["DETECTOR_CHECKS", "check_detector"]
 
@@ -177,7 +177,7 @@ DETECTOR_CHECKS: tuple[tuple[str, Callable[[Factory, _Traffic], None]], ...] = (
 
 
 def check_detector(detector_factory: Factory, *, seed: int = 0) -> None:
-    """Check that a detector honours the :class:`~mlwarden.serve._extraction.Detector` contract.
+    """Check that a detector honours the :class:`~mlwarden.serve.Detector` contract.
 
     Each check fits new detectors from ``detector_factory`` on the same synthetic benign
     traffic: ``fit`` returns the detector; verdicts name the detector and the client; benign

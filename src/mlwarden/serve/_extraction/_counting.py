@@ -11,7 +11,6 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from mlwarden.errors import DataError, ParameterError
-from mlwarden.serve._extraction._features import FeatureSpace
 from mlwarden.serve._extraction._protocol import BenignTraffic, Pattern, encoded_row
 from mlwarden.serve._extraction._stats import top_margin
 from mlwarden.serve._verdict import Verdict
@@ -108,21 +107,12 @@ class BoundaryDetector(_CountingDetector):
 
     catches: frozenset[Pattern] = frozenset({"boundary"})
 
-    def fit(self, benign: BenignTraffic | ArrayLike) -> Self:
-        """Measure the benign rate of low-margin answers.
+    def fit(self, benign: BenignTraffic) -> Self:
+        """Measure the benign rate of low-margin answers on the held-out rows' answers.
 
-        Parameters
-        ----------
-        benign : BenignTraffic, or array of shape (n, k) or (n,)
-            Benign traffic (its ``proba`` is read, and its width is then required of
-            observed rows), or directly the model's probabilities (or top-1 margins) on
-            held-out benign rows.
+        Observed rows must then have the width of ``benign``'s feature space.
         """
-        if isinstance(benign, BenignTraffic):
-            values, self.n_features_ = benign.proba, benign.space.n_features
-        else:
-            values, self.n_features_ = np.asarray(benign, dtype=np.float64), None
-        margins = values if values.ndim == 1 else top_margin(values)
+        margins, self.n_features_ = top_margin(benign.proba), benign.space.n_features
         if len(margins) < 20:
             raise DataError(f"fit needs at least 20 benign answers, got {len(margins)}")
         cut = self.margin if self.margin is not None else float(np.quantile(margins, self.quantile))
@@ -197,26 +187,9 @@ class OffManifoldDetector(_CountingDetector):
 
     catches: frozenset[Pattern] = frozenset({"uniform"})
 
-    def fit(self, benign: BenignTraffic | ArrayLike, held_out: ArrayLike | None = None) -> Self:
-        """Keep a training sample and set the radius from held-out rows' k-NN distances.
-
-        Parameters
-        ----------
-        benign : BenignTraffic, or array of shape (n, d)
-            Benign traffic (its ``train`` and ``held_out`` rows are read), or directly the
-            encoded training rows (a sample of ``max_reference`` is kept).
-        held_out : array of shape (m, d)
-            With training rows only: encoded benign rows the model never saw, at least 100.
-        """
-        if isinstance(benign, BenignTraffic):
-            rows, calib = benign.train, benign.held_out
-        elif held_out is None:
-            raise ParameterError("fit needs held_out rows beside the training rows")
-        else:
-            rows = np.asarray(benign, dtype=np.float64)
-            calib = np.asarray(held_out, dtype=np.float64)
-        if rows.ndim != 2 or calib.ndim != 2 or rows.shape[1] != calib.shape[1]:
-            raise DataError("train and held_out must be matrices with the same columns")
+    def fit(self, benign: BenignTraffic) -> Self:
+        """Keep a sample of the training rows; set the radius from held-out rows' k-NN distances."""
+        rows, calib = benign.train, benign.held_out
         if len(rows) < self.k:
             raise DataError(f"fit needs at least k = {self.k} training rows, got {len(rows)}")
         if len(calib) < 100:
@@ -314,34 +287,9 @@ class RarityDetector(_CountingDetector):
 
     catches: frozenset[Pattern] = frozenset({"uniform"})
 
-    def fit(
-        self,
-        benign: BenignTraffic | FeatureSpace,
-        train: ArrayLike | None = None,
-        held_out: ArrayLike | None = None,
-    ) -> Self:
-        """Learn bin frequencies from training rows and the threshold from held-out ones.
-
-        Parameters
-        ----------
-        benign : BenignTraffic or FeatureSpace
-            Benign traffic (its space, ``train`` and ``held_out`` rows are read), or directly
-            the space the rows are encoded in (gives each column's slice).
-        train, held_out : arrays of shape (n, space.n_features)
-            With a space only: encoded training rows, and at least 100 encoded benign rows
-            the model never saw.
-        """
-        if isinstance(benign, BenignTraffic):
-            space, rows, calib = benign.space, benign.train, benign.held_out
-        elif train is None or held_out is None:
-            raise ParameterError("fit needs train and held_out rows beside the feature space")
-        else:
-            space = benign
-            rows = np.asarray(train, dtype=np.float64)
-            calib = np.asarray(held_out, dtype=np.float64)
-        width = space.n_features
-        if rows.ndim != 2 or calib.ndim != 2 or {rows.shape[1], calib.shape[1]} != {width}:
-            raise DataError(f"train and held_out must be matrices of {width} encoded features")
+    def fit(self, benign: BenignTraffic) -> Self:
+        """Learn bin frequencies from the training rows and the threshold from held-out ones."""
+        space, rows, calib = benign.space, benign.train, benign.held_out
         if len(rows) < 20 or len(calib) < 100:
             raise DataError("fit needs at least 20 training and 100 held-out rows")
         self._numeric, self._categorical = [], []
@@ -357,7 +305,7 @@ class RarityDetector(_CountingDetector):
                 buckets = self._category(values)
                 counts = np.bincount(buckets, minlength=values.shape[1] + 1)
                 self._categorical.append((where, self._log_p(counts)))
-        self.n_features_ = width
+        self.n_features_ = space.n_features
         scores = self.surprise(calib)
         self.threshold_ = float(np.quantile(scores, self.quantile))
         rate = (float(np.sum(scores > self.threshold_)) + 1.0) / (len(scores) + 2.0)
