@@ -23,6 +23,13 @@ from mlwarden.attacks._distillation import (
     TabularSurrogate,
     extract_distillation,
 )
+from mlwarden.attacks._dp_audit import (
+    EpsilonLowerBound,
+    PrivacyAuditResult,
+    epsilon_from_roc,
+    epsilon_lower_bound,
+    privacy_audit,
+)
 from mlwarden.attacks._extraction import (
     ExtractedLinearModel,
     ExtractionResult,
@@ -39,14 +46,6 @@ from mlwarden.attacks._gradient import (
     pgd,
     robust_accuracy,
 )
-from mlwarden.attacks._hardening_cost import (
-    ALL_MODES,
-    FidelityCost,
-    HardeningAttack,
-    HardeningCostRow,
-    HardeningCostTable,
-    hardening_cost,
-)
 from mlwarden.attacks._hopskipjump import HopSkipJumpResult, hop_skip_jump
 from mlwarden.attacks._membership import (
     FPR_LEVELS,
@@ -57,12 +56,13 @@ from mlwarden.attacks._membership import (
     loss_threshold_attack,
     membership_metrics,
 )
-from mlwarden.attacks._privacy_audit import (
-    EpsilonLowerBound,
-    PrivacyAuditResult,
-    epsilon_from_roc,
-    epsilon_lower_bound,
-    privacy_audit,
+from mlwarden.attacks._output_hardening_cost import (
+    ALL_MODES,
+    FidelityCost,
+    HardeningAttack,
+    HardeningCostRow,
+    HardeningCostTable,
+    hardening_cost,
 )
 from mlwarden.attacks._result import AttackResult
 from mlwarden.attacks._tabular import (

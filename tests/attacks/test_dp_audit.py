@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from sklearn.tree import DecisionTreeClassifier
 
 from mlwarden import datasets
-from mlwarden.attacks._privacy_audit import (
+from mlwarden.attacks._dp_audit import (
     epsilon_from_roc,
     epsilon_lower_bound,
     one_run_p_value,
