@@ -56,6 +56,7 @@ from mlwarden.attacks._membership import (
     loss_threshold_attack,
     membership_metrics,
 )
+from mlwarden.attacks._noise import uniform_noise
 from mlwarden.attacks._output_hardening_cost import (
     ALL_MODES,
     FidelityCost,
@@ -153,6 +154,7 @@ __all__ = [
     "slowdown_loss",
     "tabular_evasion",
     "transfer_deepsloth",
+    "uniform_noise",
     "universal_deepsloth",
 ]
 
