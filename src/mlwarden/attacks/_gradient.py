@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, PrivateAttr
 
 from mlwarden._lp_ball import LpBall, Norm, default_step, direction, norms
-from mlwarden.attacks._result import AttackResult
+from mlwarden.attacks._result import AttackResult, plain
 from mlwarden.errors import CapabilityError, DataError, ParameterError
-from mlwarden.models._torch import TorchAdapter, _py, require_torch
+from mlwarden.models import TorchAdapter, require_torch
 
 if TYPE_CHECKING:
     import numpy as np
@@ -330,9 +330,9 @@ def _result(
     examples = [
         {
             "index": int(i),
-            "label": _py(classes[t[i]]),
-            "clean_prediction": _py(classes[clean[i]]),
-            "adversarial_prediction": _py(classes[adv_pred[i]]),
+            "label": plain(classes[t[i]]),
+            "clean_prediction": plain(classes[clean[i]]),
+            "adversarial_prediction": plain(classes[adv_pred[i]]),
             "perturbation": float(perturbation[i]),
         }
         for i in fooled.nonzero().flatten().cpu().numpy()[:_N_EXAMPLES]

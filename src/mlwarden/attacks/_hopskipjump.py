@@ -15,7 +15,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from mlwarden.attacks._result import AttackResult
+from mlwarden.attacks._result import AttackResult, plain
 from mlwarden.errors import ModelError, ParameterError, QueryBudgetExceeded
 from mlwarden.models import ModelAdapter
 
@@ -198,10 +198,6 @@ def _label_array(name: str, labels: Any, n: int) -> NDArray[Any]:
     return out
 
 
-def _plain(value: Any) -> Any:
-    return value.item() if isinstance(value, np.generic) else value
-
-
 def hop_skip_jump(
     model: ModelAdapter,
     X: Any,
@@ -373,8 +369,8 @@ def hop_skip_jump(
                 "original": x0[i].tolist(),
                 "adversarial": state.best[i].tolist(),
                 "perturbation": float(state.best_dist[i]),
-                "original_label": _plain(now[i]),
-                "adversarial_label": _plain(state.best_label[i]),
+                "original_label": plain(now[i]),
+                "adversarial_label": plain(state.best_label[i]),
             }
         )
     return HopSkipJumpResult(
@@ -412,8 +408,8 @@ def _bounds(v: FloatArray) -> float | list[float]:
 
 def _labels(target: Any) -> Any:
     if np.ndim(target) == 0:
-        return _plain(target)
-    return [_plain(t) for t in np.asarray(target, dtype=object).reshape(-1)]
+        return plain(target)
+    return [plain(t) for t in np.asarray(target, dtype=object).reshape(-1)]
 
 
 class _State:

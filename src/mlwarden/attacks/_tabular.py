@@ -20,7 +20,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from mlwarden._yaml_lines import parse_mapping, validation_error
-from mlwarden.attacks._result import AttackResult
+from mlwarden.attacks._result import AttackResult, plain
 from mlwarden.errors import ParameterError, QueryBudgetExceeded, SpecError
 
 if TYPE_CHECKING:
@@ -531,7 +531,7 @@ class _Batcher:
             value = self.columns[self.positions[feature]][row]
         else:
             value = self.array[row, self.positions[feature]]
-        return value.item() if isinstance(value, np.generic) else value
+        return plain(value)
 
     def moves(self, row: int) -> list[_Move]:
         """Every single change the threat model allows on this row."""
@@ -753,7 +753,7 @@ def _row_labels(X: Any) -> list[Any]:
 
     if not isinstance(X, pd.DataFrame):
         return list(range(len(X)))
-    return [v.item() if isinstance(v, np.generic) else v for v in X.index.tolist()]
+    return [plain(v) for v in X.index.tolist()]
 
 
 def _check_values(name: str, constraint: FeatureConstraint, dtype: Any) -> None:
