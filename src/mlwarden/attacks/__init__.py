@@ -66,14 +66,9 @@ from mlwarden.attacks._output_hardening_cost import (
     hardening_cost,
 )
 from mlwarden.attacks._result import AttackResult
-from mlwarden.attacks._tabular import (
-    FeatureConstraint,
-    TabularEvasionResult,
-    ThreatModel,
-    bundled_threat_model,
-    tabular_evasion,
-)
+from mlwarden.attacks._tabular import TabularEvasionResult, tabular_evasion
 from mlwarden.attacks._threat_draft import draft_threat_model, draft_threat_model_yaml
+from mlwarden.attacks._threat_model import FeatureConstraint, ThreatModel, bundled_threat_model
 from mlwarden.attacks._tree_extraction import (
     CategoricalFeature,
     ContinuousFeature,
