@@ -70,14 +70,16 @@ from mlwarden.attacks._tabular import TabularEvasionResult, tabular_evasion
 from mlwarden.attacks._threat_draft import draft_threat_model, draft_threat_model_yaml
 from mlwarden.attacks._threat_model import FeatureConstraint, ThreatModel, bundled_threat_model
 from mlwarden.attacks._tree_extraction import (
-    CategoricalFeature,
-    ContinuousFeature,
     ExtractedLeaf,
     ExtractedTree,
-    LeafOracle,
     TreeExtractionResult,
-    TreeSchema,
     extract_tree,
+)
+from mlwarden.attacks._tree_oracle import (
+    CategoricalFeature,
+    ContinuousFeature,
+    LeafOracle,
+    TreeSchema,
 )
 
 __all__ = [
