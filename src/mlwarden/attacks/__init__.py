@@ -38,14 +38,7 @@ from mlwarden.attacks._extraction import (
     extract_logistic_pipeline,
     fidelity,
 )
-from mlwarden.attacks._gradient import (
-    GradientAttackResult,
-    RobustnessCurve,
-    RobustnessPoint,
-    fgsm,
-    pgd,
-    robust_accuracy,
-)
+from mlwarden.attacks._gradient import GradientAttackResult, fgsm, pgd
 from mlwarden.attacks._hopskipjump import HopSkipJumpResult, hop_skip_jump
 from mlwarden.attacks._membership import (
     FPR_LEVELS,
@@ -66,6 +59,7 @@ from mlwarden.attacks._output_hardening_cost import (
     hardening_cost,
 )
 from mlwarden.attacks._result import AttackResult
+from mlwarden.attacks._robust_accuracy import RobustnessCurve, RobustnessPoint, robust_accuracy
 from mlwarden.attacks._tabular import TabularEvasionResult, tabular_evasion
 from mlwarden.attacks._threat_draft import draft_threat_model, draft_threat_model_yaml
 from mlwarden.attacks._threat_model import FeatureConstraint, ThreatModel, bundled_threat_model
