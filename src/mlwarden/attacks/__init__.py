@@ -41,14 +41,12 @@ from mlwarden.attacks._extraction import (
 from mlwarden.attacks._gradient import GradientAttackResult, fgsm, pgd
 from mlwarden.attacks._hopskipjump import HopSkipJumpResult, hop_skip_jump
 from mlwarden.attacks._membership import (
-    FPR_LEVELS,
-    MembershipMetrics,
     MembershipResult,
     lira,
     logit_confidence,
     loss_threshold_attack,
-    membership_metrics,
 )
+from mlwarden.attacks._membership_metrics import FPR_LEVELS, MembershipMetrics, membership_metrics
 from mlwarden.attacks._noise import uniform_noise
 from mlwarden.attacks._output_hardening_cost import (
     ALL_MODES,
