@@ -23,13 +23,8 @@ from mlwarden.attacks._distillation import (
     TabularSurrogate,
     extract_distillation,
 )
-from mlwarden.attacks._dp_audit import (
-    EpsilonLowerBound,
-    PrivacyAuditResult,
-    epsilon_from_roc,
-    epsilon_lower_bound,
-    privacy_audit,
-)
+from mlwarden.attacks._dp_audit import PrivacyAuditResult, privacy_audit
+from mlwarden.attacks._dp_bounds import EpsilonLowerBound, epsilon_from_roc, epsilon_lower_bound
 from mlwarden.attacks._extraction import (
     ExtractedLinearModel,
     ExtractionResult,
