@@ -8,9 +8,9 @@ implementation) is wrong; if it is far below, the claim may be loose or the atta
 The bounds are in :mod:`._dp_bounds`: the one-run bound of Steinke, Nasr & Jagielski (2023)
 [1]_, rigorous for a single model, and the ROC bound of Jagielski et al. (2020) [2]_.
 
-* :func:`privacy_audit` runs the whole experiment on real rows: draw the audit rows, flip the
-  coins, train with ``make_model``, score with the loss attack or offline LiRA, and report the
-  membership metrics, the one-run bound and the claimed epsilon side by side.
+:func:`privacy_audit` runs the whole experiment on real rows: draw the audit rows, flip the
+coins, train with ``make_model``, score with the loss attack or offline LiRA, and report the
+membership metrics, the one-run bound and the claimed epsilon side by side.
 
 References
 ----------

@@ -70,6 +70,7 @@ class EpsilonLowerBound(BaseModel):
 
 
 def check_confidence_delta(confidence: float, delta: float) -> None:
+    """Refuse a confidence outside (0, 1) or a delta outside [0, 1)."""
     if not 0.0 < confidence < 1.0:
         raise ParameterError(f"confidence must lie strictly between 0 and 1, got {confidence}")
     if not 0.0 <= delta < 1.0:

@@ -123,14 +123,15 @@ class Oracle:
         return adv, answered, labels
 
 
-def distance(a: FloatArray, b: FloatArray, norm: Norm) -> FloatArray:
+def _distance(a: FloatArray, b: FloatArray, norm: Norm) -> FloatArray:
+    """Row-wise ``norm`` distance between ``a`` and ``b``."""
     diff = np.abs(a - b)
     if norm == "l2":
         return np.asarray(np.sqrt(np.sum(diff * diff, axis=-1)), dtype=np.float64)
     return np.asarray(np.max(diff, axis=-1), dtype=np.float64)
 
 
-def project(x0: FloatArray, x: FloatArray, alpha: FloatArray, norm: Norm) -> FloatArray:
+def _project(x0: FloatArray, x: FloatArray, alpha: FloatArray, norm: Norm) -> FloatArray:
     """The point at ``alpha`` between ``x0`` and ``x``: a blend (L2) or a box around x0 (Linf)."""
     a = alpha[:, None]
     if norm == "l2":
@@ -178,7 +179,7 @@ class SearchState:
         return idx[keep]
 
     def _keep_best(self, idx: IntArray, points: FloatArray, labels: NDArray[Any]) -> None:
-        dist = distance(points, self.x0[idx], self.norm)
+        dist = _distance(points, self.x0[idx], self.norm)
         better = dist < self.best_dist[idx]
         self.best[idx[better]] = points[better]
         self.best_dist[idx[better]] = dist[better]
@@ -255,7 +256,7 @@ class SearchState:
         while going.any():
             g = np.flatnonzero(going)
             mid = (high[g] + low[g]) / 2.0
-            rows = project(x0[g], far[g], mid, norm)
+            rows = _project(x0[g], far[g], mid, norm)
             adv, answered, labels = self.oracle.decide(idx[g], rows)
             yes = answered & adv
             no = answered & ~adv
@@ -276,7 +277,7 @@ class SearchState:
         Returns the boundary points and the distance of ``points`` to the originals (the
         ``dist_post_update`` that sets the next ``delta``).
         """
-        dist = distance(points, self.x0[idx], self.norm)
+        dist = _distance(points, self.x0[idx], self.norm)
         if self.norm == "l2":
             high = np.ones(len(idx))
             tol = np.full(len(idx), self.tol)
@@ -290,7 +291,7 @@ class SearchState:
         """Queries the boundary search after a step will take, at most."""
         if self.norm == "l2":
             return np.full(len(idx), math.ceil(math.log2(1.0 / self.tol)), dtype=np.int64)
-        dist = distance(self.adv[idx], self.x0[idx], self.norm)
+        dist = _distance(self.adv[idx], self.x0[idx], self.norm)
         tol = np.minimum(dist * self.tol, self.tol)
         ratio = np.ones(len(idx))
         np.divide(dist, tol, out=ratio, where=tol > 0)
@@ -331,7 +332,7 @@ class SearchState:
         idx, update = idx[moved], update[moved]
         if len(idx) == 0:
             return
-        dist = distance(self.adv[idx], self.x0[idx], norm)
+        dist = _distance(self.adv[idx], self.x0[idx], norm)
         eps = dist / math.sqrt(t)
         stepped = self.adv[idx].copy()
         stepped_label = self.best_label[idx].copy()

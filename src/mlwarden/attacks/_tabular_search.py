@@ -34,6 +34,8 @@ class _Move:
 
 @dataclass
 class Outcome:
+    """What one row's search found: the cheapest flip (if any), its cost and queries."""
+
     row: int
     p_before: float
     p_after: float

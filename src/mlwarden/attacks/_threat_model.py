@@ -204,6 +204,7 @@ def _named(names: list[str], total: int) -> str:
 
 
 def column_names(X: Any) -> list[str]:
+    """The table's column names as the threat model names them (``"0"``, ``"1"``... for arrays)."""
     import pandas as pd
 
     if isinstance(X, pd.DataFrame):
@@ -215,6 +216,7 @@ def column_names(X: Any) -> list[str]:
 
 
 def column_dtype(X: Any, name: str) -> Any:
+    """The dtype of column ``name`` (an array's one dtype)."""
     import pandas as pd
 
     if isinstance(X, pd.DataFrame):
