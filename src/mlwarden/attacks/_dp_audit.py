@@ -6,19 +6,17 @@ with a stated confidence. If the lower bound exceeds the claimed epsilon, the cl
 implementation) is wrong; if it is far below, the claim may be loose or the attack weak.
 
 The bounds are in :mod:`._dp_bounds`: the one-run bound of Steinke, Nasr & Jagielski (2023)
-[1]_, rigorous for a single model, and the ROC bound of Jagielski et al. (2020) [2]_.
+[1]_, rigorous for a single model, and the ROC bound of Jagielski et al. (2020).
 
 :func:`privacy_audit` runs the whole experiment on real rows: draw the audit rows, flip the
-coins, train with ``make_model``, score with the loss attack or offline LiRA, and report the
+coins, train with ``make_model``, score with the loss attack or offline LiRA [2]_, and report the
 membership metrics, the one-run bound and the claimed epsilon side by side.
 
 References
 ----------
 .. [1] T. Steinke, M. Nasr, M. Jagielski, "Privacy Auditing with One (1) Training Run",
    Advances in Neural Information Processing Systems 36 (NeurIPS), 2023. arXiv:2305.08846.
-.. [2] M. Jagielski, J. Ullman, A. Oprea, "Auditing Differentially Private Machine Learning:
-   How Private is Private SGD?", NeurIPS 2020.
-.. [3] N. Carlini, S. Chien, M. Nasr, S. Song, A. Terzis, F. Tramèr, "Membership Inference
+.. [2] N. Carlini, S. Chien, M. Nasr, S. Song, A. Terzis, F. Tramèr, "Membership Inference
    Attacks From First Principles", IEEE S&P 2022.
 """
 
