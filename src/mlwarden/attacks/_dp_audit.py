@@ -40,8 +40,8 @@ from mlwarden.attacks._membership import (
     _rows,
     lira_scores,
     logit_confidence,
-    membership_metrics,
 )
+from mlwarden.attacks._membership_metrics import membership_metrics
 from mlwarden.attacks._result import AttackResult
 from mlwarden.errors import DataError, ParameterError
 from mlwarden.models import SklearnAdapter
