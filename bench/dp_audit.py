@@ -24,7 +24,7 @@ import pandas as pd
 from sklearn.ensemble import RandomForestClassifier
 
 from mlwarden import datasets
-from mlwarden.attacks._privacy_audit import PrivacyAuditResult, privacy_audit
+from mlwarden.attacks import PrivacyAuditResult, privacy_audit
 from mlwarden.models._dp import DPSGDClassifier
 
 

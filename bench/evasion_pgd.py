@@ -30,7 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mlwarden.attacks._gradient import GradientAttackResult, pgd
+from mlwarden.attacks import GradientAttackResult, pgd
 from mlwarden.models._torch import TorchAdapter, load_digits_split, train_digits_model
 
 TARGET_SPEEDUP = 2.0

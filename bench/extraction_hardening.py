@@ -26,8 +26,8 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from mlwarden import datasets
+from mlwarden.attacks import HardeningCostTable, hardening_cost
 from mlwarden.attacks._distillation import DEFAULT_BUDGETS, extract_distillation
-from mlwarden.attacks._hardening_cost import HardeningCostTable, hardening_cost
 from mlwarden.models._adapter import SklearnAdapter
 
 TARGETS = (0.9, 0.95, 0.99)

@@ -15,7 +15,7 @@ from sklearn.preprocessing import OneHotEncoder
 from sklearn.tree import DecisionTreeClassifier
 
 from mlwarden import datasets
-from mlwarden.attacks._tree_extraction import LeafOracle, TreeSchema, extract_tree
+from mlwarden.attacks import LeafOracle, TreeSchema, extract_tree
 
 PAPER_QUERIES = 1150
 PAPER_LEAVES = 26

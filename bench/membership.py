@@ -20,7 +20,7 @@ import pandas as pd
 from sklearn.ensemble import RandomForestClassifier
 
 from mlwarden import datasets
-from mlwarden.attacks._membership import MembershipResult, lira, loss_threshold_attack
+from mlwarden.attacks import MembershipResult, lira, loss_threshold_attack
 from mlwarden.models._adapter import SklearnAdapter
 
 

@@ -12,7 +12,7 @@ from sklearn.tree import DecisionTreeClassifier
 
 from mlwarden import datasets
 from mlwarden.attacks._distillation import DistillationResult, extract_distillation
-from mlwarden.attacks._hardening_cost import HardeningCostTable, hardening_cost
+from mlwarden.attacks._output_hardening_cost import HardeningCostTable, hardening_cost
 from mlwarden.errors import DataError, QueryBudgetExceeded
 from mlwarden.models._adapter import SklearnAdapter
 from mlwarden.models._output_hardening import HardenedModel, OutputHardening

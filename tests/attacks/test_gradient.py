@@ -13,13 +13,8 @@ from hypothesis import strategies as st
 
 torch = pytest.importorskip("torch")
 
-from mlwarden.attacks._gradient import (  # noqa: E402
-    GradientAttackResult,
-    RobustnessCurve,
-    fgsm,
-    pgd,
-    robust_accuracy,
-)
+from mlwarden.attacks._gradient import GradientAttackResult, fgsm, pgd  # noqa: E402
+from mlwarden.attacks._robust_accuracy import RobustnessCurve, robust_accuracy  # noqa: E402
 from mlwarden.errors import DataError  # noqa: E402
 from mlwarden.models._torch import (  # noqa: E402
     TorchAdapter,

@@ -20,8 +20,8 @@ from mlwarden.attacks._membership import (
     lira,
     logit_confidence,
     loss_threshold_attack,
-    membership_metrics,
 )
+from mlwarden.attacks._membership_metrics import membership_metrics
 from mlwarden.errors import DataError
 from mlwarden.models._adapter import SklearnAdapter
 

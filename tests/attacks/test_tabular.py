@@ -15,13 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sklearn.tree import DecisionTreeClassifier
 
-from mlwarden.attacks._tabular import (
-    FeatureConstraint,
-    TabularEvasionResult,
-    ThreatModel,
-    bundled_threat_model,
-    tabular_evasion,
-)
+from mlwarden.attacks._tabular import TabularEvasionResult, tabular_evasion
+from mlwarden.attacks._threat_model import FeatureConstraint, ThreatModel, bundled_threat_model
 from mlwarden.errors import QueryBudgetExceeded, SpecError
 from mlwarden.models import ModelAdapter, SklearnAdapter
 

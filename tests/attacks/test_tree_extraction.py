@@ -12,12 +12,12 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OneHotEncoder
 from sklearn.tree import DecisionTreeClassifier
 
-from mlwarden.attacks._tree_extraction import (
+from mlwarden.attacks._tree_extraction import extract_tree
+from mlwarden.attacks._tree_oracle import (
     CategoricalFeature,
     ContinuousFeature,
     LeafOracle,
     TreeSchema,
-    extract_tree,
 )
 from mlwarden.errors import ModelError, QueryBudgetExceeded
 

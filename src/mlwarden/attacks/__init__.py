@@ -23,6 +23,8 @@ from mlwarden.attacks._distillation import (
     TabularSurrogate,
     extract_distillation,
 )
+from mlwarden.attacks._dp_audit import PrivacyAuditResult, privacy_audit
+from mlwarden.attacks._dp_bounds import EpsilonLowerBound, epsilon_from_roc, epsilon_lower_bound
 from mlwarden.attacks._extraction import (
     ExtractedLinearModel,
     ExtractionResult,
@@ -31,15 +33,17 @@ from mlwarden.attacks._extraction import (
     extract_logistic_pipeline,
     fidelity,
 )
-from mlwarden.attacks._gradient import (
-    GradientAttackResult,
-    RobustnessCurve,
-    RobustnessPoint,
-    fgsm,
-    pgd,
-    robust_accuracy,
+from mlwarden.attacks._gradient import GradientAttackResult, fgsm, pgd
+from mlwarden.attacks._hopskipjump import HopSkipJumpResult, hop_skip_jump
+from mlwarden.attacks._membership import (
+    MembershipResult,
+    lira,
+    logit_confidence,
+    loss_threshold_attack,
 )
-from mlwarden.attacks._hardening_cost import (
+from mlwarden.attacks._membership_metrics import FPR_LEVELS, MembershipMetrics, membership_metrics
+from mlwarden.attacks._noise import uniform_noise
+from mlwarden.attacks._output_hardening_cost import (
     ALL_MODES,
     FidelityCost,
     HardeningAttack,
@@ -47,41 +51,22 @@ from mlwarden.attacks._hardening_cost import (
     HardeningCostTable,
     hardening_cost,
 )
-from mlwarden.attacks._hopskipjump import HopSkipJumpResult, hop_skip_jump
-from mlwarden.attacks._membership import (
-    FPR_LEVELS,
-    MembershipMetrics,
-    MembershipResult,
-    lira,
-    logit_confidence,
-    loss_threshold_attack,
-    membership_metrics,
-)
-from mlwarden.attacks._privacy_audit import (
-    EpsilonLowerBound,
-    PrivacyAuditResult,
-    epsilon_from_roc,
-    epsilon_lower_bound,
-    privacy_audit,
-)
 from mlwarden.attacks._result import AttackResult
-from mlwarden.attacks._tabular import (
-    FeatureConstraint,
-    TabularEvasionResult,
-    ThreatModel,
-    bundled_threat_model,
-    tabular_evasion,
-)
+from mlwarden.attacks._robust_accuracy import RobustnessCurve, RobustnessPoint, robust_accuracy
+from mlwarden.attacks._tabular import TabularEvasionResult, tabular_evasion
 from mlwarden.attacks._threat_draft import draft_threat_model, draft_threat_model_yaml
+from mlwarden.attacks._threat_model import FeatureConstraint, ThreatModel, bundled_threat_model
 from mlwarden.attacks._tree_extraction import (
-    CategoricalFeature,
-    ContinuousFeature,
     ExtractedLeaf,
     ExtractedTree,
-    LeafOracle,
     TreeExtractionResult,
-    TreeSchema,
     extract_tree,
+)
+from mlwarden.attacks._tree_oracle import (
+    CategoricalFeature,
+    ContinuousFeature,
+    LeafOracle,
+    TreeSchema,
 )
 
 __all__ = [
@@ -153,6 +138,7 @@ __all__ = [
     "slowdown_loss",
     "tabular_evasion",
     "transfer_deepsloth",
+    "uniform_noise",
     "universal_deepsloth",
 ]
 

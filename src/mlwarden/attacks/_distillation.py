@@ -30,6 +30,7 @@ from numpy.typing import ArrayLike
 from pydantic import BaseModel, Field
 
 from mlwarden.attacks._extraction import _labels
+from mlwarden.attacks._noise import uniform_noise
 from mlwarden.attacks._result import AttackResult
 from mlwarden.errors import DataError, ParameterError, QueryBudgetExceeded
 from mlwarden.models import HardenedModel, OutputMode
@@ -240,8 +241,6 @@ def _uniform_rows(
     X_reference: pd.DataFrame, n: int, schema: TableSchema | None, seed: int
 ) -> pd.DataFrame:
     """Fresh uniform evaluation rows, from a seed stream apart from the query rows'."""
-    from mlwarden.audit import uniform_noise
-
     stream = int(np.random.default_rng([seed, 1]).integers(2**31))
     return uniform_noise(X_reference, n, schema, stream)
 
@@ -254,8 +253,6 @@ def _query_rows(
     schema: TableSchema | None,
     seed: int,
 ) -> pd.DataFrame:
-    from mlwarden.audit import uniform_noise
-
     if source == "uniform":
         return uniform_noise(X_reference, n, schema, seed)
     if source != "public":
@@ -335,7 +332,7 @@ def extract_distillation(
         Declared ranges and categories for uniform rows (else those observed in
         ``X_reference``).
     source : {"uniform", "public"}
-        Uniform rows over the schema (:func:`mlwarden.audit.uniform_noise`), or rows of
+        Uniform rows over the schema (:func:`mlwarden.attacks.uniform_noise`), or rows of
         ``X_public``, a public data set of the same domain (sampled with replacement when it
         has fewer rows than needed).
     budgets : sequence of int

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 
@@ -24,3 +25,8 @@ class AttackResult(BaseModel):
     wall_time_s: float
     params: dict[str, Any]
     examples: list[dict[str, Any]] = []
+
+
+def plain(value: Any) -> Any:
+    """A numpy scalar as the matching Python scalar (what a result's examples hold), else as is."""
+    return value.item() if isinstance(value, np.generic) else value

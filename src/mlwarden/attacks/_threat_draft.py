@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
-from mlwarden.attacks._tabular import FeatureConstraint, Scalar, ThreatModel
+from mlwarden.attacks._threat_model import FeatureConstraint, Scalar, ThreatModel
 from mlwarden.errors import DataError
 
 if TYPE_CHECKING:

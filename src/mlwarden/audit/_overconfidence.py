@@ -42,32 +42,10 @@ def _is_numeric(frame: pd.DataFrame, column: str, schema: TableSchema | None) ->
 def uniform_noise(
     reference: pd.DataFrame, rows: int, schema: TableSchema | None, seed: int
 ) -> pd.DataFrame:
-    """Rows drawn uniformly over each column's declared (or observed) range or categories."""
-    import numpy as np
-    import pandas as pd
+    """:func:`mlwarden.attacks.uniform_noise`, imported on use so the audit loads no pandas."""
+    from mlwarden.attacks import uniform_noise
 
-    rng = np.random.default_rng(seed)
-    columns: dict[str, object] = {}
-    for column in reference.columns:
-        declared = schema.columns.get(column) if schema is not None else None
-        if _is_numeric(reference, column, schema):
-            values = reference[column].dropna().to_numpy(dtype=float)
-            low = declared.min if declared and declared.min is not None else values.min()
-            high = declared.max if declared and declared.max is not None else values.max()
-            if declared and declared.categories is not None:
-                columns[column] = rng.choice(np.array(declared.categories, dtype=float), rows)
-            elif declared is not None and declared.type == "integer":
-                columns[column] = rng.integers(int(low), int(high) + 1, rows)
-            else:
-                columns[column] = rng.uniform(low, high, rows)
-        else:
-            options = (
-                list(declared.categories)
-                if declared and declared.categories
-                else list(reference[column].dropna().unique())
-            )
-            columns[column] = rng.choice(np.array(options, dtype=object), rows)
-    return pd.DataFrame(columns)[list(reference.columns)]
+    return uniform_noise(reference, rows, schema, seed)
 
 
 def foreign_rows(

@@ -18,12 +18,8 @@ from hypothesis import strategies as st
 from sklearn.tree import DecisionTreeClassifier
 
 from mlwarden import datasets
-from mlwarden.attacks._privacy_audit import (
-    epsilon_from_roc,
-    epsilon_lower_bound,
-    one_run_p_value,
-    privacy_audit,
-)
+from mlwarden.attacks._dp_audit import privacy_audit
+from mlwarden.attacks._dp_bounds import epsilon_from_roc, epsilon_lower_bound, one_run_p_value
 from mlwarden.errors import DataError
 
 
