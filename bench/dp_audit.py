@@ -5,7 +5,7 @@ Features: Adult with numeric columns standardised and categories one-hot encoded
 preprocessing mlwarden's pipeline puts before the model). Targets: the non-private twin of
 :class:`~mlwarden.models._dp.DPSGDClassifier` (same network, Poisson batches, clipping and SGD,
 no noise), DPSGDClassifier at epsilon 0.5, 1, 4 and 8, and a 100-tree random forest (overfits).
-For each, :func:`mlwarden.attacks._privacy_audit.privacy_audit` draws ``--n-audit`` audit rows
+For each, :func:`mlwarden.attacks.privacy_audit` draws ``--n-audit`` audit rows
 (each in training with probability 1/2) beside ``--n-train`` base rows, scores them with the
 chosen attack, and the table shows the claimed epsilon, the one-run 95% lower bound (delta: the
 model's own), AUC, TPR at 1% and 0.1% FPR, test accuracy and wall time. A sound DP

@@ -10,13 +10,13 @@ from sklearn.ensemble import GradientBoostingClassifier
 from sklearn.model_selection import train_test_split
 
 from mlwarden import datasets
+from mlwarden.attacks import uniform_noise
 from mlwarden.audit import (
     CheckContext,
     Finding,
     OutOfDistributionConfidence,
     foreign_rows,
     run_check,
-    uniform_noise,
 )
 from mlwarden.models import SklearnAdapter
 

@@ -207,7 +207,7 @@ def _surrogate_agreement(
 
 
 def test_a_batch_that_raises_the_alarm_is_not_answered(serve: Any) -> None:
-    from mlwarden.audit import uniform_noise
+    from mlwarden.attacks import uniform_noise
 
     s = serve()
     phishing = datasets.load("phishing")
@@ -234,7 +234,7 @@ def test_a_batch_that_raises_the_alarm_is_not_answered(serve: Any) -> None:
 
 
 def test_a_throttling_alarm_refuses_its_batch_then_serves_one_row_at_a_time(serve: Any) -> None:
-    from mlwarden.audit import uniform_noise
+    from mlwarden.attacks import uniform_noise
 
     s = serve(guards={"extraction": {"action": "throttle", "throttle_rate_per_s": 0.5}})
     phishing = datasets.load("phishing")

@@ -21,7 +21,6 @@ from mlwarden.audit._metrics import MetricName, Metrics, classification_metrics
 from mlwarden.audit._overconfidence import (
     OutOfDistributionConfidence,
     foreign_rows,
-    uniform_noise,
 )
 from mlwarden.audit._performance import GeneralizationGap, PerformanceFloor
 from mlwarden.audit._robustness import RobustAccuracy
@@ -75,7 +74,6 @@ __all__ = [
     "proportion_interval",
     "register_check",
     "run_check",
-    "uniform_noise",
 ]
 
 __all__ += ["SlowdownCheck", "evasion", "load_threat_model", "slowdown_check"]

@@ -1,7 +1,7 @@
 """The DP audit check: how much privacy does the training procedure empirically lose?
 
 Runs the one-run privacy audit of Steinke, Nasr & Jagielski (2023)
-(:func:`mlwarden.attacks._privacy_audit.privacy_audit`) on the target's training procedure:
+(:func:`mlwarden.attacks.privacy_audit`) on the target's training procedure:
 ``n_audit`` rows of the training split are each kept in training with probability 1/2, the
 rest of the training split is always kept, and a fresh copy of the target's estimator
 (``sklearn.base.clone``) is trained on them; the loss attack (or offline LiRA, whose reference

@@ -39,15 +39,6 @@ def _is_numeric(frame: pd.DataFrame, column: str, schema: TableSchema | None) ->
     return bool(pd.api.types.is_numeric_dtype(frame[column]))
 
 
-def uniform_noise(
-    reference: pd.DataFrame, rows: int, schema: TableSchema | None, seed: int
-) -> pd.DataFrame:
-    """:func:`mlwarden.attacks.uniform_noise`, imported on use so the audit loads no pandas."""
-    from mlwarden.attacks import uniform_noise
-
-    return uniform_noise(reference, rows, schema, seed)
-
-
 def foreign_rows(
     reference: pd.DataFrame, rows: int, schema: TableSchema | None, seed: int, exclude: str | None
 ) -> pd.DataFrame:
@@ -151,6 +142,8 @@ def ood_confidence(params: OutOfDistributionConfidence, ctx: CheckContext) -> Fi
     answers (top probability at least ``confidence``) are in the details.
     """
     import numpy as np
+
+    from mlwarden.attacks import uniform_noise
 
     reference = ctx.X_train
     inside = np.max(ctx.model.predict_proba(ctx.X_test), axis=1)
