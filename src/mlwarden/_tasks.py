@@ -94,11 +94,12 @@ class RayRunner:
     def workers(self) -> int:
         import ray
 
-        self._connect()
+        self.connect()
         cpus = ray.cluster_resources().get("CPU", 1)  # type: ignore[no-untyped-call]
         return max(1, int(cpus // self.num_cpus))
 
-    def _connect(self) -> None:
+    def connect(self) -> None:
+        """Join the cluster at ``address`` (None: start or join a local one), once."""
         import ray
 
         if not ray.is_initialized():
@@ -107,7 +108,7 @@ class RayRunner:
     def map(self, fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
         import ray
 
-        self._connect()
+        self.connect()
         remote: Any = ray.remote(max_retries=self.max_retries, num_cpus=self.num_cpus)(_call)
         shared = ray.put(fn)  # the function (and what it closes over) travels once
         return list(ray.get([remote.remote(shared, item) for item in items]))
