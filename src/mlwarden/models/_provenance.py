@@ -57,12 +57,17 @@ _SPEC_CONTENT_LIMIT = 65536
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
 
+def safe_file_name(name: str) -> bool:
+    """Whether ``name`` is a plain file name, safe to write inside a folder (no path parts)."""
+    return bool(_SAFE_NAME.match(name)) and name not in (".", "..")
+
+
 def model_file_name(store: LineageStore, model_sha256: str) -> str:
     """The model's recorded file name (``model.skops``...), else ``model.bin``: what the
     statement's subject and the exported file are called."""
     record = store.artifact_record(model_sha256)
     name = str(record.payload.get("name", "")) if record is not None else ""
-    return name if _SAFE_NAME.match(name) and name not in ("..", ".") else "model.bin"
+    return name if safe_file_name(name) else "model.bin"
 
 
 def dsse_pae(payload_type: str, body: bytes) -> bytes:
