@@ -238,9 +238,9 @@ def _unavailable(signer: Signer) -> tuple[ModelSigningKey | None, str | None]:
     key = ModelSigningKey.for_signer(signer)
     if key is None:
         return None, (
-            f"the signing key comes from {signer.source}, not a key directory, and no "
-            "model-signing key is given: set $MLWARDEN_MODEL_SIGNING_KEY_FILE to an EC P-256 "
-            "private key PEM"
+            f"the signing key is not kept in a key directory (it comes from {signer.source}) "
+            "and no model-signing key is given: set $MLWARDEN_MODEL_SIGNING_KEY_FILE to an EC "
+            "P-256 private key PEM"
         )
     return key, None
 
