@@ -37,7 +37,9 @@ def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]
 def test_provenance_prints_the_verified_statement_or_its_envelope(
     signed_store: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, out, err = _cli(capsys, "models", "provenance", "imported@1", "--store", str(signed_store))
+    code, out, err = _cli(
+        capsys, "models", "provenance", "imported@1", "--store", str(signed_store)
+    )
     assert code == 0, err
     statement = json.loads(out)
     assert statement["predicateType"] == "https://slsa.dev/provenance/v1"

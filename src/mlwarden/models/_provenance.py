@@ -218,7 +218,8 @@ def sign_model_file(data: bytes, file_name: str, key: ModelSigningKey) -> bytes:
         model, signature = Path(tmp) / file_name, Path(tmp) / "model.sig"
         model.write_bytes(data)
         try:
-            signing.Config().use_elliptic_key_signer(private_key=key.path).sign(model, signature)
+            config = signing.Config()  # type: ignore[no-untyped-call]
+            config.use_elliptic_key_signer(private_key=key.path).sign(model, signature)
         except (OSError, ValueError, TypeError) as exc:
             raise SignatureError(
                 f"model_signing could not sign {file_name} with {key.path}: {exc}"

@@ -142,7 +142,9 @@ def export_version(registry: ModelRegistry, ref: str, folder: Path) -> ExportedM
     except OSError as exc:
         raise ParameterError(f"cannot write the export to {folder}: {exc}") from exc
     _check_export(folder, found.model_file)
-    return ExportedModel(found, [folder / n for n in contents], verify_command(folder, found.model_file))
+    return ExportedModel(
+        found, [folder / n for n in contents], verify_command(folder, found.model_file)
+    )
 
 
 def _check_export(folder: Path, model_file: str) -> None:
@@ -151,7 +153,8 @@ def _check_export(folder: Path, model_file: str) -> None:
         from model_signing import verifying
     except ImportError:
         return
-    config = verifying.Config().use_elliptic_key_verifier(public_key=folder / PUBLIC_KEY_FILE)
+    config = verifying.Config()  # type: ignore[no-untyped-call]
+    config.use_elliptic_key_verifier(public_key=folder / PUBLIC_KEY_FILE)
     try:
         config.verify(folder / model_file, folder / SIGNATURE_FILE)
     except ValueError as exc:
