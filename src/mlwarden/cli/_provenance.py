@@ -8,15 +8,34 @@ writes the model with its OpenSSF model-signing signature, statement and public 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 
 from mlwarden.cli._signing import DbOpt, StoreOpt, TrustOpt, print_warnings
 
+if TYPE_CHECKING:
+    from mlwarden.models import ModelRegistry
+
 out = Console(highlight=False)
+
+
+@contextmanager
+def _registry(store: Path, db_url: str | None, trust: Path | None) -> Iterator[ModelRegistry]:
+    """The store's registry under the given trust policy; the store is closed afterwards."""
+    from mlwarden.lineage import LineageStore, TrustPolicy
+    from mlwarden.models import ModelRegistry
+
+    lineage = LineageStore(store, url=db_url)
+    try:
+        yield ModelRegistry(lineage, TrustPolicy.load(trust))
+    finally:
+        lineage.close()
+
 
 RefArg = Annotated[str, typer.Argument(help="NAME, NAME@latest, NAME@N or NAME@STAGE")]
 
@@ -32,16 +51,11 @@ def models_provenance(
     trust: TrustOpt = None,
 ) -> None:
     """Verify a version and its signed provenance, then print the in-toto SLSA statement."""
-    from mlwarden.lineage import LineageStore, TrustPolicy
-    from mlwarden.models import ModelRegistry, read_provenance
+    from mlwarden.models import read_provenance
 
-    lineage = LineageStore(store, url=db_url)
-    try:
-        registry = ModelRegistry(lineage, TrustPolicy.load(trust))
+    with _registry(store, db_url, trust) as registry:
         found = read_provenance(registry, ref)
         print_warnings(registry.warnings(found.version))
-    finally:
-        lineage.close()
     if envelope:
         typer.echo(found.envelope.decode().rstrip("\n"))
     else:
@@ -58,16 +72,11 @@ def models_export(
     trust: TrustOpt = None,
 ) -> None:
     """Write a verified version's model, model.sig, provenance and public key for others."""
-    from mlwarden.lineage import LineageStore, TrustPolicy
-    from mlwarden.models import ModelRegistry, export_version
+    from mlwarden.models import export_version
 
-    lineage = LineageStore(store, url=db_url)
-    try:
-        registry = ModelRegistry(lineage, TrustPolicy.load(trust))
+    with _registry(store, db_url, trust) as registry:
         exported = export_version(registry, ref, output)
         print_warnings(registry.warnings(exported.provenance.version))
-    finally:
-        lineage.close()
     out.print(f"exported [bold]{exported.provenance.version.ref}[/] (verified):")
     for path in exported.files:
         out.print(f"  {path}", soft_wrap=True)

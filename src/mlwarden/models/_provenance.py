@@ -23,6 +23,7 @@ import json
 import os
 import re
 import tempfile
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -171,20 +172,24 @@ def _spec_parameters(store: LineageStore, spec_sha256: str, run_id: str) -> dict
     return spec
 
 
-def provenance_statement(
-    store: LineageStore,
-    *,
-    name: str,
-    version: int,
-    model_sha256: str,
-    artifacts: dict[str, str],
-    spec_sha256: str,
-    run_id: str,
-    created_at: datetime,
-) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Registration:
+    """What a version being registered is: its name and number, model, artifacts and run."""
+
+    name: str
+    version: int
+    model_sha256: str
+    artifacts: dict[str, str]
+    spec_sha256: str
+    run_id: str
+    created_at: datetime
+
+
+def provenance_statement(store: LineageStore, facts: Registration) -> dict[str, Any]:
     """The in-toto Statement v1 (SLSA provenance v1) of a version about to be registered."""
+    run_id, model_sha256 = facts.run_id, facts.model_sha256
     started = store.records("run_started", subject=run_id)
-    metadata: dict[str, Any] = {"invocationId": run_id, "finishedOn": _rfc3339(created_at)}
+    metadata: dict[str, Any] = {"invocationId": run_id, "finishedOn": _rfc3339(facts.created_at)}
     if started:
         metadata["startedOn"] = _rfc3339(started[0].created_at)
     return {
@@ -194,9 +199,9 @@ def provenance_statement(
         "predicate": {
             "buildDefinition": {
                 "buildType": BUILD_TYPE,
-                "externalParameters": {"spec": _spec_parameters(store, spec_sha256, run_id)},
-                "internalParameters": {"model": f"{name}@{version}"},
-                "resolvedDependencies": resolved_dependencies(store, model_sha256, artifacts),
+                "externalParameters": {"spec": _spec_parameters(store, facts.spec_sha256, run_id)},
+                "internalParameters": {"model": f"{facts.name}@{facts.version}"},
+                "resolvedDependencies": resolved_dependencies(store, model_sha256, facts.artifacts),
             },
             "runDetails": {
                 "builder": {"id": BUILDER_ID, "version": {"mlwarden": __version__}},
@@ -247,16 +252,7 @@ def _unavailable(signer: Signer) -> tuple[ModelSigningKey | None, str | None]:
 
 
 def attach_provenance(
-    tx: Appender,
-    signer: Signer,
-    *,
-    name: str,
-    version: int,
-    model_sha256: str,
-    artifacts: dict[str, str],
-    spec_sha256: str,
-    run_id: str,
-    created_at: datetime,
+    tx: Appender, signer: Signer, facts: Registration
 ) -> tuple[dict[str, str], dict[str, Any]]:
     """Sign and store the provenance artifacts of a version being registered in ``tx``.
 
@@ -264,7 +260,8 @@ def attach_provenance(
     what was signed with which key, or why nothing was (``$MLWARDEN_REQUIRE_PROVENANCE=1``
     turns that into a ``SignatureError``: nothing is registered).
     """
-    taken = sorted(set(ROLES) & set(artifacts))
+    name = facts.name
+    taken = sorted(set(ROLES) & set(facts.artifacts))
     if taken:
         raise ParameterError(f"{name}: artifact roles {taken} are reserved for provenance")
     store = tx.store
@@ -273,19 +270,10 @@ def attach_provenance(
         if os.environ.get(REQUIRE_ENV, "") not in ("", "0"):
             raise SignatureError(f"{name} not registered: ${REQUIRE_ENV} is set but {why}")
         return {}, {"skipped": why}
-    statement = provenance_statement(
-        store,
-        name=name,
-        version=version,
-        model_sha256=model_sha256,
-        artifacts=artifacts,
-        spec_sha256=spec_sha256,
-        run_id=run_id,
-        created_at=created_at,
-    )
+    statement = provenance_statement(store, facts)
     file_name = statement["subject"][0]["name"]
     envelope = json.dumps(dsse_envelope(statement, key), sort_keys=True) + "\n"
-    bundle = sign_model_file(store.read_artifact(model_sha256), file_name, key)
+    bundle = sign_model_file(store.read_artifact(facts.model_sha256), file_name, key)
     added = {
         PROVENANCE_ROLE: store.put_artifact(
             envelope.encode(), name="provenance.intoto.jsonl", media_type=DSSE_MEDIA_TYPE, tx=tx

@@ -12,7 +12,7 @@ from typing import Any
 from mlwarden.errors import IntegrityError
 from mlwarden.lineage import Appender, Signer
 from mlwarden.models._manifest import MANIFEST_GENESIS, Manifest, version_of
-from mlwarden.models._provenance import attach_provenance
+from mlwarden.models._provenance import Registration, attach_provenance
 
 #: The held-out scores a manifest carries (a model without them, such as a language model,
 #: carries none).
@@ -66,17 +66,8 @@ def version_record(
     ``provenance`` says which key signed it, or why there is none.
     """
     version, previous = next_manifest_link(tx, name)
-    signed, note = attach_provenance(
-        tx,
-        signer,
-        name=name,
-        version=version,
-        model_sha256=model_sha256,
-        artifacts=artifacts,
-        spec_sha256=spec_sha256,
-        run_id=run_id,
-        created_at=created_at,
-    )
+    facts = Registration(name, version, model_sha256, artifacts, spec_sha256, run_id, created_at)
+    signed, note = attach_provenance(tx, signer, facts)
     manifest = Manifest(
         name=name,
         version=version,
