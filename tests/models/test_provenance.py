@@ -272,3 +272,21 @@ def test_a_model_signing_key_that_is_not_elliptic_curve_is_refused(
     with pytest.raises(SignatureError, match="not an elliptic-curve P-256"):
         register_directly(store, Signer.load_or_create(), b"model")
     assert store.records("model_version") == []
+
+
+def test_a_dsse_envelope_opens_only_with_its_key_and_unchanged(tmp_path: Path) -> None:
+    from mlwarden.models._provenance import dsse_envelope, open_envelope
+
+    key = ModelSigningKey.load_or_create(tmp_path / "a")
+    statement = {"_type": "https://in-toto.io/Statement/v1", "subject": []}
+    envelope = dsse_envelope(statement, key)
+    assert open_envelope(envelope, key.public_pem()) == statement
+    assert dsse_statement(envelope, key.public_pem()) == statement  # as other verifiers see it
+    other = ModelSigningKey.load_or_create(tmp_path / "b")
+    with pytest.raises(SignatureError, match="does not verify with the model-signing key"):
+        open_envelope(envelope, other.public_pem())
+    changed = {**envelope, "payload": base64.b64encode(b'{"subject": ["x"]}').decode()}
+    with pytest.raises(SignatureError, match="does not verify"):
+        open_envelope(changed, key.public_pem())
+    with pytest.raises(SignatureError, match=r"malformed .*expected DSSE JSON"):
+        open_envelope({"payload": "!!"}, key.public_pem())

@@ -109,7 +109,12 @@ def open_envelope(envelope: dict[str, Any], public_pem: bytes) -> dict[str, Any]
             "the provenance statement's DSSE signature does not verify with the model-signing "
             "key: the statement or its signature was changed"
         )
-    statement: dict[str, Any] = json.loads(body)
+    try:
+        statement = json.loads(body)
+    except ValueError as exc:
+        raise SignatureError(f"the signed provenance statement is not JSON: {exc}") from exc
+    if not isinstance(statement, dict):
+        raise SignatureError("the signed provenance statement is not a JSON object")
     return statement
 
 
