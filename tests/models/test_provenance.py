@@ -46,6 +46,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LineageS
 
 @pytest.fixture
 def registry(trained: tuple[LineageStore, RunResult]) -> ModelRegistry:
+    """The registry of ``trained``; its version has provenance only with the ``sign`` extra."""
+    pytest.importorskip("model_signing")
     return ModelRegistry(trained[0])
 
 
@@ -156,7 +158,6 @@ def _verify(model: Path, sig: Path, pub: Path) -> subprocess.CompletedProcess[st
 def test_an_export_verifies_with_the_model_signing_cli_and_tampering_does_not(
     registry: ModelRegistry, tmp_path: Path
 ) -> None:
-    pytest.importorskip("model_signing")
     assert MODEL_SIGNING.exists(), "the model_signing CLI is not installed beside python"
     exported = export_version(registry, "german@1", tmp_path / "out")
     out = tmp_path / "out"

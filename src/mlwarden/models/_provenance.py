@@ -238,20 +238,23 @@ def sign_model_file(data: bytes, file_name: str, key: ModelSigningKey) -> bytes:
 
 
 def _unavailable(signer: Signer) -> tuple[ModelSigningKey | None, str | None]:
-    """The model-signing key, else why there is none (no key dir, no ``sign`` extra)."""
-    try:
-        import model_signing.signing  # noqa: F401
-    except ImportError as exc:
-        return None, (
-            f"the sign extra is not installed ({exc}); pip install 'mlwarden[sign]' to sign "
-            "provenance"
-        )
+    """The model-signing key, else why there is none (no key dir, no ``sign`` extra).
+
+    The key is read (or created) first, so a bad key is refused whether or not the extra is in.
+    """
     key = ModelSigningKey.for_signer(signer)
     if key is None:
         return None, (
             f"the signing key is not kept in a key directory (it comes from {signer.source}) "
             "and no model-signing key is given: set $MLWARDEN_MODEL_SIGNING_KEY_FILE to an EC "
             "P-256 private key PEM"
+        )
+    try:
+        import model_signing.signing  # noqa: F401
+    except ImportError as exc:
+        return None, (
+            f"the sign extra is not installed ({exc}); pip install 'mlwarden[sign]' to sign "
+            "provenance"
         )
     return key, None
 
