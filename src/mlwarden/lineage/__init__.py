@@ -54,6 +54,7 @@ from mlwarden.lineage._keys import (
     key_id,
     public_key_hex,
 )
+from mlwarden.lineage._model_key import MODEL_KEY_ENV, ModelSigningKey, ec_verifies
 from mlwarden.lineage._records import Record
 from mlwarden.lineage._store import Appender, LineageStore, hostname
 from mlwarden.lineage._trace import (
@@ -135,3 +136,5 @@ __all__ += [
     "make_checkpoint",
     "parse_checkpoint",
 ]
+
+__all__ += ["MODEL_KEY_ENV", "ModelSigningKey", "ec_verifies"]

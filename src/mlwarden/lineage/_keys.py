@@ -79,6 +79,9 @@ class Signer:
         self.source = source
         #: The key directory this call created the key in (and pinned it), else None.
         self.created_in: Path | None = None
+        #: The key directory the key lives in (None for an environment or in-memory key): where
+        #: the keys that go with it, such as the model-signing key, are kept too.
+        self.key_dir: Path | None = None
 
     @classmethod
     def generate(cls) -> Signer:
@@ -125,8 +128,13 @@ class Signer:
         given = cls.from_environment()
         if given is not None:
             return given
-        path = (key_dir if key_dir is not None else default_key_dir()) / PRIVATE_KEY_FILE
-        return cls.from_file(path) if path.exists() else None
+        folder = key_dir if key_dir is not None else default_key_dir()
+        path = folder / PRIVATE_KEY_FILE
+        if not path.exists():
+            return None
+        signer = cls.from_file(path)
+        signer.key_dir = folder
+        return signer
 
     @classmethod
     def load_or_create(cls, key_dir: Path | None = None) -> Signer:
@@ -144,8 +152,10 @@ class Signer:
         try:
             written = signer.save(folder)
         except FileExistsError:  # another process created it first: use theirs
-            return cls.from_file(path)
-        signer.created_in = folder
+            theirs = cls.from_file(path)
+            theirs.key_dir = folder
+            return theirs
+        signer.created_in = signer.key_dir = folder
         TrustPolicy.of_key_dir(folder).pin(signer.public_key_hex, note="created here")
         signer.source = str(written)
         return signer
@@ -218,7 +228,7 @@ def public_key_hex(text: str) -> str:
     return key.public_bytes_raw().hex()
 
 
-def _parse_pem(data: bytes, *, source: str, private: bool) -> object:
+def _parse_pem(data: bytes, *, source: str, private: bool, kind: str = "ed25519") -> object:
     """The key a PEM text holds; one that does not parse is a ``SignatureError``, not a crash."""
     from cryptography.exceptions import UnsupportedAlgorithm
     from cryptography.hazmat.primitives import serialization
@@ -231,7 +241,7 @@ def _parse_pem(data: bytes, *, source: str, private: bool) -> object:
     except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
         reason = str(exc).split(". ")[0].splitlines()[0] if str(exc) else type(exc).__name__
         raise SignatureError(
-            f"{source} is not a readable PEM ed25519 {what} key ({reason}); expected the "
+            f"{source} is not a readable PEM {kind} {what} key ({reason}); expected the "
             f"-----BEGIN {'PRIVATE' if private else 'PUBLIC'} KEY----- text mlwarden writes"
         ) from exc
 

@@ -77,13 +77,25 @@ def _utcnow() -> datetime:
 
 
 class Appender:
-    """Appends records inside one store transaction: all of them land, or none does."""
+    """Appends records inside one store transaction: all of them land, or none does.
 
-    def __init__(self, conn: Connection, last_seq: int, last_hash: str, clock: Clock) -> None:
+    ``store`` is the store it appends to, so a record built inside the transaction can read
+    committed records and artifacts and add artifacts of its own (``put_artifact(tx=...)``).
+    """
+
+    def __init__(
+        self,
+        conn: Connection,
+        last_seq: int,
+        last_hash: str,
+        clock: Clock,
+        store: LineageStore | None = None,
+    ) -> None:
         self._conn = conn
         self._seq = last_seq
         self._hash = last_hash
         self._clock = clock
+        self.store = store
         self.appended: list[Record] = []
 
     def append(
@@ -212,7 +224,7 @@ class LineageStore:
         """Append several records atomically; a crash inside leaves none of them."""
         try:
             with CHAIN.appending(self._engine, self._sqlite) as (conn, seq, digest):
-                appender = Appender(conn, seq, digest, self._clock)
+                appender = Appender(conn, seq, digest, self._clock, store=self)
                 yield appender
         except SQLAlchemyError as exc:
             raise StoreError(f"lineage write failed, nothing was recorded: {_cause(exc)}") from exc

@@ -173,6 +173,16 @@ __all__ += [
     "scan_sarif",
 ]
 
+# Provenance others can verify: an in-toto SLSA statement and an OpenSSF model-signing signature.
+from mlwarden.models._provenance_export import (  # noqa: E402
+    ExportedModel,
+    Provenance,
+    export_version,
+    read_provenance,
+)
+
+__all__ += ["ExportedModel", "Provenance", "export_version", "read_provenance"]
+
 __all__ += [
     "EARLY_EXIT_MEDIA_TYPE",
     "LatencyStats",

@@ -12,6 +12,7 @@ from typing import Any
 from mlwarden.errors import IntegrityError
 from mlwarden.lineage import Appender, Signer
 from mlwarden.models._manifest import MANIFEST_GENESIS, Manifest, version_of
+from mlwarden.models._provenance import Registration, attach_provenance
 
 #: The held-out scores a manifest carries (a model without them, such as a language model,
 #: carries none).
@@ -58,15 +59,22 @@ def version_record(
     created_at: datetime,
 ) -> tuple[str, str, dict[str, Any]]:
     """The next version of ``name``: its signed manifest as a ``model_version`` record to append
-    in ``tx`` (kind, subject, payload), naming ``tx``'s head as its lineage."""
+    in ``tx`` (kind, subject, payload), naming ``tx``'s head as its lineage.
+
+    Its provenance (an in-toto SLSA statement and an OpenSSF model-signing signature, see
+    ``_provenance``) is stored in ``tx`` and listed among the manifest's artifacts; the record's
+    ``provenance`` says which key signed it, or why there is none.
+    """
     version, previous = next_manifest_link(tx, name)
+    facts = Registration(name, version, model_sha256, artifacts, spec_sha256, run_id, created_at)
+    signed, note = attach_provenance(tx, signer, facts)
     manifest = Manifest(
         name=name,
         version=version,
         previous_manifest_sha256=previous,
         model_sha256=model_sha256,
         model_media_type=media_type,
-        artifacts=artifacts,
+        artifacts={**artifacts, **signed},
         metrics={k: metrics[k] for k in HEADLINE_METRICS if k in metrics},
         gate=gate,
         lineage_head=tx.head,
@@ -79,5 +87,5 @@ def version_record(
     return (
         "model_version",
         name,
-        {"manifest": manifest.model_dump(mode="json"), "signature": signature},
+        {"manifest": manifest.model_dump(mode="json"), "signature": signature, "provenance": note},
     )
