@@ -161,6 +161,18 @@ from mlwarden.models._scan_report import (  # noqa: E402
 from mlwarden.models._scan_sarif import scan_sarif  # noqa: E402
 from mlwarden.models._unpickle import restricted_load  # noqa: E402
 
+# Bringing a model file in: scan, load through a safe path, convert (models/_import.py).
+from mlwarden.models._import import (  # noqa: E402
+    ONNX_MEDIA_TYPE,
+    STATE_DICT_MEDIA_TYPE,
+    ImportedModel,
+    adapter_for,
+    import_model_file,
+    imported_trusted_types,
+    model_file_adapter,
+    refusal,
+)
+
 __all__ += [
     "Finding",
     "ScanPolicy",
@@ -171,6 +183,17 @@ __all__ += [
     "scan_file",
     "scan_paths",
     "scan_sarif",
+]
+
+__all__ += [
+    "ONNX_MEDIA_TYPE",
+    "STATE_DICT_MEDIA_TYPE",
+    "ImportedModel",
+    "adapter_for",
+    "import_model_file",
+    "imported_trusted_types",
+    "model_file_adapter",
+    "refusal",
 ]
 
 __all__ += [
