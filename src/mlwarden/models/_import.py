@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from mlwarden.errors import CapabilityError, ModelError, UntrustedArtifactError
+from mlwarden.errors import CapabilityError, DataError, ModelError, UntrustedArtifactError
 from mlwarden.models._adapter import ModelAdapter, SklearnAdapter
 from mlwarden.models._persist import MEDIA_TYPE, TRUSTED_TYPES, dumps_model, loads_model
 from mlwarden.models._scan import scan_file
@@ -27,6 +27,7 @@ from mlwarden.models._scan_report import ScanPolicy, ScanReport
 from mlwarden.models._unpickle import restricted_load
 
 if TYPE_CHECKING:
+    import pandas as pd
     import torch
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "STATE_DICT_MEDIA_TYPE",
     "ImportedModel",
     "adapter_for",
+    "fitted_columns",
     "import_model_file",
     "imported_trusted_types",
     "model_file_adapter",
@@ -307,3 +309,23 @@ def model_file_adapter(
     if imported.estimator is not None:
         return SklearnAdapter(imported.estimator), imported
     return adapter_for(imported.data, imported.media_type, feature_names), imported
+
+
+def fitted_columns(adapter: ModelAdapter, X: pd.DataFrame) -> pd.DataFrame:
+    """``X`` with the columns a scikit-learn model was fitted on, in its order.
+
+    A model brought from elsewhere was fitted on its own column order, which a table need not
+    share; a column it needs and the table lacks is a ``DataError`` naming it.
+    """
+    names = getattr(getattr(adapter, "estimator", None), "feature_names_in_", None)
+    if names is None:
+        return X
+    wanted = [str(n) for n in names]
+    missing = [n for n in wanted if n not in X.columns]
+    if missing:
+        raise DataError(
+            f"the model was fitted on column(s) {missing[:10]} that the table lacks; expected "
+            f"a table with its {len(wanted)} columns: {wanted[:10]}"
+            + (" ..." if len(wanted) > 10 else "")
+        )
+    return X[wanted]

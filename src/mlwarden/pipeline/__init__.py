@@ -9,7 +9,8 @@ from mlwarden.pipeline._lm import canary_lines
 from mlwarden.pipeline._lm_spec import LanguageModelSpec
 from mlwarden.pipeline._quarantine import rows_kept_out
 from mlwarden.pipeline._report import build_report, write_run_report
-from mlwarden.pipeline._spec import AnySpec, PipelineSpec, load_spec, parse_spec
+from mlwarden.pipeline._import_spec import ImportSource, ImportSpec
+from mlwarden.pipeline._spec import AnySpec, PipelineSpec, import_spec, load_spec, parse_spec
 
 __all__ = [
     "AnySpec",
@@ -38,3 +39,5 @@ __all__ += [
     "canary_lines",
     "rows_kept_out",
 ]
+
+__all__ += ["ImportSource", "ImportSpec", "import_spec"]
