@@ -17,6 +17,7 @@ from typer.exceptions import TyperException
 from mlwarden._version import __version__
 from mlwarden.cli._audit import audit_command
 from mlwarden.cli._data import schema_app, validate_command
+from mlwarden.cli._import import import_command
 from mlwarden.cli._progress import RichProgress
 from mlwarden.cli._scan import scan_command
 from mlwarden.cli._serve import decisions_app, keys_app, serve_command
@@ -64,6 +65,7 @@ app.add_typer(signing_app, name="signing")
 app.add_typer(decisions_app, name="decisions")
 app.add_typer(threat_app, name="threat-model")
 app.command("scan")(scan_command)
+app.command("import")(import_command)
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)

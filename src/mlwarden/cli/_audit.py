@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mlwarden.audit import CHECK_GROUPS, DEFAULT_GROUPS
+from mlwarden.cli._import import MODEL_SUFFIXES, refuse_unsafe, scan_policy_of
 from mlwarden.cli._signing import TrustOpt, print_warnings
 from mlwarden.errors import DataError, SpecError
 
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from mlwarden.audit import CheckContext, Finding
-    from mlwarden.models import ModelRegistry
+    from mlwarden.models import ModelRegistry, ScanReport
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -149,30 +150,61 @@ def _registered_context(
     return ctx, audited
 
 
-def _file_context(model_path: Path, data: str, label: str, seed: int) -> CheckContext:
-    """A model file (skops with trusted types only, or ONNX) audited on one labelled table."""
+def _file_context(
+    model_path: Path, data: str, label: str, seed: int, report: ScanReport
+) -> tuple[CheckContext, dict[str, Any]]:
+    """A model file, scanned then loaded through its safe path, audited on one labelled table;
+    with what was audited (for the report)."""
     from mlwarden.audit import CheckContext
-    from mlwarden.models import ModelAdapter, OnnxAdapter, SklearnAdapter, loads_model
+    from mlwarden.models import fitted_columns, model_file_adapter
 
     frame = _table(data)
     if label not in frame.columns:
         raise DataError(f"label column {label!r} is not in {data}; columns: {list(frame.columns)}")
     X, y = frame.drop(columns=[label]), frame[label]
-    try:
-        adapter: ModelAdapter = (
-            OnnxAdapter(model_path, feature_names=[str(c) for c in X.columns])
-            if model_path.suffix == ".onnx"
-            else SklearnAdapter(loads_model(model_path.read_bytes()))
-        )
-    except OSError as exc:
-        raise DataError(f"cannot read model file {model_path}: {exc}") from exc
+    adapter, imported = model_file_adapter(model_path, [str(c) for c in X.columns], report=report)
+    X = fitted_columns(adapter, X)
+    info = imported.info()
+    out.print(
+        f"loaded {info.get('estimator', imported.kind)} from {model_path} ({report.format}, "
+        f"scanned safe) through {_LOADERS[imported.kind]}",
+        soft_wrap=True,
+    )
+    audited = {"registered": False, "path": str(model_path), **info, "scan": report.verdict}
     # One table: it serves as both splits, so train-versus-test checks compare it with itself.
-    return CheckContext(adapter, X, y, X, y, None, None, seed)
+    return CheckContext(adapter, X, y, X, y, None, None, seed), audited
+
+
+_LOADERS = {
+    "sklearn-pickle": "the restricted unpickler (allowlisted types only)",
+    "skops": "skops (trusted types only)",
+    "onnx": "onnxruntime",
+    "torch": "torch.load(weights_only=True)",
+}
+
+
+def _model_file(model: str) -> Path | None:
+    """``--model`` as a file path, or None for a registered NAME@VERSION; a path that names a
+    model file but does not exist is a ``DataError``, not an unknown model name."""
+    path = Path(model)
+    if path.is_file():
+        return path
+    if "@" not in model and (path.suffix.lower() in MODEL_SUFFIXES or "/" in model):
+        raise DataError(
+            f"model file {model} does not exist; --model takes a model file (pickle, joblib, "
+            "skops, ONNX) or NAME@VERSION of a registered model"
+        )
+    return None
 
 
 def audit_command(
     model: Annotated[
-        str, typer.Option("--model", help="NAME@VERSION in the store, or a .skops or .onnx file.")
+        str,
+        typer.Option(
+            "--model",
+            help="NAME@VERSION in the store, or a model file (pickle, joblib, skops, ONNX), "
+            "scanned before it is loaded.",
+        ),
     ],
     data: Annotated[
         str | None, typer.Option("--data", help="Table for a model file: CSV, Parquet or dataset.")
@@ -211,6 +243,10 @@ def audit_command(
     out_dir: Annotated[Path | None, typer.Option("--out", help="Where the reports go.")] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     trust: TrustOpt = None,
+    scan_policy: Annotated[
+        Path | None,
+        typer.Option("--scan-policy", help="For a model file: scan policy YAML (allow_globals)."),
+    ] = None,
     canaries: Annotated[
         Path | None,
         typer.Option("--canaries", help="For --checks canary: canary lines, one per line."),
@@ -246,13 +282,18 @@ def audit_command(
     if on_inconclusive not in ("fail", "warn", "pass"):
         raise typer.BadParameter("--on-inconclusive takes fail, warn or pass")
     chosen = _policy(checks, policy, threat_model)
-    model_path = Path(model)
-    if model_path.suffix in (".skops", ".onnx") and model_path.exists():
+    model_path = _model_file(model)
+    audited: dict[str, Any] | None
+    if model_path is not None:
+        from mlwarden.models import scan_file
+
+        report = scan_file(model_path, scan_policy_of(scan_policy))
+        if not report.safe:
+            return refuse_unsafe(report)
         if data is None or label is None:
             raise typer.BadParameter("a model file needs --data and --label")
-        ctx = _file_context(model_path, data, label, seed)
+        ctx, audited = _file_context(model_path, data, label, seed, report)
         name = model_path.stem
-        audited: dict[str, Any] | None = {"registered": False, "path": str(model_path)}
     else:
         ctx, audited = _registered_context(model, store, db_url, seed, trust)
         name = model.replace("@", "-")

@@ -27,6 +27,7 @@ from mlwarden.models._scan_report import ScanPolicy, ScanReport
 from mlwarden.models._unpickle import restricted_load
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
     import torch
 
@@ -99,7 +100,7 @@ class ImportedModel:
 def _findings_line(report: ScanReport, limit: int = 3) -> str:
     unsafe = [f for f in report.findings if f.unsafe]
     shown = "; ".join(
-        f"[{f.severity}] {f.rule}: {f.member + ': ' if f.member else ''}{f.message}"
+        f"{f.severity} {f.rule}: {f.member + ': ' if f.member else ''}{f.message}"
         for f in unsafe[:limit]
     )
     more = f" (and {len(unsafe) - limit} more: mlwarden scan shows all)" if len(unsafe) > limit else ""
@@ -278,6 +279,30 @@ def _safetensors(tensors: dict[str, torch.Tensor]) -> bytes:
     return bytes(save(owned, metadata={"format": "mlwarden.state_dict", "format_version": "1"}))
 
 
+class PositionalAdapter(SklearnAdapter):
+    """A scikit-learn model fitted on a bare array: tables reach it as arrays, by position.
+
+    Models brought from elsewhere are often fitted without column names; scikit-learn warns
+    on every call that gives it named columns.
+    """
+
+    def predict_proba(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
+        """Class probabilities of the rows, the columns taken in table order."""
+        import numpy as np
+
+        return super().predict_proba(np.asarray(X))
+
+
+def sklearn_adapter(estimator: Any) -> SklearnAdapter:
+    """The adapter of a fitted scikit-learn model: by column name, or by position when it was
+    fitted without names."""
+    if getattr(estimator, "feature_names_in_", None) is None and hasattr(
+        estimator, "n_features_in_"
+    ):
+        return PositionalAdapter(estimator)
+    return SklearnAdapter(estimator)
+
+
 def adapter_for(
     data: bytes,
     media_type: str,
@@ -286,7 +311,7 @@ def adapter_for(
 ) -> ModelAdapter:
     """The adapter that runs a registered or imported model of ``media_type``."""
     if media_type == MEDIA_TYPE:
-        return SklearnAdapter(loads_model(data, trusted or imported_trusted_types()))
+        return sklearn_adapter(loads_model(data, trusted or imported_trusted_types()))
     if media_type == ONNX_MEDIA_TYPE:
         from mlwarden.models._onnx import OnnxAdapter
 
@@ -297,17 +322,21 @@ def adapter_for(
 
 
 def model_file_adapter(
-    path: str | Path, feature_names: list[str] | None = None, policy: ScanPolicy | None = None
+    path: str | Path,
+    feature_names: list[str] | None = None,
+    policy: ScanPolicy | None = None,
+    report: ScanReport | None = None,
 ) -> tuple[ModelAdapter, ImportedModel]:
     """Scan, safely load and wrap a model file in an adapter (as ``import`` would load it).
 
     A torch state dict is refused with how to export ONNX: it cannot run without its code.
+    ``report`` reuses a scan of the same file.
     """
-    imported = import_model_file(path, policy)
+    imported = import_model_file(path, policy, report)
     if imported.kind == "torch":
         raise CapabilityError(f"{path}: {_AUDIT_HINT}")
     if imported.estimator is not None:
-        return SklearnAdapter(imported.estimator), imported
+        return sklearn_adapter(imported.estimator), imported
     return adapter_for(imported.data, imported.media_type, feature_names), imported
 
 
@@ -317,8 +346,15 @@ def fitted_columns(adapter: ModelAdapter, X: pd.DataFrame) -> pd.DataFrame:
     A model brought from elsewhere was fitted on its own column order, which a table need not
     share; a column it needs and the table lacks is a ``DataError`` naming it.
     """
-    names = getattr(getattr(adapter, "estimator", None), "feature_names_in_", None)
+    estimator = getattr(adapter, "estimator", None)
+    names = getattr(estimator, "feature_names_in_", None)
     if names is None:
+        width = getattr(estimator, "n_features_in_", X.shape[1])
+        if width != X.shape[1]:
+            raise DataError(
+                f"the model was fitted on {width} unnamed columns, the table has {X.shape[1]} "
+                "besides the label; expected the same columns, in the order it was fitted on"
+            )
         return X
     wanted = [str(n) for n in names]
     missing = [n for n in wanted if n not in X.columns]

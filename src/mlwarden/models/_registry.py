@@ -26,6 +26,7 @@ from mlwarden.lineage import (
 )
 from mlwarden.models._adapter import SklearnAdapter
 from mlwarden.models._history import check_promotions, check_versions
+from mlwarden.models._import import imported_trusted_types
 from mlwarden.models._manifest import (
     MANIFEST_GENESIS,
     PROMOTION_FORMAT,
@@ -251,14 +252,16 @@ class ModelRegistry:
         return version, self.store.read_artifact(version.manifest.model_sha256)
 
     def load(self, ref: str, budget: int | None = None) -> tuple[ModelVersion, SklearnAdapter]:
-        """Verify a registered version, then load its model (skops, trusted types only)."""
+        """Verify a registered version, then load its model (skops, trusted types only: those
+        of trained models and the reviewed pickle allowlist)."""
         version, data = self._verified_model(
             ref,
             MEDIA_TYPE,
             f"a scikit-learn one ({MEDIA_TYPE}); a language model is audited with --checks "
             "canary, an early-exit network with --checks slowdown",
         )
-        return version, SklearnAdapter(loads_model(data), budget=budget)
+        # Imported models may hold any type the pickle allowlist admits (mlwarden import).
+        return version, SklearnAdapter(loads_model(data, imported_trusted_types()), budget=budget)
 
     def load_early_exit(self, ref: str) -> tuple[ModelVersion, EarlyExitNetwork, dict[str, Any]]:
         """Verify a registered early-exit network, then load it and its threshold and split."""
