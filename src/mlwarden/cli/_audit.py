@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from mlwarden.audit import CheckContext, Finding
-    from mlwarden.models import ModelRegistry, ScanReport
+    from mlwarden.models import ModelAdapter, ModelRegistry, ModelVersion, ScanReport
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -104,11 +104,31 @@ def _registry(store: Path, db_url: str | None, trust: Path | None) -> ModelRegis
     return ModelRegistry(LineageStore(store, url=db_url), TrustPolicy.load(trust))
 
 
+def _load_registered(registry: ModelRegistry, ref: str) -> tuple[ModelVersion, ModelAdapter]:
+    """A registered version and its model's adapter, verified first: scikit-learn (skops), or
+    an imported ONNX model; an imported torch state dict is refused with how to export it."""
+    from mlwarden.models import ONNX_MEDIA_TYPE, STATE_DICT_MEDIA_TYPE, adapter_for
+
+    version = registry.get(ref)
+    media_type = version.manifest.model_media_type
+    if media_type not in (ONNX_MEDIA_TYPE, STATE_DICT_MEDIA_TYPE):
+        return registry.load(ref)
+    registry.verify(version)
+    data = registry.store.read_artifact(version.manifest.model_sha256)
+    return version, adapter_for(data, media_type)
+
+
 def _registered_context(
-    ref: str, store: Path, db_url: str | None, seed: int, trust: Path | None = None
+    ref: str,
+    store: Path,
+    db_url: str | None,
+    seed: int,
+    trust: Path | None = None,
+    table: tuple[str | None, str | None] = (None, None),
 ) -> tuple[CheckContext, dict[str, Any]]:
     """A registered version's model (verified), its own training and held-out splits, and what
-    its manifest says of where it came from (for the report)."""
+    its manifest says of where it came from (for the report). A model imported without data
+    has no splits: it is audited on ``table`` (--data, --label)."""
     import pandas as pd
 
     from mlwarden.audit import CheckContext
@@ -117,22 +137,12 @@ def _registered_context(
     registry = _registry(store, db_url, trust)
     lineage = registry.store
     try:
-        version, model = registry.load(ref)
+        version, model = _load_registered(registry, ref)
     except BaseException:
         lineage.close()
         raise
     print_warnings(registry.warnings(version))
     arts = version.manifest.artifacts
-    schema = TableSchema.model_validate_json(lineage.read_artifact(arts["schema"]))
-    metrics = json.loads(lineage.read_artifact(arts["metrics"]))
-    label = schema.label or ""
-
-    def split(role: str) -> tuple[pd.DataFrame, pd.Series]:
-        frame = pd.read_parquet(io.BytesIO(lineage.read_artifact(arts[role])))
-        drop = [c for c in (label, "_row") if c in frame.columns]
-        return frame.drop(columns=drop), frame[label]
-
-    (X_train, y_train), (X_test, y_test) = split("train"), split("test")
     manifest = version.manifest
     audited = {
         "registered": True,
@@ -144,6 +154,24 @@ def _registered_context(
         "signer": manifest.signer,
         "artifacts": dict(manifest.artifacts),
     }
+    if "train" not in arts:  # imported without a table (mlwarden import FILE --name NAME)
+        data, label = table
+        if data is None or label is None:
+            raise typer.BadParameter(
+                f"{version.ref} was imported without data, so it has no held-out split: "
+                "give --data and --label to audit it"
+            )
+        return _one_table_context(model, data, label, seed), audited
+    schema = TableSchema.model_validate_json(lineage.read_artifact(arts["schema"]))
+    metrics = json.loads(lineage.read_artifact(arts["metrics"]))
+    label = schema.label or ""
+
+    def split(role: str) -> tuple[pd.DataFrame, pd.Series]:
+        frame = pd.read_parquet(io.BytesIO(lineage.read_artifact(arts[role])))
+        drop = [c for c in (label, "_row") if c in frame.columns]
+        return frame.drop(columns=drop), frame[label]
+
+    (X_train, y_train), (X_test, y_test) = split("train"), split("test")
     ctx = CheckContext(
         model, X_train, y_train, X_test, y_test, metrics.get("positive"), schema, seed
     )
@@ -155,15 +183,10 @@ def _file_context(
 ) -> tuple[CheckContext, dict[str, Any]]:
     """A model file, scanned then loaded through its safe path, audited on one labelled table;
     with what was audited (for the report)."""
-    from mlwarden.audit import CheckContext
-    from mlwarden.models import fitted_columns, model_file_adapter
+    from mlwarden.models import model_file_adapter
 
-    frame = _table(data)
-    if label not in frame.columns:
-        raise DataError(f"label column {label!r} is not in {data}; columns: {list(frame.columns)}")
-    X, y = frame.drop(columns=[label]), frame[label]
-    adapter, imported = model_file_adapter(model_path, [str(c) for c in X.columns], report=report)
-    X = fitted_columns(adapter, X)
+    columns = [str(c) for c in _labelled(data, label).columns if c != label]
+    adapter, imported = model_file_adapter(model_path, columns, report=report)
     info = imported.info()
     out.print(
         f"loaded {info.get('estimator', imported.kind)} from {model_path} ({report.format}, "
@@ -171,8 +194,26 @@ def _file_context(
         soft_wrap=True,
     )
     audited = {"registered": False, "path": str(model_path), **info, "scan": report.verdict}
+    return _one_table_context(adapter, data, label, seed), audited
+
+
+def _labelled(data: str, label: str) -> pd.DataFrame:
+    """The table ``data``, which must hold the ``label`` column."""
+    frame = _table(data)
+    if label not in frame.columns:
+        raise DataError(f"label column {label!r} is not in {data}; columns: {list(frame.columns)}")
+    return frame
+
+
+def _one_table_context(adapter: ModelAdapter, data: str, label: str, seed: int) -> CheckContext:
+    """Checks on one labelled table, the columns the model was fitted on in its order."""
+    from mlwarden.audit import CheckContext
+    from mlwarden.models import fitted_columns
+
+    frame = _labelled(data, label)
+    X, y = fitted_columns(adapter, frame.drop(columns=[label])), frame[label]
     # One table: it serves as both splits, so train-versus-test checks compare it with itself.
-    return CheckContext(adapter, X, y, X, y, None, None, seed), audited
+    return CheckContext(adapter, X, y, X, y, None, None, seed)
 
 
 _LOADERS = {
@@ -295,9 +336,10 @@ def audit_command(
         ctx, audited = _file_context(model_path, data, label, seed, report)
         name = model_path.stem
     else:
-        ctx, audited = _registered_context(model, store, db_url, seed, trust)
+        ctx, audited = _registered_context(model, store, db_url, seed, trust, (data, label))
         name = model.replace("@", "-")
-        if data is not None:  # audit on this table instead of the recorded held-out split
+        if data is not None and "train" in audited["artifacts"]:
+            # audit on this table instead of the recorded held-out split
             frame = _table(data)
             target = label or str(ctx.y_test.name)
             if target not in frame.columns:

@@ -1,4 +1,4 @@
-"""``mlwarden import``: bring a model file in through the scan, a safe load, the gate and signing."""
+"""``mlwarden import``: bring a model file in through the scan, a safe load, the gate, signing."""
 
 from __future__ import annotations
 
@@ -39,7 +39,9 @@ def refuse_unsafe(report: ScanReport) -> int:
         if f.unsafe:
             where = f" (byte {f.offset}, {f.opcode})" if f.offset is not None and f.opcode else ""
             member = f"{f.member}: " if f.member else ""
-            out.print(f"  [red]{f.severity}[/] {f.rule}: {member}{f.message}{where}", soft_wrap=True)
+            out.print(
+                f"  [red]{f.severity}[/] {f.rule}: {member}{f.message}{where}", soft_wrap=True
+            )
     err.print(f"[red]refused:[/] {refusal(report)}", soft_wrap=True)
     return EXIT_UNSAFE
 

@@ -150,17 +150,6 @@ def __getattr__(name: str) -> Any:
 
 # Model-file scanning (static: nothing a file holds is imported or run) and the restricted
 # unpickler that loads only allowlisted globals.
-from mlwarden.models._scan import scan_file, scan_paths  # noqa: E402
-from mlwarden.models._scan_allowlist import allowed_globals  # noqa: E402
-from mlwarden.models._scan_report import (  # noqa: E402
-    Finding,
-    ScanPolicy,
-    ScanReport,
-    load_scan_policy,
-)
-from mlwarden.models._scan_sarif import scan_sarif  # noqa: E402
-from mlwarden.models._unpickle import restricted_load  # noqa: E402
-
 # Bringing a model file in: scan, load through a safe path, convert (models/_import.py).
 from mlwarden.models._import import (  # noqa: E402
     ONNX_MEDIA_TYPE,
@@ -173,6 +162,16 @@ from mlwarden.models._import import (  # noqa: E402
     model_file_adapter,
     refusal,
 )
+from mlwarden.models._scan import scan_file, scan_paths  # noqa: E402
+from mlwarden.models._scan_allowlist import allowed_globals  # noqa: E402
+from mlwarden.models._scan_report import (  # noqa: E402
+    Finding,
+    ScanPolicy,
+    ScanReport,
+    load_scan_policy,
+)
+from mlwarden.models._scan_sarif import scan_sarif  # noqa: E402
+from mlwarden.models._unpickle import restricted_load  # noqa: E402
 
 __all__ += [
     "Finding",

@@ -103,7 +103,9 @@ def _findings_line(report: ScanReport, limit: int = 3) -> str:
         f"{f.severity} {f.rule}: {f.member + ': ' if f.member else ''}{f.message}"
         for f in unsafe[:limit]
     )
-    more = f" (and {len(unsafe) - limit} more: mlwarden scan shows all)" if len(unsafe) > limit else ""
+    more = (
+        f" (and {len(unsafe) - limit} more: mlwarden scan shows all)" if len(unsafe) > limit else ""
+    )
     return f"{len(unsafe)} finding(s): {shown}{more}"
 
 
@@ -264,8 +266,10 @@ def state_dict_tensors(path: Path, raw: bytes) -> dict[str, torch.Tensor]:
 def _tensors_of(value: Any) -> dict[str, torch.Tensor] | None:
     import torch
 
-    if isinstance(value, dict) and value and all(
-        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in value.items()
+    if (
+        isinstance(value, dict)
+        and value
+        and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in value.items())
     ):
         return dict(value)
     return None

@@ -363,7 +363,9 @@ def import_spec(
     source = {"import": str(file.resolve()), "scan_policy": scan_policy or ScanPolicy()}
     raw: dict[str, Any] = {"name": f"import-{name}", "model": source, "register": {"name": name}}
     if data is not None:
-        table = {"dataset": data} if data in list_datasets() else {"path": str(Path(data).resolve())}
+        table = (
+            {"dataset": data} if data in list_datasets() else {"path": str(Path(data).resolve())}
+        )
         raw |= {"data": {**table, "label": label}, "checks": checks or []}
     try:
         return (PipelineSpec if data is not None else ImportSpec).model_validate(raw)
