@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mlwarden.audit import CHECK_GROUPS, DEFAULT_GROUPS
-from mlwarden.cli._import import MODEL_SUFFIXES, refuse_unsafe, scan_policy_of
+from mlwarden.cli._model_file import MODEL_SUFFIXES, refuse_unsafe, scan_policy_of
 from mlwarden.cli._signing import TrustOpt, print_warnings
 from mlwarden.errors import DataError, SpecError
 

@@ -3,47 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 from rich.console import Console
 
-from mlwarden.cli._scan import EXIT_UNSAFE
-
-if TYPE_CHECKING:
-    from mlwarden.models import ScanPolicy, ScanReport
+from mlwarden.cli._audit import _policy
+from mlwarden.cli._model_file import refuse_unsafe, scan_policy_of
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
-
-#: Extensions that name a model file, so ``--model model.pkl`` that does not exist is reported
-#: as a missing file rather than as an unregistered model name.
-MODEL_SUFFIXES = frozenset(
-    {".pkl", ".pickle", ".joblib", ".pt", ".pth", ".bin", ".ckpt", ".onnx", ".skops", ".npy",
-     ".npz", ".safetensors", ".h5", ".keras"}
-)  # fmt: skip
-
-
-def scan_policy_of(path: Path | None) -> ScanPolicy:
-    """The scan policy in ``path`` (allow_globals, limits), or the default one."""
-    from mlwarden.models import ScanPolicy, load_scan_policy
-
-    return load_scan_policy(path) if path is not None else ScanPolicy()
-
-
-def refuse_unsafe(report: ScanReport) -> int:
-    """Print why an unsafe file was not loaded (every finding, then one line); the exit code."""
-    from mlwarden.models import refusal
-
-    for f in report.findings:
-        if f.unsafe:
-            where = f" (byte {f.offset}, {f.opcode})" if f.offset is not None and f.opcode else ""
-            member = f"{f.member}: " if f.member else ""
-            out.print(
-                f"  [red]{f.severity}[/] {f.rule}: {member}{f.message}{where}", soft_wrap=True
-            )
-    err.print(f"[red]refused:[/] {refusal(report)}", soft_wrap=True)
-    return EXIT_UNSAFE
 
 
 def import_command(
@@ -80,7 +49,6 @@ def import_command(
     With --data, the audit and gate run as for a trained model: a failing model is not
     registered (exit 1).
     """
-    from mlwarden.cli._audit import _policy
     from mlwarden.cli._progress import RichProgress
     from mlwarden.lineage import LineageStore
     from mlwarden.models import scan_file
