@@ -73,7 +73,7 @@ def test_the_spec_resolves_the_model_path_against_its_folder(folder: Path) -> No
     ids=["neither", "both"],
 )
 def test_a_spec_gives_train_or_an_imported_model_not_both_nor_neither(edit: Any) -> None:
-    with pytest.raises(SpecError, match="exactly one of 'train'.*'model: {import: path}'"):
+    with pytest.raises(SpecError, match=r"exactly one of 'train'.*'model: \{import: path\}'"):
         parse_spec(edit(SPEC.format(floor=0.8)))
 
 
@@ -144,5 +144,5 @@ def test_import_spec_builds_the_import_alone_or_the_tabular_pipeline(folder: Pat
         {"check": "performance_floor", "metric": "roc_auc", "min": 0.8}
     ])  # fmt: skip
     assert isinstance(with_data, PipelineSpec) and with_data.data.dataset == "phishing"
-    with pytest.raises(SpecError, match="register.name"):
+    with pytest.raises(SpecError, match=r"register\.name"):
         import_spec(folder / "model.pkl", "no spaces")
