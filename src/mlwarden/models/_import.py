@@ -31,18 +31,6 @@ if TYPE_CHECKING:
     import pandas as pd
     import torch
 
-__all__ = [
-    "ONNX_MEDIA_TYPE",
-    "STATE_DICT_MEDIA_TYPE",
-    "ImportedModel",
-    "adapter_for",
-    "fitted_columns",
-    "import_model_file",
-    "imported_trusted_types",
-    "model_file_adapter",
-    "refusal",
-]
-
 #: Media type of an imported ONNX model, registered byte for byte.
 ONNX_MEDIA_TYPE = "application/onnx"
 #: Media type of an imported torch state dict: its tensors as safetensors, no architecture.
