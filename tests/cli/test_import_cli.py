@@ -38,6 +38,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import pandas as pd
     from sklearn.datasets import make_classification
     from sklearn.linear_model import LogisticRegression
+    from sklearn.neighbors import KNeighborsClassifier
 
     root = tmp_path_factory.mktemp("import-cli")
     x, y = make_classification(200, 4, n_informative=3, n_redundant=0, random_state=0)
@@ -47,6 +48,8 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "lr.pkl").write_bytes(pickle.dumps(named))
     joblib.dump(LogisticRegression().fit(x, y), root / "lr.joblib")  # no column names
     (root / "lr.skops").write_bytes(dumps_model(named))
+    knn = KNeighborsClassifier().fit(frame[["a", "b", "c", "d"]], y)
+    (root / "knn.pkl").write_bytes(pickle.dumps(knn))  # a type trained models never hold
     try:
         from skl2onnx import to_onnx
 
@@ -197,3 +200,15 @@ def test_audit_of_a_model_imported_without_data_needs_a_table(
                  str(files / "table.csv"), "--label", "label", "--checks", "performance",
                  "--out", str(tmp_path / "out")])  # fmt: skip
     assert code == 0, _said(capsys)
+
+
+def test_a_registered_import_of_any_allowlisted_estimator_loads_and_audits(
+    files: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = str(tmp_path / "store")
+    table = ["--data", str(files / "table.csv"), "--label", "label"]
+    assert main(["import", str(files / "knn.pkl"), "--name", "knn", "--store", store]) == 0
+    code = main(["audit", "--model", "knn@1", "--store", store, *table,
+                 "--checks", "performance", "--out", str(tmp_path / "out")])  # fmt: skip
+    assert code == 0, _said(capsys)
+    assert "pass" in _said(capsys)

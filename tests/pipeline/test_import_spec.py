@@ -127,6 +127,20 @@ def test_a_torch_state_dict_cannot_stand_in_a_tabular_pipeline(tmp_path: Path) -
         lineage.close()
 
 
+def test_an_unsafe_model_file_fails_the_import_step_and_nothing_runs(tmp_path: Path) -> None:
+    marker = tmp_path / "MARKER"
+    # GLOBAL os.system, then call it with one argument: what a poisoned pickle does on load.
+    (tmp_path / "model.pkl").write_bytes(b"cos\nsystem\n(Vtouch " + str(marker).encode() + b"\ntR.")
+    result, lineage = _run(tmp_path, 0.8, "store")
+    try:
+        assert result.status == "failed" and result.exit_code == 5
+        assert "unsafe, not loaded" in (result.error or "") and "os.system" in (result.error or "")
+        assert lineage.records("model_version") == []
+        assert not marker.exists()
+    finally:
+        lineage.close()
+
+
 def test_a_missing_model_file_is_named(tmp_path: Path) -> None:
     spec = parse_spec(SPEC.format(floor=0.8), base=tmp_path)
     lineage = LineageStore(tmp_path / "store")

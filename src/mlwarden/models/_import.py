@@ -177,7 +177,7 @@ def import_model_file(
     if kind == "onnx":
         _check_onnx(raw, path)
         return ImportedModel(kind, raw, ONNX_MEDIA_TYPE, sha, report)
-    tensors = state_dict_tensors(path, raw)
+    tensors = state_dict_tensors(path, raw, safetensors=report.format == "safetensors")
     details = {"tensors": len(tensors), "parameters": int(sum(t.numel() for t in tensors.values()))}
     return ImportedModel(
         kind, _safetensors(tensors), STATE_DICT_MEDIA_TYPE, sha, report, details=details
@@ -190,7 +190,7 @@ def _classifier(model: Any, path: Path) -> Any:
     if not callable(getattr(model, "predict_proba", None)):
         raise ModelError(
             f"{path}: holds a {name}, not a classifier with predict_proba; mlwarden audits "
-            "classifiers (or Pipelines ending in one, SVC with probability=True)"
+            "classifiers (or a Pipeline ending in one)"
         )
     if getattr(model, "classes_", None) is None:
         raise ModelError(f"{path}: the {name} is not fitted (no classes_); fit it, then save it")
@@ -213,7 +213,7 @@ def _check_onnx(raw: bytes, path: Path) -> None:
         raise ModelError(f"{path}: the ONNX checker refused the model: {exc}") from exc
 
 
-def state_dict_tensors(path: Path, raw: bytes) -> dict[str, torch.Tensor]:
+def state_dict_tensors(path: Path, raw: bytes, safetensors: bool) -> dict[str, torch.Tensor]:
     """The state dict of a torch checkpoint or safetensors file, loaded without pickle code.
 
     ``torch.load(weights_only=True)`` builds tensors and containers only. A training
@@ -224,7 +224,7 @@ def state_dict_tensors(path: Path, raw: bytes) -> dict[str, torch.Tensor]:
         import torch
     except ImportError as exc:
         raise ModelError(f"{path}: torch files need torch: pip install 'mlwarden[torch]'") from exc
-    if raw[8:9] == b"{":
+    if safetensors:
         from safetensors.torch import load
 
         try:
