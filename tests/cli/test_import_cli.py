@@ -212,3 +212,27 @@ def test_a_registered_import_of_any_allowlisted_estimator_loads_and_audits(
                  "--checks", "performance", "--out", str(tmp_path / "out")])  # fmt: skip
     assert code == 0, _said(capsys)
     assert "pass" in _said(capsys)
+
+
+def test_a_registered_state_dict_keeps_its_weights_and_audit_says_how_to_export(
+    files: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    torch = pytest.importorskip("torch")
+    from safetensors.torch import load
+
+    weights = torch.nn.Linear(4, 2).state_dict()
+    torch.save(weights, tmp_path / "weights.pt")
+    store = str(tmp_path / "store")
+    assert main(["import", str(tmp_path / "weights.pt"), "--name", "net", "--store", store]) == 0
+    lineage = LineageStore(Path(store))
+    try:
+        version = ModelRegistry(lineage).get("net@1")
+        saved = load(lineage.read_artifact(version.manifest.model_sha256))
+    finally:
+        lineage.close()
+    assert all(torch.equal(saved[k], v) for k, v in weights.items()) and set(saved) == set(weights)
+    capsys.readouterr()
+    code = main(["audit", "--model", "net@1", "--store", store, "--data",
+                 str(files / "table.csv"), "--label", "label"])  # fmt: skip
+    said = _said(capsys)
+    assert code == 5 and "weights without the network's code" in said and "ONNX" in said
