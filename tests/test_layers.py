@@ -35,6 +35,7 @@ RANK = {
     "errors": 0,
     "_version": 0,
     "_lp_ball": 1,
+    "_tasks": 1,
 }
 FACADES = {"__init__", "datasets", "testing"}
 BUILTIN_ERRORS = {

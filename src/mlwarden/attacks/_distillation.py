@@ -29,6 +29,7 @@ import pandas as pd
 from numpy.typing import ArrayLike
 from pydantic import BaseModel, Field
 
+from mlwarden._tasks import task_map
 from mlwarden.attacks._extraction import _labels
 from mlwarden.attacks._noise import uniform_noise
 from mlwarden.attacks._result import AttackResult
@@ -316,7 +317,9 @@ def extract_distillation(
     affordable budget it trains a fresh surrogate on the first ``budget`` answers and measures
     its agreement with the target. If the adapter refuses a batch
     (:class:`~mlwarden.errors.QueryBudgetExceeded`, e.g. a budget it does not declare), the
-    curve stops at the last budget fully answered and the result says so.
+    curve stops at the last budget fully answered and the result says so. The surrogates are
+    fitted through the current task runner (``mlwarden._tasks.use_runner``), in parallel where
+    it has workers, with the same curve on each.
 
     Parameters
     ----------
@@ -415,32 +418,32 @@ def extract_distillation(
     evaluation_queries = model.queries - eval_before
     truth = None if y_test is None or X_test is None else np.asarray(y_test)
 
-    curve: list[DistillationPoint] = []
-    surrogate: Any = None
-    for budget in reached:
+    def fit_point(budget: int) -> tuple[DistillationPoint, Any]:
         fit_start = time.perf_counter()
         rows, labels, weights = _training_set(
             queries.iloc[:budget].reset_index(drop=True), proba[:budget], classes, soft
         )
         present = np.unique(labels.astype(str))
         if len(present) < 2:
-            surrogate = _Constant(labels[0])
+            surrogate: Any = _Constant(labels[0])
         else:
             surrogate = make_surrogate(X_reference)
             surrogate.fit(rows, labels, sample_weight=weights)
         fit_time = time.perf_counter() - fit_start
         test_pred = surrogate.predict(X_test) if X_test is not None else None
-        curve.append(
-            DistillationPoint(
-                budget=budget,
-                fidelity_test=(
-                    _mean_equal(test_pred, judged_test) if test_pred is not None else None
-                ),
-                fidelity_uniform=_mean_equal(surrogate.predict(X_uniform), judged_uniform),
-                accuracy_test=_mean_equal(test_pred, truth) if test_pred is not None else None,
-                fit_time_s=fit_time,
-            )
+        point = DistillationPoint(
+            budget=budget,
+            fidelity_test=(_mean_equal(test_pred, judged_test) if test_pred is not None else None),
+            fidelity_uniform=_mean_equal(surrogate.predict(X_uniform), judged_uniform),
+            accuracy_test=_mean_equal(test_pred, truth) if test_pred is not None else None,
+            fit_time_s=fit_time,
         )
+        return point, surrogate
+
+    # The surrogates of the curve are independent fits on prefixes of the same answers.
+    fitted = task_map(fit_point, reached)
+    curve = [point for point, _ in fitted]
+    surrogate = fitted[-1][1] if fitted else None
     last = curve[-1] if curve else None
     final = None if last is None else _pick(last, None)
     examples = [

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from mlwarden._tasks import task_map
 from mlwarden.attacks._membership_metrics import FPR_LEVELS, membership_metrics
 from mlwarden.attacks._result import AttackResult
 from mlwarden.errors import DataError
@@ -313,10 +314,12 @@ def lira_scores(
         keep = ranks < n_reference // 2
     else:
         keep = np.zeros((n_reference, n_target), dtype=bool)
-    ref_phi = np.empty((n_reference, n_target))
-    for r in range(n_reference):
-        half = rng.permutation(n_pop)[: n_pop // 2]
-        X_fit, y_fit = _rows(population_X, half), y_pop[half]
+    # Every half is drawn before any model is fitted, in the order a serial loop draws them,
+    # so the scores do not depend on where (or in which order) the models are trained.
+    halves = [rng.permutation(n_pop)[: n_pop // 2] for _ in range(n_reference)]
+
+    def reference_phi(r: int) -> np.ndarray:
+        X_fit, y_fit = _rows(population_X, halves[r]), y_pop[halves[r]]
         if online:
             chosen = np.flatnonzero(keep[r])
             X_fit = _stack([X_fit, _rows(X_target, chosen)])
@@ -324,7 +327,9 @@ def lira_scores(
         reference = make_model()
         reference.fit(X_fit, y_fit)
         proba = np.asarray(reference.predict_proba(X_target))
-        ref_phi[r] = logit_confidence(proba, np.asarray(reference.classes_), y_t)
+        return logit_confidence(proba, np.asarray(reference.classes_), y_t)
+
+    ref_phi = np.stack(task_map(reference_phi, range(n_reference)))
 
     mu_out, sd_out = _gaussian_fit(ref_phi, ~keep, pooled)
     if online:
@@ -357,6 +362,8 @@ def lira(
 
     ``n_reference`` reference models, each ``make_model()`` fitted on a random half of the
     population data, are queried on every target row ``x`` for ``phi`` (:func:`logit_confidence`).
+    They are trained through the current task runner (``mlwarden._tasks.use_runner``: in this
+    process, local worker processes or Ray tasks), with the same scores on each.
 
     * Offline (``online=False``): the target rows are in no reference model's training set.
       A Gaussian ``N(mu_out(x), sigma_out^2)`` is fitted to the reference models' ``phi`` on

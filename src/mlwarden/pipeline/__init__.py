@@ -9,6 +9,7 @@ from mlwarden.pipeline._import_spec import ImportSource, ImportSpec
 from mlwarden.pipeline._lm import canary_lines
 from mlwarden.pipeline._lm_spec import LanguageModelSpec
 from mlwarden.pipeline._quarantine import rows_kept_out
+from mlwarden.pipeline._ray_executor import RayExecutor
 from mlwarden.pipeline._report import build_report, write_run_report
 from mlwarden.pipeline._spec import AnySpec, PipelineSpec, import_spec, load_spec, parse_spec
 
@@ -19,6 +20,7 @@ __all__ = [
     "Output",
     "PipelineSpec",
     "Progress",
+    "RayExecutor",
     "RunResult",
     "StepContext",
     "StepDef",

@@ -15,6 +15,7 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel
 
+from mlwarden._tasks import JoblibRunner, Runner, use_runner
 from mlwarden._version import __version__
 from mlwarden.errors import GateRejectedError, MlwardenError
 from mlwarden.lineage import (
@@ -102,11 +103,25 @@ def cache_key(step: StepDef, input_sha: dict[str, str]) -> str:
 
 
 class LocalExecutor:
-    """Runs a pipeline in this process, recording everything in a lineage store."""
+    """Runs a pipeline in this process, recording everything in a lineage store.
 
-    def __init__(self, store: LineageStore, progress: Progress | None = None) -> None:
+    ``runner`` runs the independent work inside steps (reference models, surrogate fits):
+    in this process by default, or ``JoblibRunner(n)`` for local worker processes.
+    """
+
+    name = "local"
+
+    def __init__(
+        self, store: LineageStore, progress: Progress | None = None, runner: Runner | None = None
+    ) -> None:
         self.store = store
         self.progress: Progress = progress or _Silent()
+        self.runner: Runner = runner or JoblibRunner()
+
+    def call_step(self, step: StepDef, ctx: StepContext) -> dict[str, Output]:
+        """Run the step's code: here, in this process."""
+        with use_runner(self.runner):
+            return step.fn(ctx)
 
     # -- cache -------------------------------------------------------------------------------
 
@@ -164,6 +179,7 @@ class LocalExecutor:
                     "mlwarden": __version__,
                     "host": hostname(),
                     "steps": [s.name for s in steps],
+                    "executor": self.name,
                 },
             )
         run_ctx: dict[str, Any] = {
@@ -288,7 +304,7 @@ class LocalExecutor:
         )
         started = time.perf_counter()
         try:
-            produced = step.fn(ctx)
+            produced = self.call_step(step, ctx)
         except BaseException as exc:
             rejected = isinstance(exc, GateRejectedError)
             stored = self._complete(

@@ -1,0 +1,106 @@
+"""The Ray executor: the same runs as :class:`LocalExecutor`, with step code on a Ray cluster.
+
+The driver stays the lineage store's single writer: it computes cache keys, records every
+start, output and end, and runs the steps that sign or register (they need the signing key,
+which never leaves this machine). Every other step runs as a Ray task: its input artifacts
+travel by content hash through Ray's object store (each put once per run), its outputs come
+back as bytes and are stored by the driver exactly as a local run stores them, so a Ray run
+and a local rerun share cache keys and artifact hashes. Independent work inside a step
+(reference models, surrogate fits) becomes further Ray tasks. A task lost with its node is
+run again by Ray (``max_retries``); its first attempt recorded nothing, so nothing is
+recorded twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from mlwarden._tasks import RayRunner, use_runner
+from mlwarden.lineage import LineageStore
+from mlwarden.pipeline._context import Output, RecordBuilder, StepContext
+from mlwarden.pipeline._dag import StepDef
+from mlwarden.pipeline._executor import LocalExecutor, Progress
+
+_StepResult = tuple[
+    dict[str, Output] | None, dict[str, Output], list[RecordBuilder], BaseException | None
+]
+
+
+def _run_step(
+    fn: Callable[[StepContext], dict[str, Output]],
+    step: str,
+    params: dict[str, Any],
+    run: dict[str, Any],
+    inputs: dict[str, Any],
+) -> _StepResult:
+    """A step on a Ray worker: what it produced, kept and recorded, or the error it raised."""
+    import ray
+
+    data = dict(zip(inputs, ray.get(list(inputs.values())), strict=True))
+    ctx = StepContext(step=step, params=params, run=run, _read=data.__getitem__)
+    with use_runner(RayRunner()):
+        try:
+            return fn(ctx), ctx.kept, ctx.records, None
+        except Exception as exc:  # returned, so that the rows it kept are not lost with it
+            return None, ctx.kept, ctx.records, exc
+
+
+class RayExecutor(LocalExecutor):
+    """Runs a pipeline's steps as Ray tasks (``address``: a cluster; None: a local one).
+
+    Parameters
+    ----------
+    store : LineageStore
+        The lineage store, written by this process only.
+    address : str, optional
+        ``ray.init``'s address (``auto``, ``ray://host:10001``...); None starts or joins a
+        local Ray instance.
+    max_retries : int
+        How often Ray reruns a step whose worker or node died.
+    """
+
+    name = "ray"
+
+    def __init__(
+        self,
+        store: LineageStore,
+        progress: Progress | None = None,
+        *,
+        address: str | None = None,
+        max_retries: int = 3,
+    ) -> None:
+        runner = RayRunner(address=address, max_retries=max_retries)
+        super().__init__(store, progress, runner)
+        self.max_retries = max_retries
+        self._objects: dict[str, Any] = {}  # artifact hash -> Ray object, put once per run
+
+    def _object(self, sha: str) -> Any:
+        import ray
+
+        if sha not in self._objects:
+            self._objects[sha] = ray.put(self.store.read_artifact(sha))
+        return self._objects[sha]
+
+    def call_step(self, step: StepDef, ctx: StepContext) -> dict[str, Output]:
+        """Run the step as a Ray task, unless it registers (then here, beside the key)."""
+        if step.registers:
+            return super().call_step(step, ctx)
+        import ray
+
+        assert isinstance(self.runner, RayRunner)
+        self.runner.connect()
+        input_sha: dict[str, str] = ctx.run["input_sha"]
+        run = {k: v for k, v in ctx.run.items() if k != "signer"}
+        inputs = {role: self._object(sha) for role, sha in input_sha.items()}
+        task = ray.remote(max_retries=self.max_retries)(_run_step)
+        ctx.progress("running as a Ray task")
+        produced, kept, records, error = ray.get(
+            task.remote(step.fn, step.name, ctx.params, run, inputs)
+        )
+        ctx.kept.update(kept)
+        ctx.records.extend(records)
+        if error is not None:
+            raise error
+        assert produced is not None
+        return produced
