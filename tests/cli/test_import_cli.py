@@ -15,10 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sklearn.linear_model import LogisticRegression
 
 from mlwarden.cli import main
 from mlwarden.lineage import LineageStore
 from mlwarden.models import ModelRegistry, dumps_model
+
+
+class HouseModel(LogisticRegression):
+    """A team's own classifier class: off the allowlist until a scan policy names it."""
 
 
 class _Payload:
@@ -37,7 +42,6 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import joblib
     import pandas as pd
     from sklearn.datasets import make_classification
-    from sklearn.linear_model import LogisticRegression
     from sklearn.neighbors import KNeighborsClassifier
 
     root = tmp_path_factory.mktemp("import-cli")
@@ -57,6 +61,9 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Path:
         (root / "lr.onnx").write_bytes(onnx.SerializeToString())
     except ImportError:
         pass
+    house = HouseModel().fit(frame[["a", "b", "c", "d"]], y)
+    (root / "house.pkl").write_bytes(pickle.dumps(house))
+    (root / "allow.yaml").write_text(f"allow_globals: [{__name__}.HouseModel]\n")
     (root / "evil.pkl").write_bytes(pickle.dumps(_Payload(root / "MARKER")))
     (root / "failing.yaml").write_text(
         "checks:\n  - check: performance_floor\n    metric: roc_auc\n    min: 0.9999\n"
@@ -236,3 +243,42 @@ def test_a_registered_state_dict_keeps_its_weights_and_audit_says_how_to_export(
                  str(files / "table.csv"), "--label", "label"])  # fmt: skip
     said = _said(capsys)
     assert code == 5 and "weights without the network's code" in said and "ONNX" in said
+
+
+def test_a_scan_policy_lets_a_teams_own_class_through_scan_and_load(
+    files: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    table = ["--data", str(files / "table.csv"), "--label", "label"]
+    audit = ["audit", "--model", str(files / "house.pkl"), *table, "--checks", "performance",
+             "--out", str(tmp_path / "out")]  # fmt: skip
+    assert main(audit) == 1
+    assert "HouseModel, which is not on the allowlist" in _said(capsys)
+    assert main([*audit, "--scan-policy", str(files / "allow.yaml")]) == 0, _said(capsys)
+    code = main(["import", str(files / "house.pkl"), "--name", "house", "--scan-policy",
+                 str(files / "allow.yaml"), "--store", str(tmp_path / "store")])  # fmt: skip
+    assert code == 0, _said(capsys)
+
+
+def test_an_onnx_model_imported_with_data_is_audited_and_registered_as_it_is(
+    files: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if not (files / "lr.onnx").exists():
+        pytest.skip("skl2onnx is not installed")
+    pytest.importorskip("onnxruntime")
+    store = tmp_path / "store"
+    code = main(["import", str(files / "lr.onnx"), "--name", "onnx", "--data",
+                 str(files / "table.csv"), "--label", "label", "--checks", "performance",
+                 "--store", str(store)])  # fmt: skip
+    assert code == 0, _said(capsys)
+    lineage = LineageStore(store)
+    try:
+        version = ModelRegistry(lineage).get("onnx@1")
+        assert version.manifest.model_media_type == "application/onnx"
+        assert (
+            lineage.read_artifact(version.manifest.model_sha256) == (files / "lr.onnx").read_bytes()
+        )
+    finally:
+        lineage.close()
+    code = main(["audit", "--model", "onnx@1", "--store", str(store), "--checks", "performance",
+                 "--out", str(tmp_path / "out")])  # fmt: skip
+    assert code == 0, _said(capsys)

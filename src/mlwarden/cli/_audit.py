@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from mlwarden.audit import CheckContext, Finding
-    from mlwarden.models import ModelAdapter, ModelRegistry, ModelVersion, ScanReport
+    from mlwarden.models import ModelAdapter, ModelRegistry, ModelVersion, ScanPolicy, ScanReport
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -161,7 +161,7 @@ def _registered_context(
                 f"{version.ref} was imported without data, so it has no held-out split: "
                 "give --data and --label to audit it"
             )
-        return _one_table_context(model, data, label, seed), audited
+        return _one_table_context(model, _labelled(data, label), label, seed), audited
     schema = TableSchema.model_validate_json(lineage.read_artifact(arts["schema"]))
     metrics = json.loads(lineage.read_artifact(arts["metrics"]))
     label = schema.label or ""
@@ -179,14 +179,15 @@ def _registered_context(
 
 
 def _file_context(
-    model_path: Path, data: str, label: str, seed: int, report: ScanReport
+    model_path: Path, data: str, label: str, seed: int, report: ScanReport, rules: ScanPolicy
 ) -> tuple[CheckContext, dict[str, Any]]:
     """A model file, scanned then loaded through its safe path, audited on one labelled table;
     with what was audited (for the report)."""
     from mlwarden.models import model_file_adapter
 
-    columns = [str(c) for c in _labelled(data, label).columns if c != label]
-    adapter, imported = model_file_adapter(model_path, columns, report=report)
+    frame = _labelled(data, label)
+    columns = [str(c) for c in frame.columns if c != label]
+    adapter, imported = model_file_adapter(model_path, columns, rules, report)
     info = imported.info()
     out.print(
         f"loaded {info.get('estimator', imported.kind)} from {model_path} ({report.format}, "
@@ -194,7 +195,7 @@ def _file_context(
         soft_wrap=True,
     )
     audited = {"registered": False, "path": str(model_path), **info, "scan": report.verdict}
-    return _one_table_context(adapter, data, label, seed), audited
+    return _one_table_context(adapter, frame, label, seed), audited
 
 
 def _labelled(data: str, label: str) -> pd.DataFrame:
@@ -205,12 +206,13 @@ def _labelled(data: str, label: str) -> pd.DataFrame:
     return frame
 
 
-def _one_table_context(adapter: ModelAdapter, data: str, label: str, seed: int) -> CheckContext:
+def _one_table_context(
+    adapter: ModelAdapter, frame: pd.DataFrame, label: str, seed: int
+) -> CheckContext:
     """Checks on one labelled table, the columns the model was fitted on in its order."""
     from mlwarden.audit import CheckContext
     from mlwarden.models import fitted_columns
 
-    frame = _labelled(data, label)
     X, y = fitted_columns(adapter, frame.drop(columns=[label])), frame[label]
     # One table: it serves as both splits, so train-versus-test checks compare it with itself.
     return CheckContext(adapter, X, y, X, y, None, None, seed)
@@ -328,12 +330,13 @@ def audit_command(
     if model_path is not None:
         from mlwarden.models import scan_file
 
-        report = scan_file(model_path, scan_policy_of(scan_policy))
+        rules = scan_policy_of(scan_policy)
+        report = scan_file(model_path, rules)
         if not report.safe:
             return refuse_unsafe(report)
         if data is None or label is None:
             raise typer.BadParameter("a model file needs --data and --label")
-        ctx, audited = _file_context(model_path, data, label, seed, report)
+        ctx, audited = _file_context(model_path, data, label, seed, report, rules)
         name = model_path.stem
     else:
         ctx, audited = _registered_context(model, store, db_url, seed, trust, (data, label))
