@@ -254,8 +254,13 @@ def test_a_scan_policy_lets_a_teams_own_class_through_scan_and_load(
     assert main(audit) == 1
     assert "HouseModel, which is not on the allowlist" in _said(capsys)
     assert main([*audit, "--scan-policy", str(files / "allow.yaml")]) == 0, _said(capsys)
+    store = str(tmp_path / "store")
     code = main(["import", str(files / "house.pkl"), "--name", "house", "--scan-policy",
-                 str(files / "allow.yaml"), "--store", str(tmp_path / "store")])  # fmt: skip
+                 str(files / "allow.yaml"), "--store", store])  # fmt: skip
+    assert code == 0, _said(capsys)
+    # The signed import record names the class, so the registered model loads again.
+    code = main(["audit", "--model", "house@1", "--store", store, *table, "--checks",
+                 "performance", "--out", str(tmp_path / "again")])  # fmt: skip
     assert code == 0, _said(capsys)
 
 

@@ -22,7 +22,7 @@ from mlwarden.errors import CapabilityError, DataError, ModelError, UntrustedArt
 from mlwarden.models._adapter import ModelAdapter, SklearnAdapter
 from mlwarden.models._persist import MEDIA_TYPE, TRUSTED_TYPES, dumps_model, loads_model
 from mlwarden.models._scan import scan_file
-from mlwarden.models._scan_allowlist import allowed_globals
+from mlwarden.models._scan_allowlist import allowed_globals, dangerous_reason
 from mlwarden.models._scan_report import ScanPolicy, ScanReport
 from mlwarden.models._unpickle import restricted_load
 
@@ -52,8 +52,10 @@ _AUDIT_HINT = (
 
 def imported_trusted_types(extra: Iterable[str] = ()) -> frozenset[str]:
     """The types an imported skops model may hold: mlwarden's own list, the reviewed pickle
-    allowlist (what ``restricted_load`` already agreed to build) and ``extra``."""
-    return TRUSTED_TYPES | allowed_globals() | frozenset(extra)
+    allowlist (what ``restricted_load`` already agreed to build) and ``extra`` (a scan
+    policy's ``allow_globals``), never a known-dangerous callable."""
+    named = frozenset(n for n in extra if dangerous_reason(*n.rsplit(".", 1)) is None)
+    return TRUSTED_TYPES | allowed_globals() | named
 
 
 @dataclass(frozen=True)
@@ -62,7 +64,8 @@ class ImportedModel:
 
     ``data`` is what gets registered (skops, safetensors or ONNX bytes, as ``media_type``
     says); ``source_sha256`` is the original file's hash and ``report`` its scan.
-    ``estimator`` is the loaded scikit-learn model (None for other kinds).
+    ``estimator`` is the loaded scikit-learn model (None for other kinds); ``allow_globals``
+    the scan policy's additions it was loaded under (loading it again needs them).
     """
 
     kind: ImportKind
@@ -72,6 +75,7 @@ class ImportedModel:
     report: ScanReport
     estimator: Any = None
     details: dict[str, Any] = field(default_factory=dict)
+    allow_globals: tuple[str, ...] = ()
 
     def info(self) -> dict[str, Any]:
         """What the import recorded, as JSON-ready data (kept beside the registered model)."""
@@ -81,6 +85,7 @@ class ImportedModel:
             "source": Path(self.report.file).name,
             "source_sha256": self.source_sha256,
             "format": self.report.format,
+            "allow_globals": sorted(self.allow_globals),
             **self.details,
         }
 
@@ -168,12 +173,12 @@ def import_model_file(
         model = _classifier(restricted_load(raw, policy.allow_globals), path)
         data = dumps_model(model)
         loads_model(data, trusted)  # what registering it promises: it loads back
-        return ImportedModel(kind, data, MEDIA_TYPE, sha, report, model, _describe(model))
+        allowed = tuple(policy.allow_globals)
+        return ImportedModel(kind, data, MEDIA_TYPE, sha, report, model, _describe(model), allowed)
     if kind == "skops":
         model = _classifier(loads_model(raw, trusted), path)
-        return ImportedModel(
-            kind, dumps_model(model), MEDIA_TYPE, sha, report, model, _describe(model)
-        )
+        data, allowed = dumps_model(model), tuple(policy.allow_globals)
+        return ImportedModel(kind, data, MEDIA_TYPE, sha, report, model, _describe(model), allowed)
     if kind == "onnx":
         _check_onnx(raw, path)
         return ImportedModel(kind, raw, ONNX_MEDIA_TYPE, sha, report)

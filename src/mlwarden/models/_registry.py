@@ -253,15 +253,21 @@ class ModelRegistry:
 
     def load(self, ref: str, budget: int | None = None) -> tuple[ModelVersion, SklearnAdapter]:
         """Verify a registered version, then load its model (skops, trusted types only: those
-        of trained models and the reviewed pickle allowlist)."""
+        of trained models, the reviewed pickle allowlist, and an import's scan policy)."""
         version, data = self._verified_model(
             ref,
             MEDIA_TYPE,
             f"a scikit-learn one ({MEDIA_TYPE}); a language model is audited with --checks "
             "canary, an early-exit network with --checks slowdown",
         )
-        # Imported models may hold any type the pickle allowlist admits (mlwarden import).
-        return version, SklearnAdapter(loads_model(data, imported_trusted_types()), budget=budget)
+        # An imported model may hold any type the pickle allowlist admits, and those its scan
+        # policy added, as its signed import record says (mlwarden import).
+        record = version.manifest.artifacts.get("imported")
+        extra = []
+        if record is not None:
+            extra = json.loads(self.store.read_artifact(record)).get("allow_globals", [])
+        trusted = imported_trusted_types(extra)
+        return version, SklearnAdapter(loads_model(data, trusted), budget=budget)
 
     def load_early_exit(self, ref: str) -> tuple[ModelVersion, EarlyExitNetwork, dict[str, Any]]:
         """Verify a registered early-exit network, then load it and its threshold and split."""
