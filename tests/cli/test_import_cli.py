@@ -141,11 +141,22 @@ def test_import_refuses_a_whole_torch_module_saying_how_to_export(
     assert "state dict" in said and "TorchScript" in said and "ONNX" in said
 
 
-def test_import_options_that_need_data_say_so(
-    files: Path, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    ("options", "said"),
+    [
+        (["--name", "x", "--checks", "performance"], "need --data"),
+        (["--name", "x", "--data", "table.csv"], "name its label column"),
+        (["--name", "two words"], "expected letters, digits"),
+    ],
+)
+def test_import_options_are_checked_before_anything_is_recorded(
+    files: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], options: list[str], said: str
 ) -> None:
-    code = main(["import", str(files / "lr.pkl"), "--name", "x", "--checks", "performance"])
-    assert code == 2 and "need --data" in _said(capsys)
+    options = [str(files / o) if o.endswith(".csv") else o for o in options]
+    store = tmp_path / "store"
+    assert main(["import", str(files / "lr.pkl"), *options, "--store", str(store)]) == 2
+    assert said in _said(capsys)
+    assert not store.exists()
 
 
 @pytest.mark.parametrize("name", ["lr.pkl", "lr.joblib", "lr.skops", "lr.onnx"])

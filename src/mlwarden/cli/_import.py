@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated
 
@@ -10,6 +11,9 @@ from rich.console import Console
 
 from mlwarden.cli._audit import _policy
 from mlwarden.cli._model_file import refuse_unsafe, scan_policy_of
+from mlwarden.data import list_datasets
+
+_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -56,6 +60,12 @@ def import_command(
 
     if data is None and (checks is not None or policy is not None or label is not None):
         raise typer.BadParameter("--label, --checks and --policy need --data: a labelled table")
+    if not _NAME.fullmatch(name):
+        raise typer.BadParameter(
+            f"{name!r}: expected letters, digits, '.', '_' or '-'", param_hint="--name"
+        )
+    if data is not None and label is None and data not in list_datasets():
+        raise typer.BadParameter(f"{data} is a table: name its label column", param_hint="--label")
     rules = scan_policy_of(scan_policy)
     report = scan_file(file, rules)
     if not report.safe:
