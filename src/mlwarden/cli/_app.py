@@ -17,6 +17,7 @@ from typer.exceptions import TyperException
 from mlwarden._version import __version__
 from mlwarden.cli._audit import audit_command
 from mlwarden.cli._data import schema_app, validate_command
+from mlwarden.cli._import import import_command
 from mlwarden.cli._progress import RichProgress
 from mlwarden.cli._provenance import add_provenance_commands
 from mlwarden.cli._scan import scan_command
@@ -65,6 +66,7 @@ app.add_typer(signing_app, name="signing")
 app.add_typer(decisions_app, name="decisions")
 app.add_typer(threat_app, name="threat-model")
 app.command("scan")(scan_command)
+app.command("import")(import_command)
 add_provenance_commands(models_app)
 
 out = Console(highlight=False)

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mlwarden.audit import CHECK_GROUPS, DEFAULT_GROUPS
+from mlwarden.cli._model_file import MODEL_SUFFIXES, refuse_unsafe, scan_policy_of
 from mlwarden.cli._signing import TrustOpt, print_warnings
 from mlwarden.errors import DataError, SpecError
 
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from mlwarden.audit import CheckContext, Finding
-    from mlwarden.models import ModelRegistry
+    from mlwarden.models import ModelAdapter, ModelRegistry, ModelVersion, ScanPolicy, ScanReport
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -103,11 +104,31 @@ def _registry(store: Path, db_url: str | None, trust: Path | None) -> ModelRegis
     return ModelRegistry(LineageStore(store, url=db_url), TrustPolicy.load(trust))
 
 
+def _load_registered(registry: ModelRegistry, ref: str) -> tuple[ModelVersion, ModelAdapter]:
+    """A registered version and its model's adapter, verified first: scikit-learn (skops), or
+    an imported ONNX model; an imported torch state dict is refused with how to export it."""
+    from mlwarden.models import ONNX_MEDIA_TYPE, STATE_DICT_MEDIA_TYPE, adapter_for
+
+    version = registry.get(ref)
+    media_type = version.manifest.model_media_type
+    if media_type not in (ONNX_MEDIA_TYPE, STATE_DICT_MEDIA_TYPE):
+        return registry.load(ref)
+    registry.verify(version)
+    data = registry.store.read_artifact(version.manifest.model_sha256)
+    return version, adapter_for(data, media_type)
+
+
 def _registered_context(
-    ref: str, store: Path, db_url: str | None, seed: int, trust: Path | None = None
+    ref: str,
+    store: Path,
+    db_url: str | None,
+    seed: int,
+    trust: Path | None = None,
+    table: tuple[str | None, str | None] = (None, None),
 ) -> tuple[CheckContext, dict[str, Any]]:
     """A registered version's model (verified), its own training and held-out splits, and what
-    its manifest says of where it came from (for the report)."""
+    its manifest says of where it came from (for the report). A model imported without data
+    has no splits: it is audited on ``table`` (--data, --label)."""
     import pandas as pd
 
     from mlwarden.audit import CheckContext
@@ -116,22 +137,12 @@ def _registered_context(
     registry = _registry(store, db_url, trust)
     lineage = registry.store
     try:
-        version, model = registry.load(ref)
+        version, model = _load_registered(registry, ref)
     except BaseException:
         lineage.close()
         raise
     print_warnings(registry.warnings(version))
     arts = version.manifest.artifacts
-    schema = TableSchema.model_validate_json(lineage.read_artifact(arts["schema"]))
-    metrics = json.loads(lineage.read_artifact(arts["metrics"]))
-    label = schema.label or ""
-
-    def split(role: str) -> tuple[pd.DataFrame, pd.Series]:
-        frame = pd.read_parquet(io.BytesIO(lineage.read_artifact(arts[role])))
-        drop = [c for c in (label, "_row") if c in frame.columns]
-        return frame.drop(columns=drop), frame[label]
-
-    (X_train, y_train), (X_test, y_test) = split("train"), split("test")
     manifest = version.manifest
     audited = {
         "registered": True,
@@ -143,36 +154,100 @@ def _registered_context(
         "signer": manifest.signer,
         "artifacts": dict(manifest.artifacts),
     }
+    if "train" not in arts:  # imported without a table (mlwarden import FILE --name NAME)
+        data, label = table
+        if data is None or label is None:
+            raise typer.BadParameter(
+                f"{version.ref} was imported without data, so it has no held-out split: "
+                "give --data and --label to audit it"
+            )
+        return _one_table_context(model, _labelled(data, label), label, seed), audited
+    schema = TableSchema.model_validate_json(lineage.read_artifact(arts["schema"]))
+    metrics = json.loads(lineage.read_artifact(arts["metrics"]))
+    label = schema.label or ""
+
+    def split(role: str) -> tuple[pd.DataFrame, pd.Series]:
+        frame = pd.read_parquet(io.BytesIO(lineage.read_artifact(arts[role])))
+        drop = [c for c in (label, "_row") if c in frame.columns]
+        return frame.drop(columns=drop), frame[label]
+
+    (X_train, y_train), (X_test, y_test) = split("train"), split("test")
     ctx = CheckContext(
         model, X_train, y_train, X_test, y_test, metrics.get("positive"), schema, seed
     )
     return ctx, audited
 
 
-def _file_context(model_path: Path, data: str, label: str, seed: int) -> CheckContext:
-    """A model file (skops with trusted types only, or ONNX) audited on one labelled table."""
-    from mlwarden.audit import CheckContext
-    from mlwarden.models import ModelAdapter, OnnxAdapter, SklearnAdapter, loads_model
+def _file_context(
+    model_path: Path, data: str, label: str, seed: int, report: ScanReport, rules: ScanPolicy
+) -> tuple[CheckContext, dict[str, Any]]:
+    """A model file, scanned then loaded through its safe path, audited on one labelled table;
+    with what was audited (for the report)."""
+    from mlwarden.models import model_file_adapter
 
+    frame = _labelled(data, label)
+    columns = [str(c) for c in frame.columns if c != label]
+    adapter, imported = model_file_adapter(model_path, columns, rules, report)
+    info = imported.info()
+    out.print(
+        f"loaded {info.get('estimator', imported.kind)} from {model_path} ({report.format}, "
+        f"scanned safe) through {_LOADERS[imported.kind]}",
+        soft_wrap=True,
+    )
+    audited = {"registered": False, "path": str(model_path), **info, "scan": report.verdict}
+    return _one_table_context(adapter, frame, label, seed), audited
+
+
+def _labelled(data: str, label: str) -> pd.DataFrame:
+    """The table ``data``, which must hold the ``label`` column."""
     frame = _table(data)
     if label not in frame.columns:
         raise DataError(f"label column {label!r} is not in {data}; columns: {list(frame.columns)}")
-    X, y = frame.drop(columns=[label]), frame[label]
-    try:
-        adapter: ModelAdapter = (
-            OnnxAdapter(model_path, feature_names=[str(c) for c in X.columns])
-            if model_path.suffix == ".onnx"
-            else SklearnAdapter(loads_model(model_path.read_bytes()))
-        )
-    except OSError as exc:
-        raise DataError(f"cannot read model file {model_path}: {exc}") from exc
+    return frame
+
+
+def _one_table_context(
+    adapter: ModelAdapter, frame: pd.DataFrame, label: str, seed: int
+) -> CheckContext:
+    """Checks on one labelled table, the columns the model was fitted on in its order."""
+    from mlwarden.audit import CheckContext
+    from mlwarden.models import fitted_columns
+
+    X, y = fitted_columns(adapter, frame.drop(columns=[label])), frame[label]
     # One table: it serves as both splits, so train-versus-test checks compare it with itself.
     return CheckContext(adapter, X, y, X, y, None, None, seed)
 
 
+_LOADERS = {
+    "sklearn-pickle": "the restricted unpickler (allowlisted types only)",
+    "skops": "skops (trusted types only)",
+    "onnx": "onnxruntime",
+    "torch": "torch.load(weights_only=True)",
+}
+
+
+def _model_file(model: str) -> Path | None:
+    """``--model`` as a file path, or None for a registered NAME@VERSION; a path that names a
+    model file but does not exist is a ``DataError``, not an unknown model name."""
+    path = Path(model)
+    if path.is_file():
+        return path
+    if "@" not in model and (path.suffix.lower() in MODEL_SUFFIXES or "/" in model):
+        raise DataError(
+            f"model file {model} does not exist; --model takes a model file (pickle, joblib, "
+            "skops, ONNX) or NAME@VERSION of a registered model"
+        )
+    return None
+
+
 def audit_command(
     model: Annotated[
-        str, typer.Option("--model", help="NAME@VERSION in the store, or a .skops or .onnx file.")
+        str,
+        typer.Option(
+            "--model",
+            help="NAME@VERSION in the store, or a model file (pickle, joblib, skops, ONNX), "
+            "scanned before it is loaded.",
+        ),
     ],
     data: Annotated[
         str | None, typer.Option("--data", help="Table for a model file: CSV, Parquet or dataset.")
@@ -211,6 +286,10 @@ def audit_command(
     out_dir: Annotated[Path | None, typer.Option("--out", help="Where the reports go.")] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     trust: TrustOpt = None,
+    scan_policy: Annotated[
+        Path | None,
+        typer.Option("--scan-policy", help="For a model file: scan policy YAML (allow_globals)."),
+    ] = None,
     canaries: Annotated[
         Path | None,
         typer.Option("--canaries", help="For --checks canary: canary lines, one per line."),
@@ -246,17 +325,24 @@ def audit_command(
     if on_inconclusive not in ("fail", "warn", "pass"):
         raise typer.BadParameter("--on-inconclusive takes fail, warn or pass")
     chosen = _policy(checks, policy, threat_model)
-    model_path = Path(model)
-    if model_path.suffix in (".skops", ".onnx") and model_path.exists():
+    model_path = _model_file(model)
+    audited: dict[str, Any] | None
+    if model_path is not None:
+        from mlwarden.models import scan_file
+
+        rules = scan_policy_of(scan_policy)
+        report = scan_file(model_path, rules)
+        if not report.safe:
+            return refuse_unsafe(report)
         if data is None or label is None:
             raise typer.BadParameter("a model file needs --data and --label")
-        ctx = _file_context(model_path, data, label, seed)
+        ctx, audited = _file_context(model_path, data, label, seed, report, rules)
         name = model_path.stem
-        audited: dict[str, Any] | None = {"registered": False, "path": str(model_path)}
     else:
-        ctx, audited = _registered_context(model, store, db_url, seed, trust)
+        ctx, audited = _registered_context(model, store, db_url, seed, trust, (data, label))
         name = model.replace("@", "-")
-        if data is not None:  # audit on this table instead of the recorded held-out split
+        if data is not None and "train" in audited["artifacts"]:
+            # audit on this table instead of the recorded held-out split
             frame = _table(data)
             target = label or str(ctx.y_test.name)
             if target not in frame.columns:

@@ -150,6 +150,18 @@ def __getattr__(name: str) -> Any:
 
 # Model-file scanning (static: nothing a file holds is imported or run) and the restricted
 # unpickler that loads only allowlisted globals.
+# Bringing a model file in: scan, load through a safe path, convert (models/_import.py).
+from mlwarden.models._import import (  # noqa: E402
+    ONNX_MEDIA_TYPE,
+    STATE_DICT_MEDIA_TYPE,
+    ImportedModel,
+    adapter_for,
+    fitted_columns,
+    import_model_file,
+    imported_trusted_types,
+    model_file_adapter,
+    refusal,
+)
 from mlwarden.models._scan import scan_file, scan_paths  # noqa: E402
 from mlwarden.models._scan_allowlist import allowed_globals  # noqa: E402
 from mlwarden.models._scan_report import (  # noqa: E402
@@ -182,6 +194,18 @@ from mlwarden.models._provenance_export import (  # noqa: E402
 )
 
 __all__ += ["ExportedModel", "Provenance", "export_version", "read_provenance"]
+
+__all__ += [
+    "ONNX_MEDIA_TYPE",
+    "STATE_DICT_MEDIA_TYPE",
+    "ImportedModel",
+    "adapter_for",
+    "fitted_columns",
+    "import_model_file",
+    "imported_trusted_types",
+    "model_file_adapter",
+    "refusal",
+]
 
 __all__ += [
     "EARLY_EXIT_MEDIA_TYPE",

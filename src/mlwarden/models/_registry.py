@@ -26,6 +26,7 @@ from mlwarden.lineage import (
 )
 from mlwarden.models._adapter import SklearnAdapter
 from mlwarden.models._history import check_promotions, check_versions
+from mlwarden.models._import import imported_trusted_types
 from mlwarden.models._manifest import (
     MANIFEST_GENESIS,
     PROMOTION_FORMAT,
@@ -251,14 +252,22 @@ class ModelRegistry:
         return version, self.store.read_artifact(version.manifest.model_sha256)
 
     def load(self, ref: str, budget: int | None = None) -> tuple[ModelVersion, SklearnAdapter]:
-        """Verify a registered version, then load its model (skops, trusted types only)."""
+        """Verify a registered version, then load its model (skops, trusted types only: those
+        of trained models, the reviewed pickle allowlist, and an import's scan policy)."""
         version, data = self._verified_model(
             ref,
             MEDIA_TYPE,
             f"a scikit-learn one ({MEDIA_TYPE}); a language model is audited with --checks "
             "canary, an early-exit network with --checks slowdown",
         )
-        return version, SklearnAdapter(loads_model(data), budget=budget)
+        # An imported model may hold any type the pickle allowlist admits, and those its scan
+        # policy added, as its signed import record says (mlwarden import).
+        record = version.manifest.artifacts.get("imported")
+        extra = []
+        if record is not None:
+            extra = json.loads(self.store.read_artifact(record)).get("allow_globals", [])
+        trusted = imported_trusted_types(extra)
+        return version, SklearnAdapter(loads_model(data, trusted), budget=budget)
 
     def load_early_exit(self, ref: str) -> tuple[ModelVersion, EarlyExitNetwork, dict[str, Any]]:
         """Verify a registered early-exit network, then load it and its threshold and split."""

@@ -5,12 +5,13 @@ from mlwarden.pipeline._context import Output, StepContext
 from mlwarden.pipeline._dag import StepDef, build_steps
 from mlwarden.pipeline._estimators import build_estimator
 from mlwarden.pipeline._executor import LocalExecutor, Progress, RunResult, StepRun, cache_key
+from mlwarden.pipeline._import_spec import ImportSource, ImportSpec
 from mlwarden.pipeline._lm import canary_lines
 from mlwarden.pipeline._lm_spec import LanguageModelSpec
 from mlwarden.pipeline._quarantine import rows_kept_out
 from mlwarden.pipeline._ray_executor import RayExecutor
 from mlwarden.pipeline._report import build_report, write_run_report
-from mlwarden.pipeline._spec import AnySpec, PipelineSpec, load_spec, parse_spec
+from mlwarden.pipeline._spec import AnySpec, PipelineSpec, import_spec, load_spec, parse_spec
 
 __all__ = [
     "AnySpec",
@@ -40,3 +41,5 @@ __all__ += [
     "canary_lines",
     "rows_kept_out",
 ]
+
+__all__ += ["ImportSource", "ImportSpec", "import_spec"]

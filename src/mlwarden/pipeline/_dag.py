@@ -15,10 +15,11 @@ import yaml
 from mlwarden.data import TableSchema, list_datasets
 from mlwarden.errors import DataError, SpecError
 from mlwarden.models import EARLY_EXIT_MEDIA_TYPE, LANGUAGE_MODEL_MEDIA_TYPE, MEDIA_TYPE
-from mlwarden.pipeline import _data_steps, _early_exit, _lm, _steps
+from mlwarden.pipeline import _data_steps, _early_exit, _import_step, _lm, _steps
 from mlwarden.pipeline._code_version import code_version
 from mlwarden.pipeline._context import Output, StepContext
 from mlwarden.pipeline._early_exit_spec import EarlyExitSpec
+from mlwarden.pipeline._import_spec import ImportSource, ImportSpec
 from mlwarden.pipeline._io import CSV, JSON, json_bytes
 from mlwarden.pipeline._lm_spec import LanguageModelSpec
 from mlwarden.pipeline._spec import (
@@ -56,19 +57,21 @@ class StepDef:
 
 
 def _gate_and_register(
-    spec: AnySpec, recorded: dict[str, str], media_type: str = MEDIA_TYPE
+    spec: AnySpec,
+    recorded: dict[str, str],
+    media_type: str = MEDIA_TYPE,
+    model: str = "train.model",
+    findings: str = "audit.findings",
 ) -> list[StepDef]:
-    """The tail every pipeline ends with: the gate on ``audit.findings``, then the register step
-    of ``train.model`` (``media_type`` says what the model is), keeping ``recorded`` in its
-    manifest."""
+    """The tail every pipeline ends with: the gate on ``findings``, then the register step of
+    ``model`` (``media_type`` says what it is, unless ``recorded`` holds an import's
+    ``imported`` record), keeping ``recorded`` in its manifest."""
     return [
-        StepDef(
-            "gate", _steps.gate, {"findings": "audit.findings"}, ("gate",), spec.gate.model_dump()
-        ),
+        StepDef("gate", _steps.gate, {"findings": findings}, ("gate",), spec.gate.model_dump()),
         StepDef(
             "register",
             _steps.register,
-            {"model": "train.model", "gate": "gate.gate", "findings": "audit.findings", **recorded},
+            {"model": model, "gate": "gate.gate", "findings": findings, **recorded},
             (),
             {"name": spec.registry.name, "media_type": media_type},
             registers=True,
@@ -123,6 +126,43 @@ def build_early_exit_steps(spec: EarlyExitSpec) -> tuple[list[StepDef], dict[str
     return _ordered(steps), {}
 
 
+_IMPORTED = {"scan": "import.scan", "imported": "import.imported", "original": f"{SOURCE}.model"}
+
+
+def _import_def(source: ImportSource, sources: dict[str, Output], runnable: bool) -> StepDef:
+    """The step that scans and imports ``source``'s file, read now as the run's source."""
+    try:
+        data = source.path.read_bytes()
+    except OSError as exc:
+        raise SpecError(
+            f"model.import: cannot read {source.path}: {exc.strerror or exc}; expected a model "
+            "file (pickle, joblib, skops, ONNX or a torch state dict)"
+        ) from None
+    sources["model"] = Output(data, "application/octet-stream", source.path.name)
+    return StepDef(
+        "import",
+        _import_step.import_model,
+        {"model": f"{SOURCE}.model"},
+        ("model", "scan", "imported", "findings"),
+        {
+            "source": source.path.name,
+            "scan_policy": source.scan_policy.model_dump(mode="json"),
+            "runnable": runnable,
+        },
+    )
+
+
+def build_import_steps(spec: ImportSpec) -> tuple[list[StepDef], dict[str, Output]]:
+    """The steps of an import alone: import (scan, safe load, convert), gate on the scan,
+    register."""
+    sources: dict[str, Output] = {}
+    steps = [
+        _import_def(spec.model, sources, runnable=False),
+        *_gate_and_register(spec, _IMPORTED, model="import.model", findings="import.findings"),
+    ]
+    return _ordered(steps), sources
+
+
 def _threat_model_sources(spec: PipelineSpec) -> dict[tuple[str | int, ...], Output]:
     """The threat-model files the spec names, by field, read as pipeline sources.
 
@@ -155,6 +195,8 @@ def build_steps(spec: AnySpec) -> tuple[list[StepDef], dict[str, Output]]:
         return build_lm_steps(spec)
     if isinstance(spec, EarlyExitSpec):
         return build_early_exit_steps(spec)
+    if isinstance(spec, ImportSpec):
+        return build_import_steps(spec)
     d = spec.data
     sources: dict[str, Output] = {}
     if d.path is not None:
@@ -187,7 +229,6 @@ def build_steps(spec: AnySpec) -> tuple[list[StepDef], dict[str, Output]]:
     harden_source = "train.harden.threat_model"
     train_threat = {"threat_model": f"{SOURCE}.{harden_source}"} if harden_source in sources else {}
     check_threats = {n: f"{SOURCE}.{n}" for n in threat_models if n.startswith("checks.")}
-    model_spec = spec.train.model_dump(mode="json")
     steps = [
         StepDef(
             "ingest",
@@ -265,32 +306,48 @@ def build_steps(spec: AnySpec) -> tuple[list[StepDef], dict[str, Output]]:
         )
         train_ref, test_ref = "impute.train", "impute.test"
         kept_out["imputation"] = "impute.imputation"
+    if spec.model is not None:  # an imported model stands where a trained one would
+        steps.append(_import_def(spec.model, sources, runnable=True))
+        model_ref, recorded = "import.model", dict(_IMPORTED)
+        imported = {"imported": "import.imported"}
+    else:
+        assert spec.train is not None  # the spec gives train or model
+        steps.append(
+            StepDef(
+                "train",
+                _steps.train,
+                {
+                    "train": train_ref,
+                    "schema": "ingest.schema",
+                    "info": "ingest.info",
+                    **train_threat,
+                    # hardening's held-out cost: measured on the test rows, never trained on
+                    **({"test": test_ref} if spec.train.harden else {}),
+                },
+                ("model", "search"),
+                spec.train.model_dump(mode="json"),
+            )
+        )
+        model_ref, recorded, imported = "train.model", {"search": "train.search"}, {}
     steps += [
-        StepDef(
-            "train",
-            _steps.train,
-            {
-                "train": train_ref,
-                "schema": "ingest.schema",
-                "info": "ingest.info",
-                **train_threat,
-                # hardening's held-out cost: measured on the test rows, never trained on
-                **({"test": test_ref} if spec.train.harden else {}),
-            },
-            ("model", "search"),
-            model_spec,
-        ),
         StepDef(
             "evaluate",
             _steps.evaluate,
-            {"model": "train.model", "test": test_ref, "train": train_ref, "info": "ingest.info"},
+            {
+                "model": model_ref,
+                "test": test_ref,
+                "train": train_ref,
+                "info": "ingest.info",
+                **imported,
+            },
             ("metrics",),
         ),
         StepDef(
             "audit",
             _steps.audit,
             {
-                "model": "train.model",
+                "model": model_ref,
+                **imported,
                 "train": train_ref,
                 "test": test_ref,
                 "info": "ingest.info",
@@ -307,12 +364,13 @@ def build_steps(spec: AnySpec) -> tuple[list[StepDef], dict[str, Output]]:
             spec,
             {
                 "metrics": "evaluate.metrics",
-                "search": "train.search",
+                **recorded,
                 "train": train_ref,
                 "test": test_ref,
                 "schema": "ingest.schema",
                 **kept_out,
             },
+            model=model_ref,
         ),
     ]
     return _ordered(steps), sources

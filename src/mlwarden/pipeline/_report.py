@@ -51,7 +51,12 @@ def build_report(store: LineageStore, spec: AnySpec, result: RunResult) -> RunRe
         )
         for run in result.steps
     ]
-    findings = _artifact_json(store, result, "audit.findings") or []
+    # An import alone has no audit: its gate checked the scan (import.findings).
+    findings = (
+        _artifact_json(store, result, "audit.findings")
+        or _artifact_json(store, result, "import.findings")
+        or []
+    )
     versions = (
         store.records("model_version", subject=spec.registry.name) if result.model_version else []
     )

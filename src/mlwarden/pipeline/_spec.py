@@ -13,8 +13,10 @@ from mlwarden.audit import CHECKS
 from mlwarden.data import DriftThresholds, MissingPolicy, TableSchema, list_datasets
 from mlwarden.errors import SpecError
 from mlwarden.lineage import sha256_json
+from mlwarden.models import ScanPolicy
 from mlwarden.pipeline._early_exit_spec import EarlyExitSpec, parse_early_exit_spec
 from mlwarden.pipeline._estimators import EstimatorName, estimator_parameters
+from mlwarden.pipeline._import_spec import ImportSource, ImportSpec
 from mlwarden.pipeline._lm_spec import LanguageModelSpec, parse_lm_spec
 from mlwarden.pipeline._spec_base import GateSpec, RegisterSpec
 
@@ -164,24 +166,39 @@ class CheckSpec(BaseModel):
 
 
 class PipelineSpec(_Strict):
-    """A whole pipeline: data, split, training, policy (checks), gate and registration."""
+    """A whole pipeline: data, split, training, policy (checks), gate and registration.
+
+    ``model: {import: path}`` replaces ``train``: the pipeline scans and imports that file
+    instead of fitting a model, then evaluates, audits, gates and registers it as usual.
+    """
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     description: str = ""
     data: DataSpec
     split: SplitSpec = SplitSpec()
-    train: TrainSpec
+    train: TrainSpec | None = None
+    model: ImportSource | None = None
     checks: list[CheckSpec] = Field(min_length=1)
     gate: GateSpec = GateSpec()
     registry: RegisterSpec = Field(alias="register")
+
+    @model_validator(mode="after")
+    def _train_or_import(self) -> PipelineSpec:
+        if (self.train is None) == (self.model is None):
+            raise SpecError(
+                "give exactly one of 'train' (fit a model) or 'model: {import: path}' "
+                "(bring a model file)"
+            )
+        return self
 
     def digest(self) -> str:
         """sha256 of the validated spec, independent of YAML formatting and comments."""
         return sha256_json(self.model_dump(mode="json", by_alias=True))
 
 
-#: A pipeline spec of any task: tabular classification, a language model, an early-exit network.
-AnySpec: TypeAlias = PipelineSpec | LanguageModelSpec | EarlyExitSpec
+#: A pipeline spec of any task: tabular classification, a language model, an early-exit network,
+#: or the import of a model file alone.
+AnySpec: TypeAlias = PipelineSpec | LanguageModelSpec | EarlyExitSpec | ImportSpec
 
 
 def is_threat_model_path(value: str) -> bool:
@@ -192,7 +209,7 @@ def is_threat_model_path(value: str) -> bool:
 def threat_model_fields(spec: PipelineSpec) -> dict[tuple[str | int, ...], str]:
     """Every ``threat_model`` the spec names, by field: ``train.harden`` and check parameters."""
     found: dict[tuple[str | int, ...], str] = {}
-    if spec.train.harden is not None:
+    if spec.train is not None and spec.train.harden is not None:
         found[("train", "harden", "threat_model")] = spec.train.harden.threat_model
     for i, check in enumerate(spec.checks):
         value = check.params.get("threat_model")
@@ -222,7 +239,7 @@ def _resolve_threat_models(
         return spec
     train, checks = spec.train, list(spec.checks)
     for loc, absolute in resolved.items():
-        if loc[0] == "train" and train.harden is not None:
+        if loc[0] == "train" and train is not None and train.harden is not None:
             harden = train.harden.model_copy(update={"threat_model": absolute})
             train = train.model_copy(update={"harden": harden})
         elif isinstance(loc[1], int):
@@ -252,6 +269,9 @@ def _resolve_paths(
             updates["drift"] = data.drift.model_copy(
                 update={"reference": str((base / reference).resolve())}
             )
+    if spec.model is not None and not spec.model.path.is_absolute():
+        model = spec.model.model_copy(update={"path": (base / spec.model.path).resolve()})
+        spec = spec.model_copy(update={"model": model})
     if not updates:
         return spec
     return spec.model_copy(update={"data": data.model_copy(update=updates)})
@@ -292,6 +312,8 @@ def _check_estimator_parameters(
     remembered in ``memo`` under its digest and the installed scikit-learn version.
     """
     train = spec.train
+    if train is None:  # an imported model: no estimator to check
+        return
     marker = None
     if memo is not None:
         key = sha256_json([spec.digest(), version("scikit-learn")])
@@ -325,3 +347,27 @@ def load_spec(path: Path | str, memo: Path | None = None) -> AnySpec:
     except OSError as exc:
         raise SpecError(f"cannot read pipeline spec {path}: {exc}") from exc
     return parse_spec(text, source=str(path), base=path.parent, memo=memo)
+
+
+def import_spec(
+    file: Path,
+    name: str,
+    *,
+    data: str | None = None,
+    label: str | None = None,
+    checks: list[dict[str, Any]] | None = None,
+    scan_policy: ScanPolicy | None = None,
+) -> PipelineSpec | ImportSpec:
+    """The spec ``mlwarden import`` runs: the tabular pipeline with ``model: {import: file}``
+    when ``data`` (a bundled dataset or a CSV) is given, else the import alone."""
+    source = {"import": str(file.resolve()), "scan_policy": scan_policy or ScanPolicy()}
+    raw: dict[str, Any] = {"name": f"import-{name}", "model": source, "register": {"name": name}}
+    if data is not None:
+        table = (
+            {"dataset": data} if data in list_datasets() else {"path": str(Path(data).resolve())}
+        )
+        raw |= {"data": {**table, "label": label}, "checks": checks or []}
+    try:
+        return (PipelineSpec if data is not None else ImportSpec).model_validate(raw)
+    except ValidationError as exc:
+        raise validation_error(exc, {}, "mlwarden import") from None

@@ -17,7 +17,16 @@ from mlwarden.audit import (
 )
 from mlwarden.data import TableSchema
 from mlwarden.errors import GateRejectedError
-from mlwarden.models import MEDIA_TYPE, SklearnAdapter, dumps_model, loads_model, version_record
+from mlwarden.models import (
+    MEDIA_TYPE,
+    ModelAdapter,
+    SklearnAdapter,
+    adapter_for,
+    dumps_model,
+    fitted_columns,
+    loads_model,
+    version_record,
+)
 from mlwarden.pipeline._context import Output, StepContext
 from mlwarden.pipeline._io import JSON, Outputs, json_bytes, label_parts
 
@@ -100,7 +109,11 @@ def train(ctx: StepContext) -> Outputs:
     }
 
 
-def _adapter(ctx: StepContext) -> SklearnAdapter:
+def _adapter(ctx: StepContext, feature_names: list[str] | None = None) -> ModelAdapter:
+    """The step's model: trained here (skops), or imported (skops or ONNX, as recorded)."""
+    if "imported" in ctx.run["input_sha"]:
+        imported = ctx.json("imported")
+        return adapter_for(ctx.input("model"), imported["media_type"], feature_names)
     return SklearnAdapter(loads_model(ctx.input("model")))
 
 
@@ -114,14 +127,15 @@ def evaluate(ctx: StepContext) -> Outputs:
     from mlwarden.data import seen_in_training
 
     info = ctx.json("info")
-    model = _adapter(ctx)
     test = ctx.table("test")
     X, y = label_parts(test, info["label"])
+    model = _adapter(ctx, [str(c) for c in X.columns])
+    X = fitted_columns(model, X)
     proba = model.predict_proba(X)
     scores = classification_metrics(y, proba, model.classes_, info["positive"])
     ctx.progress(f"held-out F1 {scores.f1:.4f}, ROC AUC {scores.roc_auc:.4f}")
     metrics: dict[str, Any] = scores.model_dump(mode="json")
-    X_train, _ = label_parts(ctx.table("train"), info["label"])
+    X_train = fitted_columns(model, label_parts(ctx.table("train"), info["label"])[0])
     overlap, seen = seen_in_training(X_train, X, list(X.columns))
     unseen = (
         classification_metrics(y[~seen], proba[~seen], model.classes_, info["positive"])
@@ -147,9 +161,10 @@ def evaluate(ctx: StepContext) -> Outputs:
 def audit(ctx: StepContext) -> Outputs:
     """Run every check the policy lists, through the one check registry."""
     info = ctx.json("info")
-    model = _adapter(ctx)
     X_train, y_train = label_parts(ctx.table("train"), info["label"])
+    model = _adapter(ctx, [str(c) for c in X_train.columns])
     X_test, y_test = label_parts(ctx.table("test"), info["label"])
+    X_train, X_test = fitted_columns(model, X_train), fitted_columns(model, X_test)
     schema = TableSchema.model_validate(ctx.json("schema"))
     check_ctx = CheckContext(
         model, X_train, y_train, X_test, y_test, info["positive"], schema, ctx.params["seed"]
@@ -195,13 +210,15 @@ def register(ctx: StepContext) -> Outputs:
     input_sha = ctx.run["input_sha"]
     # A language model has no held-out classification metrics; its findings say what it is.
     metrics = ctx.json("metrics") if "metrics" in input_sha else {}
+    # An imported model is what its import found (skops, ONNX or a torch state dict).
+    imported = ctx.json("imported") if "imported" in input_sha else {}
     ctx.emit(  # built in the transaction that completes the step: it numbers the version
         partial(
             version_record,
             signer=signer,
             name=name,
             model_sha256=input_sha["model"],
-            media_type=ctx.params["media_type"],
+            media_type=imported.get("media_type", ctx.params["media_type"]),
             artifacts={r: s for r, s in input_sha.items() if r != "model"},
             metrics=metrics,
             gate=result.model_dump(mode="json"),
