@@ -214,6 +214,7 @@ def test_a_tampered_model_cannot_be_shown_or_loaded(demo_dir: Path, tmp_path: Pa
         (("models", "show", "nothing@1"), 4, "no model named 'nothing'"),
         (("lineage", "verify", "--store", "nowhere"), 4, "no store at nowhere"),
         (("lineage", "trace", "abc"), 4, "too short"),
+        (("models", "show", "a[bold]b@1"), 4, "'a[bold]b@1' is malformed"),  # no markup
         (("frobnicate",), 2, "No such command"),
     ],
 )

@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.tree import Tree
 from typer.exceptions import TyperException
@@ -584,7 +585,7 @@ def main(argv: list[str] | None = None) -> int:
             err.print(f"error: {exc.format_message()}")
         return exc.exit_code
     except MlwardenError as exc:
-        err.print(f"[red]error:[/] {exc}", soft_wrap=True)
+        err.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
         return exc.exit_code
     finally:
         while _OPENED:
