@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 
 from mlwarden import __version__
+from mlwarden.lineage import LineageStore
+from mlwarden.models import ModelRegistry
 from tests.conftest import FAST_SPEC
 
 REPO = Path(__file__).resolve().parents[2]
@@ -251,6 +253,24 @@ def test_a_gate_failure_exits_1_with_a_summary(tmp_path: Path) -> None:
     assert "gate (fail-closed) refused the model, not registered" in result.stderr
     assert "performance_floor" in result.stderr
     assert "report:" in result.stdout
+
+
+def test_run_on_ray_registers_what_a_local_run_registers(tmp_path: Path) -> None:
+    pytest.importorskip("ray")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(FAST_SPEC)
+    on_ray = mlwarden("run", str(spec), "--executor", "ray", "--store", "ray", cwd=tmp_path)
+    assert on_ray.returncode == 0, on_ray.stderr
+    local = mlwarden("run", str(spec), "--workers", "2", "--store", "local", cwd=tmp_path)
+    assert local.returncode == 0, local.stderr
+    models = [
+        ModelRegistry(LineageStore(tmp_path / name)).get("german@1").manifest.model_sha256
+        for name in ("ray", "local")
+    ]
+    assert models[0] == models[1]
+    assert "registered german@1" in on_ray.stdout
+    mixed = mlwarden("run", str(spec), "--ray-address", "auto", cwd=tmp_path)
+    assert mixed.returncode == 2 and "--ray-address is for --executor ray" in mixed.stderr
 
 
 def test_schema_infer_prints_an_editable_schema(tmp_path: Path) -> None:

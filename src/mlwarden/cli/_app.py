@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import json
 import sys
-from importlib import resources
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 from rich.tree import Tree
@@ -17,10 +15,19 @@ from typer.exceptions import TyperException
 
 from mlwarden._version import __version__
 from mlwarden.cli._audit import audit_command
+from mlwarden.cli._common import (
+    DEFAULT_STORE,
+    OPENED,
+    DbOpt,
+    StoreOpt,
+    err,
+    open_store,
+    out,
+)
 from mlwarden.cli._data import schema_app, validate_command
 from mlwarden.cli._import import import_command
-from mlwarden.cli._progress import RichProgress
 from mlwarden.cli._provenance import add_provenance_commands
+from mlwarden.cli._run import demo_command, retrain_command, run_command
 from mlwarden.cli._scan import scan_command
 from mlwarden.cli._serve import decisions_app, keys_app, serve_command
 from mlwarden.cli._signing import TrustOpt, print_warnings, signing_app
@@ -31,9 +38,8 @@ from mlwarden.cli._witness import (
     exit_code,
     store_trust,
 )
-from mlwarden.errors import MlwardenError, RecordNotFoundError, SignatureError, SpecError
+from mlwarden.errors import MlwardenError, RecordNotFoundError, SignatureError
 from mlwarden.lineage import (
-    LineageStore,
     TraceNode,
     UseEdge,
     artifact_info,
@@ -68,188 +74,10 @@ app.add_typer(decisions_app, name="decisions")
 app.add_typer(threat_app, name="threat-model")
 app.command("scan")(scan_command)
 app.command("import")(import_command)
+app.command("run")(run_command)
+app.command("retrain")(retrain_command)
+app.command("demo")(demo_command)
 add_provenance_commands(models_app)
-
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
-
-StoreOpt = Annotated[
-    Path,
-    typer.Option(
-        "--store",
-        envvar="MLWARDEN_STORE",
-        help="Folder of the embedded store (lineage.db, artifacts/, keys/, reports/).",
-    ),
-]
-DbOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--db-url",
-        envvar="MLWARDEN_DB_URL",
-        help="SQLAlchemy URL to keep records in another database (e.g. PostgreSQL).",
-    ),
-]
-DEFAULT_STORE = Path(".mlwarden")
-
-
-_OPENED: list[LineageStore] = []
-
-
-def _open(store: Path, db_url: str | None) -> LineageStore:
-    """Open the store; ``main`` closes it when the command ends, however it ends."""
-    opened = LineageStore(store, url=db_url)
-    _OPENED.append(opened)
-    return opened
-
-
-def _run_spec(spec_path: Path, store: Path, db_url: str | None, from_feedback: bool = False) -> int:
-    from mlwarden.pipeline import LocalExecutor, PipelineSpec, load_spec, write_run_report
-
-    lineage = _open(store, db_url)
-    spec = load_spec(spec_path, memo=lineage.root / "cache" / "specs")
-    if from_feedback:
-        if not isinstance(spec, PipelineSpec):
-            raise SpecError("--from-feedback retrains a tabular pipeline, not a language model")
-        from mlwarden.serve import feedback_table
-
-        label = spec.data.label
-        if label is None and spec.data.dataset is not None:
-            from mlwarden import data as datasets
-
-            label = datasets.load(spec.data.dataset).label
-        labelled = feedback_table(lineage.root, label or "")
-        out.print(
-            f"{labelled.rows} feedback row(s) from the decision log: {labelled.path}",
-            soft_wrap=True,
-        )
-        spec = spec.model_copy(
-            update={"data": spec.data.model_copy(update={"feedback": labelled.path})}
-        )
-    # Paths are printed with soft_wrap: a line wrapped mid-path cannot be copied back.
-    out.print(
-        f"[bold]mlwarden {__version__}[/]: pipeline [bold]{spec.name}[/] "
-        f"from {spec_path}, store {lineage.root}",
-        soft_wrap=True,
-    )
-    result = LocalExecutor(lineage, RichProgress(out)).run(spec)
-    report, json_path, html_path = write_run_report(lineage, spec, result, str(spec_path))
-    if report.checks:
-        from mlwarden.cli._audit import _MARKS
-
-        table = Table(title="checks", title_justify="left")
-        for column in ("check", "metric", "measured [95% interval]", "threshold", "result"):
-            table.add_column(column)
-        for c in report.checks:
-            value = f"{c.value:.4f}" if c.value is not None else "n/a"
-            if c.value is not None and c.interval is not None:
-                value += f" [{c.interval[0]:.4f}, {c.interval[1]:.4f}]"
-            verdict = _MARKS.get(c.verdict, c.verdict)
-            table.add_row(c.check, c.metric, value, f"{c.comparison} {c.threshold:g}", verdict)
-        out.print(table)
-    if report.metrics:
-        m = report.metrics
-        out.print(
-            f"held-out: accuracy {m['accuracy']:.4f}  precision {m['precision']:.4f}  "
-            f"recall {m['recall']:.4f}  F1 {m['f1']:.4f}  ROC AUC {m['roc_auc']:.4f}"
-        )
-        overlap, unseen = m.get("overlap") or {}, m.get("deduplicated")
-        if overlap.get("seen_in_training") and unseen:
-            out.print(
-                f"held-out, the {unseen['n']:,} test rows not seen in training "
-                f"({overlap['seen_in_training']:,} of {overlap['test_rows']:,} copy a training "
-                f"row): accuracy {unseen['accuracy']:.4f}  F1 {unseen['f1']:.4f}  "
-                f"ROC AUC {unseen['roc_auc']:.4f}"
-            )
-    hardening = (report.search or {}).get("hardening") or {}
-    if hardening.get("held_out"):
-        _print_hardening(hardening)
-    executed, cached = len(result.executed), len(result.cached)
-    out.print(f"{executed} step(s) executed, {cached} cache hit(s) in {result.seconds:.1f} s")
-    out.print(f"report: {html_path}", soft_wrap=True)
-    out.print(f"        {json_path}", soft_wrap=True)
-    out.print(
-        f"for CI: {html_path.with_name('report.sarif')}, report.junit.xml beside it",
-        soft_wrap=True,
-    )
-    if result.status == "completed":
-        from mlwarden.audit import GateResult
-
-        reason = GateResult.model_validate(report.gate).flagged_because if report.gate else None
-        flag = f" [yellow](flagged: {reason})[/]" if reason else ""
-        out.print(f"[green]registered[/] [bold]{result.model_version}[/]{flag}")
-        return 0
-    err.print(f"[red]error:[/] {result.error}")
-    return result.exit_code or 1
-
-
-def _print_hardening(hardening: dict[str, object]) -> None:
-    """Evasion and clean metrics before and after hardening, side by side, and what it cost."""
-    from mlwarden.pipeline import CLEAN_METRICS, COST_TOLERANCE, HeldOutComparison
-
-    o = HeldOutComparison.model_validate(hardening["held_out"])
-    table = Table(
-        title=f"hardening: the same {o.rows:,} held-out rows before and after", title_justify="left"
-    )
-    for column in ("measure", "before", "after", "change"):
-        table.add_column(column)
-    shown = []
-    for e in (o.evasion_before, o.evasion_after):
-        shown.append("n/a" if e.success is None else f"{e.success:.1%} ({e.flipped}/{e.attacked})")
-    b, a = o.evasion_before.success, o.evasion_after.success
-    delta = "" if a is None or b is None else f"{100 * (a - b):+.1f} points"
-    table.add_row(f"evasion at cost <= {hardening['cost_budget']:g}", *shown, delta)
-    costs = o.costs(COST_TOLERANCE)
-    for name in CLEAN_METRICS:
-        before, after = o.metrics_before.get(name), o.metrics_after.get(name)
-        if before is None or after is None:
-            table.add_row(name, str(before), str(after), "")
-            continue
-        change = f"{after - before:+.4f}"
-        table.add_row(
-            name, f"{before:.4f}", f"{after:.4f}", f"[red]{change}[/]" if name in costs else change
-        )
-    out.print(table)
-    if costs:
-        lost = ", ".join(f"{k} {b:.4f} -> {a:.4f}" for k, (b, a) in costs.items())
-        out.print(
-            f"[yellow]what hardening cost on the clean held-out rows: {lost}[/]", soft_wrap=True
-        )
-    else:
-        out.print(f"hardening lowered no clean held-out metric by more than {COST_TOLERANCE:g}")
-
-
-@app.command()
-def run(
-    spec: Annotated[Path, typer.Argument(help="Pipeline spec (YAML).")],
-    store: StoreOpt = DEFAULT_STORE,
-    db_url: DbOpt = None,
-) -> int:
-    """Run a pipeline spec: ingest, validate, split, train, evaluate, audit, gate, register."""
-    return _run_spec(spec, store, db_url)
-
-
-@app.command()
-def retrain(
-    spec: Annotated[Path, typer.Argument(help="Pipeline spec (YAML) that made the served model.")],
-    from_feedback: Annotated[
-        bool,
-        typer.Option("--from-feedback", help="Add the rows analysts labelled through the server."),
-    ] = False,
-    store: StoreOpt = DEFAULT_STORE,
-    db_url: DbOpt = None,
-) -> int:
-    """Run a pipeline again as a new lineage-tracked run, with production feedback rows added."""
-    if not from_feedback:
-        raise typer.BadParameter("say where the new rows come from: --from-feedback")
-    return _run_spec(spec, store, db_url, from_feedback=True)
-
-
-@app.command()
-def demo(store: StoreOpt = DEFAULT_STORE, db_url: DbOpt = None) -> int:
-    """Run the bundled demo: a gradient-boosting phishing detector on UCI Phishing Websites."""
-    spec = resources.files("mlwarden").joinpath("_specs", "phishing.yaml")
-    with resources.as_file(spec) as path:
-        return _run_spec(Path(path), store, db_url)
 
 
 @app.command()
@@ -271,7 +99,7 @@ def lineage_verify(
     """
     if not store.exists():
         raise RecordNotFoundError(f"no store at {store}: run a pipeline first or pass --store")
-    lineage = _open(store, db_url)
+    lineage = open_store(store, db_url)
     # This machine's own witness (the newest checkpoint it signed here) is always checked.
     local: Path | None = local_witness_path(lineage)
     if local is not None and not local.exists():
@@ -304,7 +132,7 @@ def lineage_checkpoint(
     """
     if not store.exists():
         raise RecordNotFoundError(f"no store at {store}: run a pipeline first or pass --store")
-    lineage = _open(store, db_url)
+    lineage = open_store(store, db_url)
     report = verify_store(lineage, trust=store_trust(lineage, trust))
     if not report.ok:
         err.print(f"not exported: {report.summary()}", soft_wrap=True)
@@ -376,7 +204,7 @@ def lineage_trace(
     as_json: Annotated[bool, typer.Option("--json", help="Print the trace as JSON.")] = False,
 ) -> None:
     """Show what made a model or artifact (data, code, params, checks), and what used it."""
-    lineage = _open(store, db_url)
+    lineage = open_store(store, db_url)
     if "@" in ref or not all(c in "0123456789abcdef" for c in ref):
         registry = ModelRegistry(lineage)
         version = registry.get(ref)
@@ -434,7 +262,7 @@ def lineage_trace(
 @lineage_app.command("log")
 def lineage_log(store: StoreOpt = DEFAULT_STORE, db_url: DbOpt = None) -> None:
     """List the pipeline runs in the store, newest last."""
-    lineage = _open(store, db_url)
+    lineage = open_store(store, db_url)
     ended = {r.subject: r.payload for r in lineage.records("run_ended")}
     table = Table()
     for column in ("run", "pipeline", "started", "status", "model"):
@@ -461,7 +289,7 @@ def models_list(
     """
     from mlwarden.lineage import TrustPolicy
 
-    registry = ModelRegistry(_open(store, db_url), TrustPolicy.load(trust))
+    registry = ModelRegistry(open_store(store, db_url), TrustPolicy.load(trust))
     versions = registry.versions()
     if not versions:
         out.print("no models registered yet")
@@ -523,7 +351,7 @@ def models_show(
     """Verify a model version's signature (by a pinned key) and hashes, then print its manifest."""
     from mlwarden.lineage import TrustPolicy
 
-    registry = ModelRegistry(_open(store, db_url), TrustPolicy.load(trust))
+    registry = ModelRegistry(open_store(store, db_url), TrustPolicy.load(trust))
     version = registry.get(ref)
     registry.verify(version)
     out.print(
@@ -562,7 +390,7 @@ def models_promote(
     """Point NAME@STAGE at a verified version (signed, appended to the lineage chain)."""
     from mlwarden.lineage import TrustPolicy, signer_for_store
 
-    lineage = _open(store, db_url)
+    lineage = open_store(store, db_url)
     registry = ModelRegistry(lineage, TrustPolicy.load(trust))
     version = registry.promote(ref, stage, signer_for_store(lineage.root))
     out.print(f"{version.manifest.name}@{stage} -> [bold]{version.ref}[/] (verified, signed)")
@@ -588,8 +416,8 @@ def main(argv: list[str] | None = None) -> int:
         err.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
         return exc.exit_code
     finally:
-        while _OPENED:
-            _OPENED.pop().close()
+        while OPENED:
+            OPENED.pop().close()
     return result if isinstance(result, int) else 0
 
 
