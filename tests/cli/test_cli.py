@@ -259,7 +259,17 @@ def test_run_on_ray_registers_what_a_local_run_registers(tmp_path: Path) -> None
     pytest.importorskip("ray")
     spec = tmp_path / "spec.yaml"
     spec.write_text(FAST_SPEC)
-    on_ray = mlwarden("run", str(spec), "--executor", "ray", "--store", "ray", cwd=tmp_path)
+    on_ray = mlwarden(
+        "run",
+        str(spec),
+        "--executor",
+        "ray",
+        "--ray-address",
+        "local",
+        "--store",
+        "ray",
+        cwd=tmp_path,
+    )
     assert on_ray.returncode == 0, on_ray.stderr
     local = mlwarden("run", str(spec), "--workers", "2", "--store", "local", cwd=tmp_path)
     assert local.returncode == 0, local.stderr

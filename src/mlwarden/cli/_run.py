@@ -186,7 +186,11 @@ def run_command(
     ] = 1,
     ray_address: Annotated[
         str | None,
-        typer.Option("--ray-address", help="Ray cluster to join (default: start a local one)."),
+        typer.Option(
+            "--ray-address",
+            help="Ray cluster to join (default: RAY_ADDRESS, a cluster started here with "
+            "ray start, else a new local one; local: always a new one).",
+        ),
     ] = None,
 ) -> int:
     """Run a pipeline spec: ingest, validate, split, train, evaluate, audit, gate, register."""

@@ -39,9 +39,10 @@ def _scoring(name: str, n_classes: int) -> str:
 
 def train(ctx: StepContext) -> Outputs:
     """Grid search with stratified cross-validation; refit the best on all training rows."""
-    from sklearn.model_selection import GridSearchCV, StratifiedKFold
+    from sklearn.model_selection import StratifiedKFold
 
     from mlwarden.pipeline._estimators import MODEL_STEP, build_estimator
+    from mlwarden.pipeline._search import grid_search
     from mlwarden.pipeline._workers import workers_die_with_this_process
 
     p = ctx.params
@@ -55,38 +56,36 @@ def train(ctx: StepContext) -> Outputs:
         f"{p['estimator']}: {candidates} candidate(s) x {p['cv']} folds "
         f"= {candidates * p['cv']} fits on {p['n_jobs']} core(s), scoring {scoring}"
     )
-    search = GridSearchCV(
-        pipeline,
-        grid,
-        scoring=scoring,
-        cv=StratifiedKFold(n_splits=p["cv"], shuffle=True, random_state=p["seed"]),
-        n_jobs=p["n_jobs"],
-        refit=True,
-        error_score="raise",
-    )
     with workers_die_with_this_process():  # a killed run leaves no worker behind
-        search.fit(X, y)
-    results = search.cv_results_
+        search = grid_search(
+            pipeline,
+            grid,
+            X,
+            y,
+            scoring=scoring,
+            cv=StratifiedKFold(n_splits=p["cv"], shuffle=True, random_state=p["seed"]),
+            n_jobs=p["n_jobs"],
+        )
     table = [
         {
             "params": {k.removeprefix(f"{MODEL_STEP}__"): v for k, v in params.items()},
-            "mean_score": float(results["mean_test_score"][i]),
-            "std_score": float(results["std_test_score"][i]),
-            "rank": int(results["rank_test_score"][i]),
+            "mean_score": search.mean_scores[i],
+            "std_score": search.std_scores[i],
+            "rank": search.ranks[i],
         }
-        for i, params in enumerate(results["params"])
+        for i, params in enumerate(search.params)
     ]
     summary = {
         "estimator": p["estimator"],
         "scoring": scoring,
         "best_params": {
-            k.removeprefix(f"{MODEL_STEP}__"): v for k, v in search.best_params_.items()
+            k.removeprefix(f"{MODEL_STEP}__"): v for k, v in search.best_params.items()
         },
-        "best_score": float(search.best_score_),
+        "best_score": search.best_score,
         "candidates": table,
     }
-    ctx.progress(f"best {scoring} {search.best_score_:.4f} with {summary['best_params']}")
-    model = search.best_estimator_
+    ctx.progress(f"best {scoring} {search.best_score:.4f} with {summary['best_params']}")
+    model = search.best_estimator
     if p["harden"] is not None:
         from mlwarden.pipeline._adversarial_training import harden
 
