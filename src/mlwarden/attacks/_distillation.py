@@ -440,8 +440,9 @@ def extract_distillation(
         )
         return point, surrogate
 
-    # The surrogates of the curve are independent fits on prefixes of the same answers.
-    fitted = task_map(fit_point, reached)
+    # The surrogates of the curve are independent fits on prefixes of the same answers; the
+    # largest goes first, so that parallel workers finish together (longest job first).
+    fitted = task_map(fit_point, reached[::-1])[::-1]
     curve = [point for point, _ in fitted]
     surrogate = fitted[-1][1] if fitted else None
     last = curve[-1] if curve else None
