@@ -26,6 +26,7 @@ from mlwarden.cli._common import (
 )
 from mlwarden.cli._data import schema_app, validate_command
 from mlwarden.cli._import import import_command
+from mlwarden.cli._orchestrate import compile_command, step_app
 from mlwarden.cli._provenance import add_provenance_commands
 from mlwarden.cli._run import demo_command, retrain_command, run_command
 from mlwarden.cli._scan import scan_command
@@ -77,6 +78,8 @@ app.command("import")(import_command)
 app.command("run")(run_command)
 app.command("retrain")(retrain_command)
 app.command("demo")(demo_command)
+app.add_typer(step_app, name="step")
+app.command("compile")(compile_command)
 add_provenance_commands(models_app)
 
 

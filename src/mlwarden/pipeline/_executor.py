@@ -17,7 +17,12 @@ from pydantic import BaseModel
 
 from mlwarden._tasks import JoblibRunner, Runner, use_runner
 from mlwarden._version import __version__
-from mlwarden.errors import GateRejectedError, MlwardenError
+from mlwarden.errors import (
+    GateRejectedError,
+    MlwardenError,
+    RecordNotFoundError,
+    UnknownNameError,
+)
 from mlwarden.lineage import (
     LineageStore,
     Signer,
@@ -153,9 +158,20 @@ class LocalExecutor:
 
     # -- running -----------------------------------------------------------------------------
 
-    def run(self, spec: AnySpec, signer: Signer | None = None) -> RunResult:
-        """Run every step of ``spec`` in order, reusing cached ones; never raises for a step."""
+    def run(
+        self, spec: AnySpec, signer: Signer | None = None, *, only: str | None = None
+    ) -> RunResult:
+        """Run every step of ``spec`` in order, reusing cached ones; never raises for a step.
+
+        ``only``: run that one step (a component of an orchestrated pipeline): every step
+        before it must already be done for these inputs (a cache hit), the steps after it
+        are left for their own components.
+        """
         steps, sources = build_steps(spec)
+        if only is not None and only not in {s.name for s in steps}:
+            raise UnknownNameError(
+                f"no step {only!r} in pipeline {spec.name}; steps: {[s.name for s in steps]}"
+            )
         run_id = uuid.uuid4().hex
         began = time.perf_counter()
         spec_sha = spec.digest()
@@ -199,6 +215,14 @@ class LocalExecutor:
             self.progress.step_started(step.name)
             started = time.perf_counter()
             cached = self.find_cached(step, key)
+            if cached is None and only is not None and step.name != only:
+                status, exit_code = "failed", RecordNotFoundError.exit_code
+                error = (
+                    f"step {step.name} has not run on these inputs, so step {only} cannot: "
+                    "run the pipeline's steps in order"
+                )
+                self.progress.step_finished(step.name, "skipped", 0.0)
+                break
             if cached is not None:
                 execution_id, outputs = cached
                 self.store.append(
@@ -229,6 +253,8 @@ class LocalExecutor:
             if run.status in ("failed", "rejected"):
                 status = run.status
                 error = f"{step.name}: {run.error}"
+                break
+            if step.name == only:
                 break
         done = {r.step for r in results}
         results += [
