@@ -93,3 +93,23 @@ def edit_spec(text: str, old: str, new: str) -> PipelineSpec:
     """The spec with one line changed, validated."""
     assert old in text, old
     return parse_spec(text.replace(old, new))
+
+
+def spec_with_a_bad_row(tmp_path: Path) -> PipelineSpec:
+    """The fast pipeline on a 20-row CSV whose row 3 has a text in a numeric column."""
+    import pandas as pd
+
+    table = tmp_path / "t.csv"
+    frame = pd.DataFrame({"x": [1, 2, 3, 4] * 5, "y": ["a", "b"] * 10}, dtype=object)
+    frame.loc[3, "x"] = "oops"
+    frame.to_csv(table, index=False)
+    schema = tmp_path / "schema.yaml"
+    schema.write_text(
+        "columns:\n  x: {type: integer, min: 0, max: 10}\n"
+        "  y: {type: category, categories: [a, b]}\nlabel: y\n"
+    )
+    text = FAST_SPEC.replace(
+        "  dataset: german\n  label: credit\n  positive: bad\n",
+        f"  path: {table}\n  label: y\n  schema: {schema}\n",
+    )
+    return parse_spec(text)

@@ -14,7 +14,7 @@ from mlwarden.errors import SpecError
 from mlwarden.lineage import LineageStore, execution_info, verify_store
 from mlwarden.models import ModelRegistry
 from mlwarden.pipeline import LocalExecutor, PipelineSpec, build_steps, load_spec, parse_spec
-from tests.conftest import FAST_SPEC, edit_spec
+from tests.conftest import FAST_SPEC, edit_spec, spec_with_a_bad_row
 
 ALL_STEPS = ["ingest", "validate", "split", "train", "evaluate", "audit", "gate", "register"]
 
@@ -100,20 +100,7 @@ def test_warn_mode_registers_a_failing_model_flagged(store: LineageStore) -> Non
 def test_a_failing_step_keeps_rejected_rows_and_the_store_consistent(
     tmp_path: Path, store: LineageStore
 ) -> None:
-    table = tmp_path / "t.csv"
-    frame = pd.DataFrame({"x": [1, 2, 3, 4] * 5, "y": ["a", "b"] * 10}, dtype=object)
-    frame.loc[3, "x"] = "oops"
-    frame.to_csv(table, index=False)
-    schema = tmp_path / "schema.yaml"
-    schema.write_text(
-        "columns:\n  x: {type: integer, min: 0, max: 10}\n"
-        "  y: {type: category, categories: [a, b]}\nlabel: y\n"
-    )
-    text = FAST_SPEC.replace(
-        "  dataset: german\n  label: credit\n  positive: bad\n",
-        f"  path: {table}\n  label: y\n  schema: {schema}\n",
-    )
-    result = LocalExecutor(store).run(parse_spec(text))
+    result = LocalExecutor(store).run(spec_with_a_bad_row(tmp_path))
     assert result.status == "failed"
     assert result.exit_code == 3
     assert "validation quarantined 1 of 20 rows" in (result.error or "")

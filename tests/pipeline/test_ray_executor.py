@@ -7,12 +7,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import pytest
 
 from mlwarden.lineage import LineageStore, verify_store
 from mlwarden.pipeline import LocalExecutor, PipelineSpec, RayExecutor, RunResult, parse_spec
-from tests.conftest import FAST_SPEC
+from tests.conftest import FAST_SPEC, spec_with_a_bad_row
 
 ray = pytest.importorskip("ray")
 
@@ -87,20 +86,7 @@ def test_a_ray_run_matches_a_local_run_and_a_local_rerun_is_all_cache_hits(
 def test_a_step_failing_on_ray_keeps_its_rejected_rows_like_a_local_run(
     ray_instance: None, tmp_path: Path, store: LineageStore
 ) -> None:
-    table = tmp_path / "t.csv"
-    frame = pd.DataFrame({"x": [1, 2, 3, 4] * 5, "y": ["a", "b"] * 10}, dtype=object)
-    frame.loc[3, "x"] = "oops"
-    frame.to_csv(table, index=False)
-    schema = tmp_path / "schema.yaml"
-    schema.write_text(
-        "columns:\n  x: {type: integer, min: 0, max: 10}\n"
-        "  y: {type: category, categories: [a, b]}\nlabel: y\n"
-    )
-    text = FAST_SPEC.replace(
-        "  dataset: german\n  label: credit\n  positive: bad\n",
-        f"  path: {table}\n  label: y\n  schema: {schema}\n",
-    )
-    result = RayExecutor(store).run(parse_spec(text))
+    result = RayExecutor(store).run(spec_with_a_bad_row(tmp_path))
     assert result.status == "failed" and result.exit_code == 3
     assert "validation quarantined 1 of 20 rows" in (result.error or "")
     validate = next(s for s in result.steps if s.step == "validate")

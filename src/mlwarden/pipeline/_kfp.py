@@ -9,7 +9,6 @@ same content hashes), runs, and records itself, so the lineage of a KFP run is t
 a local run, and a local rerun of the spec is all cache hits.
 """
 
-
 from pathlib import Path
 from typing import Any
 
