@@ -44,6 +44,27 @@ def test_a_semicolon_file_read_as_commas_when_told() -> None:
     assert list(frame.columns) == ["a;b"]
 
 
+def test_a_typo_deep_in_a_large_file_gives_the_column_one_type_that_validation_can_read() -> None:
+    # pandas types a large file chunk by chunk by default: ints before the typo, text after,
+    # which the pipeline's Parquet writer refused (ingest crashed, nothing quarantined)
+    rows = 300_000
+    lines = [f"{i % 7},{i % 2}" for i in range(rows)]
+    lines[280_000] = "oops,1"
+    frame = read_csv_table(("x,y\n" + "\n".join(lines) + "\n").encode(), "big.csv")
+    assert {type(v) for v in frame["x"]} == {str}
+    frame.to_parquet(pd.io.common.BytesIO())  # what ingest stores
+    schema = TableSchema(
+        columns={
+            "x": ColumnSchema(type="integer", min=0, max=10),
+            "y": ColumnSchema(type="integer"),
+        }
+    )
+    accepted, quarantined, _ = validate_table(frame, schema)
+    assert quarantined["_row"].tolist() == [280_000]
+    assert set(quarantined["_reasons"]) == {"x: not a number"}
+    assert len(accepted) == rows - 1 and accepted["x"].dtype.kind in "iu"
+
+
 def test_a_header_only_file_says_zero_data_rows() -> None:
     with pytest.raises(DataError, match=r"t\.csv has a header \(3 columns\) but 0 data rows"):
         read_csv_table(b"a,b,y\n", "t.csv")

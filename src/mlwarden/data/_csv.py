@@ -50,7 +50,9 @@ def read_csv_table(data: bytes, name: str, sep: str | None = None) -> pd.DataFra
 
     used = sep if sep is not None else detect_separator(data)
     try:
-        frame = pd.read_csv(io.BytesIO(data), sep=used)
+        # One type per column for the whole file: chunked inference (low_memory) can type the
+        # same column int in one chunk and text in the next, and no later step can use that.
+        frame = pd.read_csv(io.BytesIO(data), sep=used, low_memory=False)
     except pd.errors.EmptyDataError:
         raise DataError(f"{name} is empty: expected a header line and data rows") from None
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
