@@ -135,10 +135,10 @@ LocalExecutor(store).run(parse_spec(open(sys.argv[2]).read()))
 """
 
 _KILL_IN_FIT = """
-import sklearn.model_selection as ms
-def fit(self, *a, **k):
+import mlwarden.pipeline._search as search
+def grid_search(*a, **k):
     os.kill(os.getpid(), signal.SIGKILL)
-ms.GridSearchCV.fit = fit
+search.grid_search = grid_search
 """
 
 _KILL_IN_COMMIT = """

@@ -17,8 +17,10 @@ kfp = pytest.importorskip("kfp")
 STEPS = ["ingest", "validate", "split", "train", "evaluate", "audit", "gate", "register"]
 
 
-# kfp.local says a task's display name (the step's name in the KFP UI) does nothing locally
+# kfp.local says a task's display name (the step's name in the KFP UI) does nothing locally,
+# and that the component's image is not used (this environment holds mlwarden already)
 @pytest.mark.filterwarnings("ignore:Task .*have no effect in the current local runner")
+@pytest.mark.filterwarnings("ignore:You may be attemping to run a task that uses custom")
 def test_a_compiled_pipeline_runs_under_kfp_local_like_a_local_run(tmp_path: Path) -> None:
     from kfp import local
     from kfp.components import load_component_from_file
@@ -27,7 +29,7 @@ def test_a_compiled_pipeline_runs_under_kfp_local_like_a_local_run(tmp_path: Pat
     spec.write_text(FAST_SPEC)
     store = tmp_path / "shared-store"
     compiled = tmp_path / "pipeline.yaml"
-    assert compile_kfp(spec, compiled, store=str(store)) == STEPS
+    assert compile_kfp(spec, compiled, store=str(store), image="mlwarden:test") == STEPS
     document = yaml.safe_load(compiled.read_text())
     tasks = document["root"]["dag"]["tasks"]
     assert sorted(t["taskInfo"]["name"] for t in tasks.values()) == sorted(STEPS)
@@ -65,10 +67,20 @@ def test_the_cli_compiles_a_spec_and_refuses_a_step_out_of_order(tmp_path: Path)
 
     spec = tmp_path / "german.yaml"
     spec.write_text(FAST_SPEC)
-    made = mlwarden("compile", str(spec), "-o", "p.yaml", "--store", "/mnt/shared", cwd=tmp_path)
+    made = mlwarden(
+        "compile",
+        str(spec),
+        "-o",
+        "p.yaml",
+        "--image",
+        "reg/mlwarden:1",
+        "--store",
+        "/mnt/shared",
+        cwd=tmp_path,
+    )
     assert made.returncode == 0, made.stderr
     assert "8 components (ingest, validate" in made.stdout
-    assert "/mnt/shared" in (tmp_path / "p.yaml").read_text()
+    assert {"/mnt/shared", "reg/mlwarden:1"} <= set((tmp_path / "p.yaml").read_text().split())
     early = mlwarden("step", "run", str(spec), "audit", cwd=tmp_path)
     assert early.returncode == 4
     assert "step ingest has not run on these inputs, so step audit cannot" in early.stderr

@@ -41,10 +41,10 @@ pathlib.Path.write_text = write_text
 
 # Killed right after the grid search: its loky workers are alive and idle, as after any fit.
 _KILL_AFTER_THE_GRID_SEARCH = """
-import sklearn.model_selection as ms
-original = ms.GridSearchCV.fit
-def fit(self, *args, **kwargs):
-    fitted = original(self, *args, **kwargs)
+import mlwarden.pipeline._search as search
+original = search.grid_search
+def grid_search(*args, **kwargs):
+    fitted = original(*args, **kwargs)
     me = str(os.getpid())
     children = [p for p in os.listdir("/proc") if p.isdigit() and _parent(p) == me]
     with open("workers.txt", "w") as f:
@@ -57,7 +57,7 @@ def _parent(pid):
             return f.read().rsplit(")", 1)[1].split()[1]
     except OSError:
         return None
-ms.GridSearchCV.fit = fit
+search.grid_search = grid_search
 """
 
 

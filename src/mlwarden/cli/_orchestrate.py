@@ -44,23 +44,23 @@ class Target(StrEnum):
 def compile_command(
     spec: Annotated[Path, typer.Argument(help="Pipeline spec (YAML).")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Pipeline file to write.")],
+    image: Annotated[
+        str, typer.Option("--image", help="Container image holding mlwarden and the extras.")
+    ],
     target: Annotated[Target, typer.Option("--target", help="The orchestrator.")] = Target.kfp,
     store: Annotated[
         str, typer.Option("--store", help="Artifact store path every component mounts.")
     ] = str(DEFAULT_STORE),
     db_url: DbOpt = None,
-    image: Annotated[
-        str | None, typer.Option("--image", help="Container image holding mlwarden.")
-    ] = None,
 ) -> int:
     """Compile a spec to a Kubeflow Pipelines (v2) pipeline: one component per step."""
     from mlwarden.errors import ParameterError
-    from mlwarden.pipeline._kfp import DEFAULT_IMAGE, compile_kfp
+    from mlwarden.pipeline import compile_kfp
 
     try:
         import kfp  # noqa: F401
     except ImportError as exc:
         raise ParameterError("--target kfp needs kfp: pip install 'mlwarden[kfp]'") from exc
-    steps = compile_kfp(spec, output, store=store, db_url=db_url, image=image or DEFAULT_IMAGE)
+    steps = compile_kfp(spec, output, store=store, db_url=db_url, image=image)
     out.print(f"wrote {output}: {len(steps)} components ({', '.join(steps)})", soft_wrap=True)
     return 0

@@ -6,6 +6,7 @@ from mlwarden.pipeline._dag import StepDef, build_steps
 from mlwarden.pipeline._estimators import build_estimator
 from mlwarden.pipeline._executor import LocalExecutor, Progress, RunResult, StepRun, cache_key
 from mlwarden.pipeline._import_spec import ImportSource, ImportSpec
+from mlwarden.pipeline._kfp import compile_kfp
 from mlwarden.pipeline._lm import canary_lines
 from mlwarden.pipeline._lm_spec import LanguageModelSpec
 from mlwarden.pipeline._quarantine import rows_kept_out
@@ -28,6 +29,7 @@ __all__ = [
     "build_report",
     "build_steps",
     "cache_key",
+    "compile_kfp",
     "load_spec",
     "parse_spec",
     "write_run_report",

@@ -15,9 +15,6 @@ from typing import Any
 from mlwarden.pipeline._dag import build_steps
 from mlwarden.pipeline._spec import load_spec
 
-#: The container image components run in when none is given: it must hold mlwarden.
-DEFAULT_IMAGE = "python:3.11-slim"
-
 
 def _component(image: str) -> Any:
     from kfp import dsl
@@ -46,14 +43,14 @@ def compile_kfp(
     output: Path,
     *,
     store: str,
+    image: str,
     db_url: str | None = None,
-    image: str = DEFAULT_IMAGE,
 ) -> list[str]:
     """Write the KFP v2 pipeline YAML for ``spec_path`` to ``output``; the steps, in order.
 
-    ``spec_path``, the files it names and ``store`` must be at the same paths inside the
-    components (a shared volume); ``db_url`` keeps the records in a database every component
-    reaches (PostgreSQL on a cluster).
+    ``image`` must hold mlwarden with the extras the spec needs. ``spec_path``, the files it
+    names and ``store`` must be at the same paths inside the components (a shared volume);
+    ``db_url`` keeps the records in a database every component reaches (PostgreSQL).
     """
     from kfp import compiler, dsl
 
