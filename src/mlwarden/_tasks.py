@@ -21,6 +21,7 @@ __all__ = [
     "JoblibRunner",
     "RayRunner",
     "Runner",
+    "at_least",
     "current_runner",
     "item_seeds",
     "task_map",
@@ -140,6 +141,15 @@ _RUNNER: ContextVar[Runner | None] = ContextVar("mlwarden_runner", default=None)
 def current_runner() -> Runner:
     """The runner :func:`task_map` uses here (in-process unless :func:`use_runner` set one)."""
     return _RUNNER.get() or _SERIAL
+
+
+def at_least(n_jobs: int | None) -> Runner:
+    """The current runner, with at least ``n_jobs`` processes when it runs locally: a step's
+    own floor (a spec's ``n_jobs``) holds even when the run asked for fewer workers."""
+    runner = current_runner()
+    if n_jobs is not None and runner.name == "local" and runner.workers < n_jobs:
+        return JoblibRunner(n_jobs)
+    return runner
 
 
 @contextmanager

@@ -11,10 +11,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from mlwarden import datasets
+from mlwarden._tasks import JoblibRunner, use_runner
 from mlwarden.data._label_errors import (
     find_label_issues,
     flip_labels,
@@ -133,6 +135,12 @@ def test_out_of_fold_probabilities_and_its_errors() -> None:
     assert proba.sum(axis=1) == pytest.approx(np.ones(60))
     again, _ = out_of_fold_probabilities(LogisticRegression(), X, y, cv=3)
     assert np.array_equal(proba, again)
+    folds = StratifiedKFold(n_splits=3, shuffle=True, random_state=0)
+    reference = cross_val_predict(LogisticRegression(), X, y, cv=folds, method="predict_proba")
+    assert np.array_equal(proba, reference)  # what scikit-learn's own helper gives
+    with use_runner(JoblibRunner(2)):
+        on_two, _ = out_of_fold_probabilities(LogisticRegression(), X, y, cv=3)
+    assert np.array_equal(proba, on_two)
     y_rare = y.astype(object)
     y_rare[:2] = "rare"
     with pytest.raises(DataError, match=r"at least cv=3 rows.*'rare': 2"):

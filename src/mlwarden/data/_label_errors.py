@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from mlwarden._tasks import at_least, task_map, use_runner
 from mlwarden.errors import DataError
 
 if TYPE_CHECKING:
@@ -370,7 +371,7 @@ def out_of_fold_probabilities(
     """
     import numpy as np
     from sklearn.base import clone
-    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from sklearn.model_selection import StratifiedKFold
 
     labels = np.asarray(y)
     if labels.ndim != 1:
@@ -392,11 +393,28 @@ def out_of_fold_probabilities(
             f"every class needs at least cv={cv} rows for stratified folds; "
             f"these have fewer: {small!r}"
         )
-    folds = StratifiedKFold(n_splits=cv, shuffle=True, random_state=seed)
-    proba = cross_val_predict(
-        clone(estimator), X, labels, cv=folds, method="predict_proba", n_jobs=n_jobs
-    )
-    return np.asarray(proba, dtype=np.float64), classes
+    folds = list(StratifiedKFold(n_splits=cv, shuffle=True, random_state=seed).split(X, labels))
+
+    def held_out_proba(fold: int) -> NDArray[np.float64]:
+        train, test = folds[fold]
+        model = clone(estimator).fit(_rows(X, train), labels[train])
+        # every class has >= cv rows, so every training fold holds every class, in order
+        return np.asarray(model.predict_proba(_rows(X, test)), dtype=np.float64)
+
+    # The folds are independent fits: they run on the current task runner (local processes,
+    # at least ``n_jobs``, or Ray tasks), with the same probabilities on each.
+    with use_runner(at_least(n_jobs)):
+        parts = task_map(held_out_proba, range(cv))
+    proba = np.empty((n_rows, len(classes)), dtype=np.float64)
+    for (_, test), part in zip(folds, parts, strict=True):
+        proba[test] = part
+    return proba, classes
+
+
+def _rows(data: Any, index: NDArray[np.intp]) -> Any:
+    import numpy as np
+
+    return data.iloc[index] if hasattr(data, "iloc") else np.asarray(data)[index]
 
 
 def flip_labels(

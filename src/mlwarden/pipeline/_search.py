@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from mlwarden._tasks import JoblibRunner, Runner, current_runner, task_map, use_runner
+from mlwarden._tasks import at_least, task_map, use_runner
 
 
 @dataclass(frozen=True)
@@ -47,14 +47,6 @@ def _candidates(grid: dict[str, Sequence[Any]]) -> Iterator[dict[str, Any]]:
     yield from ParameterGrid(grid)
 
 
-def _runner(n_jobs: int) -> Runner:
-    """The run's runner, with at least ``n_jobs`` local processes when it runs locally."""
-    runner = current_runner()
-    if runner.name == "local" and runner.workers < n_jobs:
-        return JoblibRunner(n_jobs)
-    return runner
-
-
 def grid_search(
     estimator: Any, grid: dict[str, Sequence[Any]], X: Any, y: Any, *, scoring: str, cv: Any,
     n_jobs: int = 1,
@@ -78,7 +70,7 @@ def grid_search(
         return float(scorer(model, _rows(X, test), _rows(y, test)))
 
     items = list(product(range(len(params)), range(len(folds))))
-    with use_runner(_runner(n_jobs)):
+    with use_runner(at_least(n_jobs)):
         scores = np.asarray(task_map(fit_and_score, items)).reshape(len(params), len(folds))
     mean, std = scores.mean(axis=1), scores.std(axis=1)
     order = np.argsort(-mean, kind="stable")
