@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -42,26 +43,94 @@ def _workers(cluster: Any, n: int) -> list[Any]:
     return list(cluster.worker_nodes)
 
 
-def _slow_square(x: int) -> tuple[int, str]:
-    time.sleep(1.0)
+def _until(condition: Any, timeout: float = 120.0) -> None:
+    """Wait until ``condition()`` holds (checked every 20 ms), or fail after ``timeout``."""
+    waiting, deadline = threading.Event(), time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "the cluster never reached the awaited state"
+        waiting.wait(0.02)
+
+
+@ray.remote(num_cpus=0)
+class _Gate:
+    """Tasks report that they run, then wait until the test opens the gate."""
+
+    def __init__(self) -> None:
+        import asyncio
+
+        self.running, self.opened = 0, asyncio.Event()
+
+    async def arrive(self) -> None:
+        self.running += 1
+
+    async def count(self) -> int:
+        return self.running
+
+    async def wait_open(self) -> None:
+        await self.opened.wait()
+
+    async def open(self) -> None:
+        self.opened.set()
+
+
+def _gate() -> Any:
+    """A gate on the head node, which no test kills."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    head = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    return _Gate.options(scheduling_strategy=head).remote()
+
+
+def _gated_square(item: tuple[int, Any]) -> tuple[int, str]:
+    x, gate = item
+    ray.get(gate.arrive.remote())
+    ray.get(gate.wait_open.remote())
     return x * x, ray.get_runtime_context().get_node_id()
+
+
+def _open_when_running(gate: Any, tasks: int, then: Any = None) -> threading.Thread:
+    """Once ``tasks`` tasks run (each node holds one), do ``then`` and open the gate."""
+
+    def watch() -> None:
+        _until(lambda: ray.get(gate.count.remote()) >= tasks)
+        if then is not None:
+            then()
+        ray.get(gate.open.remote())
+
+    thread = threading.Thread(target=watch)
+    thread.start()
+    return thread
 
 
 def test_work_lands_on_both_nodes_and_survives_losing_one(cluster: Any) -> None:
     victim, _ = _workers(cluster, 2)
     with use_runner(RayRunner()) as runner:
         assert runner.workers == 2
-        first = task_map(_slow_square, range(4))
-        assert [v for v, _ in first] == [0, 1, 4, 9]
-        assert len({node for _, node in first}) == 2  # both worker nodes did some
+        gate = _gate()
+        opener = _open_when_running(gate, 2)
+        first = task_map(_gated_square, [(x, gate) for x in range(2)])
+        opener.join()
+        assert [v for v, _ in first] == [0, 1]
+        assert len({node for _, node in first}) == 2  # both ran at once: one on each node
 
-        # Both nodes are busy for three seconds: the kill lands on a running task.
-        killer = threading.Timer(1.5, cluster.remove_node, (victim,), {"allow_graceful": False})
-        killer.start()
-        second = task_map(_slow_square, range(6))
+        # Killed while both nodes hold a running task: the victim's task is lost mid-run.
+        gate = _gate()
+        kill = lambda: cluster.remove_node(victim, allow_graceful=False)  # noqa: E731
+        killer = _open_when_running(gate, 2, then=kill)
+        second = task_map(_gated_square, [(x, gate) for x in range(6)])
         killer.join()
     assert [v for v, _ in second] == [x * x for x in range(6)]  # the lost task was rerun
     assert victim not in cluster.worker_nodes
+
+
+def _a_step_task_runs() -> bool:
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"ray::_run_step"):
+                return True
+        except OSError:
+            continue
+    return False
 
 
 class _KillDuringTrain:
@@ -74,7 +143,9 @@ class _KillDuringTrain:
         self.joined: subprocess.Popen[bytes] | None = None
 
     def _replace_node(self) -> None:
-        time.sleep(0.3)
+        # Ray titles a worker process after the task it runs: wait until one runs the step
+        # (on the victim, the only node with a CPU).
+        _until(_a_step_task_runs)
         self.cluster.remove_node(self.victim, allow_graceful=False)
         ray_cli = os.path.join(os.path.dirname(sys.executable), "ray")
         self.joined = subprocess.Popen(
