@@ -22,7 +22,14 @@ from mlwarden.data._drift import (
     ks_test,
     population_stability_index,
 )
-from mlwarden.data._duplicates import Duplicates, Overlap, find_duplicates, seen_in_training
+from mlwarden.data._duplicates import (
+    Duplicates,
+    Overlap,
+    duplicates_of,
+    find_duplicates,
+    row_hashes,
+    seen_in_training,
+)
 from mlwarden.data._label_errors import (
     LabelIssues,
     find_label_issues,
@@ -44,6 +51,7 @@ from mlwarden.data._validate import (
     typed_classes,
     validate_table,
 )
+from mlwarden.data._validate_stream import DUPLICATE_REASON, TableCheck, validate_batches
 
 __all__ = [
     "ColumnDrift",
@@ -97,3 +105,10 @@ __all__ = [
 ]
 
 __all__ += ["REASONS_COLUMN", "ROW_COLUMN", "list_corpora", "load_text"]
+__all__ += [
+    "DUPLICATE_REASON",
+    "TableCheck",
+    "duplicates_of",
+    "row_hashes",
+    "validate_batches",
+]

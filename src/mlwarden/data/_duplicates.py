@@ -56,17 +56,22 @@ def find_duplicates(
     Returns the counts and a mask of the rows that repeat an earlier one (the first copy is not
     marked). ``conflicting_rows`` counts the rows whose features occur with more than one label.
     """
-    import pandas as pd
-
     names = list(columns) if columns is not None else [str(c) for c in frame.columns]
     features = [c for c in names if c != label]
-    n = len(frame)
-    keyed = pd.DataFrame(
-        {
-            "x": row_hashes(frame, features),
-            "y": row_hashes(frame, [label] if label in names else []),
-        }
+    return duplicates_of(
+        row_hashes(frame, features), row_hashes(frame, [label] if label in names else [])
     )
+
+
+def duplicates_of(features: np.ndarray, labels: np.ndarray) -> tuple[Duplicates, np.ndarray]:
+    """:func:`find_duplicates` from each row's hash of its features and of its label.
+
+    For a table read in batches: hash each batch (:func:`row_hashes`), then decide here.
+    """
+    import pandas as pd
+
+    n = len(features)
+    keyed = pd.DataFrame({"x": features, "y": labels}, copy=False)
     repeated = keyed.duplicated().to_numpy()  # same features and same label
     labels_per_input = keyed.groupby("x")["y"].transform("nunique").to_numpy()
     conflicting = int((labels_per_input > 1).sum())

@@ -151,8 +151,12 @@ def _stray_text(stray: dict[str, int]) -> str:
     return f"; values too rare to be classes: {shown}"
 
 
-def stray_labels(labels: pd.Series, classes: Sequence[Scalar]) -> list[tuple[str, np.ndarray]]:
-    """For each stray label value (and missing labels), its reason and offending-row mask.
+def stray_labels(
+    labels: pd.Series, classes: Sequence[Scalar]
+) -> list[tuple[str, np.ndarray, tuple[Any, ...]]]:
+    """For each stray label value (and missing labels), its reason, offending rows and rank.
+
+    The rank orders the reasons as they are listed (missing, then values, then the rest).
 
     Keys are computed once per distinct value, and rows matched with one vectorised ``isin``
     per stray key, so a clean million-row label column costs one pass.
@@ -165,13 +169,17 @@ def stray_labels(labels: pd.Series, classes: Sequence[Scalar]) -> list[tuple[str
         key = label_key(value)
         if key not in allowed:
             by_key.setdefault(key, []).append(value)
-    found: list[tuple[str, np.ndarray]] = []
+    found: list[tuple[str, np.ndarray, tuple[Any, ...]]] = []
     if missing.any():
-        found.append((f"missing label; {expected}", missing))
+        found.append((f"missing label; {expected}", missing, (0,)))
     keys = sorted(by_key, key=_order)
     for key in keys[:_SHOWN]:
         found.append(
-            (f"label {key!r} is not a class; {expected}", labels.isin(by_key[key]).to_numpy())
+            (
+                f"label {key!r} is not a class; {expected}",
+                labels.isin(by_key[key]).to_numpy(),
+                (1, *_order(key)),
+            )
         )
     if len(keys) > _SHOWN:
         rest = [v for key in keys[_SHOWN:] for v in by_key[key]]
@@ -179,6 +187,7 @@ def stray_labels(labels: pd.Series, classes: Sequence[Scalar]) -> list[tuple[str
             (
                 f"{len(keys) - _SHOWN} other labels are not classes; {expected}",
                 labels.isin(rest).to_numpy(),
+                (2,),
             )
         )
     return found

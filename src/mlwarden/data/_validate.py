@@ -90,10 +90,22 @@ class _Findings:
         self.bad = np.zeros(n, dtype=bool)
         self.masks: list[tuple[np.ndarray, str]] = []
         self.issues: list[ColumnIssue] = []
+        self.checked: list[tuple[str, str]] = []  # every rule checked, in report order
+        self.ranks: dict[tuple[str, str], tuple[Any, ...]] = {}  # of rules made per value
 
-    def add(self, column: str, rule: str, mask: np.ndarray, raw: pd.Series | None) -> None:
+    def add(
+        self,
+        column: str,
+        rule: str,
+        mask: np.ndarray,
+        raw: pd.Series | None,
+        rank: tuple[Any, ...] | None = None,
+    ) -> None:
         import numpy as np
 
+        self.checked.append((column, rule))
+        if rank is not None:
+            self.ranks[(column, rule)] = rank
         count = int(mask.sum())
         if not count:
             return
@@ -176,18 +188,33 @@ def _text(raw: pd.Series, col: ColumnSchema, checks: list[Check], missing: np.nd
 class _Column:
     """The checks of one column: its typed values, offending-row masks and missing counts."""
 
-    def __init__(self, name: str, col: ColumnSchema, raw: pd.Series, policy: MissingPolicy | None):
+    def __init__(
+        self,
+        name: str,
+        col: ColumnSchema,
+        raw: pd.Series,
+        policy: MissingPolicy | None,
+        earlier: np.ndarray | None = None,
+    ):
+
         self.name = name
         self.raw = raw
         self.checks: list[Check] = []
         missing = raw.isna().to_numpy()
-        self.rate = float(missing.mean()) if len(raw) else 0.0
+        self.missing = int(missing.sum())
+        self.rate = self.missing / len(raw) if len(raw) else 0.0
         self.values = (
             _numeric(raw, col, self.checks) if col.is_numeric else
             _text(raw, col, self.checks, missing)
         )  # fmt: skip
+        self.hashes: np.ndarray | None = None
         if col.unique:
-            self.checks.append(("duplicate value", raw.duplicated().to_numpy() & ~missing, True))
+            repeated = raw.duplicated().to_numpy()
+            if earlier is not None:  # values of earlier batches of the same table, hashed
+                hashes = value_hashes(raw)
+                repeated = repeated | _among(hashes, earlier)
+                self.hashes = hashes[~missing]
+            self.checks.append(("duplicate value", repeated & ~missing, True))
         self.failures = 0
         if missing.any():
             action = policy.action if policy else ("keep" if col.nullable else None)
@@ -198,6 +225,21 @@ class _Column:
                 self.checks.append(("missing value (policy: fail)", missing, False))
             elif action == "drop":
                 self.checks.append(("missing value (policy: drop)", missing, False))
+
+
+def value_hashes(values: pd.Series) -> np.ndarray:
+    """A 64-bit hash of each value (equal values, equal hashes), to compare across batches."""
+    import pandas as pd
+
+    return pd.util.hash_pandas_object(values, index=False).to_numpy()
+
+
+def _among(values: np.ndarray, ordered: np.ndarray) -> np.ndarray:
+    """Which ``values`` occur in the sorted array ``ordered`` (binary search, no sort)."""
+    import numpy as np
+
+    at = np.searchsorted(ordered, values).clip(max=max(len(ordered) - 1, 0))
+    return ordered[at] == values if len(ordered) else np.zeros(len(values), dtype=bool)
 
 
 def _map(fn: Any, items: list[Any], rows: int) -> list[Any]:
@@ -219,6 +261,126 @@ def _rows(values: Any, keep: np.ndarray) -> Any:
     return values.array.take(keep)
 
 
+class CheckedBatch:
+    """One batch checked: accepted and quarantined rows, and what a report is built from."""
+
+    def __init__(
+        self,
+        accepted: pd.DataFrame,
+        quarantined: pd.DataFrame,
+        found: _Findings,
+        columns: list[_Column],
+        absent: list[str],
+        unknown: list[str],
+    ) -> None:
+        self.accepted = accepted
+        self.quarantined = quarantined
+        self.issues = found.issues
+        self.checked = found.checked
+        self.ranks = found.ranks
+        self.missing = {c.name: c.missing for c in columns}
+        self.failures = {c.name: c.failures for c in columns if c.failures}
+        self.hashes = {c.name: c.hashes for c in columns if c.hashes is not None}
+        self.absent = absent
+        self.unknown = unknown
+        self.rows = len(accepted) + len(quarantined)
+
+
+def check_batch(
+    frame: pd.DataFrame,
+    schema: TableSchema,
+    policies: Mapping[str, MissingPolicy],
+    label_classes: Sequence[Scalar] | None = None,
+    *,
+    offset: int = 0,
+    earlier: Mapping[str, np.ndarray] | None = None,
+) -> CheckedBatch:
+    """Check rows ``offset ..`` of a table (see :func:`validate_table`).
+
+    ``earlier``: for each ``unique`` column, hashes of its values in the table's earlier
+    batches, so a value repeated across batches is a duplicate as in one whole table.
+    """
+    import numpy as np
+    import pandas as pd
+
+    policies = dict(policies)
+    n = len(frame)
+    found = _Findings(n)
+    absent = [name for name in schema.columns if name not in frame.columns]
+    unknown = [str(c) for c in frame.columns if c not in schema.columns]
+    for name in absent:
+        found.add(name, "column is missing from the table", np.ones(n, dtype=bool), None)
+    present = [(name, col) for name, col in schema.columns.items() if name not in absent]
+    # Dearest first, so the threads finish together: regexes, then uniqueness, then text.
+    present.sort(key=lambda item: (item[1].regex is None, not item[1].unique, item[1].is_numeric))
+    label = schema.label if label_classes is not None else None
+    if label is not None and label not in policies:
+        policies[label] = MissingPolicy(action="keep")  # a missing label is reported below
+    seen = earlier or {}
+    checked: list[_Column] = _map(
+        lambda item: _Column(
+            item[0], item[1], frame[item[0]], policies.get(item[0]), seen.get(item[0])
+        ),
+        present,
+        n,
+    )
+    order = {name: i for i, name in enumerate(schema.columns)}
+    columns = sorted(checked, key=lambda c: order[c.name])
+    for column in columns:
+        for check, mask, show in column.checks:
+            if column.name == label and check == "not an allowed value":
+                continue  # the stray-label reasons below name the value and the classes
+            found.add(column.name, check, mask, column.raw if show else None)
+        if column.name == label and label_classes is not None:
+            for reason, mask, rank in stray_labels(column.raw, label_classes):
+                found.add(column.name, reason, mask, None, rank)
+    typed = pd.DataFrame({c.name: c.values for c in columns}, index=frame.index, copy=False)
+    for rule in schema.rules:
+        if rule.columns() <= set(typed.columns):
+            found.add(f"rule {rule.name}", rule.expr, rule_violations(rule, typed), None)
+    keep = np.flatnonzero(~found.bad) if not absent else np.zeros(0, dtype=np.int64)
+    if len(keep) == n:
+        accepted = typed.reset_index(drop=True)
+    else:
+        taken = _map(lambda c: _rows(c.values, keep), columns, n)
+        accepted = pd.DataFrame(
+            {c.name: v for c, v in zip(columns, taken, strict=True)}, copy=False
+        )
+    accepted.insert(0, ROW_COLUMN, keep + offset)
+    quarantined = frame[found.bad].copy()
+    quarantined.insert(0, ROW_COLUMN, np.flatnonzero(found.bad) + offset)
+    quarantined[REASONS_COLUMN] = found.reasons()
+    return CheckedBatch(
+        accepted, quarantined.reset_index(drop=True), found, columns, absent, unknown
+    )
+
+
+def whole_integers(frame: pd.DataFrame, schema: TableSchema) -> pd.DataFrame:
+    """``frame`` with each integer column that holds no missing value as int64 (not float)."""
+    for name, col in schema.columns.items():
+        if (
+            col.type == "integer"
+            and name in frame
+            and frame[name].dtype.kind == "f"
+            and (not frame[name].isna().any())
+        ):
+            frame[name] = frame[name].astype("int64")
+    return frame
+
+
+def check_policies(
+    schema: TableSchema, missing: Mapping[str, MissingPolicy] | None
+) -> dict[str, MissingPolicy]:
+    """The missing-value policies, after checking that each names a schema column."""
+    policies = dict(missing or {})
+    unknown_policy = sorted(set(policies) - set(schema.columns))
+    if unknown_policy:
+        from mlwarden.errors import DataError
+
+        raise DataError(f"missing-value policies name unknown column(s) {unknown_policy}")
+    return policies
+
+
 def validate_table(
     frame: pd.DataFrame,
     schema: TableSchema,
@@ -237,76 +399,22 @@ def validate_table(
     ``label_classes`` (see ``decide_classes``), rows whose label is missing or not one of them
     are quarantined with a reason naming the value and the classes.
     """
-    import numpy as np
-    import pandas as pd
-
-    policies = dict(missing or {})
-    unknown_policy = sorted(set(policies) - set(schema.columns))
-    if unknown_policy:
-        from mlwarden.errors import DataError
-
-        raise DataError(f"missing-value policies name unknown column(s) {unknown_policy}")
+    batch = check_batch(frame, schema, check_policies(schema, missing), label_classes)
+    accepted = whole_integers(batch.accepted, schema)
+    if not row_ids:
+        accepted = accepted.drop(columns=[ROW_COLUMN])
     n = len(frame)
-    found = _Findings(n)
-    absent = [name for name in schema.columns if name not in frame.columns]
-    unknown = [str(c) for c in frame.columns if c not in schema.columns]
-    for name in absent:
-        found.add(name, "column is missing from the table", np.ones(n, dtype=bool), None)
-    present = [(name, col) for name, col in schema.columns.items() if name not in absent]
-    # Dearest first, so the threads finish together: regexes, then uniqueness, then text.
-    present.sort(key=lambda item: (item[1].regex is None, not item[1].unique, item[1].is_numeric))
-    label = schema.label if label_classes is not None else None
-    if label is not None and label not in policies:
-        policies[label] = MissingPolicy(action="keep")  # a missing label is reported below
-    checked: list[_Column] = _map(
-        lambda item: _Column(item[0], item[1], frame[item[0]], policies.get(item[0])), present, n
-    )
-    order = {name: i for i, name in enumerate(schema.columns)}
-    columns = sorted(checked, key=lambda c: order[c.name])
-    for column in columns:
-        for check, mask, show in column.checks:
-            if column.name == label and check == "not an allowed value":
-                continue  # the stray-label reasons below name the value and the classes
-            found.add(column.name, check, mask, column.raw if show else None)
-        if column.name == label and label_classes is not None:
-            for reason, mask in stray_labels(column.raw, label_classes):
-                found.add(column.name, reason, mask, None)
-    typed = pd.DataFrame({c.name: c.values for c in columns}, index=frame.index, copy=False)
-    for rule in schema.rules:
-        if rule.columns() <= set(typed.columns):
-            found.add(f"rule {rule.name}", rule.expr, rule_violations(rule, typed), None)
-    keep = np.flatnonzero(~found.bad) if not absent else np.zeros(0, dtype=np.int64)
-    if len(keep) == n:
-        accepted = typed.reset_index(drop=True)
-    else:
-        taken = _map(lambda c: _rows(c.values, keep), columns, n)
-        accepted = pd.DataFrame(
-            {c.name: v for c, v in zip(columns, taken, strict=True)}, copy=False
-        )
-    for name, col in schema.columns.items():
-        if (
-            col.type == "integer"
-            and name in accepted
-            and accepted[name].dtype.kind == "f"
-            and (not accepted[name].isna().any())
-        ):
-            accepted[name] = accepted[name].astype("int64")
-    if row_ids:
-        accepted.insert(0, ROW_COLUMN, keep)
-    quarantined = frame[found.bad].copy()
-    quarantined.insert(0, ROW_COLUMN, np.flatnonzero(found.bad))
-    quarantined[REASONS_COLUMN] = found.reasons()
     report = ValidationReport(
         rows_in=n,
         rows_accepted=len(accepted),
-        rows_rejected=len(quarantined),
-        unknown_columns=unknown,
-        missing_columns=absent,
-        issues=found.issues,
-        missing_rates={c.name: c.rate for c in columns},
-        missing_failures={c.name: c.failures for c in columns if c.failures},
+        rows_rejected=len(batch.quarantined),
+        unknown_columns=batch.unknown,
+        missing_columns=batch.absent,
+        issues=batch.issues,
+        missing_rates={c: (m / n if n else 0.0) for c, m in batch.missing.items()},
+        missing_failures=batch.failures,
     )
-    return accepted, quarantined.reset_index(drop=True), report
+    return accepted, batch.quarantined, report
 
 
 def coerce_numeric(frame: pd.DataFrame, schema: TableSchema) -> pd.DataFrame:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -11,6 +12,8 @@ from mlwarden.errors import IntegrityError, RecordNotFoundError
 from mlwarden.lineage._hashing import sha256_bytes, sha256_file
 
 logger = logging.getLogger(__name__)
+
+_COPY_CHUNK = 1 << 20
 
 
 class ArtifactFiles:
@@ -23,25 +26,33 @@ class ArtifactFiles:
         """Where the blob with this hash lives (whether or not it exists)."""
         return self.root / sha256[:2] / sha256[2:]
 
-    def write(self, data: bytes) -> str:
-        """Store ``data`` durably and return its sha256.
+    def write(self, data: bytes | Path) -> str:
+        """Store ``data`` (bytes, or a file read in chunks) durably and return its sha256.
 
         An intact existing blob is left untouched; a damaged one is replaced (and logged), since
         the bytes that match the recorded hash are at hand.
         """
-        digest = sha256_bytes(data)
+        is_file = isinstance(data, Path)
+        digest = sha256_file(data) if is_file else sha256_bytes(data)
+        size = data.stat().st_size if is_file else len(data)
         target = self.path(digest)
         if target.exists():
-            if self.check(digest, len(data)) is None:
+            if self.check(digest, size) is None:
                 return digest
             logger.warning("artifact %s was damaged on disk; rewriting it", digest[:12])
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
         try:
             with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
+                if is_file:
+                    with data.open("rb") as source:
+                        shutil.copyfileobj(source, fh, _COPY_CHUNK)
+                else:
+                    fh.write(data)
                 fh.flush()
                 os.fsync(fh.fileno())
+            if is_file and sha256_file(Path(tmp)) != digest:
+                raise IntegrityError(f"{data} changed while it was stored as an artifact")
             os.chmod(tmp, 0o444)
             os.replace(tmp, target)
         except BaseException:
@@ -58,6 +69,19 @@ class ArtifactFiles:
         if sha256_bytes(data) != sha256:
             raise IntegrityError(f"artifact {sha256[:12]} at {target} does not match its hash")
         return data
+
+    def verified_path(self, sha256: str) -> Path:
+        """The blob's file, after checking (in chunks) that it still hashes to ``sha256``.
+
+        For artifacts too big to hold in memory; the file is read-only, so readers cannot
+        change it by accident.
+        """
+        target = self.path(sha256)
+        if not target.exists():
+            raise RecordNotFoundError(f"artifact {sha256[:12]} has no file at {target}")
+        if sha256_file(target) != sha256:
+            raise IntegrityError(f"artifact {sha256[:12]} at {target} does not match its hash")
+        return target
 
     def check(self, sha256: str, size: int) -> str | None:
         """Return why the blob is bad (missing, resized or changed), or None if it is intact."""

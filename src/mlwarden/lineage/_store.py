@@ -291,11 +291,12 @@ class LineageStore:
         return parse_checkpoint(record.payload, f"checkpoint record {record.seq}")
 
     def put_artifact(
-        self, data: bytes, *, name: str, media_type: str, tx: Appender | None = None
+        self, data: bytes | Path, *, name: str, media_type: str, tx: Appender | None = None
     ) -> str:
-        """Store ``data`` and record it (once per distinct content); return its sha256."""
+        """Store ``data`` (bytes or a file) and record it once per distinct content; its sha256."""
         digest = self.artifacts.write(data)
-        payload = {"sha256": digest, "size": len(data), "name": name, "media_type": media_type}
+        size = data.stat().st_size if isinstance(data, Path) else len(data)
+        payload = {"sha256": digest, "size": size, "name": name, "media_type": media_type}
         if tx is None:
             with self.transaction() as own:
                 if not own.has("artifact", digest):
@@ -361,6 +362,10 @@ class LineageStore:
     def read_artifact(self, sha256: str) -> bytes:
         """The bytes of a recorded artifact, checked against their hash."""
         return self.artifacts.read(sha256)
+
+    def artifact_path(self, sha256: str) -> Path:
+        """The file of a recorded artifact, checked against its hash, for reading in parts."""
+        return self.artifacts.verified_path(sha256)
 
     def artifact_record(self, sha256: str) -> Record | None:
         """The record that introduced this artifact, if any."""

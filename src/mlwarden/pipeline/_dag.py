@@ -200,12 +200,14 @@ def build_steps(spec: AnySpec) -> tuple[list[StepDef], dict[str, Output]]:
     d = spec.data
     sources: dict[str, Output] = {}
     if d.path is not None:
+        if not d.path.is_file():
+            raise DataError(f"data.path: file {d.path} does not exist")
         try:
-            sources["table"] = Output(d.path.read_bytes(), CSV, d.path.name)
-        except FileNotFoundError:
-            raise DataError(f"data.path: file {d.path} does not exist") from None
+            with d.path.open("rb"):  # streamed into the store later: say now if it cannot be
+                pass
         except OSError as exc:
             raise DataError(f"data.path: cannot read {d.path}: {exc}") from exc
+        sources["table"] = Output(d.path, CSV, d.path.name)
     if isinstance(d.schema_file, TableSchema):
         sources["schema"] = Output(json_bytes(d.schema_file), JSON, "schema.json")
     elif d.schema_file is not None:

@@ -327,7 +327,16 @@ class LocalExecutor:
             run={**run_ctx, "input_sha": input_sha},
             _read=lambda role: self.store.read_artifact(input_sha[role]),
             _progress=lambda message: self.progress.step_message(step.name, message),
+            _path=lambda role: self.store.artifact_path(input_sha[role]),
         )
+        try:
+            return self._call_and_record(step, ctx, execution_id, key)
+        finally:
+            ctx.close()
+
+    def _call_and_record(
+        self, step: StepDef, ctx: StepContext, execution_id: str, key: str
+    ) -> tuple[StepRun, int]:
         started = time.perf_counter()
         try:
             produced = self.call_step(step, ctx)

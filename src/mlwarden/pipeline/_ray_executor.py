@@ -41,9 +41,19 @@ def _run_step(
     ctx = StepContext(step=step, params=params, run=run, _read=data.__getitem__)
     with use_runner(RayRunner()):
         try:
-            return fn(ctx), ctx.kept, ctx.records, None
+            produced: dict[str, Output] | None = fn(ctx)
+            error = None
         except Exception as exc:  # returned, so that the rows it kept are not lost with it
-            return None, ctx.kept, ctx.records, exc
+            produced, error = None, exc
+    try:  # the driver may be on another machine: files written here travel as bytes
+        return (
+            None if produced is None else {k: v.in_memory() for k, v in produced.items()},
+            {k: v.in_memory() for k, v in ctx.kept.items()},
+            ctx.records,
+            error,
+        )
+    finally:
+        ctx.close()
 
 
 class RayExecutor(LocalExecutor):
