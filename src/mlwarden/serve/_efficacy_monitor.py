@@ -152,8 +152,9 @@ class EfficacyMonitor:
                 continue
             window.pop(record.request_id, None)
             window[record.request_id] = outcomes
-            while sum(len(v) for v in window.values()) > self.policy.window and len(window) > 1:
-                window.popitem(last=False)
+            held = sum(len(v) for v in window.values())
+            while held - len(next(iter(window.values()))) >= self.policy.window:
+                held -= len(window.popitem(last=False)[1])
             self._export(ref, self.measure(ref))
 
     def measure(self, ref: str) -> Efficacy:
