@@ -16,7 +16,9 @@ from mlwarden.errors import ParameterError, RecordNotFoundError
 def _ref(value: str) -> str:
     name, at, version = value.partition("@")
     if not (name and at and version) or "@" in version:
-        raise ParameterError(f"expected a model version as NAME@VERSION (e.g. phish@2), got {value!r}")
+        raise ParameterError(
+            f"expected a model version as NAME@VERSION (e.g. phish@2), got {value!r}"
+        )
     return value
 
 
@@ -46,8 +48,13 @@ def models_compare(
 ) -> None:
     """Compare two versions' precision, recall and F1 on the feedback in the decision log
     (served and shadow answers), with 95% intervals and whether the difference is significant."""
-    from mlwarden.serve import compare, default_positive, labelled_outcomes, open_decision_log
-    from mlwarden.serve import record_labels
+    from mlwarden.serve import (
+        compare,
+        default_positive,
+        labelled_outcomes,
+        open_decision_log,
+        record_labels,
+    )
 
     refs = [_ref(a), _ref(b)]
     if refs[0] == refs[1]:
@@ -73,14 +80,12 @@ def models_compare(
                 f"{ref} has no labelled decisions in the log under {store} "
                 f"(versions with feedback: {known})"
             )
-    result = compare(
-        a, by_ref[a][-window:], b, by_ref[b][-window:], min_labelled=min_labelled
-    )
+    result = compare(a, by_ref[a][-window:], b, by_ref[b][-window:], min_labelled=min_labelled)
     if as_json:
         out.print_json(json.dumps({"positive": pos, **result.model_dump(mode="json")}))
         return
     table = Table(title=f"{a} vs {b} (positive class {pos!r})")
-    for column in ("metric", a, b, "B - A [95%]", "p", "significant"):
+    for column in ("metric", a, b, f"{b} - {a} [95%]", "p", "significant"):
         table.add_column(column)
     for d in result.differences:
         ea, eb = result.efficacy_a, result.efficacy_b
@@ -90,7 +95,7 @@ def models_compare(
             _fmt(ia.value, ia.low, ia.high),
             _fmt(ib.value, ib.low, ib.high),
             _fmt(d.difference, d.low, d.high),
-            _fmt(d.p_value),
+            "n/a" if d.p_value is None else f"{d.p_value:.3f}" if d.p_value >= 1e-3 else "<0.001",
             "yes" if d.significant else "no",
         )
     ea, eb = result.efficacy_a, result.efficacy_b

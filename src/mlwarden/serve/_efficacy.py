@@ -289,7 +289,9 @@ def compare(
     elif f1.difference is None:
         reason = "F1 is undefined: no positive label or positive prediction on one side"
     elif not f1.significant:
-        reason = f"the F1 difference is not significant (its 95% interval holds 0; p={f1.p_value:.3g})"
+        reason = (
+            f"the F1 difference is not significant (its 95% interval holds 0; p={f1.p_value:.3g})"
+        )
     else:
         verdict = "b" if f1.difference > 0 else "a"
         better, worse = (name_b, name_a) if verdict == "b" else (name_a, name_b)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from mlwarden.serve._efficacy import Efficacy, Outcome, efficacy
@@ -46,7 +46,7 @@ def record_labels(record: DecisionRecord) -> set[str]:
 
 
 def record_outcomes(
-    record: DecisionRecord, positive: str, shadow_classes: dict[str, Sequence[str]] | None = None
+    record: DecisionRecord, positive: str, shadow_classes: Mapping[str, Sequence[str]] | None = None
 ) -> dict[str, list[Outcome]]:
     """The latest feedback's labels against what each model answered, by ``name@version``.
 
@@ -70,9 +70,9 @@ def record_outcomes(
         classes = list((shadow_classes or {}).get(shadow.model_ref, ()))
         column = classes.index(positive) if positive in classes else None
         rows = out.get("probabilities")
-        probs = rows if isinstance(rows, list) and column is not None else [None] * len(labels)
+        probs = rows if isinstance(rows, list) else [None] * len(labels)
         found[shadow.model_ref] = [
-            Outcome(str(label) == positive, actual, _prob(row[column]) if row else None)
+            Outcome(str(label) == positive, actual, _at(row, column))
             for label, row, actual in zip(labels, probs, truth, strict=False)
         ]
     return found
@@ -82,13 +82,16 @@ def _rows(output: Any) -> list[dict[str, Any]]:
     return [a if isinstance(a, dict) else {} for a in output] if isinstance(output, list) else []
 
 
+def _at(row: Any, column: int | None) -> float | None:
+    ok = isinstance(row, list) and column is not None and column < len(row)
+    return _prob(row[column]) if ok else None
+
+
 def _prob(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
 
 
-def labelled_outcomes(
-    records: Iterable[DecisionRecord], positive: str
-) -> dict[str, list[Outcome]]:
+def labelled_outcomes(records: Iterable[DecisionRecord], positive: str) -> dict[str, list[Outcome]]:
     """Every labelled row of ``records`` by the model version that answered it (served or
     shadow), in decision order."""
     by_ref: dict[str, list[Outcome]] = {}
@@ -110,7 +113,7 @@ class EfficacyMonitor:
         policy: EfficacyPolicy,
         arms: dict[str, str],
         positives: dict[str, str],
-        shadow_classes: dict[str, Sequence[str]],
+        shadow_classes: Mapping[str, Sequence[str]],
         metrics: ServerMetrics,
     ) -> None:
         self.policy = policy
