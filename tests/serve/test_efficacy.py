@@ -149,3 +149,47 @@ def test_feedback_updates_rolling_efficacy_gauges_per_version_and_arm(
     again = EfficacyMonitor.of(s.g)
     assert again.measure("phish@1").recall.value == pytest.approx(caught / 10)
     assert again.measure("phish@1").labelled == 10
+
+
+def test_f1_undefined_on_one_side_decides_nothing() -> None:
+    result = compare("m@1", outcomes(0, 0, 0, 50), "m@2", outcomes(20, 5, 5, 20))
+    assert result.verdict == "inconclusive" and "F1 is undefined" in result.reason
+    assert result.differences[0].difference is None and not result.differences[0].significant
+
+
+def test_ab_arms_get_their_own_gauges_and_a_significance_test(
+    serve: Any, phishing_rows: pd.DataFrame
+) -> None:
+    s = serve(
+        routes=[{"model": "phish@1"}, {"model": "phish@2"}],
+        efficacy={"window": 50, "min_labelled": 5},
+    )
+    keys: dict[str, str] = {}
+    for n in range(40):  # routing is sticky per key: find a key for each arm
+        key = s.g.keys.create("predict", f"client-{n}")
+        keys.setdefault(s.predict(rows(phishing_rows, 1), key=key).json()["model"], key)
+        if len(keys) == 2:
+            break
+    assert set(keys) == {"phish@1", "phish@2"}
+    feedback = {"Authorization": f"Bearer {s.keys['feedback']}"}
+    caught: dict[str, int] = {}
+    for ref, key in keys.items():
+        answer = s.predict(rows(phishing_rows, 8, 20), key=key).json()
+        caught[ref] = [p["label"] for p in answer["predictions"]].count("phishing")
+        s.g.decisions.flush()
+        body = {"request_id": answer["request_id"], "labels": ["phishing"] * 8}
+        assert s.client.post("/v1/feedback", json=body, headers=feedback).status_code == 200
+    text = s.client.get("/metrics", headers={"Authorization": f"Bearer {s.keys['admin']}"}).text
+    for version, arm in (("1", "a"), ("2", "b")):
+        labels = {"model": "phish", "version": version, "arm": arm}
+        assert gauge(text, "mlwarden_efficacy_labelled", **labels) == 8
+    # every row truly phishing: tp = caught, fp = 0, fn = 8 - tp, so F1 = 2 tp / (tp + 8)
+    f1 = {ref: 2 * tp / (tp + 8) for ref, tp in caught.items()}
+    arms = {"a": "phish@1", "b": "phish@2"}
+    difference = gauge(text, "mlwarden_efficacy_ab_f1_difference", **arms)
+    assert difference == pytest.approx(f1["phish@2"] - f1["phish@1"])
+    restarted = EfficacyMonitor.of(s.g).compare_arms()
+    assert restarted is not None
+    assert restarted.differences[0].difference == pytest.approx(difference)
+    significant = gauge(text, "mlwarden_efficacy_ab_significant", **arms)
+    assert significant == float(restarted.verdict != "inconclusive")

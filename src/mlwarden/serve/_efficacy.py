@@ -182,22 +182,27 @@ def efficacy(
     )
 
 
+def _undecided(metric: str, a: float | None, b: float | None) -> Difference:
+    """The difference of a metric undefined on one side (0 / 0): nothing to test."""
+    return Difference(
+        metric=metric,
+        a=a,
+        b=b,
+        difference=None,
+        low=None,
+        high=None,
+        p_value=None,
+        significant=False,
+    )
+
+
 def two_proportions(
     metric: str, k_a: int, n_a: int, k_b: int, n_b: int, z: float = Z95
 ) -> Difference:
     """``k_b/n_b - k_a/n_a``: pooled two-proportion z-test and Newcombe's hybrid score interval."""
     a, b = wilson(k_a, n_a, z), wilson(k_b, n_b, z)
     if a.value is None or b.value is None:
-        return Difference(
-            metric=metric,
-            a=a.value,
-            b=b.value,
-            difference=None,
-            low=None,
-            high=None,
-            p_value=None,
-            significant=False,
-        )
+        return _undecided(metric, a.value, b.value)
     assert a.low is not None and a.high is not None and b.low is not None and b.high is not None
     d = b.value - a.value
     low = d - math.sqrt((b.value - b.low) ** 2 + (a.high - a.value) ** 2)
@@ -225,16 +230,7 @@ def f1_difference(a: Sequence[Outcome], b: Sequence[Outcome], seed: int = 0) -> 
     ca, cb = confusion(a), confusion(b)
     fa, fb = _f1(*ca[:3]), _f1(*cb[:3])
     if fa is None or fb is None:
-        return Difference(
-            metric="f1",
-            a=fa,
-            b=fb,
-            difference=None,
-            low=None,
-            high=None,
-            p_value=None,
-            significant=False,
-        )
+        return _undecided("f1", fa, fb)
     diffs = [
         y - x
         for x, y in zip(_f1_draws(ca, seed), _f1_draws(cb, seed + 1), strict=True)

@@ -12,7 +12,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from mlwarden.serve._efficacy import Efficacy, Outcome, efficacy
+from mlwarden.serve._efficacy import Comparison, Efficacy, Outcome, compare, efficacy
 
 if TYPE_CHECKING:
     from mlwarden.serve._config import EfficacyPolicy
@@ -159,12 +159,38 @@ class EfficacyMonitor:
             while held - len(next(iter(window.values()))) >= self.policy.window:
                 held -= len(window.popitem(last=False)[1])
             self._export(ref, self.measure(ref))
+        arms = self.compare_arms()
+        if arms is not None:
+            f1 = arms.differences[0]
+            labels = {"a": arms.a, "b": arms.b}
+            diff = float("nan") if f1.difference is None else f1.difference
+            self.metrics.efficacy_ab_f1_difference.labels(**labels).set(diff)
+            decided = arms.verdict != "inconclusive"
+            self.metrics.efficacy_ab_significant.labels(**labels).set(decided)
+
+    def compare_arms(self) -> Comparison | None:
+        """Arm b against arm a over their windows (None without an A/B split)."""
+        by_arm = {arm: ref for ref, arm in self.arms.items()}
+        if "a" not in by_arm or "b" not in by_arm:
+            return None
+        a, b = by_arm["a"], by_arm["b"]
+        return compare(
+            a,
+            self._rows(a),
+            b,
+            self._rows(b),
+            min_labelled=self.policy.min_labelled,
+            bins=self.policy.bins,
+        )
+
+    def _rows(self, ref: str) -> list[Outcome]:
+        rows = [o for outcomes in self.windows[ref].values() for o in outcomes]
+        return rows[-self.policy.window :]
 
     def measure(self, ref: str) -> Efficacy:
         """Efficacy of ``ref`` over its window (the newest ``window`` labelled rows)."""
-        rows = [o for outcomes in self.windows[ref].values() for o in outcomes]
         return efficacy(
-            rows[-self.policy.window :],
+            self._rows(ref),
             min_labelled=self.policy.min_labelled,
             bins=self.policy.bins,
         )

@@ -148,6 +148,19 @@ class ServerMetrics:
             arm,
             registry=r,
         )
+        self.efficacy_ab_f1_difference = Gauge(
+            "mlwarden_efficacy_ab_f1_difference",
+            "F1 of arm b minus arm a over their rolling windows (NaN while undefined).",
+            ["a", "b"],
+            registry=r,
+        )
+        self.efficacy_ab_significant = Gauge(
+            "mlwarden_efficacy_ab_significant",
+            "1 when the arms' F1 difference is significant (95% bootstrap interval excludes 0"
+            " and both windows hold enough labels), else 0.",
+            ["a", "b"],
+            registry=r,
+        )
 
 
 class Measure:
