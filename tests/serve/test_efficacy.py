@@ -193,3 +193,52 @@ def test_ab_arms_get_their_own_gauges_and_a_significance_test(
     assert restarted.differences[0].difference == pytest.approx(difference)
     significant = gauge(text, "mlwarden_efficacy_ab_significant", **arms)
     assert significant == float(restarted.verdict != "inconclusive")
+
+
+def _monitor(decisions: Any = None) -> EfficacyMonitor:
+    from mlwarden.serve import EfficacyPolicy
+    from mlwarden.serve._metrics import ServerMetrics
+
+    policy = EfficacyPolicy(window=10, min_labelled=1)
+    return EfficacyMonitor(policy, {"m@1": "a"}, {"m@1": "yes"}, {}, ServerMetrics(), decisions)
+
+
+def _decision(labels: list[str], said: list[str]) -> Any:
+    from datetime import UTC, datetime
+
+    from mlwarden.serve._decisions import DecisionRecord, Feedback
+
+    record = DecisionRecord(
+        request_id="0" * 32,
+        client="k",
+        model_ref="m@1",
+        model_sha256="a" * 64,
+        lineage_head="a" * 64,
+        input=[{"x": i} for i in range(len(said))],
+        output=[{"label": s} for s in said],
+        latency_ms=1.0,
+    )
+    now = datetime.now(UTC)
+    fb = Feedback(request_id=record.request_id, labels=labels, analyst="x", created_at=now)
+    return record.model_copy(update={"feedback": [fb]})
+
+
+def test_a_corrected_feedback_replaces_the_rows_it_judged() -> None:
+    monitor = _monitor()
+    monitor.observe(_decision(["no", "no"], ["yes", "yes"]))
+    assert monitor.measure("m@1").precision.value == 0.0
+    monitor.observe(_decision(["yes", "no"], ["yes", "yes"]))  # the analyst corrects one label
+    measured = monitor.measure("m@1")
+    assert measured.labelled == 2 and measured.precision.value == 0.5
+
+
+def test_feedback_whose_decision_cannot_be_read_leaves_the_gauges_alone() -> None:
+    from mlwarden.errors import IntegrityError
+
+    class Broken:
+        def get(self, request_id: str) -> None:
+            raise IntegrityError(f"decision {request_id} is unreadable: run verify")
+
+    monitor = _monitor(Broken())
+    monitor.feedback_arrived("0" * 32)  # logged, not raised: the feedback itself was stored
+    assert monitor.measure("m@1").labelled == 0

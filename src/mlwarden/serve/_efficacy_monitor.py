@@ -7,18 +7,23 @@ the gauges measure the same thing.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from mlwarden.errors import StoreError
 from mlwarden.serve._efficacy import Comparison, Efficacy, Outcome, compare, efficacy
 
 if TYPE_CHECKING:
     from mlwarden.serve._config import EfficacyPolicy
     from mlwarden.serve._decision_records import DecisionRecord
+    from mlwarden.serve._decisions import DecisionLog
     from mlwarden.serve._guarded import Guarded
     from mlwarden.serve._metrics import ServerMetrics
+
+_log = logging.getLogger(__name__)
 
 
 def default_positive(labels: Iterable[Any]) -> str:
@@ -115,7 +120,9 @@ class EfficacyMonitor:
         positives: dict[str, str],
         shadow_classes: Mapping[str, Sequence[str]],
         metrics: ServerMetrics,
+        decisions: DecisionLog | None = None,
     ) -> None:
+        self.decisions = decisions
         self.policy = policy
         self.arms = arms
         self.positives = positives
@@ -139,10 +146,26 @@ class EfficacyMonitor:
             for m in models
         }
         shadow = {g.shadow.ref: [str(c) for c in g.shadow.classes]} if g.shadow else {}
-        monitor = cls(policy, arms, positives, shadow, g.metrics)
-        for record in g.decisions.labelled(newest=policy.window * len(arms)):
+        monitor = cls(policy, arms, positives, shadow, g.metrics, g.decisions)
+        try:
+            seed = g.decisions.labelled(newest=policy.window * len(arms))
+        except StoreError as exc:  # an unreadable row: serve anyway, verify will name it
+            _log.error("efficacy windows start empty: %s", exc)
+            seed = []
+        for record in seed:
             monitor.observe(record)
         return monitor
+
+    def feedback_arrived(self, request_id: str) -> None:
+        """Take the decision's new feedback in; a failure to read it is logged, never raised
+        (the feedback itself is already stored)."""
+        try:
+            record = self.decisions.get(request_id) if self.decisions is not None else None
+        except StoreError as exc:
+            _log.error("efficacy not updated for request %s: %s", request_id, exc)
+            return
+        if record is not None:
+            self.observe(record)
 
     def observe(self, record: DecisionRecord) -> None:
         """Take a decision's latest feedback into the windows and update the gauges."""

@@ -113,9 +113,7 @@ def add_feedback_and_admin(app: FastAPI, g: Guarded, admission: Admission) -> No
                 _errors.safe_text(f"the feedback was not recorded: {exc}"),
                 headers=retry,
             ) from exc
-        record = g.decisions.get(body.request_id)
-        if record is not None:
-            efficacy.observe(record)
+        efficacy.feedback_arrived(body.request_id)
         return FeedbackResponse(request_id=body.request_id, stored=len(body.labels))
 
     @app.get(
