@@ -24,6 +24,7 @@ from mlwarden.cli._common import (
     open_store,
     out,
 )
+from mlwarden.cli._compare import models_compare
 from mlwarden.cli._data import schema_app, validate_command
 from mlwarden.cli._import import import_command
 from mlwarden.cli._orchestrate import compile_command, step_app
@@ -81,6 +82,7 @@ app.command("demo")(demo_command)
 app.add_typer(step_app, name="step")
 app.command("compile")(compile_command)
 add_provenance_commands(models_app)
+models_app.command("compare")(models_compare)
 
 
 @app.command()

@@ -142,6 +142,20 @@ class ModelPolicy(_Strict):
         return self
 
 
+class EfficacyPolicy(_Strict):
+    """Efficacy from feedback: precision, recall, F1 and calibration error of each served
+    version over its last ``window`` labelled rows (``mlwarden_efficacy_*`` gauges).
+
+    ``positive``: the class measured (default: the model's last class, scikit-learn's
+    positive class for binary labels). Fewer than ``min_labelled`` rows are inconclusive.
+    """
+
+    window: int = Field(default=500, ge=10, le=1_000_000)
+    min_labelled: int = Field(default=30, ge=1)
+    bins: int = Field(default=10, ge=1, le=100)
+    positive: str | int | None = None
+
+
 class Guards(_Strict):
     """Every guard's settings."""
 
@@ -165,6 +179,7 @@ class Deployment(_Strict):
     output: OutputPolicy = Field(default_factory=OutputPolicy)
     rate_limit: RateLimit = Field(default_factory=RateLimit)
     guards: Guards = Field(default_factory=Guards)
+    efficacy: EfficacyPolicy = Field(default_factory=EfficacyPolicy)
     docs: bool = True
 
     @model_validator(mode="after")

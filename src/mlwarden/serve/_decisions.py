@@ -445,6 +445,15 @@ class DecisionLog:
             return iter(())
         return iter(self._read(select(_decisions).order_by(_decisions.c.seq.desc()).limit(n)))
 
+    def labelled(self, newest: int | None = None) -> list[DecisionRecord]:
+        """Decisions that have feedback (the ``newest`` of them, or all), in decision order."""
+        query = select(_decisions).where(
+            _decisions.c.request_id.in_(select(_feedback.c.request_id))
+        )
+        if newest is None:
+            return self._read(query.order_by(_decisions.c.seq))
+        return self._read(query.order_by(_decisions.c.seq.desc()).limit(max(newest, 0)))[::-1]
+
     def _read(self, query: Any) -> list[DecisionRecord]:
         with self._engine.connect() as conn:
             rows = conn.execute(query).mappings().all()

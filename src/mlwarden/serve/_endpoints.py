@@ -10,6 +10,7 @@ from mlwarden.errors import DataError, RecordNotFoundError, StoreError
 from mlwarden.serve import _errors
 from mlwarden.serve._admission import Admission, retry_after
 from mlwarden.serve._api import DecisionLogState, FeedbackRequest, FeedbackResponse, Readiness
+from mlwarden.serve._efficacy_monitor import EfficacyMonitor
 from mlwarden.serve._guarded import Guarded
 from mlwarden.serve._keys import Principal
 
@@ -74,6 +75,7 @@ def add_probes(app: FastAPI, g: Guarded, admission: Admission) -> None:
 def add_feedback_and_admin(app: FastAPI, g: Guarded, admission: Admission) -> None:
     """``/v1/feedback``, ``/v1/decisions/{request_id}`` and ``/v1/admin/unblock/{client}``."""
     log_policy = g.deployment.guards.decisions
+    efficacy = EfficacyMonitor.of(g)
 
     @app.post(
         "/v1/feedback",
@@ -111,6 +113,7 @@ def add_feedback_and_admin(app: FastAPI, g: Guarded, admission: Admission) -> No
                 _errors.safe_text(f"the feedback was not recorded: {exc}"),
                 headers=retry,
             ) from exc
+        efficacy.feedback_arrived(body.request_id)
         return FeedbackResponse(request_id=body.request_id, stored=len(body.labels))
 
     @app.get(

@@ -117,6 +117,50 @@ class ServerMetrics:
             "1 while the decision log cannot keep up (predict refuses or fails open), else 0.",
             registry=r,
         )
+        arm = ["model", "version", "arm"]
+        self.efficacy_precision = Gauge(
+            "mlwarden_efficacy_precision",
+            "Precision of the positive class over the rolling window of labelled rows.",
+            arm,
+            registry=r,
+        )
+        self.efficacy_recall = Gauge(
+            "mlwarden_efficacy_recall",
+            "Recall of the positive class over the rolling window of labelled rows.",
+            arm,
+            registry=r,
+        )
+        self.efficacy_f1 = Gauge(
+            "mlwarden_efficacy_f1",
+            "F1 of the positive class over the rolling window of labelled rows.",
+            arm,
+            registry=r,
+        )
+        self.efficacy_calibration_error = Gauge(
+            "mlwarden_efficacy_calibration_error",
+            "Expected calibration error (equal-width bins) over the rolling window.",
+            arm,
+            registry=r,
+        )
+        self.efficacy_labelled = Gauge(
+            "mlwarden_efficacy_labelled",
+            "Labelled rows in the rolling efficacy window.",
+            arm,
+            registry=r,
+        )
+        self.efficacy_ab_f1_difference = Gauge(
+            "mlwarden_efficacy_ab_f1_difference",
+            "F1 of arm b minus arm a over their rolling windows (NaN while undefined).",
+            ["a", "b"],
+            registry=r,
+        )
+        self.efficacy_ab_significant = Gauge(
+            "mlwarden_efficacy_ab_significant",
+            "1 when the arms' F1 difference is significant (95% bootstrap interval excludes 0"
+            " and both windows hold enough labels), else 0.",
+            ["a", "b"],
+            registry=r,
+        )
 
 
 class Measure:
