@@ -1,0 +1,101 @@
+"""Attacks whose independent parts go through the task runner: the same results on one worker,
+two local processes and Ray, with every query still counted on the caller's model."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mlwarden._tasks import JoblibRunner, RayRunner, Runner, use_runner
+from mlwarden.attacks import bundled_threat_model, tabular_evasion
+from mlwarden.models import SklearnAdapter
+
+
+@pytest.fixture(scope="module")
+def ray_instance() -> Iterator[None]:
+    ray = pytest.importorskip("ray")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def _on_every_runner(work: Callable[[], Any], ray_instance: None) -> list[Any]:
+    """``work()`` on one worker (in this process), two local processes and Ray."""
+    runners: list[Runner] = [JoblibRunner(1), JoblibRunner(2), RayRunner()]
+    out = []
+    for runner in runners:
+        with use_runner(runner):
+            out.append(work())
+    return out
+
+
+@pytest.fixture(scope="module")
+def phishing() -> tuple[Any, pd.DataFrame]:
+    from sklearn.linear_model import LogisticRegression
+
+    from mlwarden import datasets
+
+    d = datasets.load("phishing")
+    clf = LogisticRegression(max_iter=500).fit(d.X.iloc[:2000], d.y.iloc[:2000])
+    return clf, d.X.iloc[2000:2040]
+
+
+def test_evasion_rows_give_the_same_flips_and_queries_on_every_runner(
+    phishing: tuple[Any, pd.DataFrame], ray_instance: None
+) -> None:
+    clf, X = phishing
+    threat = bundled_threat_model("phishing")
+    models: list[SklearnAdapter] = []
+
+    def attack() -> dict[str, Any]:
+        model = SklearnAdapter(clf)
+        models.append(model)
+        result = tabular_evasion(model, X, threat, max_cost=3.0, beam_width=4, seed=3)
+        return result.model_dump(exclude={"wall_time_s"})
+
+    results = _on_every_runner(attack, ray_instance)
+    assert results[0]["n_points"] > 10 and results[0]["success_rate"] > 0
+    assert results[1] == results[0] and results[2] == results[0]
+    # The rows searched in worker processes queried copies: the caller's model counts them all.
+    assert [m.queries for m in models] == [results[0]["queries"]] * 3
+    assert results[0]["queries"] == len(X) + sum(results[0]["row_queries"])
+
+
+def test_evasion_with_a_budget_keeps_the_serial_shares_on_any_runner(
+    phishing: tuple[Any, pd.DataFrame],
+) -> None:
+    clf, X = phishing
+    threat = bundled_threat_model("phishing")
+
+    def attack() -> tuple[list[float | None], int, int]:
+        model = SklearnAdapter(clf)
+        result = tabular_evasion(model, X, threat, max_cost=3.0, beam_width=4, budget=300)
+        return result.cost, result.queries, model.queries
+
+    serial = attack()
+    with use_runner(JoblibRunner(2)):
+        assert attack() == serial
+    assert serial[1] == serial[2] <= 300
+
+
+def test_membership_bootstrap_intervals_are_the_same_on_every_runner(ray_instance: None) -> None:
+    from mlwarden.attacks import membership_metrics
+
+    rng = np.random.default_rng(0)
+    members = rng.random(300) < 0.5
+    scores = rng.normal(size=300) + 0.8 * members
+
+    def metrics() -> tuple[Any, ...]:
+        m = membership_metrics(members, scores, n_bootstrap=60, seed=5)
+        return m.auc_ci, m.tpr_at_fpr_ci
+
+    results = _on_every_runner(metrics, ray_instance)
+    assert results[1] == results[0] and results[2] == results[0]
+    low, high = results[0][0]
+    assert low < membership_metrics(members, scores, n_bootstrap=60, seed=5).auc < high
+    # Another seed draws other resamples: the intervals come from the seed, not a constant.
+    assert membership_metrics(members, scores, n_bootstrap=60, seed=6).auc_ci != (low, high)
