@@ -8,7 +8,8 @@ back as bytes and are stored by the driver exactly as a local run stores them, s
 and a local rerun share cache keys and artifact hashes. Independent work inside a step
 (reference models, surrogate fits) becomes further Ray tasks. A task lost with its node is
 run again by Ray (``max_retries``); its first attempt recorded nothing, so nothing is
-recorded twice.
+recorded twice. A step's progress messages travel back on a Ray queue that the driver reads
+while the task runs, so a Ray run shows the same messages as a local one.
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ from mlwarden.pipeline._context import Output, RecordBuilder, StepContext
 from mlwarden.pipeline._dag import StepDef
 from mlwarden.pipeline._executor import LocalExecutor, Progress
 
+#: How often the driver looks for a running step's progress messages, in seconds.
+_POLL_S = 0.2
+
 _StepResult = tuple[
     dict[str, Output] | None, dict[str, Output], list[RecordBuilder], BaseException | None
 ]
@@ -33,12 +37,18 @@ def _run_step(
     params: dict[str, Any],
     run: dict[str, Any],
     inputs: dict[str, Any],
+    messages: Any,
 ) -> _StepResult:
-    """A step on a Ray worker: what it produced, kept and recorded, or the error it raised."""
+    """A step on a Ray worker: what it produced, kept and recorded, or the error it raised.
+
+    Its progress messages go on ``messages`` (a Ray queue), which the driver reads while it
+    waits for the task."""
     import ray
 
     data = dict(zip(inputs, ray.get(list(inputs.values())), strict=True))
-    ctx = StepContext(step=step, params=params, run=run, _read=data.__getitem__)
+    ctx = StepContext(
+        step=step, params=params, run=run, _read=data.__getitem__, _progress=messages.put
+    )
     with use_runner(RayRunner()):
         try:
             return fn(ctx), ctx.kept, ctx.records, None
@@ -74,6 +84,14 @@ class RayExecutor(LocalExecutor):
         super().__init__(store, progress, runner)
         self.max_retries = max_retries
         self._objects: dict[str, Any] = {}  # artifact hash -> Ray object, put once per run
+        self._messages: Any = None  # the Ray queue steps report progress on, made once
+
+    def _queue(self) -> Any:
+        from ray.util.queue import Queue
+
+        if self._messages is None:
+            self._messages = Queue()
+        return self._messages
 
     def _object(self, sha: str) -> Any:
         import ray
@@ -95,9 +113,14 @@ class RayExecutor(LocalExecutor):
         inputs = {role: self._object(sha) for role, sha in input_sha.items()}
         task = ray.remote(max_retries=self.max_retries)(_run_step)
         ctx.progress("running as a Ray task")
-        produced, kept, records, error = ray.get(
-            task.remote(step.fn, step.name, ctx.params, run, inputs)
-        )
+        messages = self._queue()
+        running = task.remote(step.fn, step.name, ctx.params, run, inputs, messages)
+        done: list[Any] = []
+        while not done:  # show the step's messages as they come, as a local run does
+            done, _ = ray.wait([running], timeout=_POLL_S)
+            while not messages.empty():
+                ctx.progress(messages.get_nowait())
+        produced, kept, records, error = ray.get(running)
         ctx.kept.update(kept)
         ctx.records.extend(records)
         if error is not None:
