@@ -99,3 +99,31 @@ def test_membership_bootstrap_intervals_are_the_same_on_every_runner(ray_instanc
     assert low < membership_metrics(members, scores, n_bootstrap=60, seed=5).auc < high
     # Another seed draws other resamples: the intervals come from the seed, not a constant.
     assert membership_metrics(members, scores, n_bootstrap=60, seed=6).auc_ci != (low, high)
+
+
+def test_deepsloth_batches_are_the_same_on_every_runner(ray_instance: None) -> None:
+    torch = pytest.importorskip("torch")
+    from mlwarden.attacks import deepsloth
+    from mlwarden.models import load_digits_split
+    from mlwarden.models._sdn import digits_sdn, train_sdn
+
+    split = load_digits_split()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # two threads on a shared 2-core box train far slower
+    try:
+        model = train_sdn(digits_sdn(8, seed=0), split.X_train, split.y_train, epochs=4)
+    finally:
+        torch.set_num_threads(threads)
+    X = split.X_test[:48]
+    Q = 0.9  # a common SDN confidence threshold
+
+    def attack() -> tuple[Any, ...]:
+        result = deepsloth(model, X, eps=0.2, threshold=Q, steps=4, batch_size=16, latency=False)
+        assert result.adversarial is not None
+        return result.efficacy_clean, result.efficacy_adversarial, result.adversarial.tobytes()
+
+    results = _on_every_runner(attack, ray_instance)
+    assert results[1] == results[0] and results[2] == results[0]
+    assert torch.get_num_threads() == threads  # the workers' one-thread setting stays there
+    clean, attacked, _ = results[0]
+    assert attacked < clean  # the batches were attacked, not passed through
