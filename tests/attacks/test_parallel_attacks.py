@@ -3,7 +3,7 @@ two local processes and Ray, with every query still counted on the caller's mode
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -13,17 +13,10 @@ import pytest
 from mlwarden._tasks import JoblibRunner, RayRunner, Runner, use_runner
 from mlwarden.attacks import bundled_threat_model, tabular_evasion
 from mlwarden.models import SklearnAdapter
+from tests.test_tasks import ray_cluster  # noqa: F401 (a Ray instance for this module)
 
 
-@pytest.fixture(scope="module")
-def ray_instance() -> Iterator[None]:
-    ray = pytest.importorskip("ray")
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
-def _on_every_runner(work: Callable[[], Any], ray_instance: None) -> list[Any]:
+def _on_every_runner(work: Callable[[], Any]) -> list[Any]:
     """``work()`` on one worker (in this process), two local processes and Ray."""
     runners: list[Runner] = [JoblibRunner(1), JoblibRunner(2), RayRunner()]
     out = []
@@ -44,8 +37,9 @@ def phishing() -> tuple[Any, pd.DataFrame]:
     return clf, d.X.iloc[2000:2040]
 
 
+@pytest.mark.usefixtures("ray_cluster")
 def test_evasion_rows_give_the_same_flips_and_queries_on_every_runner(
-    phishing: tuple[Any, pd.DataFrame], ray_instance: None
+    phishing: tuple[Any, pd.DataFrame],
 ) -> None:
     clf, X = phishing
     threat = bundled_threat_model("phishing")
@@ -57,7 +51,7 @@ def test_evasion_rows_give_the_same_flips_and_queries_on_every_runner(
         result = tabular_evasion(model, X, threat, max_cost=3.0, beam_width=4, seed=3)
         return result.model_dump(exclude={"wall_time_s"})
 
-    results = _on_every_runner(attack, ray_instance)
+    results = _on_every_runner(attack)
     assert results[0]["n_points"] > 10 and results[0]["success_rate"] > 0
     assert results[1] == results[0] and results[2] == results[0]
     # The rows searched in worker processes queried copies: the caller's model counts them all.
@@ -82,7 +76,8 @@ def test_evasion_with_a_budget_keeps_the_serial_shares_on_any_runner(
     assert serial[1] == serial[2] <= 300
 
 
-def test_membership_bootstrap_intervals_are_the_same_on_every_runner(ray_instance: None) -> None:
+@pytest.mark.usefixtures("ray_cluster")
+def test_membership_bootstrap_intervals_are_the_same_on_every_runner() -> None:
     from mlwarden.attacks import membership_metrics
 
     rng = np.random.default_rng(0)
@@ -93,7 +88,7 @@ def test_membership_bootstrap_intervals_are_the_same_on_every_runner(ray_instanc
         m = membership_metrics(members, scores, n_bootstrap=60, seed=5)
         return m.auc_ci, m.tpr_at_fpr_ci
 
-    results = _on_every_runner(metrics, ray_instance)
+    results = _on_every_runner(metrics)
     assert results[1] == results[0] and results[2] == results[0]
     low, high = results[0][0]
     assert low < membership_metrics(members, scores, n_bootstrap=60, seed=5).auc < high
@@ -101,7 +96,8 @@ def test_membership_bootstrap_intervals_are_the_same_on_every_runner(ray_instanc
     assert membership_metrics(members, scores, n_bootstrap=60, seed=6).auc_ci != (low, high)
 
 
-def test_deepsloth_batches_are_the_same_on_every_runner(ray_instance: None) -> None:
+@pytest.mark.usefixtures("ray_cluster")
+def test_deepsloth_batches_are_the_same_on_every_runner() -> None:
     torch = pytest.importorskip("torch")
     from mlwarden.attacks import deepsloth
     from mlwarden.models import load_digits_split
@@ -122,7 +118,7 @@ def test_deepsloth_batches_are_the_same_on_every_runner(ray_instance: None) -> N
         assert result.adversarial is not None
         return result.efficacy_clean, result.efficacy_adversarial, result.adversarial.tobytes()
 
-    results = _on_every_runner(attack, ray_instance)
+    results = _on_every_runner(attack)
     assert results[1] == results[0] and results[2] == results[0]
     assert torch.get_num_threads() == threads  # the workers' one-thread setting stays there
     clean, attacked, _ = results[0]
