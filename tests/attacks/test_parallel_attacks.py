@@ -3,6 +3,7 @@ two local processes and Ray, with every query still counted on the caller's mode
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -123,3 +124,23 @@ def test_deepsloth_batches_are_the_same_on_every_runner() -> None:
     assert torch.get_num_threads() == threads  # the workers' one-thread setting stays there
     clean, attacked, _ = results[0]
     assert attacked < clean  # the batches were attacked, not passed through
+
+
+class _Unpicklable(SklearnAdapter):
+    """A model that cannot be copied to another process (as an ONNX session)."""
+
+    def __init__(self, estimator: Any) -> None:
+        super().__init__(estimator)
+        self.lock = threading.Lock()
+
+
+def test_evasion_on_a_model_that_cannot_travel_searches_here(
+    phishing: tuple[Any, pd.DataFrame],
+) -> None:
+    clf, X = phishing
+    threat = bundled_threat_model("phishing")
+    serial = tabular_evasion(_Unpicklable(clf), X, threat, max_cost=3.0, beam_width=4)
+    model = _Unpicklable(clf)
+    with use_runner(JoblibRunner(2)):
+        result = tabular_evasion(model, X, threat, max_cost=3.0, beam_width=4)
+    assert result.cost == serial.cost and result.queries == model.queries == serial.queries

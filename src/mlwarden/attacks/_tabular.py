@@ -9,6 +9,7 @@ attack) and never more often than its query budget allows.
 from __future__ import annotations
 
 import math
+import pickle
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -164,7 +165,7 @@ def tabular_evasion(
         max_changes=threat.max_changes, beam_width=beam_width, seed=seed,
     )  # fmt: skip
     rows = [(i, float(proba0[i, t_idx])) for i in attacked]
-    if limit is None and callable(getattr(model, "_spend", None)):
+    if limit is None and _travels(model):
         outcomes, stopped = searches.in_parallel(rows, queries_before + n_rows), False
     else:
         outcomes, stopped = searches.in_turn(rows, None if limit is None else limit - n_rows)
@@ -332,6 +333,22 @@ def _summarise(
         queries_per_success=queries / n_success if n_success else None,
         budget_exhausted=stopped,
     )
+
+
+def _travels(model: ModelAdapter) -> bool:
+    """Whether rows can be searched elsewhere: the current runner can copy ``model`` to its
+    workers (an ONNX session cannot be copied), and ``model`` can then be charged for the
+    queries its copies answered."""
+    if not callable(getattr(model, "_spend", None)):
+        return False
+    runner = current_runner()
+    if runner.name == "local" and runner.workers == 1:
+        return True  # searched in this process: nothing is copied
+    try:
+        pickle.dumps(model)
+    except (TypeError, AttributeError, pickle.PicklingError):
+        return False
+    return True
 
 
 def _query_limit(model: ModelAdapter, budget: int | None) -> int | None:
