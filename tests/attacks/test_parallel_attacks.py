@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from mlwarden._tasks import JoblibRunner, RayRunner, Runner, use_runner
-from mlwarden.attacks import bundled_threat_model, tabular_evasion
+from mlwarden.attacks import _tabular, bundled_threat_model, tabular_evasion
 from mlwarden.models import SklearnAdapter
 from tests.test_tasks import ray_cluster  # noqa: F401 (a Ray instance for this module)
 
@@ -38,7 +38,13 @@ def phishing() -> tuple[Any, pd.DataFrame]:
     return clf, d.X.iloc[2000:2040]
 
 
-@pytest.mark.usefixtures("ray_cluster")
+@pytest.fixture
+def row_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows go to the workers however few they are (the default keeps small searches here)."""
+    monkeypatch.setattr(_tabular, "_MIN_ROWS_PER_CHUNK", 1)
+
+
+@pytest.mark.usefixtures("ray_cluster", "row_chunks")
 def test_evasion_rows_give_the_same_flips_and_queries_on_every_runner(
     phishing: tuple[Any, pd.DataFrame],
 ) -> None:
@@ -134,6 +140,7 @@ class _Unpicklable(SklearnAdapter):
         self.lock = threading.Lock()
 
 
+@pytest.mark.usefixtures("row_chunks")
 def test_evasion_on_a_model_that_cannot_travel_searches_here(
     phishing: tuple[Any, pd.DataFrame],
 ) -> None:

@@ -33,6 +33,9 @@ __all__ = ["TabularEvasionResult", "tabular_evasion"]
 _N_EXAMPLES = 5
 #: Row chunks per worker when the rows are searched in parallel (to even out the workers).
 _CHUNKS_PER_WORKER = 4
+#: Fewer attacked rows than this per chunk are searched here: copying the model to a worker
+#: costs more than their search (measured on Phishing: ~3 ms a row, ~0.3 s a copy).
+_MIN_ROWS_PER_CHUNK = 100
 
 
 class TabularEvasionResult(AttackResult):
@@ -93,9 +96,10 @@ def tabular_evasion(
     per-feature costs and the restriction to realistic values follow Ballet et al.,
     "Imperceptible adversarial attacks on tabular data" (2019).
 
-    Without a query limit the rows are independent and are searched in parallel on the
-    current task runner (:func:`mlwarden._tasks.task_map`), with the same results; with one,
-    row after row, since each row's share of the budget depends on what the rows before spent.
+    Without a query limit the rows are independent and, when there are enough of them, are
+    searched in parallel on the current task runner (:func:`mlwarden._tasks.task_map`), with
+    the same results; with one, row after row, since each row's share of the budget depends
+    on what the rows before spent.
 
     Parameters
     ----------
@@ -165,8 +169,10 @@ def tabular_evasion(
         max_changes=threat.max_changes, beam_width=beam_width, seed=seed,
     )  # fmt: skip
     rows = [(i, float(proba0[i, t_idx])) for i in attacked]
-    if limit is None and _travels(model):
-        outcomes, stopped = searches.in_parallel(rows, queries_before + n_rows), False
+    workers = current_runner().workers
+    n_chunks = min(len(rows) // _MIN_ROWS_PER_CHUNK, workers * _CHUNKS_PER_WORKER)
+    if limit is None and workers > 1 and n_chunks > 1 and _travels(model):
+        outcomes, stopped = searches.in_parallel(rows, n_chunks, queries_before + n_rows), False
     else:
         outcomes, stopped = searches.in_turn(rows, None if limit is None else limit - n_rows)
     return _summarise(
@@ -226,15 +232,15 @@ class _Searches:
             stopped = search.refused
         return outcomes, stopped
 
-    def in_parallel(self, rows: list[tuple[int, float]], counted: int) -> list[Outcome]:
-        """Every row at once on the task runner (no budget: the rows are independent).
+    def in_parallel(
+        self, rows: list[tuple[int, float]], n_chunks: int, counted: int
+    ) -> list[Outcome]:
+        """The rows in ``n_chunks`` interleaved chunks on the task runner (no budget: the rows
+        are independent).
 
         Rows searched in other processes query copies of the model; their queries are then
         counted on ``self.model``, whose count must reach ``counted`` plus every row's queries.
         """
-        if not rows:
-            return []
-        n_chunks = min(len(rows), current_runner().workers * _CHUNKS_PER_WORKER)
         chunks = [rows[start::n_chunks] for start in range(n_chunks)]
 
         def run_chunk(chunk: list[tuple[int, float]]) -> list[Outcome]:
@@ -336,14 +342,10 @@ def _summarise(
 
 
 def _travels(model: ModelAdapter) -> bool:
-    """Whether rows can be searched elsewhere: the current runner can copy ``model`` to its
-    workers (an ONNX session cannot be copied), and ``model`` can then be charged for the
-    queries its copies answered."""
+    """Whether rows can be searched elsewhere: ``model`` can be copied to the runner's workers
+    (an ONNX session cannot), and then charged for the queries its copies answered."""
     if not callable(getattr(model, "_spend", None)):
         return False
-    runner = current_runner()
-    if runner.name == "local" and runner.workers == 1:
-        return True  # searched in this process: nothing is copied
     try:
         pickle.dumps(model)
     except (TypeError, AttributeError, pickle.PicklingError):
