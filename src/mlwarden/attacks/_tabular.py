@@ -32,7 +32,7 @@ __all__ = ["TabularEvasionResult", "tabular_evasion"]
 
 _N_EXAMPLES = 5
 #: Row chunks per worker when the rows are searched in parallel (to even out the workers).
-_CHUNKS_PER_WORKER = 4
+_CHUNKS_PER_WORKER = 2
 #: Fewer attacked rows than this per chunk are searched here: copying the model to a worker
 #: costs more than their search (measured on Phishing: ~3 ms a row, ~0.3 s a copy).
 _MIN_ROWS_PER_CHUNK = 100
