@@ -228,7 +228,8 @@ def _crafted(
     def craft(item: tuple[torch.Tensor, int]) -> torch.Tensor:
         batch, batch_seed = item
         threads = torch.get_num_threads()
-        torch.set_num_threads(1 if one_thread else threads)
+        if one_thread:
+            torch.set_num_threads(1)
         try:
             return craft_slowdown(
                 model, batch, eps=eps, norm=norm, steps=steps, step_size=step_size, clip=clip,

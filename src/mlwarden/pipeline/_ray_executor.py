@@ -18,10 +18,11 @@ from collections.abc import Callable
 from typing import Any
 
 from mlwarden._tasks import RayRunner, use_runner
-from mlwarden.lineage import LineageStore
+from mlwarden.lineage import LineageStore, Signer
 from mlwarden.pipeline._context import Output, RecordBuilder, StepContext
 from mlwarden.pipeline._dag import StepDef
-from mlwarden.pipeline._executor import LocalExecutor, Progress
+from mlwarden.pipeline._executor import LocalExecutor, Progress, RunResult
+from mlwarden.pipeline._spec import AnySpec
 
 #: How often the driver looks for a running step's progress messages, in seconds.
 _POLL_S = 0.2
@@ -92,6 +93,17 @@ class RayExecutor(LocalExecutor):
         if self._messages is None:
             self._messages = Queue()
         return self._messages
+
+    def run(
+        self, spec: AnySpec, signer: Signer | None = None, *, only: str | None = None
+    ) -> RunResult:
+        """:meth:`LocalExecutor.run`, then the progress queue's actor is let go."""
+        try:
+            return super().run(spec, signer, only=only)
+        finally:
+            if self._messages is not None:
+                self._messages.shutdown(force=True)  # every message was read
+                self._messages = None
 
     def _object(self, sha: str) -> Any:
         import ray
