@@ -88,10 +88,16 @@ class RayExecutor(LocalExecutor):
         self._messages: Any = None  # the Ray queue steps report progress on, made once
 
     def _queue(self) -> Any:
+        """The progress queue, on this process's node: a worker node lost mid-step takes
+        the step's task with it (Ray reruns it), never the queue."""
+        import ray
         from ray.util.queue import Queue
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         if self._messages is None:
-            self._messages = Queue()
+            here = ray.get_runtime_context().get_node_id()
+            strategy = NodeAffinitySchedulingStrategy(here, soft=False)
+            self._messages = Queue(actor_options={"num_cpus": 0, "scheduling_strategy": strategy})
         return self._messages
 
     def run(
