@@ -5,7 +5,9 @@ Runs, in one process, the three parallel workloads of issue 15 on each engine:
 * grid search: 8 candidates x 3 folds = 24 random-forest fits on UCI Adult (the train step's
   ``grid_search``);
 * LiRA with 16 reference models (random forests) on Adult;
-* the distillation curve: 6 budgets, one gradient-boosted surrogate each, on UCI Phishing.
+* the distillation curve: 6 budgets, one gradient-boosted surrogate each, on UCI Phishing;
+* evasion rows: the cheapest flip of each of the 6055 held-out Phishing rows (the search of
+  the audit's ``evasion`` check, no query limit) against a gradient-boosted model.
 
 Engines: ``JoblibRunner(1)`` (the baseline, in this process), ``JoblibRunner(2)`` (two local
 processes) and ``RayRunner`` on a real cluster built as Ray's test-suite builds one (a head that
@@ -108,6 +110,27 @@ def distillation_work() -> tuple[Callable[[], Any], int]:
     return work, len(budgets)
 
 
+def evasion_work() -> tuple[Callable[[], Any], int]:
+    from sklearn.ensemble import GradientBoostingClassifier
+
+    from mlwarden.attacks import bundled_threat_model, tabular_evasion
+    from mlwarden.models import SklearnAdapter
+
+    data = datasets.load("phishing")
+    order = np.random.default_rng(0).permutation(len(data.X))
+    X_train, y_train = data.X.iloc[order[:5000]], data.y.iloc[order[:5000]]
+    rows = data.X.iloc[order[5000:]]
+    target = GradientBoostingClassifier(n_estimators=100, random_state=0).fit(X_train, y_train)
+    threat = bundled_threat_model("phishing")
+
+    def work() -> Any:
+        model = SklearnAdapter(target)
+        result = tabular_evasion(model, rows, threat, max_cost=8.0, beam_width=8)
+        return result.cost, result.row_queries, result.queries, model.queries
+
+    return work, len(rows)
+
+
 def _timed(runner: Runner, work: Callable[[], Any]) -> tuple[float, Any]:
     with use_runner(runner):
         work()  # warm-up: worker processes and imports, as a long-lived executor has them
@@ -126,6 +149,7 @@ def main() -> int:
         "grid search (24 fits)": grid(X, y),
         "LiRA (16 references)": lira_work(X, y),
         "distillation (6 budgets)": distillation_work(),
+        "evasion (6055 rows)": evasion_work(),
     }
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
     for _ in range(2):

@@ -141,6 +141,7 @@ class _KillDuringTrain:
         self.cluster, self.victim = cluster, victim
         self.killer: threading.Thread | None = None
         self.joined: subprocess.Popen[bytes] | None = None
+        self.said: list[tuple[str, str]] = []
 
     def _replace_node(self) -> None:
         # Ray titles a worker process after the task it runs: wait until one runs the step
@@ -158,6 +159,7 @@ class _KillDuringTrain:
         pass
 
     def step_message(self, step: str, message: str) -> None:
+        self.said.append((step, message))
         if step == "train" and message == "running as a Ray task":
             self.killer = threading.Thread(target=self._replace_node)
             self.killer.start()
@@ -186,3 +188,5 @@ def test_a_pipeline_run_survives_losing_the_node_that_trains_and_records_each_st
     assert verify_store(store).ok
     started = [r.payload["step"] for r in store.records("execution_started")]
     assert sorted(started) == sorted(s.step for s in result.steps)  # nothing recorded twice
+    # The rerun's progress still reaches this display: the queue lives on the driver's node.
+    assert [m for step, m in progress.said if step == "train"][1:]

@@ -23,13 +23,33 @@ def ray_instance() -> Iterator[None]:
     ray.shutdown()
 
 
+class _Messages:
+    """A progress display that records every step message, in order."""
+
+    def __init__(self) -> None:
+        self.said: list[tuple[str, str]] = []
+
+    def step_started(self, step: str) -> None:
+        pass
+
+    def step_message(self, step: str, message: str) -> None:
+        self.said.append((step, message))
+
+    def step_finished(self, step: str, status: str, seconds: float) -> None:
+        pass
+
+
+_LocalRun = tuple[RunResult, list[dict[str, Any]], list[tuple[str, str]]]
+
+
 @pytest.fixture(scope="module")
-def local_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[RunResult, list[dict[str, Any]]]:
+def local_run(tmp_path_factory: pytest.TempPathFactory) -> _LocalRun:
     store = LineageStore(tmp_path_factory.mktemp("local") / "store")
-    result = LocalExecutor(store).run(parse_spec(FAST_SPEC))
+    progress = _Messages()
+    result = LocalExecutor(store, progress).run(parse_spec(FAST_SPEC))
     findings = _untimed(store, result)
     store.close()
-    return result, findings
+    return result, findings, progress.said
 
 
 def _untimed(store: LineageStore, result: RunResult) -> list[dict[str, Any]]:
@@ -38,34 +58,23 @@ def _untimed(store: LineageStore, result: RunResult) -> list[dict[str, Any]]:
     return [{k: v for k, v in f.items() if k != "wall_time_s"} for f in findings]
 
 
-class _Messages:
-    """A progress display that notes which steps said they ran as Ray tasks."""
-
-    def __init__(self) -> None:
-        self.on_ray: list[str] = []
-
-    def step_started(self, step: str) -> None:
-        pass
-
-    def step_message(self, step: str, message: str) -> None:
-        if message == "running as a Ray task":
-            self.on_ray.append(step)
-
-    def step_finished(self, step: str, status: str, seconds: float) -> None:
-        pass
-
-
 def test_a_ray_run_matches_a_local_run_and_a_local_rerun_is_all_cache_hits(
     ray_instance: None,
-    local_run: tuple[RunResult, list[dict[str, Any]]],
+    local_run: _LocalRun,
     store: LineageStore,
     fast_spec: PipelineSpec,
 ) -> None:
-    local, local_findings = local_run
+    local, local_findings, local_said = local_run
     progress = _Messages()
     on_ray = RayExecutor(store, progress).run(fast_spec)
     assert on_ray.status == "completed", on_ray.error
-    assert progress.on_ray == [s.step for s in on_ray.steps if s.step != "register"]
+    on_tasks = [step for step, message in progress.said if message == "running as a Ray task"]
+    assert on_tasks == [s.step for s in on_ray.steps if s.step != "register"]
+    # What the steps said on their Ray workers reached this process's display, as in a local run
+    # (register runs here, and names the signing key each store made).
+    said = [m for m in progress.said if m[1] != "running as a Ray task" and m[0] != "register"]
+    assert said == [m for m in local_said if m[0] != "register"]
+    assert any(step == "train" for step, _ in said)
     assert on_ray.model_version == "german@1"
     assert on_ray.artifacts["train.model"] == local.artifacts["train.model"]
     timed = {"audit.findings"}  # and everything downstream keys on it

@@ -41,6 +41,7 @@ import torch
 from pydantic import PrivateAttr
 
 from mlwarden._lp_ball import Norm, default_step, direction, norms
+from mlwarden._tasks import current_runner, item_seeds, task_map
 from mlwarden.attacks._result import AttackResult
 from mlwarden.errors import CapabilityError, DataError, ModelError, ParameterError
 from mlwarden.models import (
@@ -212,25 +213,33 @@ def _crafted(
 ) -> torch.Tensor:
     """:func:`~mlwarden.models.craft_slowdown` over ``x`` in batches, in eval mode.
 
+    The batches are independent work items on the task runner, each with its own seed
+    (:func:`item_seeds`), so the result does not depend on the engine or its worker count.
+    Workers get the network (its weights travel as tensors) and one torch thread each, so
+    that they do not fight over the cores; in this process the thread count is left alone.
     The training flag is restored afterwards.
     """
-    generator = torch.Generator().manual_seed(seed)
+    batches = list(torch.split(x, batch_size))
+    items = list(zip(batches, item_seeds(seed, len(batches)), strict=True))
+    one_thread = len(items) > 1 and current_runner().workers > 1
     was_training = model.training
     model.eval()
+
+    def craft(item: tuple[torch.Tensor, int]) -> torch.Tensor:
+        batch, batch_seed = item
+        threads = torch.get_num_threads()
+        if one_thread:
+            torch.set_num_threads(1)
+        try:
+            return craft_slowdown(
+                model, batch, eps=eps, norm=norm, steps=steps, step_size=step_size, clip=clip,
+                generator=torch.Generator().manual_seed(batch_seed),
+            )  # fmt: skip
+        finally:
+            torch.set_num_threads(threads)
+
     try:
-        parts = [
-            craft_slowdown(
-                model,
-                chunk,
-                eps=eps,
-                norm=norm,
-                steps=steps,
-                step_size=step_size,
-                clip=clip,
-                generator=generator,
-            )
-            for chunk in torch.split(x, batch_size)
-        ]
+        parts = task_map(craft, items)
     finally:
         model.train(was_training)
     return torch.cat(parts) if parts else x.clone()

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel
 
+from mlwarden._tasks import item_seeds, task_map
 from mlwarden.errors import DataError, ParameterError
 
 __all__ = ["FPR_LEVELS", "MembershipMetrics", "membership_metrics"]
@@ -21,6 +22,8 @@ __all__ = ["FPR_LEVELS", "MembershipMetrics", "membership_metrics"]
 FPR_LEVELS: tuple[float, ...] = (0.01, 0.001)
 
 _ROC_POINTS = 40
+#: Bootstrap resamples per work item: enough work to outweigh sending it to a worker.
+_RESAMPLES_PER_CHUNK = 25
 
 
 class MembershipMetrics(BaseModel):
@@ -62,6 +65,41 @@ def _point_metrics(
     return auc, tprs, balanced, fpr, tpr
 
 
+def _bootstrap(
+    labels: np.ndarray,
+    values: np.ndarray,
+    members: np.ndarray,
+    non_members: np.ndarray,
+    n_bootstrap: int,
+    seed: int,
+    levels: Sequence[float],
+) -> tuple[np.ndarray, np.ndarray]:
+    """AUCs and TPRs of ``n_bootstrap`` stratified resamples, in chunks on the task runner.
+
+    Each chunk of :data:`_RESAMPLES_PER_CHUNK` resamples draws from its own seed
+    (:func:`item_seeds`), so the resamples do not depend on the engine or its worker count.
+    """
+    starts = range(0, n_bootstrap, _RESAMPLES_PER_CHUNK)
+    sizes = [min(_RESAMPLES_PER_CHUNK, n_bootstrap - start) for start in starts]
+
+    def resample(item: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        chunk_seed, size = item
+        rng = np.random.default_rng(chunk_seed)
+        aucs, tprs = np.empty(size), np.empty((size, len(levels)))
+        for b in range(size):
+            idx = np.concatenate(
+                [
+                    rng.choice(members, size=len(members), replace=True),
+                    rng.choice(non_members, size=len(non_members), replace=True),
+                ]
+            )
+            aucs[b], tprs[b], *_ = _point_metrics(labels[idx], values[idx], levels)
+        return aucs, tprs
+
+    parts = task_map(resample, list(zip(item_seeds(seed, len(sizes)), sizes, strict=True)))
+    return np.concatenate([a for a, _ in parts]), np.concatenate([t for _, t in parts])
+
+
 def membership_metrics(
     is_member: Any,
     scores: Any,
@@ -82,7 +120,8 @@ def membership_metrics(
         Bootstrap resamples for the 95% percentile intervals; members and non-members are
         resampled separately (stratified), each with replacement.
     seed : int, default 0
-        Seeds the bootstrap.
+        Seeds the bootstrap (chunks of resamples, each seeded from it, run on the task
+        runner: the same intervals whatever the engine or worker count).
     fpr_levels : sequence of float
         FPRs at which to report the TPR, read off the ROC (``sklearn.metrics.roc_curve``) by
         linear interpolation. With fewer than ``1 / fpr`` non-members the figure is an
@@ -111,17 +150,9 @@ def membership_metrics(
 
     auc, tprs, balanced, fpr, tpr = _point_metrics(labels, values, fpr_levels)
 
-    rng = np.random.default_rng(seed)
-    boot_auc = np.empty(n_bootstrap)
-    boot_tpr = np.empty((n_bootstrap, len(fpr_levels)))
-    for b in range(n_bootstrap):
-        idx = np.concatenate(
-            [
-                rng.choice(members, size=len(members), replace=True),
-                rng.choice(non_members, size=len(non_members), replace=True),
-            ]
-        )
-        boot_auc[b], boot_tpr[b], *_ = _point_metrics(labels[idx], values[idx], fpr_levels)
+    boot_auc, boot_tpr = _bootstrap(
+        labels, values, members, non_members, n_bootstrap, seed, fpr_levels
+    )
 
     def interval(sample: np.ndarray) -> tuple[float, float]:
         lo, hi = np.percentile(sample, [2.5, 97.5])

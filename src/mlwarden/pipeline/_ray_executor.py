@@ -8,7 +8,8 @@ back as bytes and are stored by the driver exactly as a local run stores them, s
 and a local rerun share cache keys and artifact hashes. Independent work inside a step
 (reference models, surrogate fits) becomes further Ray tasks. A task lost with its node is
 run again by Ray (``max_retries``); its first attempt recorded nothing, so nothing is
-recorded twice.
+recorded twice. A step's progress messages travel back on a Ray queue that the driver reads
+while the task runs, so a Ray run shows the same messages as a local one.
 """
 
 from __future__ import annotations
@@ -17,10 +18,14 @@ from collections.abc import Callable
 from typing import Any
 
 from mlwarden._tasks import RayRunner, use_runner
-from mlwarden.lineage import LineageStore
+from mlwarden.lineage import LineageStore, Signer
 from mlwarden.pipeline._context import Output, RecordBuilder, StepContext
 from mlwarden.pipeline._dag import StepDef
-from mlwarden.pipeline._executor import LocalExecutor, Progress
+from mlwarden.pipeline._executor import LocalExecutor, Progress, RunResult
+from mlwarden.pipeline._spec import AnySpec
+
+#: How often the driver looks for a running step's progress messages, in seconds.
+_POLL_S = 0.2
 
 _StepResult = tuple[
     dict[str, Output] | None, dict[str, Output], list[RecordBuilder], BaseException | None
@@ -33,12 +38,18 @@ def _run_step(
     params: dict[str, Any],
     run: dict[str, Any],
     inputs: dict[str, Any],
+    messages: Any,
 ) -> _StepResult:
-    """A step on a Ray worker: what it produced, kept and recorded, or the error it raised."""
+    """A step on a Ray worker: what it produced, kept and recorded, or the error it raised.
+
+    Its progress messages go on ``messages`` (a Ray queue), which the driver reads while it
+    waits for the task."""
     import ray
 
     data = dict(zip(inputs, ray.get(list(inputs.values())), strict=True))
-    ctx = StepContext(step=step, params=params, run=run, _read=data.__getitem__)
+    ctx = StepContext(
+        step=step, params=params, run=run, _read=data.__getitem__, _progress=messages.put
+    )
     with use_runner(RayRunner()):
         try:
             produced: dict[str, Output] | None = fn(ctx)
@@ -84,6 +95,31 @@ class RayExecutor(LocalExecutor):
         super().__init__(store, progress, runner)
         self.max_retries = max_retries
         self._objects: dict[str, Any] = {}  # artifact hash -> Ray object, put once per run
+        self._messages: Any = None  # the Ray queue steps report progress on, made once
+
+    def _queue(self) -> Any:
+        """The progress queue, on this process's node: a worker node lost mid-step takes
+        the step's task with it (Ray reruns it), never the queue."""
+        import ray
+        from ray.util.queue import Queue
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        if self._messages is None:
+            here = ray.get_runtime_context().get_node_id()
+            strategy = NodeAffinitySchedulingStrategy(here, soft=False)
+            self._messages = Queue(actor_options={"num_cpus": 0, "scheduling_strategy": strategy})
+        return self._messages
+
+    def run(
+        self, spec: AnySpec, signer: Signer | None = None, *, only: str | None = None
+    ) -> RunResult:
+        """:meth:`LocalExecutor.run`, then the progress queue's actor is let go."""
+        try:
+            return super().run(spec, signer, only=only)
+        finally:
+            if self._messages is not None:
+                self._messages.shutdown(force=True)  # every message was read
+                self._messages = None
 
     def _object(self, sha: str) -> Any:
         import ray
@@ -105,9 +141,14 @@ class RayExecutor(LocalExecutor):
         inputs = {role: self._object(sha) for role, sha in input_sha.items()}
         task = ray.remote(max_retries=self.max_retries)(_run_step)
         ctx.progress("running as a Ray task")
-        produced, kept, records, error = ray.get(
-            task.remote(step.fn, step.name, ctx.params, run, inputs)
-        )
+        messages = self._queue()
+        running = task.remote(step.fn, step.name, ctx.params, run, inputs, messages)
+        done: list[Any] = []
+        while not done:  # show the step's messages as they come, as a local run does
+            done, _ = ray.wait([running], timeout=_POLL_S)
+            while not messages.empty():
+                ctx.progress(messages.get_nowait())
+        produced, kept, records, error = ray.get(running)
         ctx.kept.update(kept)
         ctx.records.extend(records)
         if error is not None:
