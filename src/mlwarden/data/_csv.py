@@ -51,6 +51,8 @@ def _parsing(name: str) -> Iterator[None]:
 
     try:
         yield
+    except DataError:
+        raise
     except pd.errors.EmptyDataError:
         raise DataError(f"{name} is empty: expected a header line and data rows") from None
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
