@@ -148,7 +148,7 @@ def test_a_batch_size_below_one_row_is_refused(tmp_path: Path) -> None:
 
 TOKENS = ["1", "-2", "007", "1.5", "-3e2", "", "NA", "True", "false", "x", "inf"]
 TOKENS += ["9223372036854775808", "18446744073709551615", "-18446744073709551616"]
-TOKENS += ["184467440737095516150"]
+TOKENS += ["184467440737095516150", "1e400", " 5"]
 
 
 @settings(
