@@ -154,6 +154,7 @@ _EMPTY, _INT, _NEGATIVE, _UINT, _BIGINT = "empty", "int", "negative", "uint", "b
 _FLOAT, _BOOL, _BOOL_NA, _TEXT = "float", "bool", "bool_na", "text"
 _RAW_TEXT = "raw_text"  # text with no missing values: what pandas leaves after a failed uint64
 _INT64_LIMIT = 2.0**63
+_INT64_DIGITS = 19  # the fewest digits of an integer outside int64
 # How pass 2 reads each whole-file kind; the others are read as pandas likes and boxed to object.
 _READ_AS: dict[str, Any] = {
     _INT: "int64",
@@ -194,7 +195,9 @@ def _beyond_int64(column: pd.Series) -> bool:
     if kind == "f":
         return bool((column.abs() >= _INT64_LIMIT).any())
     text = column.dropna().astype(str)
-    return bool(len(text)) and bool(text.str.fullmatch(r"[+-]?\d{19,}").any())
+    if not len(text) or text.str.len().max() < _INT64_DIGITS:
+        return False
+    return bool(text.str.fullmatch(rf"\s*[+-]?\d{{{_INT64_DIGITS},}}\s*").any())
 
 
 def _overflow_kinds(path: Path, name: str, sep: str, columns: set[str]) -> dict[str, str]:
