@@ -3,7 +3,7 @@
 The separator is detected from the header and the first lines (the candidate that splits them
 all into the same, largest number of fields), unless the caller names it. A file with a header
 and no data rows is an error that says so, rather than a table that fails later for no clear
-reason.
+reason. A big file streams in batches (``csv_batches``) typed exactly as the file read whole.
 """
 
 from __future__ import annotations
@@ -108,10 +108,12 @@ def csv_batches(
     final = {column: _whole_file_kind(found) for column, found in kinds.items()}
     final.update(_overflow_kinds(path, name, sep, overflow))
     boxed = [column for column, kind in final.items() if kind in (_BOOL_NA, _BIGINT)]
-    big = [column for column, kind in final.items() if kind == _BIGINT]
+    big = [column for column, kind in final.items() if kind in (_UINT, _BIGINT)]
     for batch in _read_batches(path, name, sep, rows, _fixed_types(final)):
-        for column in big:
+        for column in big:  # Python's int reads them as pandas does, padding and all
             batch[column] = batch[column].map(int, na_action="ignore")
+            if final[column] == _UINT:
+                batch[column] = batch[column].astype("uint64")
         if boxed:
             batch[boxed] = batch[boxed].astype(object)
         yield batch
@@ -150,7 +152,7 @@ def _fixed_types(final: dict[str, str]) -> dict[str, Any]:
 
 
 # What one batch of a column looked like to pandas' inference.
-_EMPTY, _INT, _NEGATIVE, _UINT, _BIGINT = "empty", "int", "negative", "uint", "bigint"
+_EMPTY, _INT, _UINT, _BIGINT = "empty", "int", "uint", "bigint"
 _FLOAT, _BOOL, _BOOL_NA, _TEXT = "float", "bool", "bool_na", "text"
 _RAW_TEXT = "raw_text"  # text with no missing values: what pandas leaves after a failed uint64
 _INT64_LIMIT = 2.0**63
@@ -158,7 +160,7 @@ _INT64_DIGITS = 19  # the fewest digits of an integer outside int64
 # How pass 2 reads each whole-file kind; the others are read as pandas likes and boxed to object.
 _READ_AS: dict[str, Any] = {
     _INT: "int64",
-    _UINT: "uint64",
+    _UINT: str,  # then each value to a Python int, then uint64
     _FLOAT: "float64",
     _BOOL: "bool",
     _TEXT: str,
@@ -171,7 +173,7 @@ def _batch_kind(column: pd.Series) -> str:
     """The kind of one batch of a column, as pandas inferred it."""
     kind = column.dtype.kind
     if kind == "i":
-        return _NEGATIVE if bool((column < 0).any()) else _INT
+        return _INT
     if kind == "u":
         return _UINT
     if kind == "f":
@@ -220,16 +222,16 @@ def _overflow_kinds(path: Path, name: str, sep: str, columns: set[str]) -> dict[
         kind = _batch_kind(frame[column])
         if kind == _TEXT and frame[column].isin(STR_NA_VALUES).any():
             kind = _RAW_TEXT
-        found[column] = _INT if kind == _NEGATIVE else _FLOAT if kind == _EMPTY else kind
+        found[column] = _FLOAT if kind == _EMPTY else kind
     return found
 
 
 def _whole_file_kind(kinds: set[str]) -> str:
     """The kind pandas gives the whole column, from the kinds of its batches.
 
-    pandas tries int64 (uint64, then Python ints, on overflow), float64, bool, text, in that
-    order, on all the values at once: missing values rule out the integers, and
-    a mixture the next type cannot hold falls through to text.
+    For a column with no integer outside int64, pandas tries int64, float64, bool and text, in
+    that order, on all the values at once: a missing value rules out int64 (and makes a bool
+    column object, as does a batch that is all missing), True next to a number is text.
     """
     if _TEXT in kinds:
         return _TEXT
@@ -237,10 +239,4 @@ def _whole_file_kind(kinds: set[str]) -> str:
         if kinds - {_BOOL, _BOOL_NA, _EMPTY}:
             return _TEXT  # True next to a number is neither bool nor number
         return _BOOL if kinds == {_BOOL} else _BOOL_NA
-    if kinds & {_FLOAT, _EMPTY}:
-        return _FLOAT
-    if _BIGINT in kinds:
-        return _BIGINT
-    if _UINT in kinds:
-        return _TEXT if _NEGATIVE in kinds else _UINT
-    return _INT
+    return _FLOAT if kinds & {_FLOAT, _EMPTY} else _INT
