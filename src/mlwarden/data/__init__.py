@@ -9,7 +9,7 @@ from mlwarden.data._bias import (
     group_stats,
     label_balance,
 )
-from mlwarden.data._csv import detect_separator, read_csv_table
+from mlwarden.data._csv import csv_batches, detect_separator, read_csv_table
 from mlwarden.data._datasets import Dataset, list_corpora, list_datasets, load, load_text
 from mlwarden.data._drift import (
     ColumnDrift,
@@ -104,7 +104,7 @@ __all__ = [
     "widen",
 ]
 
-__all__ += ["REASONS_COLUMN", "ROW_COLUMN", "list_corpora", "load_text"]
+__all__ += ["REASONS_COLUMN", "ROW_COLUMN", "csv_batches", "list_corpora", "load_text"]
 __all__ += [
     "DUPLICATE_REASON",
     "TableCheck",
