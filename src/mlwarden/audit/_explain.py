@@ -268,7 +268,7 @@ class Explainer:
         both = pd.concat([self.background[self.columns], rows], ignore_index=True)
         vocab = [pd.unique(both[c]) for c in self.columns]
         codes = np.column_stack(
-            [pd.Index(v).get_indexer(both[c]) for v, c in zip(vocab, self.columns, strict=True)]
+            [pd.Index(v).get_indexer(pd.Index(both[c])) for v, c in zip(vocab, self.columns, strict=True)]
         ).astype(np.float64)
         dtypes, column, n_bg = self.background.dtypes, self.class_index, len(self.background)
 
