@@ -209,6 +209,18 @@ def decisions_show(
         for c in row.contributions:
             table.add_row(c.feature, str(c.value), str(c.typical), f"{c.delta:+.4f}")
         out.print(table)
+        if row.shap is not None:
+            e = row.shap
+            out.print(
+                f"SHAP ({e.method}, {e.output} of {row.label!r}): base {e.base_value:+.4f} "
+                f"+ values = {e.model_output:+.4f}"
+            )
+            shap_table = Table(title_justify="left")
+            for column in ("feature", "value", "SHAP"):
+                shap_table.add_column(column)
+            for v in e.values[:5]:
+                shap_table.add_row(v.feature, str(v.value), f"{v.shap:+.4f}")
+            out.print(shap_table)
     for f in found.feedback:
         out.print(f"feedback by {f['analyst']} at {f['created_at']}: {f['labels']}")
     return 0 if found.reproduced else 1
