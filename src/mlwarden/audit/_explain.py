@@ -267,9 +267,9 @@ class Explainer:
         rows = X[self.columns].reset_index(drop=True)
         both = pd.concat([self.background[self.columns], rows], ignore_index=True)
         vocab = [pd.unique(both[c]) for c in self.columns]
-        codes = np.column_stack(
-            [pd.Index(v).get_indexer(pd.Index(both[c])) for v, c in zip(vocab, self.columns, strict=True)]
-        ).astype(np.float64)
+        cols = enumerate(self.columns)
+        coded = [pd.Index(vocab[j]).get_indexer(pd.Index(both[c])) for j, c in cols]
+        codes = np.column_stack(coded).astype(np.float64)
         dtypes, column, n_bg = self.background.dtypes, self.class_index, len(self.background)
 
         def answer(coded: np.ndarray) -> np.ndarray:
