@@ -51,7 +51,7 @@ def test_a_key_is_printed_once_and_only_its_hash_is_kept(store_dir: Path, tmp_pa
     revoked = mlwarden("keys", "revoke", key_id, "--store", str(store_dir), cwd=tmp_path)
     assert revoked.returncode == 0 and f"revoked {key_id}" in revoked.stdout
     bad = mlwarden("keys", "create", "--role", "root", "--store", str(store_dir), cwd=tmp_path)
-    assert bad.returncode == 2 and "predict, feedback or admin" in bad.stderr
+    assert bad.returncode == 2 and "predict, feedback, explain or admin" in bad.stderr
 
 
 def test_a_past_decision_is_reproduced_and_explained(store_dir: Path, tmp_path: Path) -> None:

@@ -101,18 +101,18 @@ def serve_command(
 
 @keys_app.command("create")
 def keys_create(
-    role: Annotated[str, typer.Option("--role", help="predict, feedback or admin.")],
+    role: Annotated[str, typer.Option("--role", help="predict, feedback, explain or admin.")],
     name: Annotated[str, typer.Option("--name", help="Who or what holds the key.")] = "",
     store: StoreOpt = Path(".mlwarden"),
 ) -> int:
     """Create a key; it is printed once and only its hash is stored."""
     from mlwarden.serve import KeyStore
 
-    if role not in ("predict", "feedback", "admin"):
-        raise typer.BadParameter(f"role must be predict, feedback or admin, got {role!r}")
+    if role not in ("predict", "feedback", "explain", "admin"):
+        raise typer.BadParameter(f"role must be predict, feedback, explain or admin, got {role!r}")
     keys = KeyStore(_serve_db(store))
     try:
-        chosen: Literal["predict", "feedback", "admin"] = role  # type: ignore[assignment]
+        chosen: Literal["predict", "feedback", "explain", "admin"] = role  # type: ignore[assignment]
         key = keys.create(chosen, name or role)
     finally:
         keys.close()
