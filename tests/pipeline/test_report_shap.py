@@ -11,25 +11,23 @@ from mlwarden.lineage import LineageStore
 from mlwarden.pipeline import LocalExecutor, build_report, parse_spec
 from mlwarden.pipeline._report import EXPLAIN_ROWS
 from mlwarden.report import render_html
+from tests.serve.test_app import SPEC
 
-SPEC = """\
-name: shap_report
-data: {dataset: phishing, label: Result, positive: phishing}
-split: {test_size: 0.3, seed: 1}
-train:
-  estimator: ESTIMATOR
-  params: PARAMS
-  cv: 2
-  n_jobs: 1
-checks:
-  - {check: attribution_share, max_share: 0.95, rows: 300, n_repeats: 1}
-register: {name: shap_report}
-"""
+# the server tests' phishing spec, with the estimator swapped and the attribution check added
+CHECK = "  - {check: attribution_share, max_share: 0.95, rows: 300, n_repeats: 1}\n"
+
+
+def _spec(estimator: str, params: str) -> str:
+    return (
+        SPEC.replace("estimator: logistic_regression", f"estimator: {estimator}")
+        .replace("params: {max_iter: 1000, C: REPLACE_C}", f"params: {params}")
+        .replace("checks:\n", "checks:\n" + CHECK)
+    )
 
 
 def _run(root: Path, estimator: str, params: str) -> tuple[LineageStore, object, object]:
     store = LineageStore(root)
-    spec = parse_spec(SPEC.replace("ESTIMATOR", estimator).replace("PARAMS", params))
+    spec = parse_spec(_spec(estimator, params))
     result = LocalExecutor(store).run(spec)
     assert result.status == "completed", result.error
     return store, spec, result
