@@ -173,6 +173,7 @@ class Explainer:
         self._prep: Any = None
         self._final: Any = None
         self._groups: list[list[int]] | None = None
+        self._mean: np.ndarray | None = None  # the linear explainer's background mean
         self._choose(getattr(model, "estimator", None))
 
     def _choose(self, estimator: Any) -> None:
@@ -238,7 +239,9 @@ class Explainer:
         w, b = coef[row], intercept[row]
         if coef.shape[0] == 1 and self.class_index == 0:  # binary: class 0 has the negated score
             w, b = -w, -b
-        mean = self._space(self.background).mean(axis=0)
+        if self._mean is None:
+            self._mean = self._space(self.background).mean(axis=0)
+        mean = self._mean
         values = (self._space(X) - mean) * w
         return float(w @ mean + b), self._to_columns(values)
 
