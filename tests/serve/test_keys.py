@@ -69,7 +69,7 @@ def test_a_key_is_shown_once_and_its_secret_is_nowhere_in_the_database(db: Path)
 
 def test_each_key_is_distinct_and_authenticates_to_its_principal(keys: KeyStore) -> None:
     made = {role: keys.create(role, f"{role} user") for role in ROLES}
-    assert len(set(made.values())) == 3
+    assert len(set(made.values())) == len(ROLES) == 4
     for role, key in made.items():
         principal = keys.authenticate(key)
         assert isinstance(principal, Principal)
@@ -85,9 +85,10 @@ def test_admin_implies_every_role_and_others_only_their_own(keys: KeyStore) -> N
         assert principal is not None
         return {r for r in ROLES if principal.allows(r)}
 
-    assert allowed("admin") == {"predict", "feedback", "admin"}
+    assert allowed("admin") == {"predict", "feedback", "explain", "admin"}
     assert allowed("predict") == {"predict"}
     assert allowed("feedback") == {"feedback"}
+    assert allowed("explain") == {"explain"}
 
 
 def test_a_revoked_key_is_rejected_at_once_and_stays_on_record(keys: KeyStore) -> None:

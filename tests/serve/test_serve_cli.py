@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
@@ -50,7 +51,7 @@ def test_a_key_is_printed_once_and_only_its_hash_is_kept(store_dir: Path, tmp_pa
     revoked = mlwarden("keys", "revoke", key_id, "--store", str(store_dir), cwd=tmp_path)
     assert revoked.returncode == 0 and f"revoked {key_id}" in revoked.stdout
     bad = mlwarden("keys", "create", "--role", "root", "--store", str(store_dir), cwd=tmp_path)
-    assert bad.returncode == 2 and "predict, feedback or admin" in bad.stderr
+    assert bad.returncode == 2 and "predict, feedback, explain or admin" in bad.stderr
 
 
 def test_a_past_decision_is_reproduced_and_explained(store_dir: Path, tmp_path: Path) -> None:
@@ -76,6 +77,15 @@ def test_a_past_decision_is_reproduced_and_explained(store_dir: Path, tmp_path: 
     assert len(only["contributions"]) == 5
     deltas = [abs(c["delta"]) for c in only["contributions"]]
     assert deltas == sorted(deltas, reverse=True)  # the features the decision rested on first
+    # SHAP of the answered class: every input column, largest first, adding up to the
+    # model's log-odds for that class (the served model is a logistic regression)
+    shap = only["shap"]
+    values = [v["shap"] for v in shap["values"]]
+    assert (shap["method"], shap["output"]) == ("linear", "log-odds") and len(values) == 23
+    assert [abs(v) for v in values] == sorted(map(abs, values), reverse=True)
+    p = only["probability"]
+    assert shap["base_value"] + sum(values) == pytest.approx(np.log(p / (1 - p)), abs=1e-6)
+    assert "SHAP (linear, log-odds of" in shown.stdout
     missing = mlwarden("decisions", "show", "0" * 32, "--store", str(store_dir), cwd=tmp_path)
     assert missing.returncode == 4 and "no decision" in missing.stderr
 

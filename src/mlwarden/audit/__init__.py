@@ -13,6 +13,7 @@ from mlwarden.audit._checks import (
 from mlwarden.audit._defaults import CHECK_GROUPS, DEFAULT_GROUPS
 from mlwarden.audit._dp_audit import DpAudit
 from mlwarden.audit._evasion import DecisionBoundary, Evasion, evasion, load_threat_model
+from mlwarden.audit._explain import Explainer, Explanation
 from mlwarden.audit._extraction import Extraction
 from mlwarden.audit._fairness import DemographicParity, EqualOpportunity, GroupFairness
 from mlwarden.audit._gate import GateMode, GateResult, OnInconclusive, apply_gate
@@ -47,6 +48,8 @@ __all__ = [
     "DpAudit",
     "EqualOpportunity",
     "Evasion",
+    "Explainer",
+    "Explanation",
     "Extraction",
     "FeatureImportance",
     "Finding",

@@ -101,18 +101,18 @@ def serve_command(
 
 @keys_app.command("create")
 def keys_create(
-    role: Annotated[str, typer.Option("--role", help="predict, feedback or admin.")],
+    role: Annotated[str, typer.Option("--role", help="predict, feedback, explain or admin.")],
     name: Annotated[str, typer.Option("--name", help="Who or what holds the key.")] = "",
     store: StoreOpt = Path(".mlwarden"),
 ) -> int:
     """Create a key; it is printed once and only its hash is stored."""
     from mlwarden.serve import KeyStore
 
-    if role not in ("predict", "feedback", "admin"):
-        raise typer.BadParameter(f"role must be predict, feedback or admin, got {role!r}")
+    if role not in ("predict", "feedback", "explain", "admin"):
+        raise typer.BadParameter(f"role must be predict, feedback, explain or admin, got {role!r}")
     keys = KeyStore(_serve_db(store))
     try:
-        chosen: Literal["predict", "feedback", "admin"] = role  # type: ignore[assignment]
+        chosen: Literal["predict", "feedback", "explain", "admin"] = role  # type: ignore[assignment]
         key = keys.create(chosen, name or role)
     finally:
         keys.close()
@@ -209,6 +209,18 @@ def decisions_show(
         for c in row.contributions:
             table.add_row(c.feature, str(c.value), str(c.typical), f"{c.delta:+.4f}")
         out.print(table)
+        if row.shap is not None:
+            e = row.shap
+            out.print(
+                f"SHAP ({e.method}, {e.output} of {row.label!r}): base {e.base_value:+.4f} "
+                f"+ values = {e.model_output:+.4f}"
+            )
+            shap_table = Table(title_justify="left")
+            for column in ("feature", "value", "SHAP"):
+                shap_table.add_column(column)
+            for v in e.values[:5]:
+                shap_table.add_row(v.feature, str(v.value), f"{v.shap:+.4f}")
+            out.print(shap_table)
     for f in found.feedback:
         out.print(f"feedback by {f['analyst']} at {f['created_at']}: {f['labels']}")
     return 0 if found.reproduced else 1

@@ -108,12 +108,19 @@ def train(ctx: StepContext) -> Outputs:
     }
 
 
+def model_adapter(
+    model: bytes, imported: dict[str, Any] | None, feature_names: list[str] | None = None
+) -> ModelAdapter:
+    """A run's model: trained here (skops), or imported (skops or ONNX, as recorded)."""
+    if imported is not None:
+        return adapter_for(model, imported["media_type"], feature_names)
+    return SklearnAdapter(loads_model(model))
+
+
 def _adapter(ctx: StepContext, feature_names: list[str] | None = None) -> ModelAdapter:
-    """The step's model: trained here (skops), or imported (skops or ONNX, as recorded)."""
-    if "imported" in ctx.run["input_sha"]:
-        imported = ctx.json("imported")
-        return adapter_for(ctx.input("model"), imported["media_type"], feature_names)
-    return SklearnAdapter(loads_model(ctx.input("model")))
+    """The step's model (see :func:`model_adapter`)."""
+    imported = ctx.json("imported") if "imported" in ctx.run["input_sha"] else None
+    return model_adapter(ctx.input("model"), imported, feature_names)
 
 
 def evaluate(ctx: StepContext) -> Outputs:

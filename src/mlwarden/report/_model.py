@@ -77,3 +77,6 @@ class RunReport(BaseModel):
     # For ``mlwarden audit`` reports: what was audited (registered: run, spec, lineage head,
     # artifacts, signer; a model file: registered False). None for a pipeline run.
     audited: dict[str, Any] | None = None
+    # SHAP on a sample of held-out rows: method, output, rows, and mean |SHAP| per input column
+    # (largest first); {"error": ...} when the model could not be explained.
+    explanations: dict[str, Any] | None = None

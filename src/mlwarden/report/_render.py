@@ -61,7 +61,7 @@ def render_html(report: RunReport, figure_cache: Path | None = None) -> str:
     Figures depend only on their data, so with ``figure_cache`` a rerun whose results did not
     change reuses them instead of drawing again.
     """
-    figs: dict[str, str | None] = {"checks": None, "confusion": None, "roc": None}
+    figs: dict[str, str | None] = {"checks": None, "confusion": None, "roc": None, "shap": None}
     if report.checks:
         data = [c.model_dump(exclude={"wall_time_s"}) for c in report.checks]
         figs["checks"] = _figure(figure_cache, "checks", data, lambda: checks_png(report.checks))
@@ -93,7 +93,26 @@ def render_html(report: RunReport, figure_cache: Path | None = None) -> str:
         for check in report.checks
         if (bars := check.details.get("bars")) and bars.get("labels")
     ]
-    return _env.from_string(_TEMPLATE).render(r=report, figs=figs, curves=curves)
+    explained = report.explanations or {}
+    shap = explained.get("mean_abs") or []
+    if shap:
+        bars = {
+            "labels": [f["feature"] for f in shap[:15]],
+            "values": [f["value"] for f in shap[:15]],
+            "xlabel": f"mean |SHAP| ({explained.get('output')}, held-out sample)",
+        }
+        figs["shap"] = _figure(
+            figure_cache, "bars", ["shap", bars], partial(_draw_bars, "SHAP", bars)
+        )
+    permutation = {
+        i["feature"]: i["importance"]
+        for c in report.checks
+        if c.check == "attribution_share"
+        for i in c.details.get("importances", [])
+    }
+    return _env.from_string(_TEMPLATE).render(
+        r=report, figs=figs, curves=curves, permutation=permutation
+    )
 
 
 _PARTIAL = ".partial-"

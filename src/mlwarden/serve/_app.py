@@ -27,7 +27,12 @@ from mlwarden.errors import GuardError
 from mlwarden.serve import _errors
 from mlwarden.serve._admission import Admission
 from mlwarden.serve._api import PredictResponse
-from mlwarden.serve._endpoints import add_feedback_and_admin, add_probes
+from mlwarden.serve._endpoints import (
+    ExplainResponse,
+    add_feedback_and_admin,
+    add_probes,
+    explain_endpoint,
+)
 from mlwarden.serve._guarded import Guarded
 from mlwarden.serve._limits import BodyLimit
 from mlwarden.serve._metrics import Measure
@@ -73,4 +78,11 @@ def create_app(g: Guarded) -> FastAPI:
         responses=_errors.responses(400, 401, 403, 413, 422, 429, 503),
     )(predict_endpoint(g, admission, request_model(g.schema, max_rows)))
     add_feedback_and_admin(app, g, admission)
+    if deployment.guards.explain.enabled:
+        app.post(
+            "/v1/explain",
+            response_model=ExplainResponse,
+            tags=["explain"],
+            responses=_errors.responses(400, 401, 403, 413, 422, 429, 501, 503),
+        )(explain_endpoint(g, admission, request_model(g.schema, max_rows)))
     return app

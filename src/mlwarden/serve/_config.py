@@ -95,6 +95,22 @@ class SlowdownGuard(_Strict):
     on_error: OnError = "closed"
 
 
+class ExplainGuard(_Strict):
+    """``/v1/explain``: SHAP values for keys with the ``explain`` role, within their own budget.
+
+    An explanation of a row reveals about one number per input column plus the base value,
+    as much as ``d + 1`` predictions (a linear model's SHAP values are ``w_i * (x_i - mean_i)``:
+    Milli et al. 2019 rebuild a model from a few), so each explained row spends ``d + 1`` rows
+    of the key's rate limit, goes through the extraction guard like a prediction, and counts
+    toward the key's ``max_explanations`` per ``window_s``; going past it raises an extraction
+    alarm (the extraction guard's action: block, throttle, or log and answer 429).
+    """
+
+    enabled: bool = True
+    max_explanations: int = Field(default=20, ge=1)
+    window_s: float = Field(default=3600.0, gt=0)
+
+
 class SchemaGuard(_Strict):
     """Request rows are validated against the training schema (422 naming the field).
 
@@ -165,6 +181,7 @@ class Guards(_Strict):
     slowdown: SlowdownGuard = Field(default_factory=SlowdownGuard)
     model: ModelPolicy = Field(default_factory=ModelPolicy)
     decisions: DecisionLogGuard = Field(default_factory=DecisionLogGuard)
+    explain: ExplainGuard = Field(default_factory=ExplainGuard)
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 

@@ -1,18 +1,32 @@
 """The server's endpoints besides ``/v1/predict``: the probes, Prometheus metrics, analyst
-feedback, a logged decision and lifting a client's block."""
+feedback, a logged decision, lifting a client's block, and SHAP explanations."""
 
+import uuid
+from collections import deque
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Response
 from fastapi.responses import PlainTextResponse
+from pydantic import BaseModel
 
-from mlwarden.errors import DataError, RecordNotFoundError, StoreError
+from mlwarden.errors import DataError, MlwardenError, RecordNotFoundError, StoreError
 from mlwarden.serve import _errors
 from mlwarden.serve._admission import Admission, retry_after
 from mlwarden.serve._api import DecisionLogState, FeedbackRequest, FeedbackResponse, Readiness
 from mlwarden.serve._efficacy_monitor import EfficacyMonitor
+from mlwarden.serve._guard_run import GuardRun
 from mlwarden.serve._guarded import Guarded
 from mlwarden.serve._keys import Principal
+from mlwarden.serve._predict import (
+    ALARM_HEADER,
+    FAIL_OPEN_HEADER,
+    MODEL_HEADER,
+    REQUEST_ID_HEADER,
+)
+from mlwarden.serve._runtime import Router
+from mlwarden.serve._schema import rows_of
+from mlwarden.serve._watch import Watchers
 
 
 def add_probes(app: FastAPI, g: Guarded, admission: Admission) -> None:
@@ -144,3 +158,136 @@ def add_feedback_and_admin(app: FastAPI, g: Guarded, admission: Admission) -> No
         g.blocked.discard(client)
         g.throttled.discard(client)
         return {"client": client, "was_restricted": was}
+
+
+class Explained(BaseModel):
+    """One row's answer and its SHAP value per input column."""
+
+    label: str
+    values: dict[str, float]
+
+
+class ExplainResponse(BaseModel):
+    """The answer to ``/v1/explain``: ``base_value + sum(values)`` is the explained output
+    (``output``: the probability or log-odds of ``explained_class``) of each row."""
+
+    request_id: str
+    model: str
+    method: str
+    output: str
+    explained_class: str
+    base_value: float
+    explanations: list[Explained]
+
+
+class ExplainBudget:
+    """Each client's explanations in the last ``window_s`` seconds, against its allowance."""
+
+    def __init__(self, allowed: int, window_s: float, clock: Callable[[], float]) -> None:
+        self.allowed, self.window_s, self.clock = allowed, window_s, clock
+        self._spent: dict[str, deque[float]] = {}
+
+    def left(self, client: str) -> int:
+        """Explanations ``client`` may still ask for in the current window."""
+        spent = self._spent.setdefault(client, deque())
+        while spent and spent[0] <= self.clock() - self.window_s:
+            spent.popleft()
+        return self.allowed - len(spent)
+
+    def spend(self, client: str, n: int) -> None:
+        """Record ``n`` explanations given to ``client`` now."""
+        self._spent.setdefault(client, deque()).extend([self.clock()] * n)
+
+    def retry_s(self, client: str) -> float:
+        """Seconds until ``client``'s oldest explanation in the window expires."""
+        spent = self._spent.get(client)
+        return self.window_s - (self.clock() - spent[0]) if spent else 0.0
+
+
+def explain_endpoint(
+    g: Guarded, admission: Admission, body: type[BaseModel]
+) -> Callable[..., ExplainResponse]:
+    """The ``/v1/explain`` handler: SHAP values of each row, within the key's budget, with
+    every row screened by the extraction guard as a prediction would be."""
+    policy = g.deployment.guards.explain
+    watchers = Watchers(g, admission)
+    router = Router([r.weight for r in g.deployment.routes], g.deployment.name)
+    features = g.schema.features
+    cost = len(features) + 1  # an explained row reveals one number per column and the base
+    budget = ExplainBudget(policy.max_explanations, policy.window_s, g.clock)
+
+    def refuse_over_budget(client: str, n: int) -> None:
+        left = budget.left(client)
+        if n <= left:
+            return
+        g.metrics.guard_alarms.labels(guard="extraction").inc()
+        reason = (
+            f"explanation budget: {policy.max_explanations} per {policy.window_s:g} s, "
+            f"{max(left, 0)} left, {n} asked"
+        )
+        if admission.restricts(client):
+            admission.refuse_thief(client, max(left, 0) + 1, n, reason)
+        retry = retry_after(budget.retry_s(client))
+        raise HTTPException(429, f"{reason}: retry in {retry} s", headers={"Retry-After": retry})
+
+    def explain(
+        body: BaseModel,
+        response: Response,
+        principal: Annotated[Principal, Depends(admission.require("explain", charge=False))],
+    ) -> ExplainResponse:
+        """SHAP values per input column of each row; the schema is the model's."""
+        import pandas as pd
+
+        client = principal.key_id
+        admission.refuse_blocked(client)
+        rows = rows_of(body)
+        burst = admission.limiter.burst
+        if len(rows) * cost > burst:
+            raise HTTPException(
+                413,
+                f"an explained row costs {cost} rows of the rate limit (one per input column "
+                f"and the base value): a request may explain at most {burst // cost} rows, "
+                f"got {len(rows)}",
+            )
+        refuse_over_budget(client, len(rows))
+        admission.admit(client, len(rows) * cost)
+        model = g.routes[router.route(client)]
+        explainer = g.explainers.get(model.ref)
+        if explainer is None:
+            raise HTTPException(501, f"{model.ref} has no SHAP explainer (an early-exit network)")
+        run = GuardRun(g.metrics)
+        frame = pd.DataFrame(rows, columns=features)
+        proba, _ = watchers.predict_rows(model, frame, client, run)
+        if proba is None:
+            raise HTTPException(503, "the model failed: nothing to explain")
+        extraction = watchers.watch_extraction(client, rows, proba, run)
+        if model.imputation is not None:
+            frame = model.imputation.apply(frame)
+        try:
+            found = explainer.explain(frame)
+        except MlwardenError as exc:
+            raise HTTPException(503, _errors.safe_text(f"no explanation: {exc}")) from exc
+        budget.spend(client, len(rows))
+        labels = [str(c) for c in model.classes[proba.argmax(axis=1)]]
+        response.headers[MODEL_HEADER] = model.ref
+        request_id = uuid.uuid4().hex
+        response.headers[REQUEST_ID_HEADER] = request_id
+        if run.fail_open:
+            response.headers[FAIL_OPEN_HEADER] = ",".join(run.fail_open)
+        if extraction is not None and extraction.get("alarm"):
+            response.headers[ALARM_HEADER] = "extraction"
+        return ExplainResponse(
+            request_id=request_id,
+            model=model.ref,
+            method=found.method,
+            output=found.output,
+            explained_class=str(found.explained_class),
+            base_value=found.base_value,
+            explanations=[
+                Explained(label=label, values=dict(zip(found.features, values, strict=True)))
+                for label, values in zip(labels, found.values, strict=True)
+            ],
+        )
+
+    explain.__annotations__["body"] = body
+    return explain

@@ -162,6 +162,7 @@ _DESCRIPTIONS = {
     413: "The body, or the number of rows, is larger than this deployment accepts.",
     422: "The body does not fit the schema: the problems found, each with an excerpt.",
     429: "Rate limited: retry after the seconds in the Retry-After header.",
+    501: "The served model cannot do this (an early-exit network has no SHAP explainer).",
     503: "A guard, the model or the decision log failed and this deployment fails closed.",
 }
 

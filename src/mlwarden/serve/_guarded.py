@@ -11,6 +11,7 @@ from mlwarden.serve._metrics import ServerMetrics
 from mlwarden.serve._runtime import ServedModel
 
 if TYPE_CHECKING:
+    from mlwarden.audit import Explainer
     from mlwarden.data import TableSchema
     from mlwarden.serve._decisions import DecisionLog
     from mlwarden.serve._extraction import DetectorSuite, FeatureSpace
@@ -39,3 +40,5 @@ class Guarded:
     metrics: ServerMetrics = field(default_factory=ServerMetrics)
     blocked: set[str] = field(default_factory=set)
     throttled: set[str] = field(default_factory=set)
+    # ``/v1/explain``: an explainer per route (by model ref), built on its training rows
+    explainers: dict[str, "Explainer"] = field(default_factory=dict)

@@ -17,7 +17,7 @@ Storage, table ``api_keys`` (SQLite by default, the same ``serve.db`` as the dec
 
     key_id      primary key, 16 hex
     name        who or what the key is for
-    role        predict | feedback | admin
+    role        predict | feedback | explain | admin
     scheme      how ``digest`` was made ("hmac-sha256/v1"), the stored format's version
     digest      hex HMAC-SHA256(pepper, key)
     created_at  ISO 8601, UTC
@@ -70,7 +70,7 @@ __all__ = [
     "parse_key_id",
 ]
 
-Role = Literal["predict", "feedback", "admin"]
+Role = Literal["predict", "feedback", "explain", "admin"]
 ROLES: tuple[Role, ...] = get_args(Role)
 
 SCHEME = "hmac-sha256/v1"

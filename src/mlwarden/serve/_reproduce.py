@@ -5,7 +5,9 @@ its model hash checked against the one logged), and each row's answer is explain
 occlusion: every feature in turn is replaced by its typical training value (median, or the
 most frequent category) and the change in the probability of the answered class is that
 feature's contribution. A feature whose replacement moves the probability most is what the
-decision rested on.
+decision rested on. Beside occlusion, each row gets its SHAP values for the answered class
+(:class:`mlwarden.audit.Explainer`, training rows as background): unlike occlusion they add
+up, with the base value, to the explained output.
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ from pydantic import BaseModel
 from mlwarden.errors import RecordNotFoundError, SignatureError
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
 
     from mlwarden.lineage import LineageStore
     from mlwarden.serve._decisions import DecisionLog
+    from mlwarden.serve._runtime import ServedModel
 
 
 class Contribution(BaseModel):
@@ -32,6 +36,24 @@ class Contribution(BaseModel):
     delta: float
 
 
+class ShapValue(BaseModel):
+    """One feature's SHAP value for the answered class."""
+
+    feature: str
+    value: Any
+    shap: float
+
+
+class RowShap(BaseModel):
+    """A row's SHAP values (largest first): base value + all of them == the explained output."""
+
+    method: str
+    output: str
+    base_value: float
+    model_output: float
+    values: list[ShapValue]
+
+
 class ReproducedRow(BaseModel):
     """One row of a past request: what was logged, what the model says now, and why."""
 
@@ -40,6 +62,7 @@ class ReproducedRow(BaseModel):
     probability: float
     matches: bool
     contributions: list[Contribution]
+    shap: RowShap | None = None
 
 
 class Reproduction(BaseModel):
@@ -79,6 +102,39 @@ def _plain(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value
 
 
+def _row_shaps(
+    served: ServedModel, reference: pd.DataFrame, frame: pd.DataFrame, answered: np.ndarray
+) -> list[RowShap | None]:
+    """SHAP values of each row for the class it was answered (None for an early-exit network)."""
+    from mlwarden.audit import Explainer
+
+    if served.adapter is None:
+        return [None] * len(frame)
+    rows = served.imputation.apply(frame) if served.imputation is not None else frame
+    found: list[RowShap | None] = [None] * len(frame)
+    for index in sorted(set(answered.tolist())):
+        picked = [i for i in range(len(frame)) if answered[i] == index]
+        explainer = Explainer(served.adapter, reference, served.classes[index])
+        e = explainer.explain(rows.iloc[picked])
+        for i, values, output in zip(picked, e.values, e.outputs, strict=True):
+            order = sorted(range(len(values)), key=lambda j: -abs(values[j]))
+            found[i] = RowShap(
+                method=e.method,
+                output=e.output,
+                base_value=e.base_value,
+                model_output=output,
+                values=[
+                    ShapValue(
+                        feature=e.features[j],
+                        value=_plain(frame.iloc[i][e.features[j]]),
+                        shap=values[j],
+                    )
+                    for j in order
+                ],
+            )
+    return found
+
+
 def reproduce_decision(
     store: LineageStore, log: DecisionLog, request_id: str, top: int = 5
 ) -> Reproduction:
@@ -106,6 +162,7 @@ def reproduce_decision(
     logged = (
         [o for o in record.output if isinstance(o, dict)] if isinstance(record.output, list) else []
     )
+    shaps = _row_shaps(served, reference, frame, answered)
     rows: list[ReproducedRow] = []
     for i in range(len(frame)):
         occluded = pd.concat([frame.iloc[[i]]] * len(schema.features), ignore_index=True)
@@ -131,6 +188,7 @@ def reproduce_decision(
                     )
                     for j in order
                 ],
+                shap=shaps[i],
             )
         )
     return Reproduction(

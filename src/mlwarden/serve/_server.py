@@ -133,6 +133,15 @@ def build_server(
             ),
             clock=clock,
         )
+    explainers = {}
+    if deployment.guards.explain.enabled:
+        from mlwarden.audit import Explainer
+
+        explainers = {
+            served.ref: Explainer(served.adapter, frame)
+            for served, (_, frame) in zip(routes, references, strict=True)
+            if served.adapter is not None
+        }
     head = store.read_head()
     db = serve_db if serve_db is not None else store.root / SERVE_DB
     return Guarded(
@@ -156,6 +165,7 @@ def build_server(
         budget=budget,
         clock=clock,
         metrics=metrics,
+        explainers=explainers,
     )
 
 
