@@ -55,6 +55,11 @@ DEPLOYMENT = {
 
 T = TypeVar("T")
 
+needs_prometheus = pytest.mark.skipif(
+    PROMETHEUS is None,
+    reason="the prometheus binary is not installed (CI installs it: scripts/promtool-for-tests.sh)",
+)
+
 
 def wait_until(
     check: Callable[[], T],
@@ -158,12 +163,10 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 def stack(store_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """``mlwarden serve`` (phish@1 and phish@2 as A/B arms) and Prometheus scraping it every
     second with the shipped rules, evaluated every second."""
-    if PROMETHEUS is None:
-        pytest.skip("the prometheus binary is not installed (scripts/promtool-for-tests.sh)")
-    assert EXE is not None
+    assert PROMETHEUS is not None and EXE is not None
     tmp = tmp_path_factory.mktemp("monitoring")
     keys = KeyStore(store_root / SERVE_DB)
-    roles = {role: keys.create(role, f"{role}-key") for role in ("feedback", "admin")}  # type: ignore[arg-type]
+    roles = {"feedback": keys.create("feedback", "soc"), "admin": keys.create("admin", "scraper")}
     keys.close()
     deploy = tmp / "deploy.yaml"
     deploy.write_text(yaml.safe_dump(DEPLOYMENT))
@@ -288,6 +291,7 @@ def driven(stack: Stack) -> Stack:
 
 
 @pytest.mark.slow
+@needs_prometheus
 def test_prometheus_fires_the_alerts_of_a_real_attack_drift_and_failing_open(
     driven: Stack,
 ) -> None:
@@ -304,6 +308,7 @@ def test_prometheus_fires_the_alerts_of_a_real_attack_drift_and_failing_open(
 
 
 @pytest.mark.slow
+@needs_prometheus
 def test_every_dashboard_panel_query_returns_data(driven: Stack) -> None:
     queries = panel_queries()
     missing: list[tuple[str, str]] = []
