@@ -92,11 +92,16 @@ def test_uniqueness_compares_numbers_as_pandas_does() -> None:
             "big": np.array([big + i for i in range(20)], dtype=np.int64),  # beyond float's 2**53
             "zero": [float(i) for i in range(19)] + [-0.0],  # -0.0 repeats 0.0
             "text": [str(i) for i in range(19)] + ["0.0"],  # the same number written twice
+            # a batch holding inf is keyed apart from the others; 0.0 and 3.0 still repeat
+            "inf": [float(i) for i in range(18)] + [np.inf, -0.0],
+            "three": [float(i) for i in range(18)] + [np.inf, 3.0],
         }
     )
     schema = _same_as_whole(frame)
     assert schema.columns["big"].unique and not schema.columns["zero"].unique
-    assert not schema.columns["text"].unique
+    assert not schema.columns["text"].unique and not schema.columns["inf"].unique
+    assert not schema.columns["three"].unique
+    assert schema.columns["inf"].type == "integer"  # inf is integral, as pandas rounds it
 
 
 def test_a_column_missing_only_in_a_later_batch() -> None:

@@ -73,9 +73,10 @@ def _number_keys(values: pd.Series) -> np.ndarray:
     if pd.api.types.is_integer_dtype(values):
         return values.to_numpy(dtype=np.int64)  # uint64 above 2**63 keeps its bits
     numbers = values.to_numpy(dtype=np.float64)
-    if bool((np.abs(numbers) < 2.0**63).all()):
-        return numbers.astype(np.int64)
-    return numbers + 0.0  # -0.0 becomes 0.0, equal as pandas compares them
+    fits = np.abs(numbers) < 2.0**63  # -0.0 becomes 0, equal as pandas compares them
+    keys = numbers.view(np.int64).copy()  # the rest (inf, huge) by their bits
+    keys[fits] = numbers[fits].astype(np.int64)
+    return keys
 
 
 def _group_of(series: pd.Series) -> _Group:
