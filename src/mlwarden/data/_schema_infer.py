@@ -128,16 +128,17 @@ class _ColumnFacts:
             return
         values = series[~missing] if n_missing else series
         if group == "numeric":
-            self._add_numbers(values)
+            self._add_numbers(values, len(values))
         elif len(values):
             self._add_texts(values)
 
-    def _add_numbers(self, values: pd.Series) -> None:
+    def _add_numbers(self, values: pd.Series, count: int, repeats: bool = False) -> None:
+        """Add ``count`` numbers whose distinct values are all in ``values``."""
         import pandas as pd
 
-        if not len(values):
+        if not count:
             return
-        self.numbers += len(values)
+        self.numbers += count
         self.low = min(self.low, float(values.min()))
         self.high = max(self.high, float(values.max()))
         if pd.api.types.is_float_dtype(values):
@@ -145,36 +146,39 @@ class _ColumnFacts:
         elif not pd.api.types.is_integer_dtype(values):
             self.integral = False
         if self.distinct_numbers is not None:
-            if not (self.integral and values.is_unique):
+            if repeats or not (self.integral and values.is_unique):
                 self.distinct_numbers = None
             elif not self.distinct_numbers.add(_number_keys(values)):
                 self.distinct_numbers = None
 
     def _add_texts(self, values: pd.Series) -> None:
+        """Parse each distinct text once: a category column costs a few parses per batch."""
+        import numpy as np
         import pandas as pd
 
         texts = values.astype(str)
-        numbers = pd.to_numeric(texts.str.strip(), errors="coerce")
-        is_number = numbers.notna()
-        parsed = numbers[is_number]
-        strays = len(values) - len(parsed)
-        if strays:
+        codes, uniques = pd.factorize(texts)
+        counts = np.bincount(codes, minlength=len(uniques))
+        numbers = pd.to_numeric(pd.Series(uniques).str.strip(), errors="coerce")
+        parsed = numbers.to_numpy(dtype=np.float64, na_value=np.nan)
+        is_number = ~np.isnan(parsed)
+        count = int(counts[is_number].sum())
+        if count < len(values):
             self.distinct_numbers = None
-            self.strays += strays
+            self.strays += len(values) - count
             if len(self.stray_examples) < _EXAMPLES:
-                for value in values[~is_number].unique():
+                for value in values[~is_number[codes]].unique():
                     if value not in self.stray_examples:
                         self.stray_examples.append(value)
                         if len(self.stray_examples) == _EXAMPLES:
                             break
-        self._add_numbers(parsed.astype("float64"))
+        self._add_numbers(pd.Series(parsed[is_number]), count, len(uniques) < len(values))
         if self.counts is not None:
-            batch_counts = texts.value_counts(sort=False)
-            if len(batch_counts) > _MAX_INFERRED_CATEGORIES:
+            if len(uniques) > _MAX_INFERRED_CATEGORIES:
                 self.counts = None
             else:
-                for text, count in batch_counts.items():
-                    self.counts[str(text)] = self.counts.get(str(text), 0) + int(count)
+                for text, n in zip(uniques, counts, strict=True):
+                    self.counts[str(text)] = self.counts.get(str(text), 0) + int(n)
                 if len(self.counts) > _MAX_INFERRED_CATEGORIES:
                     self.counts = None
         if self.distinct_texts is not None:
