@@ -6,7 +6,8 @@ the uniqueness hashes are exercised), are made batch by batch from a seed. Each 
 fresh subprocess: ``whole`` builds every batch, concatenates them and calls ``infer_schema``;
 ``batched`` builds one batch at a time and feeds ``SchemaInference``. The time counts inference
 only (not making rows); peak RSS is the subprocess's, and the baseline is its RSS before the
-first batch; times are the best of ``--repeat`` runs. Goal: batched/whole time ratio near 1, batched peak RSS flat in ``--rows``.
+first batch; times are the best of ``--repeat`` runs. Goal: batched/whole time ratio near 1,
+batched peak RSS flat in ``--rows``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import sys
 import time
 
 TABLES = ("phishing", "adult")
+WAYS = ("whole", "batched")
 
 
 def _rss_mb() -> float:
@@ -87,7 +89,7 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=200_000)
     parser.add_argument("--repeat", type=int, default=3, help="best time of this many runs")
     parser.add_argument("--table", choices=TABLES)
-    parser.add_argument("--child", choices=("whole", "batched"))
+    parser.add_argument("--child", choices=WAYS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(child(args.child, args.table, args.rows, args.batch)))
@@ -96,7 +98,10 @@ def main() -> int:
     agree = True
     for table in TABLES:
         runs = [
-            (run("whole", table, args.rows, args.batch), run("batched", table, args.rows, args.batch))
+            (
+                run("whole", table, args.rows, args.batch),
+                run("batched", table, args.rows, args.batch),
+            )
             for _ in range(args.repeat)
         ]
         whole = min((w for w, _ in runs), key=lambda r: float(r["seconds"]))

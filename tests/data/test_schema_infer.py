@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -130,7 +132,7 @@ def test_an_int_batch_then_a_float_batch_with_gaps_is_typed_like_their_concatena
 def test_integral_floats_are_integers_until_a_fraction_arrives() -> None:
     whole = [float(i) for i in range(100)]
     assert _same_as_whole(pd.DataFrame({"x": whole})).columns["x"].type == "integer"
-    late_fraction = _same_as_whole(pd.DataFrame({"x": whole[:-1] + [99.5]})).columns["x"]
+    late_fraction = _same_as_whole(pd.DataFrame({"x": [*whole[:-1], 99.5]})).columns["x"]
     assert late_fraction.type == "float" and late_fraction.max == 99.5
 
 
@@ -178,7 +180,7 @@ def test_any_split_of_any_table_gets_the_whole_tables_schema(
     frame["f"] = frame["f"] / 2
     bounds = sorted({0, rows, *(c for c in cuts if c < rows)})
     inference = SchemaInference(margin=0.05)
-    for start, stop in zip(bounds, bounds[1:], strict=False):
+    for start, stop in itertools.pairwise(bounds):
         inference.update(frame.iloc[start:stop])
     assert inference.result() == infer_schema(frame, margin=0.05)
 
@@ -189,8 +191,10 @@ def test_a_label_that_is_not_a_column_is_the_same_error_as_infer_schema() -> Non
         infer_schema(frame, label="y")
     with pytest.raises(DataError) as batched:
         SchemaInference("y").update(frame)
-    assert str(batched.value) == str(whole.value) == (
-        "label column 'y' is not in the table; columns are ['a']"
+    assert (
+        str(batched.value)
+        == str(whole.value)
+        == ("label column 'y' is not in the table; columns are ['a']")
     )
 
 
@@ -207,5 +211,5 @@ def test_bad_batches_are_refused_with_what_was_expected() -> None:
     assert inference.result() == infer_schema(pd.DataFrame({"a": [1, 2], "b": ["x", "y"]}))
     with pytest.raises(DataError, match="column names repeat"):
         SchemaInference().update(pd.DataFrame([[1, 2]], columns=["a", "a"]))
-    with pytest.raises(DataError, match="margin must be zero or more, got -0.1"):
+    with pytest.raises(DataError, match=r"margin must be zero or more, got -0\.1"):
         SchemaInference(margin=-0.1)

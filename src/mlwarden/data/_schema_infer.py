@@ -145,11 +145,12 @@ class _ColumnFacts:
             self.integral = self.integral and bool((values == values.round()).all())
         elif not pd.api.types.is_integer_dtype(values):
             self.integral = False
-        if self.distinct_numbers is not None:
-            if repeats or not (self.integral and values.is_unique):
-                self.distinct_numbers = None
-            elif not self.distinct_numbers.add(_number_keys(values)):
-                self.distinct_numbers = None
+        if self.distinct_numbers is not None and (
+            repeats
+            or not (self.integral and values.is_unique)
+            or not self.distinct_numbers.add(_number_keys(values))
+        ):
+            self.distinct_numbers = None
 
     def _add_texts(self, values: pd.Series) -> None:
         """Parse each distinct text once: a category column costs a few parses per batch."""
@@ -181,11 +182,10 @@ class _ColumnFacts:
                     self.counts[str(text)] = self.counts.get(str(text), 0) + int(n)
                 if len(self.counts) > _MAX_INFERRED_CATEGORIES:
                     self.counts = None
-        if self.distinct_texts is not None:
-            if not values.is_unique:
-                self.distinct_texts = None
-            elif not self.distinct_texts.add(texts.to_numpy(dtype=object)):
-                self.distinct_texts = None
+        if self.distinct_texts is not None and (
+            not values.is_unique or not self.distinct_texts.add(texts.to_numpy(dtype=object))
+        ):
+            self.distinct_texts = None
 
     def result(self, margin: float) -> ColumnSchema:
         """The column's schema from everything added (the rules of ``infer_column``)."""
@@ -211,9 +211,7 @@ class _ColumnFacts:
                 nullable=nullable,
                 missing_rate=rate,
                 non_numeric_rate=round(self.strays / self.rows, 6) if from_text else None,
-                non_numeric_examples=(
-                    [str(v) for v in self.stray_examples] if from_text else None
-                ),
+                non_numeric_examples=([str(v) for v in self.stray_examples] if from_text else None),
             )
         if self.counts is not None:
             return ColumnSchema(
