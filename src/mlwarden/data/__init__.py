@@ -40,7 +40,8 @@ from mlwarden.data._label_errors import (
 from mlwarden.data._labels import LabelClasses, decide_classes, label_key
 from mlwarden.data._missing import ColumnImputation, Imputation, fit_imputation
 from mlwarden.data._rules import Rule
-from mlwarden.data._schema import ColumnSchema, TableSchema, infer_column, infer_schema, widen
+from mlwarden.data._schema import ColumnSchema, TableSchema, widen
+from mlwarden.data._schema_infer import SchemaInference, infer_column, infer_schema
 from mlwarden.data._validate import (
     REASONS_COLUMN,
     ROW_COLUMN,
@@ -73,6 +74,7 @@ __all__ = [
     "MissingPolicy",
     "Overlap",
     "Rule",
+    "SchemaInference",
     "TableSchema",
     "ValidationReport",
     "chi2_test",
