@@ -109,6 +109,9 @@ def main() -> None:
     parser.add_argument("--sizes", default="1,5,20", help="millions of rows, comma-separated")
     parser.add_argument("--skip-run", action="store_true", help="validate only")
     parser.add_argument("--baseline", action="store_true", help="also the whole-table pass")
+    parser.add_argument(
+        "--baseline-max", type=int, default=5, help="largest size (M rows) to run it on"
+    )
     parser.add_argument("--folder", type=Path, default=Path(tempfile.gettempdir()) / "bigtable")
     args = parser.parse_args()
     args.folder.mkdir(parents=True, exist_ok=True)
@@ -129,7 +132,7 @@ def main() -> None:
         verdict = "ok" if peak <= RSS_GOAL_MB else "OVER"
         print(f"{millions:>4}M {'validate (batches)':<22} {seconds:8.1f} {rows / seconds:10,.0f} "
               f"{peak:12,.0f}  {verdict} (goal <= {RSS_GOAL_MB})")  # fmt: skip
-        if args.baseline:
+        if args.baseline and millions <= args.baseline_max:
             base_s, base_peak, _ = _measure(
                 [sys.executable, "-c", _BASELINE, str(csv), str(schema), str(out / "whole.csv")]
             )
