@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score, precision_score, recall_score
 
-from mlwarden.audit._metrics import metric_value
+from mlwarden.audit._metrics import as_codes, metric_value
 
 _SKLEARN = {"precision": precision_score, "recall": recall_score, "f1": f1_score}
 
@@ -26,3 +26,6 @@ def test_counted_metrics_equal_scikit_learn(name):
         averaging = {"average": "binary", "pos_label": positive} if k == 2 else {"average": "macro"}
         want = _SKLEARN[name](y, pred, zero_division=0, **averaging)
         assert metric_value(name, y, proba, classes, positive) == pytest.approx(want, abs=1e-12)
+        codes, index, pos = as_codes(y, classes, positive)
+        assert codes.dtype.kind == "i"  # resamples then compare integers
+        assert metric_value(name, codes, proba, index, pos) == pytest.approx(want, abs=1e-12)

@@ -129,6 +129,21 @@ def metric_value(
     return float(score(y, pred, zero_division=0, **averaging))
 
 
+def as_codes(y: Any, classes: np.ndarray, positive: Any | None) -> tuple[Any, Any, Any | None]:
+    """Labels, classes and positive class as class indices, for metrics computed many times.
+
+    :func:`metric_value` gives the same numbers on the indices, and a bootstrap resample then
+    compares integers, not text; unchanged when a label is not one of ``classes``.
+    """
+    import numpy as np
+
+    codes = _codes(np.asarray(y), classes)
+    if codes is None or (positive is not None and positive not in list(classes)):
+        return y, classes, positive
+    index = np.arange(len(classes))
+    return codes, index, (list(classes).index(positive) if positive is not None else None)
+
+
 def _codes(y: np.ndarray, classes: np.ndarray) -> np.ndarray | None:
     """Each label's index in ``classes``; None when a label is not one of them."""
     import numpy as np
