@@ -52,6 +52,7 @@ from mlwarden.attacks._output_hardening_cost import (
     hardening_cost,
 )
 from mlwarden.attacks._result import AttackResult
+from mlwarden.attacks._rmia import offline_marginal, pairwise_lr_scores, rmia
 from mlwarden.attacks._robust_accuracy import RobustnessCurve, RobustnessPoint, robust_accuracy
 from mlwarden.attacks._tabular import TabularEvasionResult, tabular_evasion
 from mlwarden.attacks._threat_draft import draft_threat_model, draft_threat_model_yaml
@@ -130,10 +131,13 @@ __all__ = [
     "loss_threshold_attack",
     "measure_canaries",
     "membership_metrics",
+    "offline_marginal",
+    "pairwise_lr_scores",
     "pgd",
     "privacy_audit",
     "random_canaries",
     "random_slowdown",
+    "rmia",
     "robust_accuracy",
     "slowdown_loss",
     "tabular_evasion",

@@ -39,10 +39,14 @@ from mlwarden.models import ModelAdapter
 __all__ = [
     "PHI_EPSILON",
     "MembershipResult",
+    "check_reference_attack",
     "lira",
     "lira_scores",
     "logit_confidence",
     "loss_threshold_attack",
+    "membership_result",
+    "reference_proba",
+    "target_proba",
 ]
 
 #: Probabilities are clipped to ``[PHI_EPSILON, 1 - PHI_EPSILON]`` before the logit, so that a
@@ -126,15 +130,20 @@ def logit_confidence(proba: np.ndarray, classes: Any, y: Any) -> np.ndarray:
     .. [2] Yeom et al., "Privacy Risk in Machine Learning", CSF 2018.
     """
     p = _true_label_proba(np.asarray(proba, dtype=float), np.asarray(classes), np.asarray(y))
-    p = np.clip(p, PHI_EPSILON, 1.0 - PHI_EPSILON)
-    return np.asarray(np.log(p) - np.log1p(-p))
+    return _phi(p)
+
+
+def target_proba(model: ModelAdapter, X: Any, y: np.ndarray) -> np.ndarray:
+    """The target model's probability of each row's true label (one query per row)."""
+    proba = np.asarray(model.predict_proba(X), dtype=float)
+    return _true_label_proba(proba, np.asarray(model.classes_), y)
 
 
 def _target_scores(model: ModelAdapter, X: Any, y: np.ndarray) -> np.ndarray:
     return logit_confidence(model.predict_proba(X), model.classes_, y)
 
 
-def _result(
+def membership_result(
     *,
     attack: str,
     variant: str,
@@ -149,6 +158,7 @@ def _result(
     seed: int,
     fpr_levels: Sequence[float] = FPR_LEVELS,
 ) -> MembershipResult:
+    """Wrap one attack's scores into a :class:`MembershipResult` (metrics, examples, cost)."""
     metrics = membership_metrics(
         labels, scores, n_bootstrap=n_bootstrap, seed=seed, fpr_levels=fpr_levels
     )
@@ -201,6 +211,34 @@ def _labels(y: Any, name: str, n: int) -> np.ndarray:
     if values.ndim != 1 or len(values) != n:
         raise DataError(f"{name} must be 1-d with one label per row ({n}), got {values.shape}")
     return values
+
+
+def check_reference_attack(
+    name: str,
+    X_target: Any,
+    y_target: Any,
+    is_member: Any,
+    population_X: Any,
+    population_y: Any,
+    n_reference: int,
+    online: bool,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Check a reference-model attack's inputs; return target labels, flags, population labels."""
+    n_target = len(X_target)
+    y_t = _labels(y_target, "y_target", n_target)
+    labels = np.asarray(is_member, dtype=bool)
+    if labels.shape != (n_target,):
+        raise DataError(f"is_member must have one flag per target row ({n_target})")
+    y_pop = _labels(population_y, "population_y", len(population_X))
+    if len(y_pop) < 2:
+        raise DataError("the population needs at least 2 rows to draw halves from")
+    minimum = 2 if online else 1
+    if n_reference < minimum or (online and n_reference % 2):
+        raise DataError(
+            f"n_reference must be {'an even number >= 2' if online else '>= 1'} "
+            f"for {'online' if online else 'offline'} {name}, got {n_reference}"
+        )
+    return y_t, labels, y_pop
 
 
 # --------------------------------------------------------------------------------------------
@@ -256,7 +294,7 @@ def loss_threshold_attack(
         [_target_scores(model, members_X, y_in), _target_scores(model, non_members_X, y_out)]
     )
     labels = np.concatenate([np.ones(len(y_in), bool), np.zeros(len(y_out), bool)])
-    return _result(
+    return membership_result(
         attack="loss_threshold",
         variant="loss",
         scores=scores,
@@ -290,6 +328,63 @@ def _gaussian_fit(phi: np.ndarray, mask: np.ndarray, pooled: bool) -> tuple[np.n
     return mean, np.maximum(std, _MIN_STD)
 
 
+def reference_proba(
+    X_target: Any,
+    y_t: np.ndarray,
+    population_X: Any,
+    y_pop: np.ndarray,
+    make_model: Callable[[], Any],
+    *,
+    n_reference: int,
+    online: bool,
+    rng: np.random.Generator,
+    on_population: bool = False,
+) -> tuple[np.ndarray, list[np.ndarray], np.ndarray, np.ndarray | None]:
+    """Train reference models as LiRA does and read their true-label probabilities.
+
+    Each of ``n_reference`` models is ``make_model()`` fitted on a random half of the population
+    (online: plus each target row in exactly half of the models). Returns ``keep`` (reference x
+    target: the row was in that model's training set), the population halves, the models'
+    probabilities on the target rows (reference x target) and, with ``on_population``, on the
+    population rows (reference x population), else None.
+    """
+    n_target, n_pop = len(y_t), len(y_pop)
+    if online:
+        # Each target row is IN for exactly half of the reference models.
+        ranks = np.argsort(rng.random((n_reference, n_target)), axis=0)
+        keep = ranks < n_reference // 2
+    else:
+        keep = np.zeros((n_reference, n_target), dtype=bool)
+    # Every half is drawn before any model is fitted, in the order a serial loop draws them,
+    # so the scores do not depend on where (or in which order) the models are trained.
+    halves = [rng.permutation(n_pop)[: n_pop // 2] for _ in range(n_reference)]
+
+    def fit_and_read(r: int) -> tuple[np.ndarray, np.ndarray | None]:
+        X_fit, y_fit = _rows(population_X, halves[r]), y_pop[halves[r]]
+        if online:
+            chosen = np.flatnonzero(keep[r])
+            X_fit = _stack([X_fit, _rows(X_target, chosen)])
+            y_fit = np.concatenate([y_fit, y_t[chosen]])
+        reference = make_model()
+        reference.fit(X_fit, y_fit)
+        classes = np.asarray(reference.classes_)
+        on_target = _true_label_proba(np.asarray(reference.predict_proba(X_target)), classes, y_t)
+        if not on_population:
+            return on_target, None
+        proba_pop = np.asarray(reference.predict_proba(population_X))
+        return on_target, _true_label_proba(proba_pop, classes, y_pop)
+
+    read = task_map(fit_and_read, range(n_reference))
+    target_p = np.stack([t for t, _ in read])
+    pop_p = np.stack([p for _, p in read if p is not None]) if on_population else None
+    return keep, halves, target_p, pop_p
+
+
+def _phi(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, PHI_EPSILON, 1.0 - PHI_EPSILON)
+    return np.asarray(np.log(p) - np.log1p(-p))
+
+
 def lira_scores(
     model: ModelAdapter,
     X_target: Any,
@@ -305,31 +400,12 @@ def lira_scores(
 ) -> np.ndarray:
     """LiRA's per-row scores (see :func:`lira`): reference models on population halves drawn
     from ``rng`` (plus, online, each target row in half of them), then the Gaussian test."""
-    n_target, n_pop = len(y_t), len(y_pop)
     target_phi = _target_scores(model, X_target, y_t)
-
-    if online:
-        # Each target row is IN for exactly half of the reference models.
-        ranks = np.argsort(rng.random((n_reference, n_target)), axis=0)
-        keep = ranks < n_reference // 2
-    else:
-        keep = np.zeros((n_reference, n_target), dtype=bool)
-    # Every half is drawn before any model is fitted, in the order a serial loop draws them,
-    # so the scores do not depend on where (or in which order) the models are trained.
-    halves = [rng.permutation(n_pop)[: n_pop // 2] for _ in range(n_reference)]
-
-    def reference_phi(r: int) -> np.ndarray:
-        X_fit, y_fit = _rows(population_X, halves[r]), y_pop[halves[r]]
-        if online:
-            chosen = np.flatnonzero(keep[r])
-            X_fit = _stack([X_fit, _rows(X_target, chosen)])
-            y_fit = np.concatenate([y_fit, y_t[chosen]])
-        reference = make_model()
-        reference.fit(X_fit, y_fit)
-        proba = np.asarray(reference.predict_proba(X_target))
-        return logit_confidence(proba, np.asarray(reference.classes_), y_t)
-
-    ref_phi = np.stack(task_map(reference_phi, range(n_reference)))
+    keep, _, ref_p, _ = reference_proba(
+        X_target, y_t, population_X, y_pop, make_model,
+        n_reference=n_reference, online=online, rng=rng,
+    )  # fmt: skip
+    ref_phi = _phi(ref_p)
 
     mu_out, sd_out = _gaussian_fit(ref_phi, ~keep, pooled)
     if online:
@@ -422,21 +498,10 @@ def lira(
     """
     started = time.perf_counter()
     before = model.queries
-    n_target = len(X_target)
-    y_t = _labels(y_target, "y_target", n_target)
-    labels = np.asarray(is_member, dtype=bool)
-    if labels.shape != (n_target,):
-        raise DataError(f"is_member must have one flag per target row ({n_target})")
-    n_pop = len(population_X)
-    y_pop = _labels(population_y, "population_y", n_pop)
-    if n_pop < 2:
-        raise DataError("the population needs at least 2 rows to draw halves from")
-    minimum = 2 if online else 1
-    if n_reference < minimum or (online and n_reference % 2):
-        raise DataError(
-            f"n_reference must be {'an even number >= 2' if online else '>= 1'} "
-            f"for {'online' if online else 'offline'} LiRA, got {n_reference}"
-        )
+    y_t, labels, y_pop = check_reference_attack(
+        "LiRA", X_target, y_target, is_member, population_X, population_y, n_reference, online
+    )
+    n_pop = len(y_pop)
     pooled = n_reference < GLOBAL_VARIANCE_BELOW if global_variance is None else global_variance
 
     scores = lira_scores(
@@ -453,7 +518,7 @@ def lira(
     )
 
     variant = "lira-online" if online else "lira-offline"
-    return _result(
+    return membership_result(
         attack="lira",
         variant=variant,
         scores=scores,
