@@ -1,13 +1,15 @@
-"""Membership inference side by side: LiRA (offline, online) vs the loss-threshold attack.
+"""Membership inference side by side: loss, LiRA (offline, online) and RMIA by reference count.
 
-Run by hand: ``.venv/bin/python bench/membership.py [--n-reference 64] [--trees 50]``.
+Run by hand: ``.venv/bin/python bench/membership.py [--counts 1,2,4,16,64] [--trees 50]``.
 One target model (a 50-tree random forest trained on 2,000 rows of Adult, one-hot encoded);
 members are its training rows, non-members 2,000 held-out rows, and the population the
-reference models draw their halves from is 4,000 further disjoint rows. With 64 reference
-models LiRA uses per-row variances (pooled below 64); the whole run takes about a minute.
-Prints AUC, TPR at 1% and 0.1% FPR (with
-bootstrap 95% intervals) and wall time for each attack. Target: LiRA's TPR at 0.1% FPR at least
-10x the threshold attack's (the TensorFlow Privacy-style attack, one global loss threshold).
+reference models draw their halves from (and RMIA its z rows) is 4,000 further disjoint rows.
+Every attack scores the same members and non-members. For each reference-model count it runs
+LiRA offline, LiRA online (even counts; per-row variances from 64 models, pooled below) and
+RMIA offline (Zarifzadeh et al. 2024; counts up to ``--rmia-max``), and prints TPR at 0.1% and
+1% FPR (bootstrap 95% intervals), AUC and wall time. Targets: LiRA's TPR at 0.1% FPR at least
+10x the loss attack's; RMIA with <= 2 reference models at least LiRA-online with the most
+reference models run, at both FPRs.
 """
 
 from __future__ import annotations
@@ -20,17 +22,29 @@ import pandas as pd
 from sklearn.ensemble import RandomForestClassifier
 
 from mlwarden import datasets
-from mlwarden.attacks import MembershipResult, lira, loss_threshold_attack
+from mlwarden.attacks import MembershipResult, lira, loss_threshold_attack, rmia
 from mlwarden.models._adapter import SklearnAdapter
+
+
+def _row(r: MembershipResult) -> str:
+    t1, t01 = r.tpr_at_fpr[0.01], r.tpr_at_fpr[0.001]
+    c1, c01 = r.tpr_at_fpr_ci[0.01], r.tpr_at_fpr_ci[0.001]
+    return (
+        f"{r.variant:<13} {r.n_reference:>4} {r.auc:6.3f} {t01:9.4f} "
+        f"{f'[{c01[0]:.3f}, {c01[1]:.3f}]':>15} {t1:8.4f} {f'[{c1[0]:.3f}, {c1[1]:.3f}]':>15} "
+        f"{r.queries:8d} {r.wall_time_s:7.1f}"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n-reference", type=int, default=64)
+    parser.add_argument("--counts", default="1,2,4,16,64")
+    parser.add_argument("--rmia-max", type=int, default=16)
     parser.add_argument("--trees", type=int, default=50)
     parser.add_argument("--n-train", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    counts = sorted(int(c) for c in args.counts.split(","))
 
     data = datasets.load("adult")
     X = pd.get_dummies(data.X, dtype=float).to_numpy()
@@ -48,48 +62,53 @@ def main() -> None:
     is_member = np.r_[np.ones(n, bool), np.zeros(n, bool)]
     print(
         f"Adult, random forest ({args.trees} trees): {n} members, {n} non-members, "
-        f"population {len(population)}, n_reference {args.n_reference}, seed {args.seed}",
+        f"population {len(population)}, reference counts {counts}, seed {args.seed}",
         flush=True,
     )
-
-    results: list[MembershipResult] = [
-        loss_threshold_attack(target, X[train], y[train], X[held_out], y[held_out], seed=args.seed)
-    ]
-    for online in (False, True):
-        results.append(
-            lira(
-                target,
-                X_cand,
-                y_cand,
-                is_member,
-                X[population],
-                y[population],
-                make_model,
-                n_reference=args.n_reference,
-                online=online,
-                seed=args.seed,
-            )
-        )
-
-    base = results[0].tpr_at_fpr[0.001]
+    shared = (target, X_cand, y_cand, is_member, X[population], y[population], make_model)
     header = (
-        f"{'attack':<14} {'AUC':>6} {'TPR@1%':>8} {'95% CI':>15} {'TPR@0.1%':>9} "
-        f"{'95% CI':>15} {'x loss@0.1%':>11} {'queries':>8} {'time s':>7}"
+        f"{'attack':<13} {'refs':>4} {'AUC':>6} {'TPR@0.1%':>9} {'95% CI':>15} "
+        f"{'TPR@1%':>8} {'95% CI':>15} {'queries':>8} {'time s':>7}"
     )
     print(header)
-    print("-" * len(header))
-    for r in results:
-        t1, t01 = r.tpr_at_fpr[0.01], r.tpr_at_fpr[0.001]
-        c1, c01 = r.tpr_at_fpr_ci[0.01], r.tpr_at_fpr_ci[0.001]
-        ratio = f"{t01 / base:.1f}" if base > 0 else "inf"
-        print(
-            f"{r.variant:<14} {r.auc:6.3f} {t1:8.4f} {f'[{c1[0]:.3f}, {c1[1]:.3f}]':>15} "
-            f"{t01:9.4f} {f'[{c01[0]:.3f}, {c01[1]:.3f}]':>15} {ratio:>11} "
-            f"{r.queries:8d} {r.wall_time_s:7.1f}"
-        )
-    best = max(r.tpr_at_fpr[0.001] for r in results[1:])
-    verdict = "met" if best >= 10 * base else "NOT met"
-    print(f"target (LiRA TPR@0.1% FPR >= 10x loss attack's): {verdict}")
+    print("-" * len(header), flush=True)
+    loss = loss_threshold_attack(
+        target, X[train], y[train], X[held_out], y[held_out], seed=args.seed
+    )
+    print(_row(loss), flush=True)
+    results: list[MembershipResult] = []
+    for k in counts:
+        runs = [lambda: lira(*shared, n_reference=k, seed=args.seed)]  # noqa: B023
+        if k % 2 == 0:
+            runs.append(lambda: lira(*shared, n_reference=k, online=True, seed=args.seed))  # noqa: B023
+        if k <= args.rmia_max:
+            runs.append(lambda: rmia(*shared, n_reference=k, seed=args.seed))  # noqa: B023
+        for attack in runs:
+            results.append(attack())
+            print(_row(results[-1]), flush=True)
+
+    def best(variant: str, fpr: float, most: int | None = None) -> float:
+        picked = [r for r in results if r.variant == variant]
+        if most is not None:
+            picked = [r for r in picked if r.n_reference <= most]
+        return max((r.tpr_at_fpr[fpr] for r in picked), default=float("nan"))
+
+    lira_best = max(best("lira-offline", 0.001), best("lira-online", 0.001))
+    base = loss.tpr_at_fpr[0.001]
+    print(
+        f"target (LiRA TPR@0.1% FPR >= 10x loss attack's {base:.4f}): "
+        f"{'met' if lira_best >= 10 * base else 'NOT met'} ({lira_best:.4f})"
+    )
+    online = [r for r in results if r.variant == "lira-online"]
+    if online:
+        top = max(online, key=lambda r: r.n_reference)
+        for fpr in (0.001, 0.01):
+            mine = best("rmia-offline", fpr, most=2)
+            verdict = "met" if mine >= top.tpr_at_fpr[fpr] else "NOT met"
+            print(
+                f"target (RMIA <= 2 refs >= LiRA-online {top.n_reference} refs at FPR {fpr:g}): "
+                f"{verdict} ({mine:.4f} vs {top.tpr_at_fpr[fpr]:.4f})"
+            )
 
 
 if __name__ == "__main__":
