@@ -30,6 +30,8 @@ from mlwarden.audit._stats import Verdict, decide
 #: ``MIN_FALSE_POSITIVES / f`` non-members: with fewer, the rate is set by one or two rows.
 MIN_FALSE_POSITIVES = 10
 
+_NAMES = {"rmia": "RMIA", "lira": "LiRA"}
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -161,7 +163,7 @@ def membership(params: Membership, ctx: CheckContext) -> Finding:
     if params.attack != "loss" and params.n_reference > 0:
         if estimator is None:
             skipped = (
-                f"{params.attack.upper()} needs reference models like the target: "
+                f"{_NAMES[params.attack]} needs reference models like the target: "
                 "a scikit-learn estimator"
             )
         else:
