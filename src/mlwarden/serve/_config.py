@@ -14,7 +14,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from mlwarden._yaml_lines import parse_mapping, validation_error
 from mlwarden.errors import SpecError
@@ -172,6 +179,16 @@ class EfficacyPolicy(_Strict):
     positive: str | int | None = None
 
 
+class SharedState(_Strict):
+    """Guard state shared by replicas: rate limits, detector windows, blocks and revocations
+    kept in Redis at ``url`` (``redis://host:port/db``), so a client spreading its queries over
+    replicas spends one budget. A Redis failure refuses requests (``closed``, 503) or serves
+    them on each replica's own state (``open``). Given as a bare URL, or ``{url, on_error}``."""
+
+    url: str = Field(pattern=r"^(redis|rediss|unix)://\S+$")
+    on_error: OnError = "closed"
+
+
 class Guards(_Strict):
     """Every guard's settings."""
 
@@ -188,7 +205,8 @@ class Guards(_Strict):
 
 class Deployment(_Strict):
     """One served endpoint: routes (one, or two for an A/B split), an optional shadow, outputs,
-    rate limits and guards. ``docs: false`` serves neither ``/docs`` nor ``/openapi.json``."""
+    rate limits and guards. ``docs: false`` serves neither ``/docs`` nor ``/openapi.json``.
+    ``state``: where replicas share guard state (:class:`SharedState`; default this process)."""
 
     name: str = Field(default="default", pattern=r"^[A-Za-z0-9_.-]+$")
     routes: list[Route] = Field(min_length=1, max_length=2)
@@ -198,6 +216,12 @@ class Deployment(_Strict):
     guards: Guards = Field(default_factory=Guards)
     efficacy: EfficacyPolicy = Field(default_factory=EfficacyPolicy)
     docs: bool = True
+    state: SharedState | None = None
+
+    @field_validator("state", mode="before")
+    @classmethod
+    def _url_alone(cls, value: object) -> object:
+        return {"url": value} if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _rows_fit_the_burst(self) -> Deployment:

@@ -1,5 +1,5 @@
 """The server's endpoints besides ``/v1/predict``: the probes, Prometheus metrics, analyst
-feedback, a logged decision, lifting a client's block, and SHAP explanations."""
+feedback, a logged decision, lifting a client's block, revoking a key, SHAP explanations."""
 
 import uuid
 from collections import deque
@@ -87,7 +87,8 @@ def add_probes(app: FastAPI, g: Guarded, admission: Admission) -> None:
 
 
 def add_feedback_and_admin(app: FastAPI, g: Guarded, admission: Admission) -> None:
-    """``/v1/feedback``, ``/v1/decisions/{request_id}`` and ``/v1/admin/unblock/{client}``."""
+    """``/v1/feedback``, ``/v1/decisions/{request_id}``, ``/v1/admin/unblock/{client}`` and
+    ``/v1/admin/revoke/{key_id}``."""
     log_policy = g.deployment.guards.decisions
     efficacy = EfficacyMonitor.of(g)
 
@@ -158,6 +159,21 @@ def add_feedback_and_admin(app: FastAPI, g: Guarded, admission: Admission) -> No
         g.blocked.discard(client)
         g.throttled.discard(client)
         return {"client": client, "was_restricted": was}
+
+    @app.post(
+        "/v1/admin/revoke/{key_id}",
+        tags=["admin"],
+        responses=_errors.responses(401, 403, 404, 413, 429, 503),
+    )
+    def revoke(
+        key_id: str, _: Annotated[Principal, Depends(admission.require("admin"))]
+    ) -> dict[str, Any]:
+        """Revoke an API key: refused here at once, on replicas sharing state within 1 s."""
+        try:
+            info = g.keys.revoke(key_id)
+        except RecordNotFoundError:
+            raise HTTPException(404, _errors.safe_text(f"no api key has id {key_id!r}")) from None
+        return {"key_id": info.key_id, "revoked_at": info.revoked_at}
 
 
 class Explained(BaseModel):

@@ -23,6 +23,7 @@ from mlwarden.serve._runtime import (
     load_served,
     training_reference,
 )
+from mlwarden.serve._state import RedisState, open_state
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -106,12 +107,14 @@ def build_server(
     check_same_schema(deployment, schemas)
     schema, reference = references[0]
     metrics = ServerMetrics()
+    state = open_state(deployment.state, deployment.name, metrics)
     first = routes[0]
     features = detectors = monitor = None
     if deployment.guards.extraction.enabled:
         features = FeatureSpace.fit(reference, schema)
         held_out = _held_out(store, first, schema.features)
         detectors = default_detectors(first, reference, held_out, features)
+        detectors.share(state)
     if deployment.guards.drift.enabled:
         labels = first.classes[first.predict_proba(reference).argmax(axis=1)].tolist()
         drift = deployment.guards.drift
@@ -149,7 +152,11 @@ def build_server(
         routes=routes,
         shadow=shadow,
         schema=schema,
-        keys=KeyStore(db, monotonic=clock),
+        keys=KeyStore(
+            db,
+            monotonic=clock,
+            revocations=state.revocation_feed() if isinstance(state, RedisState) else None,
+        ),
         decisions=DecisionLog(
             db,
             max_queue=deployment.guards.decisions.max_backlog,
@@ -165,6 +172,9 @@ def build_server(
         budget=budget,
         clock=clock,
         metrics=metrics,
+        state=state,
+        blocked=state.restrictions("blocked"),
+        throttled=state.restrictions("throttled"),
         explainers=explainers,
     )
 
