@@ -179,7 +179,7 @@ def test_state_is_a_redis_url_or_a_url_with_a_policy() -> None:
     full = Deployment.single("m@1", state={"url": "redis://cache:6379/0", "on_error": "open"})
     assert full.state is not None and full.state.on_error == "open"
     assert Deployment.single("m@1").state is None
-    with pytest.raises(SpecError, match="state.url"):
+    with pytest.raises(SpecError, match=r"state\.url: expected a Redis URL"):
         Deployment.single("m@1", state="http://cache:6379")
 
 

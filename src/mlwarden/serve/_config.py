@@ -185,8 +185,20 @@ class SharedState(_Strict):
     replicas spends one budget. A Redis failure refuses requests (``closed``, 503) or serves
     them on each replica's own state (``open``). Given as a bare URL, or ``{url, on_error}``."""
 
-    url: str = Field(pattern=r"^(redis|rediss|unix)://\S+$")
+    url: str
     on_error: OnError = "closed"
+
+    @field_validator("url")
+    @classmethod
+    def _redis_url(cls, url: str) -> str:
+        if not url.startswith(("redis://", "rediss://", "unix://")) or any(
+            c.isspace() for c in url
+        ):
+            raise SpecError(
+                f"expected a Redis URL such as redis://host:6379/0 (or rediss://, unix://), "
+                f"got {url!r}"
+            )
+        return url
 
 
 class Guards(_Strict):
