@@ -153,6 +153,28 @@ def test_windows_and_blocks_are_shared(redis_url: str) -> None:
     assert "thief" not in blocked_a
 
 
+def test_slowdown_windows_are_shared(redis_url: str) -> None:
+    from mlwarden.serve._slowdown import ExitMonitor
+
+    clean = np.r_[np.full(170, 0.2), np.full(30, 1.0)]  # 15% of clean answers run to the end
+
+    def monitor() -> ExitMonitor:  # the window test alone: the CUSUM stays per replica
+        return ExitMonitor(cusum_h=1e9, n_exits=3).fit(clean)
+
+    def first_alarm(monitors: list[ExitMonitor]) -> int:
+        for i in range(1, 200):
+            if monitors[i % len(monitors)].observe("sloth", 2, 1.0).alarm:
+                return i
+        raise AssertionError("no alarm")
+
+    alone = first_alarm([monitor()])
+    pair = [monitor(), monitor()]
+    for replica in pair:
+        replica.share(shared(redis_url, "slowdown"))
+    assert first_alarm(pair) == alone
+    assert first_alarm([monitor(), monitor()]) > alone  # unshared: each sees half
+
+
 def test_a_revocation_reaches_the_other_replica_within_a_second(
     redis_url: str, tmp_path: Path
 ) -> None:

@@ -128,6 +128,7 @@ def build_server(
 
         clean = first.early_exit.answer(reference).compute
         exits = ExitMonitor(n_exits=first.early_exit.network.n_exits).fit(clean)
+        exits.share(state)
         budget = ComputeBudget(
             SlowdownPolicy(
                 max_exit_when_alarmed=policy.max_exit_when_alarmed,
