@@ -26,6 +26,7 @@ import pytest
 from mlwarden.errors import GuardError, SpecError, StoreError
 from mlwarden.serve import SERVE_DB, Deployment, KeyStore
 from mlwarden.serve._config import SharedState
+from mlwarden.serve._decisions import DecisionLog
 from mlwarden.serve._metrics import ServerMetrics
 from mlwarden.serve._state import LocalState, RedisState
 from tests.serve.test_app import rows
@@ -151,6 +152,21 @@ def test_windows_and_blocks_are_shared(redis_url: str) -> None:
     assert "thief" in blocked_b and set(blocked_b) == {"thief"} and len(blocked_b) == 1
     blocked_b.discard("thief")
     assert "thief" not in blocked_a
+
+
+def test_an_allowance_over_a_window_is_shared(redis_url: str) -> None:
+    a, b = (
+        shared(redis_url, "allowance").allowance("explain", 5, 60.0, time.monotonic) for _ in "ab"
+    )
+    assert a.left("thief") == 5 and a.retry_s("thief") == 0.0
+    a.spend("thief", 2)
+    b.spend("thief", 2)
+    assert a.left("thief") == b.left("thief") == 1
+    assert 59.0 < b.retry_s("thief") <= 60.0
+    short = shared(redis_url, "allowance").allowance("brief", 1, 0.2, time.monotonic)
+    short.spend("thief", 1)
+    assert short.left("thief") == 0
+    wait_until(lambda: short.left("thief") == 1, 2.0, "the window sliding past the event")
 
 
 def test_slowdown_windows_are_shared(redis_url: str) -> None:
@@ -329,6 +345,9 @@ def replicas(
         "rate_limit: {rate_per_s: 0.001, burst: 200}\n"
         f"state: {redis_url}\n"
     )
+    # The serving database is made first: two processes creating its tables at once collide.
+    DecisionLog(store_root / SERVE_DB).close()
+    keystore(store_root).close()
     pair = (Replica(store_root, config, folder), Replica(store_root, config, folder))
     try:
         for replica in pair:

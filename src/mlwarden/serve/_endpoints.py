@@ -2,7 +2,6 @@
 feedback, a logged decision, lifting a client's block, revoking a key, SHAP explanations."""
 
 import uuid
-from collections import deque
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -195,30 +194,6 @@ class ExplainResponse(BaseModel):
     explanations: list[Explained]
 
 
-class ExplainBudget:
-    """Each client's explanations in the last ``window_s`` seconds, against its allowance."""
-
-    def __init__(self, allowed: int, window_s: float, clock: Callable[[], float]) -> None:
-        self.allowed, self.window_s, self.clock = allowed, window_s, clock
-        self._spent: dict[str, deque[float]] = {}
-
-    def left(self, client: str) -> int:
-        """Explanations ``client`` may still ask for in the current window."""
-        spent = self._spent.setdefault(client, deque())
-        while spent and spent[0] <= self.clock() - self.window_s:
-            spent.popleft()
-        return self.allowed - len(spent)
-
-    def spend(self, client: str, n: int) -> None:
-        """Record ``n`` explanations given to ``client`` now."""
-        self._spent.setdefault(client, deque()).extend([self.clock()] * n)
-
-    def retry_s(self, client: str) -> float:
-        """Seconds until ``client``'s oldest explanation in the window expires."""
-        spent = self._spent.get(client)
-        return self.window_s - (self.clock() - spent[0]) if spent else 0.0
-
-
 def explain_endpoint(
     g: Guarded, admission: Admission, body: type[BaseModel]
 ) -> Callable[..., ExplainResponse]:
@@ -229,7 +204,7 @@ def explain_endpoint(
     router = Router([r.weight for r in g.deployment.routes], g.deployment.name)
     features = g.schema.features
     cost = len(features) + 1  # an explained row reveals one number per column and the base
-    budget = ExplainBudget(policy.max_explanations, policy.window_s, g.clock)
+    budget = g.state.allowance("explain", policy.max_explanations, policy.window_s, g.clock)
 
     def refuse_over_budget(client: str, n: int) -> None:
         left = budget.left(client)

@@ -10,6 +10,8 @@ window:
   spend the same token), timed by the Redis server's clock so replicas need not agree on time;
 - a detector window is one list per client and detector, pushed and counted by one Lua script,
   expiring after a day without queries;
+- an allowance over a sliding window (``/v1/explain``'s explanations per hour) is a sorted set
+  of event times per client;
 - blocks and throttles are sets; a key revocation bumps an epoch that every replica reads at
   most every :data:`REVOCATION_POLL_S` seconds and then drops its cached keys, so a revoked key
   is refused everywhere within a second (the key database stays the authority).
@@ -24,6 +26,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
+from collections import deque
 from collections.abc import Callable, Iterator, MutableSet
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -38,9 +42,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "REVOCATION_POLL_S",
+    "Allowance",
     "FlagStore",
     "GuardState",
     "Limiter",
+    "LocalAllowance",
     "LocalState",
     "RedisState",
     "open_state",
@@ -93,6 +99,21 @@ return {#flags, count}
 """
 
 
+# KEYS[1] events sorted set; ARGV window s, n new events, unique tag. Returns {held, retry s}.
+_EVENTS_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local window, n = tonumber(ARGV[1]), tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+for i = 1, n do redis.call('ZADD', KEYS[1], now, ARGV[3] .. ':' .. i) end
+if n > 0 then redis.call('PEXPIRE', KEYS[1], math.ceil(window * 1000)) end
+local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+local retry = 0
+if #oldest > 0 then retry = window - (now - tonumber(oldest[2])) end
+return {redis.call('ZCARD', KEYS[1]), tostring(retry)}
+"""
+
+
 class Limiter(Protocol):
     """Per-key token buckets (:class:`~mlwarden.serve._ratelimit.TokenBucketLimiter`'s verbs)."""
 
@@ -128,6 +149,25 @@ class FlagStore(Protocol):
         ...
 
 
+class Allowance(Protocol):
+    """Each client's events in the last ``window_s`` seconds, against ``allowed`` of them."""
+
+    allowed: int
+    window_s: float
+
+    def left(self, client: str) -> int:
+        """Events ``client`` may still have in the current window."""
+        ...
+
+    def spend(self, client: str, n: int) -> None:
+        """Record ``n`` events of ``client`` now."""
+        ...
+
+    def retry_s(self, client: str) -> float:
+        """Seconds until ``client``'s oldest event in the window expires."""
+        ...
+
+
 class GuardState(Protocol):
     """Makes the state the guards share: buckets, flag windows, restriction sets."""
 
@@ -144,6 +184,36 @@ class GuardState(Protocol):
     def restrictions(self, name: str) -> MutableSet[str]:
         """The set of clients called ``name`` (``blocked``, ``throttled``)."""
         ...
+
+    def allowance(
+        self, name: str, allowed: int, window_s: float, clock: Callable[[], float]
+    ) -> Allowance:
+        """The sliding-window allowances called ``name`` (``clock``: the local ones' time)."""
+        ...
+
+
+class LocalAllowance:
+    """Each client's event times in this process (a deque per client)."""
+
+    def __init__(self, allowed: int, window_s: float, clock: Callable[[], float]) -> None:
+        self.allowed, self.window_s, self.clock = allowed, window_s, clock
+        self._spent: dict[str, deque[float]] = {}
+
+    def left(self, client: str) -> int:
+        """Events ``client`` may still have in the current window."""
+        spent = self._spent.setdefault(client, deque())
+        while spent and spent[0] <= self.clock() - self.window_s:
+            spent.popleft()
+        return self.allowed - len(spent)
+
+    def spend(self, client: str, n: int) -> None:
+        """Record ``n`` events of ``client`` now."""
+        self._spent.setdefault(client, deque()).extend([self.clock()] * n)
+
+    def retry_s(self, client: str) -> float:
+        """Seconds until ``client``'s oldest event in the window expires."""
+        spent = self._spent.get(client)
+        return self.window_s - (self.clock() - spent[0]) if spent else 0.0
 
 
 class LocalState:
@@ -164,6 +234,12 @@ class LocalState:
     def restrictions(self, name: str) -> MutableSet[str]:
         """A plain set."""
         return set()
+
+    def allowance(
+        self, name: str, allowed: int, window_s: float, clock: Callable[[], float]
+    ) -> Allowance:
+        """In-memory event times."""
+        return LocalAllowance(allowed, window_s, clock)
 
 
 class RedisState:
@@ -209,6 +285,7 @@ class RedisState:
         self._local = LocalState()
         self._bucket = client.register_script(_BUCKET_LUA)
         self._window = client.register_script(_WINDOW_LUA)
+        self._events = client.register_script(_EVENTS_LUA)
 
     def check(self) -> None:
         """Ping Redis; unreachable, refuse to start when failing closed, else warn."""
@@ -252,6 +329,12 @@ class RedisState:
     def restrictions(self, name: str) -> MutableSet[str]:
         """A Redis set, written through to a local one that answers while Redis is down."""
         return _RedisSet(self, name)
+
+    def allowance(
+        self, name: str, allowed: int, window_s: float, clock: Callable[[], float]
+    ) -> Allowance:
+        """Event times in a Redis sorted set per client, counted on Redis's clock."""
+        return _RedisAllowance(self, name, LocalAllowance(allowed, window_s, clock))
 
     def announce_revocation(self, key_id: str) -> None:
         """Tell every replica that a key was revoked (they drop their cached keys)."""
@@ -366,6 +449,33 @@ class _RedisFlags:
         return self._state.call(
             lambda: sum(1 for _ in self._state.redis.scan_iter(match=pattern, count=1000)),
             lambda: len(self._local),
+        )
+
+
+class _RedisAllowance:
+    def __init__(self, state: RedisState, name: str, local: LocalAllowance) -> None:
+        self._state = state
+        self._name = name
+        self._local = local
+        self.allowed, self.window_s = local.allowed, local.window_s
+
+    def _run(self, client: str, n: int) -> tuple[int, float]:
+        key = self._state.key("events", self._name, client)
+        reply: Any = self._state._events(keys=[key], args=[self.window_s, n, uuid.uuid4().hex])
+        return int(reply[0]), float(reply[1])
+
+    def left(self, client: str) -> int:
+        return self._state.call(
+            lambda: self.allowed - self._run(client, 0)[0], lambda: self._local.left(client)
+        )
+
+    def spend(self, client: str, n: int) -> None:
+        self._local.spend(client, n)
+        self._state.call(lambda: self._run(client, n), lambda: (0, 0.0))
+
+    def retry_s(self, client: str) -> float:
+        return self._state.call(
+            lambda: self._run(client, 0)[1], lambda: self._local.retry_s(client)
         )
 
 
