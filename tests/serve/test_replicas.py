@@ -255,6 +255,7 @@ def test_the_server_follows_the_state_policy_when_redis_goes_down(
     assert refused.status_code == 503 and "'state'" in refused.json()["detail"]
     answered = opened.predict(rows(phishing_rows, 2))
     assert answered.status_code == 200, answered.text
+    assert "state" in answered.headers["X-Mlwarden-Fail-Open"].split(",")
 
 
 def test_without_state_each_replica_keeps_its_own_budget(

@@ -308,7 +308,10 @@ class RedisState:
         try:
             return op()
         except RedisError as exc:
-            GuardRun(self.metrics).failed("state", self.on_error, cause=exc)
+            run = GuardRun.current()
+            if run is None or run.metrics is not self.metrics:
+                run = GuardRun(self.metrics)
+            run.failed("state", self.on_error, cause=exc)
             _log.warning("shared state failed open: %s", exc)
             return fallback()
 
