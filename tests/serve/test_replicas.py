@@ -24,8 +24,7 @@ import pandas as pd
 import pytest
 
 from mlwarden.errors import GuardError, SpecError, StoreError
-from mlwarden.serve import SERVE_DB, Deployment, KeyStore
-from mlwarden.serve._config import SharedState
+from mlwarden.serve import SERVE_DB, Deployment, KeyStore, SharedState
 from mlwarden.serve._decisions import DecisionLog
 from mlwarden.serve._metrics import ServerMetrics
 from mlwarden.serve._state import LocalState, RedisState

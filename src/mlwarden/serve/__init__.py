@@ -13,6 +13,7 @@ from mlwarden.serve._config import (
     OutputPolicy,
     RateLimit,
     Route,
+    SharedState,
 )
 from mlwarden.serve._decisions import DecisionLog
 from mlwarden.serve._efficacy import (
@@ -73,6 +74,7 @@ __all__ = [
     "RarityDetector",
     "RateLimit",
     "Route",
+    "SharedState",
     "Verdict",
     "build_server",
     "close_server",

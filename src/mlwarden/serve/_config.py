@@ -65,7 +65,8 @@ class ExtractionGuard(_Strict):
     """Per-client extraction detection and what an alarm does to that client.
 
     ``throttle`` cuts the client to ``throttle_rate_per_s`` rows per second, one row per
-    request; ``block`` refuses it with 403 until the server restarts or an admin unblocks it.
+    request; ``block`` refuses it with 403 until the server restarts or an admin unblocks it
+    (with a shared ``state``, until an admin unblocks it).
     Each request's rows are screened in order before any is answered: a request during which
     the alarm rises is refused whole (403 for ``block``, 429 for ``throttle``), so a batch
     that gives a thief away is never answered.
