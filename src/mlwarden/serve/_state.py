@@ -31,7 +31,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, MutableSet
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from mlwarden.errors import StoreError
+from mlwarden.errors import CapabilityError, StoreError
 from mlwarden.serve._config import OnError, SharedState
 from mlwarden.serve._guard_run import GuardRun
 from mlwarden.serve._metrics import ServerMetrics
@@ -269,7 +269,7 @@ class RedisState:
             try:
                 import redis
             except ImportError as exc:
-                raise StoreError(
+                raise CapabilityError(
                     "state: redis:// needs the redis client: pip install 'mlwarden[redis]'"
                 ) from exc
             client = redis.Redis.from_url(
