@@ -128,7 +128,7 @@ def test_every_run_writes_a_json_and_a_self_contained_html_report(demo_dir: Path
     checks = {"performance_floor", "generalization_gap", "evasion"}
     assert {c["check"] for c in report["checks"]} == checks
     html = (reports[0].parent / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 4  # checks, evasion curve, confusion, ROC
+    assert html.count("data:image/png;base64,") == 5  # checks, evasion, confusion, ROC, SHAP
     assert "before hardening</th><th>after hardening</th>" in html
     assert 'src="http' not in html and "<script" not in html
     assert "performance_floor" in html and "phishing@1" in html

@@ -118,8 +118,63 @@ def metric_value(
         if not np.isin(classes, y).all():
             return float("nan")
         return float(roc_auc_score(y, proba, multi_class="ovr", labels=classes))
+    codes = _codes(y, classes)
+    if codes is not None:  # from the confusion counts: a bootstrap resample costs one bincount
+        pos_code = list(classes).index(pos) if binary else None
+        return _counted(name, codes, np.argmax(proba, axis=1), len(classes), pos_code)
     averaging: dict[str, Any] = (
         {"average": "binary", "pos_label": pos} if binary else {"average": "macro"}
     )
     score = {"precision": precision_score, "recall": recall_score, "f1": f1_score}[name]
     return float(score(y, pred, zero_division=0, **averaging))
+
+
+def as_codes(y: Any, classes: np.ndarray, positive: Any | None) -> tuple[Any, Any, Any | None]:
+    """Labels, classes and positive class as class indices, for metrics computed many times.
+
+    :func:`metric_value` gives the same numbers on the indices, and a bootstrap resample then
+    compares integers, not text; unchanged when a label is not one of ``classes``.
+    """
+    import numpy as np
+
+    codes = _codes(np.asarray(y), classes)
+    if codes is None or (positive is not None and positive not in list(classes)):
+        return y, classes, positive
+    index = np.arange(len(classes))
+    return codes, index, (list(classes).index(positive) if positive is not None else None)
+
+
+def _codes(y: np.ndarray, classes: np.ndarray) -> np.ndarray | None:
+    """Each label's index in ``classes``; None when a label is not one of them."""
+    import numpy as np
+
+    order = np.argsort(classes)
+    at = np.searchsorted(classes[order], y).clip(max=len(classes) - 1)
+    found = order[at]
+    if len(y) and not bool((classes[found] == y).all()):
+        return None
+    result: np.ndarray = found
+    return result
+
+
+def _counted(name: str, y: np.ndarray, pred: np.ndarray, k: int, pos: int | None) -> float:
+    """Precision, recall or F1 as scikit-learn gives them (``zero_division=0``), from counts.
+
+    Binary: of the class ``pos``. Otherwise the macro average over the labels that occur in
+    ``y`` or ``pred``, as scikit-learn averages when it is given no label list.
+    """
+    import numpy as np
+
+    confusion = np.bincount(y * k + pred, minlength=k * k).reshape(k, k)
+    hits = np.diag(confusion).astype(float)
+    predicted, actual = confusion.sum(axis=0), confusion.sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        precision = np.where(predicted > 0, hits / predicted, 0.0)
+        recall = np.where(actual > 0, hits / actual, 0.0)
+        both = predicted + actual
+        f1 = np.where(both > 0, 2 * hits / both, 0.0)
+    value = {"precision": precision, "recall": recall, "f1": f1}[name]
+    if pos is not None:
+        return float(value[pos])
+    seen = (predicted > 0) | (actual > 0)
+    return float(value[seen].mean())

@@ -14,7 +14,7 @@ from mlwarden.audit._checks import (
     register_check,
     span,
 )
-from mlwarden.audit._metrics import MetricName, metric_value
+from mlwarden.audit._metrics import MetricName, as_codes, metric_value
 from mlwarden.audit._stats import bootstrap_interval, decide
 
 
@@ -29,10 +29,10 @@ class PerformanceFloor(CheckParams):
 def performance_floor(params: PerformanceFloor, ctx: CheckContext) -> Finding:
     """Held-out performance must reach a floor: a model worse than this is not worth shipping."""
     proba = ctx.model.predict_proba(ctx.X_test)
-    classes, y = ctx.model.classes_, ctx.y_test.to_numpy()
-    value = metric_value(params.metric, y, proba, classes, ctx.positive)
+    y, classes, positive = as_codes(ctx.y_test.to_numpy(), ctx.model.classes_, ctx.positive)
+    value = metric_value(params.metric, y, proba, classes, positive)
     interval = bootstrap_interval(
-        lambda i: metric_value(params.metric, y[i], proba[i], classes, ctx.positive),
+        lambda i: metric_value(params.metric, y[i], proba[i], classes, positive),
         len(y), seed=ctx.seed,
     )  # fmt: skip
     verdict = decide(value, interval, params.min, ">=")
@@ -66,15 +66,19 @@ def generalization_gap(params: GeneralizationGap, ctx: CheckContext) -> Finding:
     is a cheap first signal of privacy leakage as well as of poor generalisation. The interval
     resamples the training and the held-out rows independently.
     """
-    classes = ctx.model.classes_
+    import numpy as np
+
+    both = np.concatenate([ctx.y_train.to_numpy(), ctx.y_test.to_numpy()])
+    y, classes, positive = as_codes(both, ctx.model.classes_, ctx.positive)
+    y_train, y_test = y[: len(ctx.y_train)], y[len(ctx.y_train) :]
     sets = [
-        (ctx.y_train.to_numpy(), ctx.model.predict_proba(ctx.X_train)),
-        (ctx.y_test.to_numpy(), ctx.model.predict_proba(ctx.X_test)),
+        (y_train, ctx.model.predict_proba(ctx.X_train)),
+        (y_test, ctx.model.predict_proba(ctx.X_test)),
     ]
 
     def score(k: int, rows: Any = slice(None)) -> float:
         y, proba = sets[k]
-        return metric_value(params.metric, y[rows], proba[rows], classes, ctx.positive)
+        return metric_value(params.metric, y[rows], proba[rows], classes, positive)
 
     train, test = score(0), score(1)
     gap = train - test

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import tempfile
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -15,11 +17,43 @@ from mlwarden.errors import DataError
 if TYPE_CHECKING:
     import pandas as pd
 
-    from mlwarden.data import DriftReport, MissingPolicy, TableSchema, ValidationReport
+    from mlwarden.data import (
+        DriftReport,
+        MissingPolicy,
+        ParquetSink,
+        TableSchema,
+        ValidationReport,
+    )
 
 schema_app = typer.Typer(help="Infer and edit table schemas.", no_args_is_help=True)
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
+
+
+def table_batches(source: str, sep: str | None = None) -> tuple[Iterable[pd.DataFrame], str]:
+    """A bundled dataset (one batch) or a CSV file read in batches; with a short name."""
+    from mlwarden import data as datasets
+    from mlwarden.data import csv_batches
+
+    if source in datasets.list_datasets():
+        return [datasets.load(source).frame], source
+    path = Path(source)
+    if not path.is_file():
+        raise DataError(
+            f"{source} is neither a CSV file nor a bundled dataset "
+            f"({', '.join(datasets.list_datasets())})"
+        )
+    return csv_batches(path, str(path), sep), path.stem
+
+
+def _kept(batches: Iterable[pd.DataFrame], sink: ParquetSink | None) -> Iterator[pd.DataFrame]:
+    """The batches, also written to ``sink`` (closed at the end) when there is one."""
+    for batch in batches:
+        if sink is not None:
+            sink.write(batch)
+        yield batch
+    if sink is not None:
+        sink.close()
 
 
 def read_table(source: str, sep: str | None = None) -> tuple[pd.DataFrame, str]:
@@ -157,50 +191,68 @@ def validate_command(
     out-of-range values that show a shift, and bias the other columns.
     """
     from mlwarden.data import (
+        DriftThresholds,
+        ParquetSink,
         TableSchema,
         coerce_numeric,
+        drift_of_columns,
         drift_report,
         infer_schema,
-        validate_table,
+        parquet_columns,
+        table_columns,
+        validate_batches,
     )
 
     if schema is None and against is None:
         raise typer.BadParameter("give --schema FILE or --against REFERENCE (or both)")
     used_sep = _separator(sep)
-    frame, name = read_table(data, used_sep)
+    batches, name = table_batches(data, used_sep)
     reference = read_table(against, used_sep)[0] if against is not None else None
     if schema is not None:
         table_schema = TableSchema.from_yaml(schema)
     else:
         assert reference is not None
         table_schema = infer_schema(reference)
-    _accepted, quarantined, report = validate_table(
-        frame, table_schema, _parse_missing(missing or [])
-    )
-    _show_report(report)
     folder = out_dir or Path("mlwarden-validation") / name
     folder.mkdir(parents=True, exist_ok=True)
-    quarantined.to_csv(folder / "quarantine.csv", index=False)
-    result = {
-        "data": data,
-        "report": report.model_dump(mode="json"),
-        "drift": None,
-        "max_rejected": max_rejected,
-    }
-    report_path = folder / "validation.json"
-    report_path.write_text(json.dumps(result, indent=2) + "\n")
-    out.print(f"quarantine: {folder / 'quarantine.csv'}\nreport:     {report_path}")
-    drift = None
-    if reference is not None:
-        shared = [c for c in table_schema.columns if c in reference.columns and c in frame]
-        drift = drift_report(
-            coerce_numeric(reference[shared], table_schema),
-            coerce_numeric(frame[shared], table_schema),
-            schema=table_schema,
+    with tempfile.TemporaryDirectory(prefix="mlwarden-validate-") as scratch:
+        kept = ParquetSink(Path(scratch) / "table.parquet") if reference is not None else None
+        report = validate_batches(
+            _kept(batches, kept),
+            table_schema,
+            _parse_missing(missing or []),
+            quarantine=folder / "quarantine.csv",
         )
-        _show_drift(drift)
-        result["drift"] = drift.model_dump(mode="json")
+        _show_report(report)
+        result = {
+            "data": data,
+            "report": report.model_dump(mode="json"),
+            "drift": None,
+            "max_rejected": max_rejected,
+        }
+        report_path = folder / "validation.json"
         report_path.write_text(json.dumps(result, indent=2) + "\n")
+        out.print(f"quarantine: {folder / 'quarantine.csv'}\nreport:     {report_path}")
+        drift = None
+        if reference is not None and kept is not None:
+            present = table_columns(kept.path)
+            shared = [c for c in table_schema.columns if c in reference.columns and c in present]
+            thresholds = DriftThresholds()
+            drift = drift_of_columns(
+                [  # a column at a time: the table is never whole in memory
+                    drift_report(
+                        coerce_numeric(reference[[c]], table_schema),
+                        coerce_numeric(parquet_columns(kept.path, [c]), table_schema),
+                        thresholds,
+                        schema=table_schema,
+                    ).columns[0]
+                    for c in shared
+                ],
+                thresholds,
+            )
+            _show_drift(drift)
+            result["drift"] = drift.model_dump(mode="json")
+            report_path.write_text(json.dumps(result, indent=2) + "\n")
     problems = []
     if report.rejected_fraction > max_rejected:
         problems.append(f"{report.rejected_fraction:.2%} quarantined > {max_rejected:.2%} allowed")

@@ -17,6 +17,7 @@ from mlwarden.data._drift import (
     DriftReport,
     DriftThresholds,
     chi2_test,
+    drift_of_columns,
     drift_report,
     jensen_shannon_distance,
     ks_test,
@@ -37,10 +38,20 @@ from mlwarden.data._label_errors import (
     out_of_fold_probabilities,
     precision_recall,
 )
-from mlwarden.data._labels import LabelClasses, decide_classes, label_key
+from mlwarden.data._labels import LabelClasses, decide_classes, decide_counted_classes, label_key
 from mlwarden.data._missing import ColumnImputation, Imputation, fit_imputation
+from mlwarden.data._parquet import (
+    BATCH_ROWS,
+    ParquetSink,
+    parquet_batches,
+    parquet_columns,
+    table_columns,
+    table_rows,
+    write_rows,
+)
 from mlwarden.data._rules import Rule
-from mlwarden.data._schema import ColumnSchema, TableSchema, infer_column, infer_schema, widen
+from mlwarden.data._schema import ColumnSchema, TableSchema, widen
+from mlwarden.data._schema_infer import SchemaInference, infer_column, infer_schema
 from mlwarden.data._validate import (
     REASONS_COLUMN,
     ROW_COLUMN,
@@ -73,6 +84,7 @@ __all__ = [
     "MissingPolicy",
     "Overlap",
     "Rule",
+    "SchemaInference",
     "TableSchema",
     "ValidationReport",
     "chi2_test",
@@ -106,9 +118,18 @@ __all__ = [
 
 __all__ += ["REASONS_COLUMN", "ROW_COLUMN", "csv_batches", "list_corpora", "load_text"]
 __all__ += [
+    "BATCH_ROWS",
     "DUPLICATE_REASON",
+    "ParquetSink",
     "TableCheck",
+    "decide_counted_classes",
+    "drift_of_columns",
     "duplicates_of",
+    "parquet_batches",
+    "parquet_columns",
     "row_hashes",
+    "table_columns",
+    "table_rows",
     "validate_batches",
+    "write_rows",
 ]

@@ -15,7 +15,7 @@ quarantined by validation with a reason naming the value and the expected classe
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel
@@ -87,13 +87,33 @@ def decide_classes(
     ``positive: '1'`` becomes ``1`` for a column of numbers. Raises ``DataError`` when the table
     has no data rows, when ``positive`` is not a class, or when fewer than two classes remain.
     """
-    column = str(labels.name)
-    present = labels.dropna()
-    if present.empty:
+    counts = labels.dropna().value_counts(sort=False)
+    return decide_counted_classes(
+        str(labels.name),
+        dict(counts.items()),
+        int(labels.isna().sum()),
+        positive,
+        classes,
+        schema,
+    )
+
+
+def decide_counted_classes(
+    column: str,
+    counts: Mapping[Any, int],
+    missing: int,
+    positive: Scalar | None = None,
+    classes: Sequence[Scalar] | None = None,
+    schema: TableSchema | None = None,
+) -> LabelClasses:
+    """:func:`decide_classes` from the label's value counts (in order of first appearance).
+
+    For a table read in batches: count each batch's labels, then decide here.
+    """
+    if not counts:
         raise DataError(
-            f"label column {column!r} has no values in {len(labels)} row(s): nothing to learn"
+            f"label column {column!r} has no values in {missing} row(s): nothing to learn"
         )
-    counts = present.value_counts(sort=False)
     by_key: dict[str, tuple[Any, int]] = {}
     for value, count in counts.items():
         key = label_key(value)
@@ -107,7 +127,7 @@ def decide_classes(
     elif declared:
         rule, allowed = "schema", {label_key(c) for c in declared}
     else:
-        total = int(counts.sum())
+        total = int(sum(counts.values()))
         rule = "frequency"
         allowed = {
             key
@@ -133,7 +153,7 @@ def decide_classes(
         positive=_plain(by_key[label_key(positive)][0]) if positive is not None else None,
         rule=rule,
         stray=stray,
-        missing=int(labels.isna().sum()),
+        missing=missing,
     )
 
 

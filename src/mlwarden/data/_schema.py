@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
@@ -12,18 +12,13 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 from mlwarden.data._rules import Rule
 from mlwarden.errors import DataError, ParameterError
 
-if TYPE_CHECKING:
-    import pandas as pd
-
 ColumnType = Literal["integer", "float", "category", "string", "boolean"]
 Scalar = int | float | str | bool
 
 SCHEMA_FORMAT = 1
-_MAX_INFERRED_CATEGORIES = 50
 #: A text column whose non-missing values are at least this share of numbers is numeric; the
 #: rest are typos or placeholders that validation quarantines as "not a number".
 NUMERIC_SHARE = 0.95
-_EXAMPLES = 5
 
 
 class ColumnSchema(BaseModel):
@@ -99,66 +94,6 @@ class TableSchema(BaseModel):
             raise DataError(f"schema file {path}: {where}: {first['msg']}") from exc
 
 
-def infer_column(series: pd.Series, margin: float = 0.0) -> ColumnSchema:
-    """Infer one column's type, range or categories, missing rate and uniqueness from its values.
-
-    A column read as text whose values are nearly all numbers (``NUMERIC_SHARE``) is numeric:
-    the few values that are not numbers are recorded (``non_numeric_rate``, examples) and
-    validation quarantines their rows. ``margin`` widens numeric ranges (see ``widen``).
-    """
-    import pandas as pd
-
-    values = series.dropna()
-    nullable = bool(series.isna().any())
-    rate = round(float(series.isna().mean()), 6) if len(series) else 0.0
-    if pd.api.types.is_bool_dtype(series):
-        return ColumnSchema(type="boolean", nullable=nullable, missing_rate=rate)
-    stray: pd.Series | None = None
-    if len(values) and not pd.api.types.is_numeric_dtype(values):
-        numbers = pd.to_numeric(values.astype(str).str.strip(), errors="coerce")
-        if numbers.notna().mean() >= NUMERIC_SHARE:
-            stray = values[numbers.isna()]
-            values = numbers.dropna().astype("float64")
-    integral = pd.api.types.is_float_dtype(values) and bool((values == values.round()).all())
-    if pd.api.types.is_numeric_dtype(values) and len(values) > 0:
-        kind: ColumnType = (
-            "integer" if pd.api.types.is_integer_dtype(values) or integral else "float"
-        )
-        low, high = widen(float(values.min()), float(values.max()), margin, kind)
-        return ColumnSchema(
-            type=kind,
-            min=low,
-            max=high,
-            unique=bool(
-                kind == "integer"
-                and values.is_unique
-                and len(values) > 1
-                and len(values) == len(series)
-            ),
-            nullable=nullable,
-            missing_rate=rate,
-            non_numeric_rate=round(len(stray) / len(series), 6) if stray is not None else None,
-            non_numeric_examples=(
-                [str(v) for v in stray.unique()[:_EXAMPLES]] if stray is not None else None
-            ),
-        )
-    counts = values.astype(str).value_counts(normalize=True, sort=False)
-    if len(counts) <= _MAX_INFERRED_CATEGORIES:
-        return ColumnSchema(
-            type="category",
-            categories=sorted(counts.index),
-            frequencies={str(k): round(float(v), 6) for k, v in sorted(counts.items())},
-            nullable=nullable,
-            missing_rate=rate,
-        )
-    return ColumnSchema(
-        type="string",
-        unique=bool(values.is_unique and len(values) == len(series)),
-        nullable=nullable,
-        missing_rate=rate,
-    )
-
-
 def widen(
     low: float, high: float, margin: float, kind: ColumnType = "float"
 ) -> tuple[float, float]:
@@ -182,24 +117,3 @@ def widen(
     if kind == "integer":
         new_low, new_high = float(math.floor(new_low)), float(math.ceil(new_high))
     return new_low, new_high
-
-
-def infer_schema(
-    frame: pd.DataFrame, label: str | None = None, *, margin: float = 0.0
-) -> TableSchema:
-    """Infer a schema for every column of ``frame``; edit the result to tighten it.
-
-    ``margin`` widens every numeric feature range (not the label's) by that share of its width
-    on each side.
-    """
-    if label is not None and label not in frame.columns:
-        raise DataError(
-            f"label column {label!r} is not in the table; columns are {list(frame.columns)}"
-        )
-    return TableSchema(
-        columns={
-            str(name): infer_column(frame[name], 0.0 if name == label else margin)
-            for name in frame.columns
-        },
-        label=label,
-    )

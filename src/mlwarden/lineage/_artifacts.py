@@ -32,9 +32,10 @@ class ArtifactFiles:
         An intact existing blob is left untouched; a damaged one is replaced (and logged), since
         the bytes that match the recorded hash are at hand.
         """
-        is_file = isinstance(data, Path)
-        digest = sha256_file(data) if is_file else sha256_bytes(data)
-        size = data.stat().st_size if is_file else len(data)
+        if isinstance(data, Path):
+            digest, size = sha256_file(data), data.stat().st_size
+        else:
+            digest, size = sha256_bytes(data), len(data)
         target = self.path(digest)
         if target.exists():
             if self.check(digest, size) is None:
@@ -44,14 +45,14 @@ class ArtifactFiles:
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
         try:
             with os.fdopen(fd, "wb") as fh:
-                if is_file:
+                if isinstance(data, Path):
                     with data.open("rb") as source:
                         shutil.copyfileobj(source, fh, _COPY_CHUNK)
                 else:
                     fh.write(data)
                 fh.flush()
                 os.fsync(fh.fileno())
-            if is_file and sha256_file(Path(tmp)) != digest:
+            if isinstance(data, Path) and sha256_file(Path(tmp)) != digest:
                 raise IntegrityError(f"{data} changed while it was stored as an artifact")
             os.chmod(tmp, 0o444)
             os.replace(tmp, target)

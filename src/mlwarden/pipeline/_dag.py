@@ -278,8 +278,12 @@ def build_steps(spec: AnySpec) -> tuple[list[StepDef], dict[str, Output]]:
             "split",
             _data_steps.split,
             {"clean": "validate.clean", "info": "ingest.info"},
-            ("train", "test"),
-            {"test_size": spec.split.test_size, "seed": spec.split.seed},
+            ("train", "test", "sample"),
+            {
+                "test_size": spec.split.test_size,
+                "seed": spec.split.seed,
+                "max_rows": spec.train.max_rows if spec.train else None,
+            },
         ),
     ]
     train_ref, test_ref = "split.train", "split.test"

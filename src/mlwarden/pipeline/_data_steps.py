@@ -6,25 +6,35 @@ number (``_row``) and the reason, so a model's lineage says which rows it never 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlwarden import data as data_layer
 from mlwarden.data import (
+    BATCH_ROWS,
     REASONS_COLUMN,
     DriftThresholds,
     LabelClasses,
     MissingPolicy,
+    ParquetSink,
+    SchemaInference,
+    TableCheck,
     TableSchema,
     coerce_numeric,
-    decide_classes,
+    csv_batches,
+    decide_counted_classes,
+    drift_of_columns,
     drift_report,
-    find_duplicates,
     group_stats,
-    infer_schema,
     label_balance,
+    parquet_batches,
+    parquet_columns,
     read_csv_table,
+    table_columns,
+    table_rows,
     typed_classes,
-    validate_table,
+    write_rows,
 )
 from mlwarden.errors import DataError
 from mlwarden.pipeline._context import Output, StepContext
@@ -40,6 +50,7 @@ from mlwarden.pipeline._io import (
 )
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
 
 
@@ -57,52 +68,136 @@ def ingest(ctx: StepContext) -> Outputs:
     here (``decide_classes``: ``data.classes``, the schema's categories, or the frequency rule)
     and recorded in ``info.json``, with the spec's ``positive`` resolved to the value as it
     occurs in the column; validation quarantines every other label value.
+
+    A CSV source is read in record batches (:func:`~mlwarden.data.csv_batches`, typed as one
+    whole-file read types it) and written to ``raw.parquet`` as it is read; the schema is
+    inferred and the labels counted batch by batch, so memory does not grow with the table.
     """
     p = ctx.params
     label = p["label"]
+    schema: TableSchema | None = None
+    inference: SchemaInference | None = None
     if p.get("dataset"):
         dataset = data_layer.load(p["dataset"])
-        frame, schema = dataset.frame, dataset.schema
+        batches: Iterable[pd.DataFrame] = [dataset.frame]
+        schema = dataset.schema
         label = label or dataset.label
         positive = p["positive"] if p["positive"] is not None else dataset.positive
         if label != dataset.label:
             schema = schema.model_copy(update={"label": label})
     else:
         ctx.progress(f"reading {p['path']}")
-        frame = read_csv_table(ctx.input("source"), p["path"], p.get("sep"))
+        batches = csv_batches(ctx.input_path("source"), p["path"], p.get("sep"), rows=BATCH_ROWS)
         positive = p["positive"]
-        _require_label(frame, label)
-        schema = (
-            TableSchema.model_validate(ctx.json("schema"))
-            if p["has_schema"]
-            else infer_schema(frame, label=label)
-        )
-        schema = schema.model_copy(update={"label": label})
-    _require_label(frame, label)
-    if p.get("has_feedback"):
-        frame = _with_feedback(ctx, frame, label)
+        if p["has_schema"]:
+            schema = TableSchema.model_validate(ctx.json("schema"))
+            schema = schema.model_copy(update={"label": label})
+        else:
+            inference = SchemaInference(label=label)
+    feedback = _feedback(ctx, label) if p.get("has_feedback") else None
+    raw = ParquetSink(ctx.scratch() / "raw.parquet")
+    labels = _LabelCounts(label)
+    columns: list[str] = []
+    dtypes: Any = None
+    for batch in batches:
+        if not columns:
+            _require_label(batch, label)
+            columns = [str(c) for c in batch.columns]
+            dtypes = _with_feedback_types(batch, feedback, label)
+        if inference is not None:
+            inference.update(batch)
+        batch = batch.astype(dtypes)
+        raw.write(batch)
+        labels.add(batch[label])
+        if raw.rows >= BATCH_ROWS:
+            ctx.progress(f"read {raw.rows:,} rows")
+    if inference is not None:
+        schema = inference.result().model_copy(update={"label": label})
+    assert schema is not None
+    if feedback is not None:
+        feedback = feedback[columns].astype(dtypes)
+        ctx.progress(f"{len(feedback):,} feedback rows appended to {raw.rows:,} source rows")
+        raw.write(feedback)
+        labels.add(feedback[label])
+    raw.close()
     if label not in schema.columns:
         raise DataError(f"label column {label!r} is not in the schema")
-    inferred = not p.get("dataset") and not p["has_schema"]
-    classes = decide_classes(frame[label], positive, p.get("classes"), None if inferred else schema)
+    inferred = inference is not None
+    classes = decide_counted_classes(
+        label,
+        labels.counts,
+        labels.missing,
+        positive,
+        p.get("classes"),
+        None if inferred else schema,
+    )
     if inferred:
         schema = _with_label_classes(schema, classes)
-    classes = typed_classes(classes, schema.columns[label], frame[label])
-    ctx.progress(f"{len(frame):,} rows x {frame.shape[1]} columns; {_classes_line(classes)}")
+    classes = typed_classes(classes, schema.columns[label], labels.values())
+    ctx.progress(f"{raw.rows:,} rows x {len(columns)} columns; {_classes_line(classes)}")
     info = {
         "label": label,
         "positive": classes.positive,
-        "rows": len(frame),
-        "columns": list(frame.columns),
+        "rows": raw.rows,
+        "columns": columns,
         "classes": classes.classes,
         "n_classes": classes.n_classes,
         "label_classes": classes.model_dump(mode="json"),
     }
     return {
-        "raw": Output(table_bytes(frame), PARQUET, "raw.parquet"),
+        "raw": Output(raw.path, PARQUET, "raw.parquet"),
         "schema": Output(json_bytes(schema), JSON, "schema.json"),
         "info": Output(json_bytes(info), JSON, "info.json"),
     }
+
+
+class _LabelCounts:
+    """How often each label value occurs (in order of first appearance), and missing labels."""
+
+    def __init__(self, column: str) -> None:
+        self.column = column
+        self.counts: dict[Any, int] = {}
+        self.missing = 0
+        self._dtype: Any = None
+
+    def add(self, labels: pd.Series) -> None:
+        self._dtype = labels.dtype
+        self.missing += int(labels.isna().sum())
+        for value, count in labels.dropna().value_counts(sort=False).items():
+            self.counts[value] = self.counts.get(value, 0) + int(count)
+
+    def values(self) -> pd.Series:
+        """Each distinct label value once, typed as the column."""
+        import pandas as pd
+
+        values: pd.Series = pd.Series(list(self.counts), name=self.column, dtype=self._dtype)
+        return values
+
+
+def _with_feedback_types(
+    first: pd.DataFrame, feedback: pd.DataFrame | None, label: str
+) -> pd.Series:
+    """The column types of the source table with the feedback rows appended (as concat gives)."""
+    import pandas as pd
+
+    if feedback is None:
+        return first.dtypes
+    missing = [c for c in first.columns if c not in feedback.columns]
+    extra = [c for c in feedback.columns if c not in first.columns]
+    if missing or extra:
+        raise DataError(
+            f"feedback rows must have the source table's columns; missing {missing}, "
+            f"unexpected {extra}"
+        )
+    return pd.concat([first.iloc[:1], feedback[list(first.columns)].iloc[:1]]).dtypes
+
+
+def _feedback(ctx: StepContext, label: str) -> pd.DataFrame:
+    """The production feedback rows to append to the source table (every one labelled)."""
+    feedback = read_csv_table(ctx.input("feedback"), "the feedback table", ctx.params.get("sep"))
+    if label in feedback.columns and feedback[label].isna().any():
+        raise DataError(f"{int(feedback[label].isna().sum())} feedback rows have no label")
+    return feedback
 
 
 def _with_label_classes(schema: TableSchema, classes: LabelClasses) -> TableSchema:
@@ -129,24 +224,6 @@ def _classes_line(classes: LabelClasses) -> str:
     return line
 
 
-def _with_feedback(ctx: StepContext, frame: pd.DataFrame, label: str) -> pd.DataFrame:
-    """The source table with the production feedback rows appended (same columns)."""
-    import pandas as pd
-
-    feedback = read_csv_table(ctx.input("feedback"), "the feedback table", ctx.params.get("sep"))
-    missing = [c for c in frame.columns if c not in feedback.columns]
-    extra = [c for c in feedback.columns if c not in frame.columns]
-    if missing or extra:
-        raise DataError(
-            f"feedback rows must have the source table's columns; missing {missing}, "
-            f"unexpected {extra}"
-        )
-    if feedback[label].isna().any():
-        raise DataError(f"{int(feedback[label].isna().sum())} feedback rows have no label")
-    ctx.progress(f"{len(feedback):,} feedback rows appended to {len(frame):,} source rows")
-    return pd.concat([frame, feedback[list(frame.columns)]], ignore_index=True)
-
-
 def _reference_table(ctx: StepContext, reference: str) -> pd.DataFrame:
     if reference in data_layer.list_datasets():
         return data_layer.load(reference).frame
@@ -155,55 +232,50 @@ def _reference_table(ctx: StepContext, reference: str) -> pd.DataFrame:
 
 def _quality(
     ctx: StepContext,
-    raw: pd.DataFrame,
-    accepted: pd.DataFrame,
+    raw: Path,
+    clean: Path,
     schema: TableSchema,
     info: dict[str, Any],
 ) -> dict[str, Any]:
-    """Label balance, classes, groups, and drift of the whole batch (see ``validate``)."""
+    """Label balance, classes, groups, and drift of the whole batch (see ``validate``).
+
+    Each is read a few columns at a time from the step's files: the table is never whole in
+    memory.
+    """
     p = ctx.params
     label, positive = info["label"], info["positive"]
-    features = accepted.drop(columns=[ROW_ID])
     quality: dict[str, Any] = {
-        "label_balance": label_balance(features[label]).model_dump(mode="json"),
+        "label_balance": label_balance(parquet_columns(clean, [label])[label]).model_dump(
+            mode="json"
+        ),
         "label_classes": info.get("label_classes"),
         "groups": [],
         "drift": None,
     }
-    absent = [c for c in p["protected"] if c not in features.columns]
+    absent = [c for c in p["protected"] if c not in table_columns(clean)]
     if absent:
         raise DataError(f"data.protected names column(s) {absent} that the table does not have")
     if p["protected"]:
+        features = parquet_columns(clean, [label, *p["protected"]])
         stats = group_stats(features, label, p["protected"], positive)
         quality["groups"] = [g.model_dump(mode="json") for g in stats]
     if p["drift"] is not None:
         reference = coerce_numeric(_reference_table(ctx, p["drift"]["reference"]), schema)
-        shared = [c for c in schema.columns if c in reference.columns and c in raw.columns]
+        in_raw = table_columns(raw)
+        shared = [c for c in schema.columns if c in reference.columns and c in in_raw]
         ctx.progress(f"drift against {p['drift']['reference']} on {len(shared)} columns")
-        drift = drift_report(
-            reference[shared],
-            coerce_numeric(raw[shared], schema),
-            DriftThresholds.model_validate(p["drift"]["thresholds"]),
-            schema=schema,
-        )
-        quality["drift"] = drift.model_dump(mode="json")
+        thresholds = DriftThresholds.model_validate(p["drift"]["thresholds"])
+        columns = [  # a column at a time: each is compared on its own
+            drift_report(
+                reference[[name]],
+                coerce_numeric(parquet_columns(raw, [name]), schema),
+                thresholds,
+                schema=schema,
+            ).columns[0]
+            for name in shared
+        ]
+        quality["drift"] = drift_of_columns(columns, thresholds).model_dump(mode="json")
     return quality
-
-
-def _duplicates(
-    accepted: pd.DataFrame, label: str, policy: str
-) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
-    """Count rows that repeat an earlier accepted row; with policy ``drop``, take them out."""
-    columns = [c for c in accepted.columns if c != ROW_ID]
-    found, repeated = find_duplicates(accepted, label, columns)
-    if policy != "drop" or not found.duplicate_rows:
-        report = found.model_copy(update={"policy": policy})
-        return accepted, accepted.iloc[0:0], report.model_dump(mode="json")
-    dropped = accepted[repeated].copy()
-    dropped[REASONS_COLUMN] = "duplicate of an earlier accepted row (policy: drop)"
-    kept = accepted[~repeated].reset_index(drop=True)
-    report = found.model_copy(update={"policy": policy, "dropped": len(dropped)})
-    return kept, dropped, report.model_dump(mode="json")
 
 
 def validate(ctx: StepContext) -> Outputs:
@@ -218,39 +290,48 @@ def validate(ctx: StepContext) -> Outputs:
     fails (keeping its outputs) when more rows than the policy allows are quarantined, when a
     ``fail`` policy meets a missing value, or when the table drifted from its reference and the
     drift policy says fail. The quarantine is kept whatever fails.
-    """
-    import pandas as pd
 
+    The table is read in record batches and both tables written as they go
+    (:class:`~mlwarden.data.TableCheck`), with the answer of one whole-table pass.
+    """
     p = ctx.params
     schema = TableSchema.model_validate(ctx.json("schema"))
     info = ctx.json("info")
     policies = {c: MissingPolicy.model_validate(v) for c, v in p["missing"].items()}
-    raw = ctx.table("raw")
-    accepted, quarantined, report = validate_table(
-        raw, schema, policies, row_ids=True, label_classes=info.get("classes")
+    raw = ctx.input_path("raw")
+    clean, quarantine = ctx.scratch() / "clean.parquet", ctx.scratch() / "quarantine.csv"
+    check = TableCheck(
+        schema,
+        policies,
+        label_classes=info.get("classes"),
+        quarantine=quarantine,
+        clean=clean,
+        label=info["label"],
     )
-    accepted, dropped, duplicates = _duplicates(
-        accepted, info["label"], p.get("duplicates", "report")
-    )
+    total = table_rows(raw)
+    for batch in parquet_batches(raw, BATCH_ROWS):
+        check.add(batch)
+        if total > BATCH_ROWS:
+            ctx.progress(f"validated {check.rows:,} of {total:,} rows")
+    report, duplicates = check.finish(p.get("duplicates", "report"))
+    assert duplicates is not None
     ctx.progress(
         f"{report.rows_accepted:,} rows accepted, {report.rows_rejected:,} quarantined; "
-        f"{duplicates['duplicate_rows']:,} duplicate rows ({duplicates['duplicate_share']:.1%})"
-        + (f", {len(dropped):,} dropped" if len(dropped) else "")
+        f"{duplicates.duplicate_rows:,} duplicate rows ({duplicates.duplicate_share:.1%})"
+        + (f", {duplicates.dropped:,} dropped" if duplicates.dropped else "")
     )
-    if len(dropped):
-        quarantined = pd.concat([quarantined, dropped], ignore_index=True).sort_values(ROW_ID)
     outputs = {
-        "clean": Output(table_bytes(accepted), PARQUET, "clean.parquet"),
-        "rejected": Output(quarantined.to_csv(index=False).encode(), CSV, "quarantine.csv"),
+        "clean": Output(clean, PARQUET, "clean.parquet"),
+        "rejected": Output(quarantine, CSV, "quarantine.csv"),
         "report": Output(json_bytes(report), JSON, "validation.json"),
     }
     try:
-        quality = _quality(ctx, raw, accepted, schema, info)
+        quality = _quality(ctx, raw, clean, schema, info)
     except DataError:
         for role in ("rejected", "report"):  # the quarantine is kept whatever fails next
             ctx.keep(role, outputs[role])
         raise
-    quality["duplicates"] = duplicates
+    quality["duplicates"] = duplicates.model_dump(mode="json")
     outputs["quality"] = Output(json_bytes(quality), JSON, "quality.json")
     failures: list[str] = []
     limit = p["max_rejected_fraction"]
@@ -277,12 +358,22 @@ def validate(ctx: StepContext) -> Outputs:
 
 
 def split(ctx: StepContext) -> Outputs:
-    """Stratified, seeded held-out split."""
+    """Stratified, seeded held-out split; training rows sampled down to ``max_rows`` if set.
+
+    Only the label column is read whole; rows are written in the split's shuffled order in
+    parts (:func:`write_rows`), so the split of ``train_test_split`` on the whole table comes
+    out without holding it. ``sample.json`` records how many training rows there were and how
+    many the model is trained on.
+    """
+    import numpy as np
+    import pandas as pd
     from sklearn.model_selection import train_test_split
 
-    frame = ctx.table("clean")
+    p = ctx.params
+    clean = ctx.input_path("clean")
     label = ctx.json("info")["label"]
-    counts = frame[label].value_counts()
+    labels = parquet_columns(clean, [label])[label]
+    counts = labels.value_counts()
     if len(counts) < 2:
         raise DataError(
             f"label {label!r} has a single class {list(counts.index)}: nothing to learn"
@@ -292,17 +383,49 @@ def split(ctx: StepContext) -> Outputs:
             f"class {counts.idxmin()!r} of {label!r} has {counts.min()} row; "
             "a stratified split needs at least 2 rows per class"
         )
+    codes = pd.factorize(labels, sort=True)[0]  # small integers: the same strata, less memory
+    del labels
     train, test = train_test_split(
-        frame,
-        test_size=ctx.params["test_size"],
-        random_state=ctx.params["seed"],
-        stratify=frame[label],
+        np.arange(len(codes)),
+        test_size=p["test_size"],
+        random_state=p["seed"],
+        stratify=codes,
     )
-    ctx.progress(f"{len(train):,} train rows, {len(test):,} test rows")
-    return {
-        "train": Output(table_bytes(train.reset_index(drop=True)), PARQUET, "train.parquet"),
-        "test": Output(table_bytes(test.reset_index(drop=True)), PARQUET, "test.parquet"),
+    available, max_rows = len(train), p.get("max_rows")
+    if max_rows is not None and available > max_rows:
+        train = _sample(train, codes[train], max_rows, p["seed"])
+    sample = {
+        "train_rows": available,
+        "used": len(train),
+        "max_rows": max_rows,
+        "how": "all" if len(train) == available else "stratified random sample (split seed)",
     }
+    ctx.progress(
+        f"{available:,} train rows"
+        + (f" (training on a sample of {len(train):,})" if len(train) < available else "")
+        + f", {len(test):,} test rows"
+    )
+    scratch = ctx.scratch()
+    write_rows(clean, train, scratch / "train.parquet", scratch, ctx.progress)
+    write_rows(clean, test, scratch / "test.parquet", scratch, ctx.progress)
+    return {
+        "train": Output(scratch / "train.parquet", PARQUET, "train.parquet"),
+        "test": Output(scratch / "test.parquet", PARQUET, "test.parquet"),
+        "sample": Output(json_bytes(sample), JSON, "sample.json"),
+    }
+
+
+def _sample(rows: np.ndarray, strata: np.ndarray, size: int, seed: int) -> np.ndarray:
+    """``size`` of ``rows``, stratified when every class can keep a row; else the first."""
+    from sklearn.model_selection import train_test_split
+
+    try:
+        kept: np.ndarray = train_test_split(
+            rows, train_size=size, random_state=seed, stratify=strata
+        )[0]
+    except ValueError:  # a class too rare to stratify: the split's shuffled order is random
+        kept = rows[:size]
+    return kept
 
 
 def label_errors(ctx: StepContext) -> Outputs:

@@ -125,6 +125,9 @@ class TrainSpec(_Strict):
     n_jobs: int = Field(default=2, ge=1)
     seed: int = 0
     harden: HardenSpec | None = None
+    #: Train on at most this many rows: a stratified sample of the training split, recorded
+    #: in the split's ``sample.json``; None trains on all of them.
+    max_rows: int | None = Field(default=None, ge=10)
 
     @field_validator("grid")
     @classmethod

@@ -3,6 +3,11 @@
 Each app has its own registry, so two servers (or two tests) in one process never share
 counters. Label values are bounded sets: endpoint paths, status classes, guard names, model
 versions of the deployment and the model's classes.
+
+The counters the alert rules watch with ``increase()`` start at 0 for every known label set:
+a series that first appears at 1 has no earlier sample to rise from, so Prometheus would
+never see the first extraction alarm or fail-open of a process (found by
+``tests/serve/test_monitoring_stack.py`` against a real Prometheus).
 """
 
 from __future__ import annotations
@@ -11,6 +16,13 @@ import time
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+#: Known label values of the counters that start at 0 (see the module docstring).
+ALARMING_GUARDS = ("extraction", "slowdown")
+GUARDS = ("extraction", "drift", "slowdown", "decisions")
+OUTCOMES = ("closed", "open")
+DRIFT_KINDS = ("input", "prediction")
+AUTH_FAILURES = ("missing", "invalid", "role")
 
 
 class ServerMetrics:
@@ -161,6 +173,21 @@ class ServerMetrics:
             ["a", "b"],
             registry=r,
         )
+        self._start_at_zero()
+
+    def _start_at_zero(self) -> None:
+        """Export every known label set of the alerting counters at 0 from the start."""
+        for guard in ALARMING_GUARDS:
+            self.guard_alarms.labels(guard=guard)
+        for guard in GUARDS:
+            for outcome in OUTCOMES:
+                self.guard_errors.labels(guard=guard, outcome=outcome)
+        for outcome in OUTCOMES:
+            self.model_errors.labels(outcome=outcome)
+        for kind in DRIFT_KINDS:
+            self.drift_alarms.labels(kind=kind)
+        for reason in AUTH_FAILURES:
+            self.auth_failures.labels(reason=reason)
 
 
 class Measure:
