@@ -15,6 +15,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,11 +23,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from mlwarden.errors import GuardError, SpecError, StoreError
 from mlwarden.serve import SERVE_DB, Deployment, KeyStore, SharedState
 from mlwarden.serve._decisions import DecisionLog
 from mlwarden.serve._metrics import ServerMetrics
+from mlwarden.serve._ratelimit import TokenBucketLimiter
 from mlwarden.serve._state import LocalState, RedisState
 from tests.serve.test_app import rows
 
@@ -114,6 +118,24 @@ def test_two_replicas_spend_one_bucket_and_without_redis_each_has_its_own(redis_
     local_a, local_b = (LocalState().limiter("rate", 0.001, 10, time.monotonic) for _ in "ab")
     own = [(local_a if i % 2 else local_b).acquire("thief").allowed for i in range(20)]
     assert own == [True] * 20  # today's behaviour without state: two budgets
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    spends=st.lists(st.tuples(st.booleans(), st.integers(1, 4)), min_size=1, max_size=30),
+    burst=st.integers(4, 20),
+)
+def test_replicas_sharing_redis_decide_as_one_limiter(
+    redis_url: str, spends: list[tuple[bool, int]], burst: int
+) -> None:
+    namespace = f"property-{uuid.uuid4().hex}"
+    a, b = (shared(redis_url, namespace).limiter("rate", 1e-6, burst, time.monotonic) for _ in "ab")
+    one = TokenBucketLimiter(1e-6, burst, clock=lambda: 0.0)
+    for on_a, cost in spends:
+        got, want = (a if on_a else b).acquire("c", cost), one.acquire("c", cost)
+        assert (got.allowed, got.remaining) == (want.allowed, want.remaining)
 
 
 def test_replicas_spending_at_once_never_exceed_the_burst(redis_url: str) -> None:
