@@ -453,3 +453,43 @@ def test_a_key_revoked_through_one_replica_is_refused_by_the_other_within_a_seco
     assert took <= 1.0
     missing = post(f"{b.url}/v1/admin/revoke/{'0' * 16}", admin)
     assert missing.status_code == 404 and "no api key" in missing.json()["detail"]
+
+
+def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """This checkout's ``mlwarden`` in a fresh process."""
+    command = "from mlwarden.cli import entrypoint; entrypoint()"
+    env = {**os.environ, "PYTHONPATH": str(SRC), "NO_COLOR": "1", "COLUMNS": "200"}
+    return subprocess.run(
+        [sys.executable, "-c", command, *args], cwd=cwd, env=env, capture_output=True, text=True
+    )
+
+
+def test_a_key_revoked_with_the_cli_and_state_is_refused_by_every_replica_within_a_second(
+    replicas: tuple[Replica, Replica],
+    store_root: Path,
+    redis_url: str,
+    phishing_rows: pd.DataFrame,
+    tmp_path: Path,
+) -> None:
+    keys = keystore(store_root)
+    doomed = keys.create("predict", "leaked too")
+    keys.close()
+    for replica in replicas:  # both cache the key
+        assert replica.predict(doomed, rows(phishing_rows, 1)).status_code == 200
+    key_id = doomed.split("_")[1]
+    store = str(store_root)
+    done = cli("keys", "revoke", key_id, "--store", store, "--state", redis_url, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    for replica in replicas:
+        took = wait_until(
+            lambda r=replica: r.predict(doomed, rows(phishing_rows, 1)).status_code == 401,
+            1.0,
+            "the revocation reaching a replica",
+        )
+        assert took <= 1.0
+    bad = cli("keys", "revoke", key_id, "--store", store, "--state", "http://x", cwd=tmp_path)
+    assert bad.returncode != 0 and "expected a Redis URL" in bad.stderr
+    down = f"redis://127.0.0.1:{free_port()}/0"
+    unheard = cli("keys", "revoke", key_id, "--store", store, "--state", down, cwd=tmp_path)
+    assert unheard.returncode != 0 and "could not be told" in unheard.stderr
+    assert "Traceback" not in bad.stderr + unheard.stderr

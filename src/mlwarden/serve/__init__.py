@@ -44,6 +44,7 @@ from mlwarden.serve._guarded import Guarded
 from mlwarden.serve._keys import KeyStore
 from mlwarden.serve._reproduce import reproduce_decision
 from mlwarden.serve._server import SERVE_DB, build_server, close_server, open_decision_log
+from mlwarden.serve._state import RevocationNotice
 
 __all__ = [
     "SERVE_DB",
@@ -73,6 +74,7 @@ __all__ = [
     "PradaDetector",
     "RarityDetector",
     "RateLimit",
+    "RevocationNotice",
     "Route",
     "SharedState",
     "Verdict",

@@ -31,7 +31,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, MutableSet
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from mlwarden.errors import CapabilityError, StoreError
+from mlwarden.errors import CapabilityError, SpecError, StoreError
 from mlwarden.serve._config import OnError, SharedState
 from mlwarden.serve._guard_run import GuardRun
 from mlwarden.serve._metrics import ServerMetrics
@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from redis import Redis
 
 __all__ = [
+    "REVOCATIONS_KEY",
     "REVOCATION_POLL_S",
     "Allowance",
     "FlagStore",
@@ -49,6 +50,7 @@ __all__ = [
     "LocalAllowance",
     "LocalState",
     "RedisState",
+    "RevocationNotice",
     "open_state",
 ]
 
@@ -57,6 +59,8 @@ T = TypeVar("T")
 
 #: Longest a replica trusts its cached keys without asking Redis whether any key was revoked.
 REVOCATION_POLL_S = 0.5
+#: The revocation epoch: one for every deployment on a Redis, as keys belong to a key store.
+REVOCATIONS_KEY = "mlwarden:revocations"
 #: A client's detector window is forgotten after this long without a query.
 WINDOW_TTL_S = 86_400
 #: Socket timeouts: a Redis that does not answer within this is treated as down.
@@ -341,7 +345,7 @@ class RedisState:
 
     def announce_revocation(self, key_id: str) -> None:
         """Tell every replica that a key was revoked (they drop their cached keys)."""
-        self.call(lambda: self.redis.incr(self.key("revocations")), lambda: 0)
+        self.call(lambda: self.redis.incr(REVOCATIONS_KEY), lambda: 0)
 
     def revocation_feed(self) -> RevocationFeed:
         """What a :class:`~mlwarden.serve._keys.KeyStore` polls to see remote revocations."""
@@ -369,8 +373,8 @@ class RevocationFeed:
             if now - self._polled < REVOCATION_POLL_S:
                 return False
             self._polled = now
-        redis, key = self._state.redis, self._state.key("revocations")
-        epoch = self._state.call(lambda: str(redis.get(key) or "0"), lambda: self._seen)
+        redis = self._state.redis
+        epoch = self._state.call(lambda: str(redis.get(REVOCATIONS_KEY) or "0"), lambda: self._seen)
         with self._lock:
             moved = epoch != self._seen
             self._seen = epoch
@@ -515,6 +519,39 @@ class _RedisSet(MutableSet[str]):
     def discard(self, client: str) -> None:
         self._local.discard(client)
         self._state.call(lambda: self._state.redis.srem(self._key, client), lambda: 0)
+
+
+class RevocationNotice:
+    """The revoking side alone (``mlwarden keys revoke --state``): announces, never polls."""
+
+    def __init__(self, url: str) -> None:
+        from pydantic import ValidationError
+
+        try:
+            settings = SharedState(url=url)
+        except ValidationError:
+            raise SpecError(
+                f"expected a Redis URL such as redis://host:6379/0, got {url!r}"
+            ) from None
+        self.url = url
+        self._state = RedisState(settings, "cli", ServerMetrics())
+
+    def announce(self, key_id: str) -> None:
+        """Tell the replicas; StoreError if Redis cannot be reached (they then see the
+        revocation when their cached keys expire)."""
+        from redis import RedisError
+
+        try:
+            self._state.redis.incr(REVOCATIONS_KEY)
+        except RedisError as exc:
+            raise StoreError(
+                f"{key_id} is revoked, but the replicas could not be told through "
+                f"{self.url} ({exc}): they refuse it once their cached keys expire"
+            ) from exc
+
+    def changed(self) -> bool:
+        """Never: this side keeps no cached keys worth dropping."""
+        return False
 
 
 def open_state(
