@@ -31,7 +31,8 @@ from mlwarden.serve import SERVE_DB, Deployment, KeyStore, SharedState
 from mlwarden.serve._decisions import DecisionLog
 from mlwarden.serve._metrics import ServerMetrics
 from mlwarden.serve._ratelimit import TokenBucketLimiter
-from mlwarden.serve._state import LocalState, RedisState
+from mlwarden.serve._redis_state import RedisState
+from mlwarden.serve._state import LocalState
 from tests.serve.test_app import rows
 
 pytest.importorskip("redis")

@@ -42,9 +42,9 @@ from mlwarden.serve._extraction import (
 from mlwarden.serve._feedback_table import FeedbackTable, feedback_table
 from mlwarden.serve._guarded import Guarded
 from mlwarden.serve._keys import KeyStore
+from mlwarden.serve._redis_state import RevocationNotice
 from mlwarden.serve._reproduce import reproduce_decision
 from mlwarden.serve._server import SERVE_DB, build_server, close_server, open_decision_log
-from mlwarden.serve._state import RevocationNotice
 
 __all__ = [
     "SERVE_DB",

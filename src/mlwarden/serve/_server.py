@@ -17,13 +17,13 @@ from typing import TYPE_CHECKING
 from mlwarden.serve._config import Deployment
 from mlwarden.serve._guarded import Guarded
 from mlwarden.serve._metrics import ServerMetrics
+from mlwarden.serve._redis_state import open_state
 from mlwarden.serve._runtime import (
     ServedModel,
     check_same_schema,
     load_served,
     training_reference,
 )
-from mlwarden.serve._state import RedisState, open_state
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -153,11 +153,7 @@ def build_server(
         routes=routes,
         shadow=shadow,
         schema=schema,
-        keys=KeyStore(
-            db,
-            monotonic=clock,
-            revocations=state.revocation_feed() if isinstance(state, RedisState) else None,
-        ),
+        keys=KeyStore(db, monotonic=clock, revocations=state.revocation_feed()),
         decisions=DecisionLog(
             db,
             max_queue=deployment.guards.decisions.max_backlog,
