@@ -106,6 +106,10 @@ class GuardState(Protocol):
         """The sliding-window allowances called ``name`` (``clock``: the local ones' time)."""
         ...
 
+    def revocation_feed(self) -> RevocationFeed | None:
+        """What the key store polls for revocations made by other replicas (None: none)."""
+        ...
+
 
 class LocalAllowance:
     """Each client's event times in this process (a deque per client)."""
