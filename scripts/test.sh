@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Set up .venv with every extra (torch, ray, kfp, onnx, postgres, dp, sign, explain) and the test tools, then lint,
+# Set up .venv with every extra (torch, ray, kfp, onnx, postgres, dp, sign, explain, redis) and the test tools, then lint,
 # type-check and run the whole test suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/_venv.sh
-install_mlwarden "test,torch,ray,kfp,onnx,postgres,dp,sign,explain"
+install_mlwarden "test,torch,ray,kfp,onnx,postgres,dp,sign,explain,redis"
 echo "== ruff"
 .venv/bin/ruff check src tests bench scripts
 .venv/bin/ruff format --check src tests bench scripts

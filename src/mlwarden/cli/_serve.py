@@ -152,17 +152,23 @@ def keys_list(store: StoreOpt = Path(".mlwarden")) -> int:
     "revoke",
     help=(
         "Revoke a key: recorded, not deleted. A running server refuses it within 5 s "
-        "(it trusts a verified key from memory that long)."
+        "(it trusts a verified key from memory that long); replicas sharing --state, "
+        "within a second."
     ),
 )
 def keys_revoke(
     key_id: Annotated[str, typer.Argument(help="The key's id (the part after mlw_).")],
     store: StoreOpt = Path(".mlwarden"),
+    state: Annotated[
+        str | None,
+        typer.Option("--state", envvar="MLWARDEN_STATE", help="The replicas' redis:// URL."),
+    ] = None,
 ) -> int:
     """Revoke a key: recorded, not deleted; a running server refuses it within seconds."""
-    from mlwarden.serve import KeyStore
+    from mlwarden.serve import KeyStore, RevocationNotice
 
-    keys = KeyStore(_serve_db(store))
+    notice = RevocationNotice(state) if state is not None else None
+    keys = KeyStore(_serve_db(store), revocations=notice)
     try:
         info = keys.revoke(key_id)
     finally:

@@ -13,6 +13,7 @@ from mlwarden.serve._config import (
     OutputPolicy,
     RateLimit,
     Route,
+    SharedState,
 )
 from mlwarden.serve._decisions import DecisionLog
 from mlwarden.serve._efficacy import (
@@ -41,6 +42,7 @@ from mlwarden.serve._extraction import (
 from mlwarden.serve._feedback_table import FeedbackTable, feedback_table
 from mlwarden.serve._guarded import Guarded
 from mlwarden.serve._keys import KeyStore
+from mlwarden.serve._redis_state import RevocationNotice
 from mlwarden.serve._reproduce import reproduce_decision
 from mlwarden.serve._server import SERVE_DB, build_server, close_server, open_decision_log
 
@@ -72,7 +74,9 @@ __all__ = [
     "PradaDetector",
     "RarityDetector",
     "RateLimit",
+    "RevocationNotice",
     "Route",
+    "SharedState",
     "Verdict",
     "build_server",
     "close_server",

@@ -11,7 +11,6 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from mlwarden.serve._guarded import Guarded
 from mlwarden.serve._keys import Principal, Role
-from mlwarden.serve._ratelimit import TokenBucketLimiter
 
 _log = logging.getLogger(__name__)
 _bearer_scheme = HTTPBearer(
@@ -39,8 +38,8 @@ class Admission:
         self.g = g
         limits = g.deployment.rate_limit
         self.guard = g.deployment.guards.extraction
-        self.limiter = TokenBucketLimiter(limits.rate_per_s, limits.burst, clock=g.clock)
-        self.slow_lane = TokenBucketLimiter(self.guard.throttle_rate_per_s, 1, clock=g.clock)
+        self.limiter = g.state.limiter("rate", limits.rate_per_s, limits.burst, g.clock)
+        self.slow_lane = g.state.limiter("slow", self.guard.throttle_rate_per_s, 1, g.clock)
 
     def require(self, role: Role, *, charge: bool = True) -> Callable[..., Principal]:
         """The dependency checking a key for ``role``; ``charge``: spend one row of its rate

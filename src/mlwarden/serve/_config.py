@@ -14,7 +14,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from mlwarden._yaml_lines import parse_mapping, validation_error
 from mlwarden.errors import SpecError
@@ -58,7 +65,8 @@ class ExtractionGuard(_Strict):
     """Per-client extraction detection and what an alarm does to that client.
 
     ``throttle`` cuts the client to ``throttle_rate_per_s`` rows per second, one row per
-    request; ``block`` refuses it with 403 until the server restarts or an admin unblocks it.
+    request; ``block`` refuses it with 403 until the server restarts or an admin unblocks it
+    (with a shared ``state``, until an admin unblocks it).
     Each request's rows are screened in order before any is answered: a request during which
     the alarm rises is refused whole (403 for ``block``, 429 for ``throttle``), so a batch
     that gives a thief away is never answered.
@@ -172,6 +180,28 @@ class EfficacyPolicy(_Strict):
     positive: str | int | None = None
 
 
+class SharedState(_Strict):
+    """Guard state shared by replicas: rate limits, detector windows, blocks and revocations
+    kept in Redis at ``url`` (``redis://host:port/db``), so a client spreading its queries over
+    replicas spends one budget. A Redis failure refuses requests (``closed``, 503) or serves
+    them on each replica's own state (``open``). Given as a bare URL, or ``{url, on_error}``."""
+
+    url: str
+    on_error: OnError = "closed"
+
+    @field_validator("url")
+    @classmethod
+    def _redis_url(cls, url: str) -> str:
+        if not url.startswith(("redis://", "rediss://", "unix://")) or any(
+            c.isspace() for c in url
+        ):
+            raise SpecError(
+                f"expected a Redis URL such as redis://host:6379/0 (or rediss://, unix://), "
+                f"got {url!r}"
+            )
+        return url
+
+
 class Guards(_Strict):
     """Every guard's settings."""
 
@@ -188,7 +218,8 @@ class Guards(_Strict):
 
 class Deployment(_Strict):
     """One served endpoint: routes (one, or two for an A/B split), an optional shadow, outputs,
-    rate limits and guards. ``docs: false`` serves neither ``/docs`` nor ``/openapi.json``."""
+    rate limits and guards. ``docs: false`` serves neither ``/docs`` nor ``/openapi.json``.
+    ``state``: where replicas share guard state (:class:`SharedState`; default this process)."""
 
     name: str = Field(default="default", pattern=r"^[A-Za-z0-9_.-]+$")
     routes: list[Route] = Field(min_length=1, max_length=2)
@@ -198,6 +229,12 @@ class Deployment(_Strict):
     guards: Guards = Field(default_factory=Guards)
     efficacy: EfficacyPolicy = Field(default_factory=EfficacyPolicy)
     docs: bool = True
+    state: SharedState | None = None
+
+    @field_validator("state", mode="before")
+    @classmethod
+    def _url_alone(cls, value: object) -> object:
+        return {"url": value} if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _rows_fit_the_burst(self) -> Deployment:

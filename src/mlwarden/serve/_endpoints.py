@@ -1,8 +1,7 @@
 """The server's endpoints besides ``/v1/predict``: the probes, Prometheus metrics, analyst
-feedback, a logged decision, lifting a client's block, and SHAP explanations."""
+feedback, a logged decision, lifting a client's block, revoking a key, SHAP explanations."""
 
 import uuid
-from collections import deque
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -87,7 +86,8 @@ def add_probes(app: FastAPI, g: Guarded, admission: Admission) -> None:
 
 
 def add_feedback_and_admin(app: FastAPI, g: Guarded, admission: Admission) -> None:
-    """``/v1/feedback``, ``/v1/decisions/{request_id}`` and ``/v1/admin/unblock/{client}``."""
+    """``/v1/feedback``, ``/v1/decisions/{request_id}``, ``/v1/admin/unblock/{client}`` and
+    ``/v1/admin/revoke/{key_id}``."""
     log_policy = g.deployment.guards.decisions
     efficacy = EfficacyMonitor.of(g)
 
@@ -159,6 +159,20 @@ def add_feedback_and_admin(app: FastAPI, g: Guarded, admission: Admission) -> No
         g.throttled.discard(client)
         return {"client": client, "was_restricted": was}
 
+    @app.post(
+        "/v1/admin/revoke/{key_id}",
+        tags=["admin"],
+        dependencies=[Depends(admission.require("admin"))],
+        responses=_errors.responses(401, 403, 404, 413, 429, 503),
+    )
+    def revoke(key_id: str) -> dict[str, Any]:
+        """Revoke an API key: refused here at once, on replicas sharing state within 1 s."""
+        try:
+            info = g.keys.revoke(key_id)
+        except RecordNotFoundError:
+            raise HTTPException(404, _errors.safe_text(f"no api key has id {key_id!r}")) from None
+        return {"key_id": info.key_id, "revoked_at": info.revoked_at}
+
 
 class Explained(BaseModel):
     """One row's answer and its SHAP value per input column."""
@@ -180,30 +194,6 @@ class ExplainResponse(BaseModel):
     explanations: list[Explained]
 
 
-class ExplainBudget:
-    """Each client's explanations in the last ``window_s`` seconds, against its allowance."""
-
-    def __init__(self, allowed: int, window_s: float, clock: Callable[[], float]) -> None:
-        self.allowed, self.window_s, self.clock = allowed, window_s, clock
-        self._spent: dict[str, deque[float]] = {}
-
-    def left(self, client: str) -> int:
-        """Explanations ``client`` may still ask for in the current window."""
-        spent = self._spent.setdefault(client, deque())
-        while spent and spent[0] <= self.clock() - self.window_s:
-            spent.popleft()
-        return self.allowed - len(spent)
-
-    def spend(self, client: str, n: int) -> None:
-        """Record ``n`` explanations given to ``client`` now."""
-        self._spent.setdefault(client, deque()).extend([self.clock()] * n)
-
-    def retry_s(self, client: str) -> float:
-        """Seconds until ``client``'s oldest explanation in the window expires."""
-        spent = self._spent.get(client)
-        return self.window_s - (self.clock() - spent[0]) if spent else 0.0
-
-
 def explain_endpoint(
     g: Guarded, admission: Admission, body: type[BaseModel]
 ) -> Callable[..., ExplainResponse]:
@@ -214,7 +204,7 @@ def explain_endpoint(
     router = Router([r.weight for r in g.deployment.routes], g.deployment.name)
     features = g.schema.features
     cost = len(features) + 1  # an explained row reveals one number per column and the base
-    budget = ExplainBudget(policy.max_explanations, policy.window_s, g.clock)
+    budget = g.state.allowance("explain", policy.max_explanations, policy.window_s, g.clock)
 
     def refuse_over_budget(client: str, n: int) -> None:
         left = budget.left(client)

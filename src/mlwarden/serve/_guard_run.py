@@ -7,6 +7,7 @@ carries ``X-Mlwarden-Fail-Open`` and the decision record says which guards).
 """
 
 from collections.abc import Callable
+from contextvars import ContextVar
 from typing import TypeVar
 
 from mlwarden.errors import GuardError
@@ -16,12 +17,25 @@ from mlwarden.serve._metrics import ServerMetrics
 T = TypeVar("T")
 
 
+_current: ContextVar["GuardRun | None"] = ContextVar("mlwarden_guard_run", default=None)
+
+
 class GuardRun:
-    """One request's pass through the guards; ``fail_open`` lists those that failed open."""
+    """One request's pass through the guards; ``fail_open`` lists those that failed open.
+
+    The newest run in this context is :meth:`current`: state shared between replicas reports
+    a Redis failure into the request it happened in.
+    """
 
     def __init__(self, metrics: ServerMetrics) -> None:
         self.metrics = metrics
         self.fail_open: list[str] = []
+        _current.set(self)
+
+    @staticmethod
+    def current() -> "GuardRun | None":
+        """The run of the request being handled in this context, if one started."""
+        return _current.get()
 
     def failed(
         self,
@@ -35,7 +49,8 @@ class GuardRun:
         self.metrics.guard_errors.labels(guard=guard, outcome=on_error).inc()
         if on_error == "closed":
             raise (refusal if refusal is not None else GuardError(guard)) from cause
-        self.fail_open.append(guard)
+        if guard not in self.fail_open:
+            self.fail_open.append(guard)
 
     def run(
         self,

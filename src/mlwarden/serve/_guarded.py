@@ -2,13 +2,14 @@
 verified before it starts (``build_server``), with the state the guards keep between requests."""
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, MutableSet
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from mlwarden.serve._config import Deployment
 from mlwarden.serve._metrics import ServerMetrics
 from mlwarden.serve._runtime import ServedModel
+from mlwarden.serve._state import LocalState
 
 if TYPE_CHECKING:
     from mlwarden.audit import Explainer
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
     from mlwarden.serve._keys import KeyStore
     from mlwarden.serve._monitor import DriftMonitor
     from mlwarden.serve._slowdown import ComputeBudget, ExitMonitor
+    from mlwarden.serve._state import GuardState
 
 
 @dataclass
@@ -38,7 +40,9 @@ class Guarded:
     budget: "ComputeBudget | None" = None
     clock: Callable[[], float] = time.monotonic
     metrics: ServerMetrics = field(default_factory=ServerMetrics)
-    blocked: set[str] = field(default_factory=set)
-    throttled: set[str] = field(default_factory=set)
+    # guard state kept between requests: this process's, or shared by replicas (Redis)
+    state: "GuardState" = field(default_factory=LocalState)
+    blocked: MutableSet[str] = field(default_factory=set)
+    throttled: MutableSet[str] = field(default_factory=set)
     # ``/v1/explain``: an explainer per route (by model ref), built on its training rows
     explainers: dict[str, "Explainer"] = field(default_factory=dict)

@@ -11,7 +11,8 @@ compared with :func:`hmac.compare_digest`.
 Verified keys are cached in memory with their digest. A revocation through the same
 ``KeyStore`` takes effect at once; one made by another process (the CLI beside a running server)
 takes effect within ``cache_ttl_s``, after which a cached key is checked against the database
-again.
+again. Replicas sharing state in Redis pass a :class:`RevocationFeed`: a revocation through one
+announces itself there, and the others drop their cached keys within a second.
 
 Storage, table ``api_keys`` (SQLite by default, the same ``serve.db`` as the decision log)::
 
@@ -40,7 +41,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal, Protocol, get_args
 
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import (
@@ -66,6 +67,7 @@ __all__ = [
     "KeySpecError",
     "KeyStore",
     "Principal",
+    "RevocationFeed",
     "Role",
     "parse_key_id",
 ]
@@ -182,6 +184,18 @@ class _Verified:
     checked_at: float
 
 
+class RevocationFeed(Protocol):
+    """Revocations shared between replicas: announced by the one that revokes, polled by all."""
+
+    def announce(self, key_id: str) -> None:
+        """Tell the other replicas that ``key_id`` was revoked."""
+        ...
+
+    def changed(self) -> bool:
+        """Whether a key may have been revoked elsewhere since the last call."""
+        ...
+
+
 def _utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -211,6 +225,9 @@ class KeyStore:
         Source of ``created_at`` and ``revoked_at``.
     monotonic:
         Seconds for the cache's age; tests inject a fake one.
+    revocations:
+        Revocations shared with other replicas; when it reports a change, every cached key is
+        checked against the database again.
     """
 
     def __init__(
@@ -221,6 +238,7 @@ class KeyStore:
         cache_ttl_s: float = REVOCATION_DELAY_S,
         clock: Callable[[], datetime] = _utcnow,
         monotonic: Callable[[], float] = time.monotonic,
+        revocations: RevocationFeed | None = None,
     ) -> None:
         if cache_ttl_s < 0:
             raise KeySpecError(f"cache_ttl_s must be >= 0, got {cache_ttl_s!r}")
@@ -233,6 +251,7 @@ class KeyStore:
         self._cache: dict[str, _Verified] = {}
         self._lock = threading.Lock()
         self._revocations = 0
+        self._feed = revocations
         try:
             self.url, sqlite = sqlalchemy_url(url_or_path)
             self._engine = open_engine(self.url, sqlite)
@@ -296,6 +315,8 @@ class KeyStore:
             return None
         digest = self._digest(key)
         now = self._monotonic()
+        if self._feed is not None and self._feed.changed():
+            self._forget_cached()
         with self._lock:
             cached = self._cache.get(key_id)
             generation = self._revocations
@@ -339,15 +360,23 @@ class KeyStore:
                 )
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot revoke key {key_id}: {exc}") from exc
-        with self._lock:
-            # After the commit: an authenticate that read the row before it sees a new
-            # generation and does not cache the key.
-            self._revocations += 1
-            self._cache.pop(key_id, None)
+        self._forget_cached(key_id)
         info = self.info(key_id)
         if info is None:
             raise KeyNotFoundError(f"no api key has id {key_id!r}")
+        if self._feed is not None:
+            self._feed.announce(key_id)
         return info
+
+    def _forget_cached(self, key_id: str | None = None) -> None:
+        """Drop one cached key (all if None), after a revocation was committed: an
+        authenticate that read the row before it sees a new generation and caches nothing."""
+        with self._lock:
+            self._revocations += 1
+            if key_id is None:
+                self._cache.clear()
+            else:
+                self._cache.pop(key_id, None)
 
     def info(self, key_id: str) -> KeyInfo | None:
         """The record of one key, or None if no key has this id."""

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from mlwarden.serve._config import Deployment
 from mlwarden.serve._guarded import Guarded
 from mlwarden.serve._metrics import ServerMetrics
+from mlwarden.serve._redis_state import open_state
 from mlwarden.serve._runtime import (
     ServedModel,
     check_same_schema,
@@ -106,12 +107,14 @@ def build_server(
     check_same_schema(deployment, schemas)
     schema, reference = references[0]
     metrics = ServerMetrics()
+    state = open_state(deployment.state, deployment.name, metrics)
     first = routes[0]
     features = detectors = monitor = None
     if deployment.guards.extraction.enabled:
         features = FeatureSpace.fit(reference, schema)
         held_out = _held_out(store, first, schema.features)
         detectors = default_detectors(first, reference, held_out, features)
+        detectors.share(state)
     if deployment.guards.drift.enabled:
         labels = first.classes[first.predict_proba(reference).argmax(axis=1)].tolist()
         drift = deployment.guards.drift
@@ -125,6 +128,7 @@ def build_server(
 
         clean = first.early_exit.answer(reference).compute
         exits = ExitMonitor(n_exits=first.early_exit.network.n_exits).fit(clean)
+        exits.share(state)
         budget = ComputeBudget(
             SlowdownPolicy(
                 max_exit_when_alarmed=policy.max_exit_when_alarmed,
@@ -149,7 +153,7 @@ def build_server(
         routes=routes,
         shadow=shadow,
         schema=schema,
-        keys=KeyStore(db, monotonic=clock),
+        keys=KeyStore(db, monotonic=clock, revocations=state.revocation_feed()),
         decisions=DecisionLog(
             db,
             max_queue=deployment.guards.decisions.max_backlog,
@@ -165,6 +169,9 @@ def build_server(
         budget=budget,
         clock=clock,
         metrics=metrics,
+        state=state,
+        blocked=state.restrictions("blocked"),
+        throttled=state.restrictions("throttled"),
         explainers=explainers,
     )
 

@@ -42,7 +42,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -51,6 +51,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from mlwarden.errors import DataError, ParameterError
 from mlwarden.serve._verdict import Verdict
 from mlwarden.serve._windows import Clients, WindowTest
+
+if TYPE_CHECKING:
+    from mlwarden.serve._state import GuardState
 
 __all__ = [
     "ComputeBudget",
@@ -280,6 +283,11 @@ class ExitMonitor:
                 f"{'>' if alarm else '<='} {threshold:.3g}" + (" (reset)" if alarm else "")
             ),
         )
+
+    def share(self, state: GuardState) -> None:
+        """Keep each client's window of late exits in ``state`` (shared by replicas in Redis);
+        the CUSUM stays in this process."""
+        self._window.share(state)
 
     def state_size(self, client: str) -> int:
         """Stored values for ``client``: window flags and CUSUM numbers (0 if unknown)."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -20,7 +20,10 @@ from numpy.typing import NDArray
 from mlwarden.errors import DataError, ParameterError
 from mlwarden.serve._verdict import Verdict
 
-__all__ = ["Clients", "FlagWindow", "WindowTest", "critical_counts"]
+if TYPE_CHECKING:
+    from mlwarden.serve._state import FlagStore, GuardState
+
+__all__ = ["Clients", "FlagWindow", "LocalFlags", "WindowTest", "critical_counts"]
 
 S = TypeVar("S")
 
@@ -91,6 +94,33 @@ class FlagWindow:
         return min(self.seen, len(self.flags))
 
 
+class LocalFlags:
+    """Flag windows in this process, at most ``max_clients``, least recently seen dropped."""
+
+    def __init__(self, window: int, max_clients: int) -> None:
+        self.window = window
+        self._clients: Clients[FlagWindow] = Clients(lambda: FlagWindow(window), max_clients)
+
+    def push(self, client: str, flag: bool) -> tuple[int, int]:
+        """Add one flag; return the flags held and how many of them are set."""
+        with self._clients.lock:
+            state = self._clients.get(client)
+            state.push(flag)
+            return state.n, state.count
+
+    def size(self, client: str) -> int:
+        """Flags stored for ``client`` (its ring's length; 0 if unknown)."""
+        state = self._clients.peek(client)
+        return 0 if state is None else len(state.flags)
+
+    def drop(self, client: str) -> None:
+        """Forget ``client``."""
+        self._clients.drop(client)
+
+    def __len__(self) -> int:
+        return len(self._clients)
+
+
 def critical_counts(window: int, rate: float, alpha: float) -> NDArray[np.int64]:
     """For n = 0..window, the least count k with P(Binomial(n, rate) >= k) <= alpha
     (n + 1 where no count is that unlikely)."""
@@ -123,7 +153,8 @@ class WindowTest:
         self.window = window
         self.min_queries = min_queries
         self.alpha = alpha
-        self._clients: Clients[FlagWindow] = Clients(lambda: FlagWindow(window), max_clients)
+        self.max_clients = max_clients
+        self._flags: FlagStore = LocalFlags(window, max_clients)
         self.rate: float | None = None
         self._critical: NDArray[np.int64] | None = None
 
@@ -136,10 +167,7 @@ class WindowTest:
         """Record one flag of ``client`` and test its window (``what``: what a flag means)."""
         if self._critical is None or self.rate is None:
             raise DataError(f"{self.name}: call fit() with benign rows before observing")
-        with self._clients.lock:
-            state = self._clients.get(client)
-            state.push(flag)
-            n, count = state.n, state.count
+        n, count = self._flags.push(client, flag)
         if n < self.min_queries:
             return Verdict(
                 detector=self.name,
@@ -165,16 +193,20 @@ class WindowTest:
             ),
         )
 
+    def share(self, state: GuardState) -> None:
+        """Keep the windows in ``state`` from now on (Redis: one window per client across
+        replicas); flags already pushed stay behind."""
+        self._flags = state.flags(self.name, self.window, self.max_clients)
+
     def state_size(self, client: str) -> int:
         """Stored flags for ``client`` (0 if unknown)."""
-        state = self._clients.peek(client)
-        return 0 if state is None else len(state.flags)
+        return self._flags.size(client)
 
     @property
     def n_clients(self) -> int:
         """Clients currently tracked."""
-        return len(self._clients)
+        return len(self._flags)
 
     def reset(self, client: str) -> None:
         """Forget ``client``'s flags."""
-        self._clients.drop(client)
+        self._flags.drop(client)

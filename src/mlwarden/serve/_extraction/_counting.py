@@ -5,7 +5,7 @@ off the data manifold, or rare column by column; each alarms on the binomial win
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Self
+from typing import TYPE_CHECKING, Self
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -15,6 +15,9 @@ from mlwarden.serve._extraction._protocol import BenignTraffic, Pattern, encoded
 from mlwarden.serve._extraction._stats import top_margin
 from mlwarden.serve._verdict import Verdict
 from mlwarden.serve._windows import WindowTest
+
+if TYPE_CHECKING:
+    from mlwarden.serve._state import GuardState
 
 __all__ = ["BoundaryDetector", "OffManifoldDetector", "RarityDetector"]
 
@@ -34,6 +37,10 @@ class _CountingDetector(ABC):
     def observe_answer(self, client: str, x: ArrayLike, proba: ArrayLike) -> Verdict:
         """:meth:`observe`, in the :class:`Detector` call shape."""
         return self.observe(client, x, proba)
+
+    def share(self, state: GuardState) -> None:
+        """Keep each client's window in ``state`` (shared by replicas when it is Redis)."""
+        self._test.share(state)
 
     def state_size(self, client: str) -> int:
         """Stored flags for ``client`` (0 if unknown)."""

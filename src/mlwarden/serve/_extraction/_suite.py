@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Self
+from typing import TYPE_CHECKING, Self
 
 from numpy.typing import ArrayLike
 
 from mlwarden.errors import ParameterError
 from mlwarden.serve._extraction._protocol import BenignTraffic, Detector, Pattern, Stream
 from mlwarden.serve._verdict import Verdict
+
+if TYPE_CHECKING:
+    from mlwarden.serve._state import GuardState
 
 __all__ = ["DetectorSuite", "detection_delay", "false_positive_rate"]
 
@@ -51,6 +54,19 @@ class DetectorSuite:
         return Verdict.any_of(self.name, client, parts)
 
     observe = observe_answer
+
+    def share(self, state: GuardState) -> list[str]:
+        """Keep the per-client windows of every detector that counts flags in ``state``;
+        returns the names of those that still keep theirs in this process (PRADA's growing
+        sets of query vectors)."""
+        local = []
+        for detector in self.detectors:
+            share = getattr(detector, "share", None)
+            if callable(share):
+                share(state)
+            else:
+                local.append(detector.name)
+        return local
 
     def reset(self, client: str) -> None:
         """Forget ``client`` in every detector."""
