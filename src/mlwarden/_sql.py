@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from sqlalchemy import DDL, Connection, Engine, Table, create_engine, event
+from sqlalchemy import DDL, Connection, Engine, MetaData, Table, create_engine, event
+from sqlalchemy.exc import OperationalError, ProgrammingError
 
 
 def sqlalchemy_url(url_or_path: str | Path) -> tuple[str, bool]:
@@ -48,6 +49,23 @@ def open_engine(
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+def create_tables(metadata: MetaData, engine: Engine) -> None:
+    """Create the tables that do not exist yet, also when another process does it at once.
+
+    ``create_all`` checks, then creates: two processes opening one new database (two server
+    replicas starting together) can both find a table missing, and the slower one's CREATE
+    fails with "already exists". Then that table is there: check again, create what is left.
+    """
+    for _ in range(len(metadata.tables)):  # each lost race leaves one table more in place
+        try:
+            metadata.create_all(engine)
+            return
+        except (OperationalError, ProgrammingError) as exc:
+            if "already exists" not in str(exc):
+                raise
+    metadata.create_all(engine)
 
 
 def forbid_changes(table: Table, message: str, pg_function: str) -> None:

@@ -25,7 +25,7 @@ from sqlalchemy import Column, Engine, Index, MetaData, String, Text, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
-from mlwarden._sql import open_engine
+from mlwarden._sql import create_tables, open_engine
 from mlwarden.errors import IntegrityError, RecordNotFoundError, StoreError
 from mlwarden.lineage._artifacts import ArtifactFiles
 from mlwarden.lineage._chain import ChainTable, db_cause
@@ -185,7 +185,7 @@ class LineageStore:
         self.url = url or f"sqlite:///{self.root / 'lineage.db'}"
         self._engine = self._create_engine()
         try:
-            _metadata.create_all(self._engine)
+            create_tables(_metadata, self._engine)
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot open the lineage database {self.url}: {_cause(exc)}") from exc
 

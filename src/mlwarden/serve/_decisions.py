@@ -39,7 +39,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
-from mlwarden._sql import open_engine, sqlalchemy_url
+from mlwarden._sql import create_tables, open_engine, sqlalchemy_url
 from mlwarden.errors import IntegrityError, StoreError
 from mlwarden.lineage import (
     GENESIS,
@@ -167,7 +167,7 @@ class DecisionLog:
         try:
             self.url, self._sqlite = sqlalchemy_url(url_or_path)
             self._engine = open_engine(self.url, self._sqlite, begin="manual")
-            metadata.create_all(self._engine)
+            create_tables(metadata, self._engine)
         except (OSError, SQLAlchemyError) as exc:
             raise StoreError(f"cannot open the decision log {url_or_path}: {exc}") from exc
         if checkpoint_file is None and self._sqlite and "://" not in str(url_or_path):

@@ -56,7 +56,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import SQLAlchemyError
 
-from mlwarden._sql import open_engine, sqlalchemy_url
+from mlwarden._sql import create_tables, open_engine, sqlalchemy_url
 from mlwarden.errors import MlwardenError, RecordNotFoundError, StoreError
 
 __all__ = [
@@ -255,7 +255,7 @@ class KeyStore:
         try:
             self.url, sqlite = sqlalchemy_url(url_or_path)
             self._engine = open_engine(self.url, sqlite)
-            _metadata.create_all(self._engine)
+            create_tables(_metadata, self._engine)
         except (OSError, SQLAlchemyError) as exc:
             raise StoreError(f"cannot open the key store {url_or_path}: {exc}") from exc
 
