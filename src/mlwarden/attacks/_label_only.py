@@ -44,8 +44,10 @@ FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
 BoolArray = NDArray[np.bool_]
 
-DEFAULT_STEPS = 16  # bisection steps per probe: ~2**-16 relative error, 18 queries a column
-_X0_STEPS = 30  # the boundary point every probe starts from gets more
+GOAL_PER_PARAMETER = 20  # queries per unknown the default run fits (issue 17's goal)
+DEFAULT_STEPS = 16  # bisection steps per probe at most: ~2**-16 relative error
+_FLOOR_STEPS = 10  # fewest without a budget
+_X0_STEPS = 30  # the boundary point every probe starts from may get more
 _MIN_X0_STEPS = 8
 _PAIR_BATCH, _PAIR_ROUNDS = 4, 8  # rows per try for one row of each class; box x4 after two
 _MAX_EXPANSIONS = 12  # bracket growth x4 each: ratios up to 4**12 times the first guess
@@ -164,9 +166,7 @@ def _bisect(
     return (low + high) / 2.0
 
 
-def _reference(
-    oracle: _Oracle, x0: FloatArray, step: FloatArray
-) -> tuple[int, bool]:
+def _reference(oracle: _Oracle, x0: FloatArray, step: FloatArray) -> tuple[int, bool]:
     """The first numeric feature whose move by ``step`` flips the label at ``x0``, and the
     sign of its weight (True: moving it up gives the positive class)."""
     codes = oracle.space.anchors(2)
@@ -229,12 +229,15 @@ def _search(
     start: float,
     positive_up: bool,
     steps: int,
+    allowance: int,
+    floor: int,
 ) -> tuple[FloatArray, int, int]:
     """For each probe, the shift ``t`` along feature ``j`` that puts it on the boundary.
 
     The label at ``t = 0`` says on which side of 0 the root lies; the bracket then grows x4
-    from ``start`` until the label flips; the bisection spends ``steps``, fewer if the budget
-    leaves less. Returns ``t``, the steps used and the number of unbracketed probes.
+    from ``start`` until the label flips; the bisection spends ``steps``, fewer (not below
+    ``floor``) if the ``allowance`` of queries leaves less. Returns ``t``, the steps used and
+    the number of unbracketed probes.
     """
 
     def label_at(t: FloatArray, rows: IntArray) -> BoolArray:
@@ -257,8 +260,7 @@ def _search(
         low[grow] = high[grow]
         high[grow] = high[grow] * 4.0
         pending = grow
-    if oracle.budget is not None:
-        steps = int(min(steps, (oracle.budget - oracle.spent) // max(n, 1)))
+    steps = int(max(floor, min(steps, (allowance - oracle.spent) // max(n, 1))))
     t = _bisect(lambda s: label_at(s, everyone), low, high, at_zero, steps)
     return t, steps, len(pending)
 
@@ -298,10 +300,12 @@ def _run(
     oracle = _Oracle(model, space, budget)
     start = time.perf_counter()
     positive, negative = _find_pair(oracle, rng)
-    x0_steps = _X0_STEPS
+    # Bisection steps fit the budget or, without one, the 20 (d + 1) goal (then never fewer
+    # than _FLOOR_STEPS a probe: precision comes first).
+    allowance = budget if budget is not None else GOAL_PER_PARAMETER * (p + 1)
+    per_column = (allowance - oracle.spent - 2 - 2 * (p - 1)) // p
+    x0_steps = int(min(_X0_STEPS, max(_MIN_X0_STEPS, per_column + 4)))
     if budget is not None:
-        per_column = (budget - oracle.spent - 2 - 2 * (p - 1)) // p
-        x0_steps = int(min(_X0_STEPS, max(_MIN_X0_STEPS, per_column + 6)))
         x0_steps = min(x0_steps, budget - oracle.spent - 2 - 3 * (p - 1))
     s = _bisect(
         lambda s: oracle(negative + s[:, None] * (positive - negative), space.anchors(len(s))),
@@ -313,10 +317,13 @@ def _run(
     numbers, codes, deltas = _probes(space, x0, step, j)
     steps = search_steps if search_steps is not None else DEFAULT_STEPS
     t, unbracketed = np.zeros(0), 0
-    if len(numbers):
+    if not len(numbers):
+        steps = 0
+    else:
         t, steps, unbracketed = _search(
-            oracle, numbers, codes, j, float(step[j]), positive_up, steps
-        )
+            oracle, numbers, codes, j, float(step[j]), positive_up, steps, allowance,
+            0 if budget is not None else min(steps, _FLOOR_STEPS),
+        )  # fmt: skip
     # w.Δ_i + t_i w_j = 0 for each probe, and w_j = ±1: a square system in the design weights.
     w_j = 1.0 if positive_up else -1.0
     system = np.vstack([deltas, np.eye(p)[j]])

@@ -2,16 +2,19 @@
 
 References: Florian Tramèr, Fan Zhang, Ari Juels, Michael K. Reiter, Thomas Ristenpart,
 "Stealing Machine Learning Models via Prediction APIs", USENIX Security 2016, §4.1
-(equation solving), §5 (retraining with label-only outputs) and §8 (rounding and label-only
-countermeasures, which slow extraction down but do not stop it); Tribhuvanesh Orekondy,
-Bernt Schiele, Mario Fritz, "Knockoff Nets", CVPR 2019 (distillation of any black box).
+(equation solving), §6 (label-only line search) and §8 (rounding and label-only
+countermeasures, which slow extraction down but do not stop it); Daniel Lowd, Christopher
+Meek, "Adversarial Learning", KDD 2005 (boundary line search); Tribhuvanesh Orekondy, Bernt
+Schiele, Mario Fritz, "Knockoff Nets", CVPR 2019 (distillation of any black box).
 
-For each output mode of :class:`~mlwarden.models.HardenedModel` the target is attacked twice:
-by equation solving (logistic-like targets only, and only where the output still carries the
-probabilities the equations need) and by distillation (any target, any output). Each attack
-yields fidelity against queries spent; the table gives the queries needed to reach each
-fidelity target and the ratio to the same attack against full probabilities, so that a
-report can say "label-only outputs cost the thief N times more queries".
+For each output mode of :class:`~mlwarden.models.HardenedModel` the target is attacked three
+times: by equation solving (logistic-like targets only, and only where the output still
+carries the probabilities the equations need), by label-only line search (two-class linear
+targets, any output: every mode returns the label) and by distillation (any target, any
+output). Each attack yields fidelity against queries spent; the table gives the queries
+needed to reach each fidelity target and the ratio to the same attack against full
+probabilities, so that a report can say "label-only outputs cost the thief N times more
+queries" with the strongest attack each output allows.
 """
 
 from __future__ import annotations
@@ -34,7 +37,8 @@ from mlwarden.attacks._distillation import (
     extract_distillation,
 )
 from mlwarden.attacks._extraction import OneHotDesign, extract_logistic_pipeline
-from mlwarden.errors import MlwardenError, ParameterError, UnknownNameError
+from mlwarden.attacks._label_only import extract_linear_labels_pipeline
+from mlwarden.errors import MlwardenError, ParameterError, QueryBudgetExceeded, UnknownNameError
 from mlwarden.models import HardenedModel, ModelAdapter, OutputHardening, OutputMode, SklearnAdapter
 
 if TYPE_CHECKING:
@@ -48,7 +52,7 @@ __all__ = [
     "hardening_cost",
 ]
 
-HardeningAttack = Literal["equation_solving", "distillation"]
+HardeningAttack = Literal["equation_solving", "line_search", "distillation"]
 """The extraction attacks run against each output mode."""
 
 ALL_MODES: tuple[OutputMode, ...] = ("probabilities", "rounded", "top1", "label")
@@ -134,15 +138,28 @@ def _estimator(model: Any) -> Any:
     return getattr(model, "estimator", model)
 
 
-def _is_logistic_like(model: Any) -> bool:
-    """A logistic / softmax regression, alone or at the end of a Pipeline."""
-    from sklearn.linear_model import LogisticRegression
+def _final_estimator(model: Any) -> Any:
+    """The estimator behind an adapter, or the last step of its Pipeline."""
     from sklearn.pipeline import Pipeline
 
     estimator = _estimator(model)
-    if isinstance(estimator, Pipeline):
-        estimator = estimator.steps[-1][1]
-    return isinstance(estimator, LogisticRegression)
+    return estimator.steps[-1][1] if isinstance(estimator, Pipeline) else estimator
+
+
+def _is_logistic_like(model: Any) -> bool:
+    """A logistic / softmax regression, alone or at the end of a Pipeline."""
+    from sklearn.linear_model import LogisticRegression
+
+    return isinstance(_final_estimator(model), LogisticRegression)
+
+
+def _is_linear(model: Any) -> bool:
+    """A linear classifier (weights in ``coef_``: logistic regression, linear SVM, SGD...),
+    alone or at the end of a Pipeline; a kernel SVM's ``coef_`` raises, so it is not."""
+    try:
+        return getattr(_final_estimator(model), "coef_", None) is not None
+    except AttributeError:
+        return False
 
 
 def _categorical_columns(X_reference: pd.DataFrame, schema: TableSchema | None) -> list[str]:
@@ -220,6 +237,76 @@ def _equation_solving(
     return curve, spent, None
 
 
+def _line_search(
+    hardened: HardenedModel,
+    X_reference: pd.DataFrame,
+    X_test: pd.DataFrame,
+    categorical: Sequence[str],
+    budgets: Sequence[int],
+    judge: Any,
+    n_uniform: int,
+    seed: int,
+) -> tuple[list[tuple[int, float]], int, str | None]:
+    """Label-only line search at its default precision, then within each smaller budget.
+
+    Each run is a fresh attack that fits its bisections to its budget; budgets too small
+    for one probe per design column are skipped (nothing is queried).
+    """
+    curve: list[tuple[int, float]] = []
+    spent = 0
+    runs: list[int | None] = [None]
+    while runs:
+        budget = runs.pop(0)
+        before = hardened.queries
+        try:
+            result = extract_linear_labels_pipeline(
+                hardened,
+                X_reference,
+                categorical,
+                budget=budget,
+                seed=seed,
+                X_test=X_test,
+                n_uniform=n_uniform,
+                true_model=judge,
+            )
+        except QueryBudgetExceeded:
+            spent += hardened.queries - before
+            continue
+        except (MlwardenError, ValueError, np.linalg.LinAlgError) as error:
+            spent += hardened.queries - before
+            return sorted(curve), spent, f"line search failed: {error}"
+        spent += result.queries_to_extract
+        fid = result.fidelity_test
+        if fid is None or not math.isfinite(fid):
+            return sorted(curve), spent, "fidelity on the test rows could not be evaluated"
+        curve.append((result.queries_to_extract, fid))
+        if budget is None:
+            runs = [b for b in budgets if b < result.queries_to_extract]
+    return sorted(curve), spent, None
+
+
+def _measured(
+    mode: OutputMode,
+    attack: HardeningAttack,
+    run: tuple[list[tuple[int, float]], int, str | None],
+    targets: Sequence[float],
+    start: float,
+) -> HardeningCostRow:
+    """The row of an attack that ran: its (curve, queries spent, stop reason) and costs."""
+    curve, spent, reason = run
+    return HardeningCostRow(
+        mode=mode,
+        attack=attack,
+        applicable=True,
+        reason=reason,
+        costs=_costs(curve, targets),
+        final_fidelity=curve[-1][1] if curve else None,
+        queries_spent=spent,
+        wall_time_s=time.perf_counter() - start,
+        curve=curve,
+    )
+
+
 def _not_applicable(mode: OutputMode, attack: HardeningAttack, reason: str) -> HardeningCostRow:
     return HardeningCostRow(
         mode=mode,
@@ -250,6 +337,7 @@ def hardening_cost(
     X_public: pd.DataFrame | None = None,
     make_surrogate: Callable[[pd.DataFrame], Surrogate] | None = None,
     logistic: bool | None = None,
+    linear: bool | None = None,
     true_model: Any = None,
     n_uniform: int = 1000,
     seed: int = 0,
@@ -262,7 +350,11 @@ def hardening_cost(
     ``d + 1`` queries), rounded ones (least squares over more queries, which may not reach
     the target fidelity) and top-1 confidences for two classes (the other probability is its
     complement); it is reported not applicable for label-only outputs and for top-1 over more
-    classes; and (b) distillation (:func:`extract_distillation`) on the same ``budgets``.
+    classes; (b) label-only line search (:func:`extract_linear_labels_pipeline`; Lowd & Meek
+    2005, Tramèr et al. §6) against every output of a two-class linear target, at its default
+    precision and within each smaller budget, so the label row shows what hiding the
+    probabilities really costs; and (c) distillation (:func:`extract_distillation`) on the
+    same ``budgets``.
     Fidelity is the share of ``X_test`` rows on which the copy predicts the target's label.
 
     Parameters
@@ -295,6 +387,9 @@ def hardening_cost(
     logistic : bool, optional
         Whether the target is logistic-like (default: inspect the estimator behind the
         adapter; a black box that cannot be inspected counts as not logistic).
+    linear : bool, optional
+        Whether the target is linear for the line search (default: a ``coef_`` on the
+        estimator behind the adapter).
     true_model : object with ``predict``, optional
         For evaluation only: judges fidelity without spending queries (default: the
         estimator if one was given, else the unhardened adapter, whose count then includes
@@ -322,6 +417,7 @@ def hardening_cost(
         true_model = model if true_model is None else true_model
     judge = true_model if true_model is not None else base
     is_logistic = _is_logistic_like(base) if logistic is None else logistic
+    is_linear = _is_linear(base) if linear is None else linear
     columns = (
         list(categorical) if categorical is not None else _categorical_columns(X_reference, schema)
     )
@@ -342,7 +438,7 @@ def hardening_cost(
             rows.append(_not_applicable(mode, "equation_solving", reason))
         else:
             start = time.perf_counter()
-            curve, spent, failure = _equation_solving(
+            run = _equation_solving(
                 hardened,
                 X_reference,
                 X_test,
@@ -353,20 +449,20 @@ def hardening_cost(
                 n_uniform,
                 seed,
             )
-            rows.append(
-                HardeningCostRow(
-                    mode=mode,
-                    attack="equation_solving",
-                    applicable=True,
-                    reason=failure,
-                    costs=_costs(curve, targets),
-                    final_fidelity=curve[-1][1] if curve else None,
-                    queries_spent=spent,
-                    wall_time_s=time.perf_counter() - start,
-                    curve=curve,
-                )
+            rows.append(_measured(mode, "equation_solving", run, targets, start))
+        # (b) label-only line search
+        if not is_linear:
+            rows.append(_not_applicable(mode, "line_search", "the target is not a linear model"))
+        elif n_classes != 2:
+            reason = f"line search extracts two-class models, not {n_classes} classes"
+            rows.append(_not_applicable(mode, "line_search", reason))
+        else:
+            start = time.perf_counter()
+            run = _line_search(
+                hardened, X_reference, X_test, columns, checked_budgets, judge, n_uniform, seed
             )
-        # (b) distillation
+            rows.append(_measured(mode, "line_search", run, targets, start))
+        # (c) distillation
         start = time.perf_counter()
         result = extract_distillation(
             hardened,
@@ -384,16 +480,8 @@ def hardening_cost(
         )
         dcurve = [(p.budget, p.fidelity_test) for p in result.curve if p.fidelity_test is not None]
         rows.append(
-            HardeningCostRow(
-                mode=mode,
-                attack="distillation",
-                applicable=True,
-                reason=result.stop_reason,
-                costs=_costs(dcurve, targets),
-                final_fidelity=dcurve[-1][1] if dcurve else None,
-                queries_spent=result.queries,
-                wall_time_s=time.perf_counter() - start,
-                curve=dcurve,
+            _measured(
+                mode, "distillation", (dcurve, result.queries, result.stop_reason), targets, start
             )
         )
 
