@@ -37,7 +37,7 @@ from mlwarden.attacks._distillation import (
     extract_distillation,
 )
 from mlwarden.attacks._extraction import OneHotDesign, extract_logistic_pipeline
-from mlwarden.attacks._label_only import extract_linear_labels_pipeline
+from mlwarden.attacks._label_only import DEFAULT_STEPS, extract_linear_labels_pipeline
 from mlwarden.errors import MlwardenError, ParameterError, QueryBudgetExceeded, UnknownNameError
 from mlwarden.models import HardenedModel, ModelAdapter, OutputHardening, OutputMode, SklearnAdapter
 
@@ -243,20 +243,22 @@ def _line_search(
     X_test: pd.DataFrame,
     categorical: Sequence[str],
     budgets: Sequence[int],
+    targets: Sequence[float],
     judge: Any,
     n_uniform: int,
     seed: int,
 ) -> tuple[list[tuple[int, float]], int, str | None]:
-    """Label-only line search at its default precision, then within each smaller budget.
+    """Label-only line search within each budget, smallest first.
 
-    Each run is a fresh attack that fits its bisections to its budget; budgets too small
-    for one probe per design column are skipped (nothing is queried).
+    Each run is a fresh attack that fits its bisections to its budget. Budgets too small for
+    one probe per design column are skipped (nothing is queried); runs stop once every
+    fidelity target is reached or a run had all the bisection steps it wanted (a larger
+    budget would buy the same copy).
     """
     curve: list[tuple[int, float]] = []
     spent = 0
-    runs: list[int | None] = [None]
-    while runs:
-        budget = runs.pop(0)
+    refused: str | None = None
+    for budget in budgets:
         before = hardened.queries
         try:
             result = extract_linear_labels_pipeline(
@@ -269,20 +271,21 @@ def _line_search(
                 n_uniform=n_uniform,
                 true_model=judge,
             )
-        except QueryBudgetExceeded:
+        except QueryBudgetExceeded as error:
             spent += hardened.queries - before
+            refused = str(error)
             continue
         except (MlwardenError, ValueError, np.linalg.LinAlgError) as error:
             spent += hardened.queries - before
-            return sorted(curve), spent, f"line search failed: {error}"
+            return curve, spent, f"line search failed within {budget} queries: {error}"
         spent += result.queries_to_extract
         fid = result.fidelity_test
         if fid is None or not math.isfinite(fid):
-            return sorted(curve), spent, "fidelity on the test rows could not be evaluated"
+            return curve, spent, "fidelity on the test rows could not be evaluated"
         curve.append((result.queries_to_extract, fid))
-        if budget is None:
-            runs = [b for b in budgets if b < result.queries_to_extract]
-    return sorted(curve), spent, None
+        if fid >= max(targets) or result.search_steps >= DEFAULT_STEPS:
+            break
+    return curve, spent, refused if not curve else None
 
 
 def _measured(
@@ -351,11 +354,10 @@ def hardening_cost(
     the target fidelity) and top-1 confidences for two classes (the other probability is its
     complement); it is reported not applicable for label-only outputs and for top-1 over more
     classes; (b) label-only line search (:func:`extract_linear_labels_pipeline`; Lowd & Meek
-    2005, Tramèr et al. §6) against every output of a two-class linear target, at its default
-    precision and within each smaller budget, so the label row shows what hiding the
-    probabilities really costs; and (c) distillation (:func:`extract_distillation`) on the
-    same ``budgets``.
-    Fidelity is the share of ``X_test`` rows on which the copy predicts the target's label.
+    2005, Tramèr et al. §6) against every output of a two-class linear target, within each
+    budget, so the label row shows what hiding the probabilities really costs; and (c)
+    distillation (:func:`extract_distillation`) on the same ``budgets``. Fidelity is the
+    share of ``X_test`` rows on which the copy predicts the target's label.
 
     Parameters
     ----------
@@ -379,7 +381,8 @@ def hardening_cost(
     decimals : int
         Rounding of the ``"rounded"`` and ``"top1"`` modes.
     budgets : sequence of int
-        Query budgets of the distillation curve and of the least-squares runs.
+        Query budgets of the distillation curve, of the least-squares runs and of the line
+        search runs.
     fidelity_targets : sequence of float
         Fidelities to report the queries for.
     source, X_public, make_surrogate
@@ -459,7 +462,15 @@ def hardening_cost(
         else:
             start = time.perf_counter()
             run = _line_search(
-                hardened, X_reference, X_test, columns, checked_budgets, judge, n_uniform, seed
+                hardened,
+                X_reference,
+                X_test,
+                columns,
+                checked_budgets,
+                targets,
+                judge,
+                n_uniform,
+                seed,
             )
             rows.append(_measured(mode, "line_search", run, targets, start))
         # (c) distillation
