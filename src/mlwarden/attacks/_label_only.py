@@ -31,6 +31,7 @@ from mlwarden.attacks._extraction import (
     ExtractedLinearModel,
     ExtractionResult,
     OneHotDesign,
+    _as_box,
     _labels,
     _relative_true_parameters,
     fidelity,
@@ -50,6 +51,7 @@ _FLOOR_STEPS = 10  # fewest without a budget
 _X0_STEPS = 30  # the boundary point every probe starts from may get more
 _MIN_X0_STEPS = 8
 _PAIR_BATCH, _PAIR_ROUNDS = 4, 8  # rows per try for one row of each class; box x4 after two
+_REFERENCE_ROUNDS = 3  # x4 larger moves when no feature flips the boundary point
 _MAX_EXPANSIONS = 12  # bracket growth x4 each: ratios up to 4**12 times the first guess
 
 
@@ -129,8 +131,11 @@ class _Oracle:
         return np.asarray(labels == self.positive, dtype=bool)
 
 
-def _find_pair(oracle: _Oracle, rng: np.random.Generator) -> tuple[FloatArray, FloatArray]:
-    """One row of each class (categories at the anchor), widening the box when needed."""
+def _find_pair(
+    oracle: _Oracle, rng: np.random.Generator
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """One row of each class (categories at the anchor), widening the box when needed; and
+    the box's half-width then, the scale of every later move."""
     space = oracle.space
     centre, half = (space.low + space.high) / 2.0, (space.high - space.low) / 2.0
     half = np.where(half > 0, half, 1.0)
@@ -140,7 +145,7 @@ def _find_pair(oracle: _Oracle, rng: np.random.Generator) -> tuple[FloatArray, F
         labels = oracle(numbers, space.anchors(_PAIR_BATCH))
         seen.extend(labels.tolist())
         if labels.any() and not labels.all():
-            return numbers[np.argmax(labels)], numbers[np.argmin(labels)]
+            return numbers[np.argmax(labels)], numbers[np.argmin(labels)], half
         if round_ >= 1:
             half = half * 4.0
     raise ModelError(
@@ -166,17 +171,22 @@ def _bisect(
     return (low + high) / 2.0
 
 
-def _reference(oracle: _Oracle, x0: FloatArray, step: FloatArray) -> tuple[int, bool]:
-    """The first numeric feature whose move by ``step`` flips the label at ``x0``, and the
-    sign of its weight (True: moving it up gives the positive class)."""
+def _reference(oracle: _Oracle, x0: FloatArray, step: FloatArray) -> tuple[int, bool, float]:
+    """The first numeric feature whose move by ``step`` flips the label at ``x0``, the sign of
+    its weight (True: moving it up gives the positive class) and the move that flipped it.
+
+    Steps grow x4 a round when no feature flips (a boundary point found with few bisection
+    steps may sit further from the boundary than one step moves)."""
     codes = oracle.space.anchors(2)
-    for j in range(len(x0)):
-        rows = np.vstack([x0, x0])
-        rows[0, j] += step[j]
-        rows[1, j] -= step[j]
-        up, down = oracle(rows, codes)
-        if up != down:
-            return j, bool(up)
+    for round_ in range(_REFERENCE_ROUNDS):
+        scale = 4.0**round_
+        for j in range(len(x0)):
+            rows = np.vstack([x0, x0])
+            rows[0, j] += scale * step[j]
+            rows[1, j] -= scale * step[j]
+            up, down = oracle(rows, codes)
+            if up != down:
+                return j, bool(up), float(scale * step[j])
     raise ModelError(
         "no numeric feature moves the decision at the boundary point found: label-only line "
         "search needs a numeric feature with a non-zero weight (is the model linear?)"
@@ -299,7 +309,7 @@ def _run(
     rng = np.random.default_rng(seed)
     oracle = _Oracle(model, space, budget)
     start = time.perf_counter()
-    positive, negative = _find_pair(oracle, rng)
+    positive, negative, step = _find_pair(oracle, rng)
     # Bisection steps fit the budget or, without one, the 20 (d + 1) goal (then never fewer
     # than _FLOOR_STEPS a probe: precision comes first).
     allowance = budget if budget is not None else GOAL_PER_PARAMETER * (p + 1)
@@ -312,8 +322,7 @@ def _run(
         np.zeros(1), np.ones(1), np.zeros(1, dtype=bool), x0_steps,
     )  # fmt: skip
     x0 = negative + s[0] * (positive - negative)
-    step = np.where(space.high > space.low, (space.high - space.low) / 2.0, 1.0)
-    j, positive_up = _reference(oracle, x0, step)
+    j, positive_up, reference_step = _reference(oracle, x0, step)
     numbers, codes, deltas = _probes(space, x0, step, j)
     steps = search_steps if search_steps is not None else DEFAULT_STEPS
     t, unbracketed = np.zeros(0), 0
@@ -321,7 +330,7 @@ def _run(
         steps = 0
     else:
         t, steps, unbracketed = _search(
-            oracle, numbers, codes, j, float(step[j]), positive_up, steps, allowance,
+            oracle, numbers, codes, j, reference_step, positive_up, steps, allowance,
             0 if budget is not None else min(steps, _FLOOR_STEPS),
         )  # fmt: skip
     # w.Δ_i + t_i w_j = 0 for each probe, and w_j = ±1: a square system in the design weights.
@@ -420,7 +429,8 @@ def extract_linear_labels(
         Input dimension ``d``.
     feature_box : (low, high)
         Scalars or arrays of shape (d,): where the first rows are drawn, the probe steps
-        (half the box width) and the uniform evaluation rows.
+        (half the box width, wider where the box had to grow to show both classes) and the
+        uniform evaluation rows.
     budget : int, optional
         Most queries the attack may spend; the bisections get fewer steps to fit. Below the
         minimum (~3 per feature) :class:`~mlwarden.errors.QueryBudgetExceeded` is raised
@@ -444,10 +454,10 @@ def extract_linear_labels(
     """
     if n_features < 1:
         raise ParameterError(f"n_features must be >= 1, got {n_features}")
-    low = np.broadcast_to(np.asarray(feature_box[0], dtype=np.float64), (n_features,)).copy()
-    high = np.broadcast_to(np.asarray(feature_box[1], dtype=np.float64), (n_features,)).copy()
-    if not (np.all(np.isfinite(low)) and np.all(np.isfinite(high))) or np.any(high < low):
-        raise ParameterError("feature_box must hold finite bounds with high >= low")
+    low = _as_box(feature_box[0], n_features, "low")
+    high = _as_box(feature_box[1], n_features, "high")
+    if np.any(high < low):
+        raise ParameterError("feature_box high must be >= low")
     space = _Space(
         [f"x{i}" for i in range(n_features)], None, np.zeros(0, dtype=np.int64), low, high
     )

@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -36,7 +37,11 @@ from mlwarden.attacks._distillation import (
     _check_budgets,
     extract_distillation,
 )
-from mlwarden.attacks._extraction import OneHotDesign, extract_logistic_pipeline
+from mlwarden.attacks._extraction import (
+    ExtractionResult,
+    OneHotDesign,
+    extract_logistic_pipeline,
+)
 from mlwarden.attacks._label_only import DEFAULT_STEPS, extract_linear_labels_pipeline
 from mlwarden.errors import MlwardenError, ParameterError, QueryBudgetExceeded, UnknownNameError
 from mlwarden.models import HardenedModel, ModelAdapter, OutputHardening, OutputMode, SklearnAdapter
@@ -186,17 +191,36 @@ def _costs(curve: Sequence[tuple[int, float]], targets: Sequence[float]) -> list
     return costs
 
 
-def _equation_solving(
-    hardened: HardenedModel,
-    X_reference: pd.DataFrame,
-    X_test: pd.DataFrame,
-    categorical: Sequence[str],
-    budgets: Sequence[int],
-    targets: Sequence[float],
-    judge: Any,
-    n_uniform: int,
-    seed: int,
-) -> tuple[list[tuple[int, float]], int, str | None]:
+@dataclass(frozen=True)
+class _Setting:
+    """What every extraction attack of the table is run with, whatever the output mode."""
+
+    X_reference: pd.DataFrame
+    X_test: pd.DataFrame
+    categorical: Sequence[str]
+    budgets: Sequence[int]
+    targets: Sequence[float]
+    judge: Any
+    n_uniform: int
+    seed: int
+
+
+_Run = tuple[list[tuple[int, float]], int, "str | None"]
+"""An attack's (queries, test fidelity) curve, queries spent, and why it stopped early."""
+
+
+_UNEVALUATED = "fidelity on the test rows could not be evaluated"
+
+
+def _point(result: ExtractionResult) -> tuple[int, float] | None:
+    """One run's (queries, test fidelity), None where the fidelity could not be evaluated."""
+    fid = result.fidelity_test
+    if fid is None or not math.isfinite(fid):
+        return None
+    return result.queries_to_extract, fid
+
+
+def _equations(hardened: HardenedModel, setting: _Setting) -> _Run:
     """Equation solving with ever more extra queries (least squares) along the budgets.
 
     The first run sends the ``d + 1`` queries the exact solution needs; later runs send one of
@@ -206,8 +230,10 @@ def _equation_solving(
     """
     mode, decimals = hardened.hardening.mode, hardened.hardening.decimals
     min_proba = None if mode == "probabilities" else 10.0**-decimals
-    n_unknowns = OneHotDesign.from_reference(X_reference, categorical).n_features + 1
-    totals = [n_unknowns] + [b for b in budgets if b > n_unknowns]
+    n_unknowns = (
+        OneHotDesign.from_reference(setting.X_reference, setting.categorical).n_features + 1
+    )
+    totals = [n_unknowns] + [b for b in setting.budgets if b > n_unknowns]
     curve: list[tuple[int, float]] = []
     spent = 0
     for total in totals:
@@ -215,39 +241,28 @@ def _equation_solving(
         try:
             result = extract_logistic_pipeline(
                 hardened,
-                X_reference,
-                categorical,
-                seed=seed,
+                setting.X_reference,
+                setting.categorical,
+                seed=setting.seed,
                 extra_queries=total - n_unknowns,
                 min_proba=min_proba,
-                X_test=X_test,
-                n_uniform=n_uniform,
-                true_model=judge,
+                X_test=setting.X_test,
+                n_uniform=setting.n_uniform,
+                true_model=setting.judge,
             )
         except (MlwardenError, ValueError, np.linalg.LinAlgError) as error:
             spent += hardened.queries - before
             return curve, spent, f"equation solving failed with {total} queries: {error}"
         spent += result.queries_to_extract
-        fid = result.fidelity_test
-        if fid is None or not math.isfinite(fid):
-            return curve, spent, "fidelity on the test rows could not be evaluated"
-        curve.append((result.queries_to_extract, fid))
-        if fid >= max(targets):
+        if (point := _point(result)) is None:
+            return curve, spent, _UNEVALUATED
+        curve.append(point)
+        if point[1] >= max(setting.targets):
             break
     return curve, spent, None
 
 
-def _line_search(
-    hardened: HardenedModel,
-    X_reference: pd.DataFrame,
-    X_test: pd.DataFrame,
-    categorical: Sequence[str],
-    budgets: Sequence[int],
-    targets: Sequence[float],
-    judge: Any,
-    n_uniform: int,
-    seed: int,
-) -> tuple[list[tuple[int, float]], int, str | None]:
+def _line_search(hardened: HardenedModel, setting: _Setting) -> _Run:
     """Label-only line search within each budget, smallest first.
 
     Each run is a fresh attack that fits its bisections to its budget. Budgets too small for
@@ -258,18 +273,18 @@ def _line_search(
     curve: list[tuple[int, float]] = []
     spent = 0
     refused: str | None = None
-    for budget in budgets:
+    for budget in setting.budgets:
         before = hardened.queries
         try:
             result = extract_linear_labels_pipeline(
                 hardened,
-                X_reference,
-                categorical,
+                setting.X_reference,
+                setting.categorical,
                 budget=budget,
-                seed=seed,
-                X_test=X_test,
-                n_uniform=n_uniform,
-                true_model=judge,
+                seed=setting.seed,
+                X_test=setting.X_test,
+                n_uniform=setting.n_uniform,
+                true_model=setting.judge,
             )
         except QueryBudgetExceeded as error:
             spent += hardened.queries - before
@@ -279,11 +294,10 @@ def _line_search(
             spent += hardened.queries - before
             return curve, spent, f"line search failed within {budget} queries: {error}"
         spent += result.queries_to_extract
-        fid = result.fidelity_test
-        if fid is None or not math.isfinite(fid):
-            return curve, spent, "fidelity on the test rows could not be evaluated"
-        curve.append((result.queries_to_extract, fid))
-        if fid >= max(targets) or result.search_steps >= DEFAULT_STEPS:
+        if (point := _point(result)) is None:
+            return curve, spent, _UNEVALUATED
+        curve.append(point)
+        if point[1] >= max(setting.targets) or result.search_steps >= DEFAULT_STEPS:
             break
     return curve, spent, refused if not curve else None
 
@@ -291,7 +305,7 @@ def _line_search(
 def _measured(
     mode: OutputMode,
     attack: HardeningAttack,
-    run: tuple[list[tuple[int, float]], int, str | None],
+    run: _Run,
     targets: Sequence[float],
     start: float,
 ) -> HardeningCostRow:
@@ -308,6 +322,26 @@ def _measured(
         wall_time_s=time.perf_counter() - start,
         curve=curve,
     )
+
+
+def _equations_excuse(is_logistic: bool, mode: OutputMode, n_classes: int) -> str | None:
+    """Why equation solving cannot run against ``mode`` (None where it can)."""
+    if not is_logistic:
+        return "the target is not a logistic or softmax regression"
+    if mode == "label":
+        return "label-only outputs carry no probabilities to solve for"
+    if mode == "top1" and n_classes > 2:
+        return f"top-1 outputs hide {n_classes - 1} of the {n_classes} probabilities"
+    return None
+
+
+def _line_search_excuse(is_linear: bool, n_classes: int) -> str | None:
+    """Why the label-only line search cannot run (None where it can): any output has labels."""
+    if not is_linear:
+        return "the target is not a linear model"
+    if n_classes != 2:
+        return f"line search extracts two-class models, not {n_classes} classes"
+    return None
 
 
 def _not_applicable(mode: OutputMode, attack: HardeningAttack, reason: str) -> HardeningCostRow:
@@ -426,53 +460,24 @@ def hardening_cost(
     )
     n_classes = len(np.asarray(base.classes_))
 
+    setting = _Setting(
+        X_reference, X_test, columns, checked_budgets, targets, judge, n_uniform, seed
+    )
     rows: list[HardeningCostRow] = []
     for mode in dict.fromkeys(modes):
         hardened = HardenedModel(base, OutputHardening(mode=mode, decimals=decimals))
-        # (a) equation solving
-        reason: str | None = None
-        if not is_logistic:
-            reason = "the target is not a logistic or softmax regression"
-        elif mode == "label":
-            reason = "label-only outputs carry no probabilities to solve for"
-        elif mode == "top1" and n_classes > 2:
-            reason = f"top-1 outputs hide {n_classes - 1} of the {n_classes} probabilities"
-        if reason is not None:
-            rows.append(_not_applicable(mode, "equation_solving", reason))
-        else:
+        # (a) equation solving and (b) label-only line search, where they apply
+        attacks: list[tuple[HardeningAttack, str | None, Callable[..., _Run]]] = [
+            ("equation_solving", _equations_excuse(is_logistic, mode, n_classes), _equations),
+            ("line_search", _line_search_excuse(is_linear, n_classes), _line_search),
+        ]
+        for attack, reason, attack_run in attacks:
+            if reason is not None:
+                rows.append(_not_applicable(mode, attack, reason))
+                continue
             start = time.perf_counter()
-            run = _equation_solving(
-                hardened,
-                X_reference,
-                X_test,
-                columns,
-                checked_budgets,
-                targets,
-                judge,
-                n_uniform,
-                seed,
-            )
-            rows.append(_measured(mode, "equation_solving", run, targets, start))
-        # (b) label-only line search
-        if not is_linear:
-            rows.append(_not_applicable(mode, "line_search", "the target is not a linear model"))
-        elif n_classes != 2:
-            reason = f"line search extracts two-class models, not {n_classes} classes"
-            rows.append(_not_applicable(mode, "line_search", reason))
-        else:
-            start = time.perf_counter()
-            run = _line_search(
-                hardened,
-                X_reference,
-                X_test,
-                columns,
-                checked_budgets,
-                targets,
-                judge,
-                n_uniform,
-                seed,
-            )
-            rows.append(_measured(mode, "line_search", run, targets, start))
+            curve = attack_run(hardened, setting)
+            rows.append(_measured(mode, attack, curve, targets, start))
         # (c) distillation
         start = time.perf_counter()
         result = extract_distillation(
