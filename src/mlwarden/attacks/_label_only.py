@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -275,6 +276,58 @@ def _search(
     return t, steps, len(pending)
 
 
+@dataclass(frozen=True)
+class _Found:
+    """What the line search recovered: unit-norm weights and how it got them."""
+
+    coef: FloatArray
+    intercept: float
+    x0: FloatArray
+    reference: int
+    x0_steps: int
+    steps: int
+    unbracketed: int
+
+
+def _recover(oracle: _Oracle, p: int, search_steps: int | None, rng: np.random.Generator) -> _Found:
+    """The attack proper: a boundary point, a reference feature, one line search per other
+    design column, and the hyperplane they pin down."""
+    space = oracle.space
+    positive, negative, step = _find_pair(oracle, rng)
+    # Bisection steps fit the budget or, without one, the 20 (d + 1) goal (then never fewer
+    # than _FLOOR_STEPS a probe: precision comes first).
+    allowance = oracle.budget if oracle.budget is not None else GOAL_PER_PARAMETER * (p + 1)
+    per_column = (allowance - oracle.spent - 2 - 2 * (p - 1)) // p
+    x0_steps = int(min(_X0_STEPS, max(_MIN_X0_STEPS, per_column + 4)))
+    if oracle.budget is not None:
+        x0_steps = min(x0_steps, oracle.budget - oracle.spent - 2 - 3 * (p - 1))
+    s = _bisect(
+        lambda s: oracle(negative + s[:, None] * (positive - negative), space.anchors(len(s))),
+        np.zeros(1), np.ones(1), np.zeros(1, dtype=bool), x0_steps,
+    )  # fmt: skip
+    x0 = negative + s[0] * (positive - negative)
+    j, positive_up, reference_step = _reference(oracle, x0, step)
+    numbers, codes, deltas = _probes(space, x0, step, j)
+    steps = search_steps if search_steps is not None else DEFAULT_STEPS
+    t, unbracketed = np.zeros(0), 0
+    if not len(numbers):
+        steps = 0
+    else:
+        t, steps, unbracketed = _search(
+            oracle, numbers, codes, j, reference_step, positive_up, steps, allowance,
+            0 if oracle.budget is not None else min(steps, _FLOOR_STEPS),
+        )  # fmt: skip
+    # w.Δ_i + t_i w_j = 0 for each probe, and w_j = ±1: a square system in the design weights.
+    w_j = 1.0 if positive_up else -1.0
+    system = np.vstack([deltas, np.eye(p)[j]])
+    rhs = np.concatenate([-t * w_j, [w_j]])
+    w = np.linalg.solve(system, rhs)
+    x0_design = space.design_rows(x0[None, :], space.anchors(1))[0]
+    b = -float(w @ x0_design)
+    scale = float(np.linalg.norm(w))
+    return _Found(w / scale, b / scale, x0, j, x0_steps, steps, unbracketed)
+
+
 def _run(
     *,
     method: str,
@@ -306,42 +359,10 @@ def _run(
             f"label-only extraction of {p} design columns needs at least {needed} queries; "
             f"the budget is {budget}"
         )
-    rng = np.random.default_rng(seed)
     oracle = _Oracle(model, space, budget)
     start = time.perf_counter()
-    positive, negative, step = _find_pair(oracle, rng)
-    # Bisection steps fit the budget or, without one, the 20 (d + 1) goal (then never fewer
-    # than _FLOOR_STEPS a probe: precision comes first).
-    allowance = budget if budget is not None else GOAL_PER_PARAMETER * (p + 1)
-    per_column = (allowance - oracle.spent - 2 - 2 * (p - 1)) // p
-    x0_steps = int(min(_X0_STEPS, max(_MIN_X0_STEPS, per_column + 4)))
-    if budget is not None:
-        x0_steps = min(x0_steps, budget - oracle.spent - 2 - 3 * (p - 1))
-    s = _bisect(
-        lambda s: oracle(negative + s[:, None] * (positive - negative), space.anchors(len(s))),
-        np.zeros(1), np.ones(1), np.zeros(1, dtype=bool), x0_steps,
-    )  # fmt: skip
-    x0 = negative + s[0] * (positive - negative)
-    j, positive_up, reference_step = _reference(oracle, x0, step)
-    numbers, codes, deltas = _probes(space, x0, step, j)
-    steps = search_steps if search_steps is not None else DEFAULT_STEPS
-    t, unbracketed = np.zeros(0), 0
-    if not len(numbers):
-        steps = 0
-    else:
-        t, steps, unbracketed = _search(
-            oracle, numbers, codes, j, reference_step, positive_up, steps, allowance,
-            0 if budget is not None else min(steps, _FLOOR_STEPS),
-        )  # fmt: skip
-    # w.Δ_i + t_i w_j = 0 for each probe, and w_j = ±1: a square system in the design weights.
-    w_j = 1.0 if positive_up else -1.0
-    system = np.vstack([deltas, np.eye(p)[j]])
-    rhs = np.concatenate([-t * w_j, [w_j]])
-    w = np.linalg.solve(system, rhs)
-    x0_design = space.design_rows(x0[None, :], space.anchors(1))[0]
-    b = -float(w @ x0_design)
-    scale = float(np.linalg.norm(w))
-    coef, intercept = w / scale, b / scale
+    found = _recover(oracle, p, search_steps, np.random.default_rng(seed))
+    coef, intercept = found.coef, found.intercept
     wall = time.perf_counter() - start
     copy = ExtractedLinearModel(coef[None, :], [intercept], classes, space.design)
 
@@ -355,7 +376,7 @@ def _run(
     except QueryBudgetExceeded:
         pass
     weight_error = _weight_error(true_model, space, X_uniform, coef, intercept)
-    reference = space.numeric[j]
+    reference = space.numeric[found.reference]
     return LabelOnlyExtractionResult(
         attack="label_only_extraction",
         n_points=n_uniform,
@@ -363,8 +384,8 @@ def _run(
         queries=oracle.spent,
         budget=budget,
         wall_time_s=wall,
-        params={**params, "seed": seed, "x0_steps": x0_steps},
-        examples=[{"boundary_point": x0.tolist(), "reference": reference}],
+        params={**params, "seed": seed, "x0_steps": found.x0_steps},
+        examples=[{"boundary_point": found.x0.tolist(), "reference": reference}],
         method=method,
         queries_to_extract=oracle.spent,
         fidelity_test=fid_test,
@@ -375,8 +396,8 @@ def _run(
         classes=classes.tolist(),
         copy_model=copy,
         reference=reference,
-        search_steps=steps,
-        unbracketed=unbracketed,
+        search_steps=found.steps,
+        unbracketed=found.unbracketed,
     )
 
 
@@ -417,8 +438,9 @@ def extract_linear_labels(
 
     Lowd & Meek (2005) line search, as in Tramèr et al. (2016) §6: a boundary point by
     bisection, then one lockstep line search per feature against a reference feature, and the
-    hyperplane from the resulting boundary points. About ``18 d + 40`` queries at the default
-    precision (under ``20 (d + 1)``); the papers' retraining attacks need 50-100 x (d + 1).
+    hyperplane from the resulting boundary points. The default run fits its bisections to
+    ``20 (d + 1)`` queries (16 steps a feature at most, 10 at least); the papers' retraining
+    attacks need 50-100 x (d + 1).
     Probes may leave the feature box (a linear model answers anywhere).
 
     Parameters
