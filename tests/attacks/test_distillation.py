@@ -216,6 +216,26 @@ def test_label_only_costs_the_thief_more(table: HardeningCostTable) -> None:
     assert table.cheapest("label", 0.9) is not None
 
 
+def test_line_search_prices_label_only_outputs(
+    phishing: Phishing, table: HardeningCostTable
+) -> None:
+    # Labels alone give the linear model away within 20 (d + 1) queries (Lowd & Meek; Tramer
+    # et al. 2016 §6): hiding the probabilities costs the thief ~20x, not "not reached".
+    d_plus_1 = phishing.X_train.shape[1] + 1
+    row = table.row("label", "line_search")
+    assert row.applicable and row.reason is None
+    needed = row.queries_to(0.99)
+    assert needed is not None and d_plus_1 < needed <= 20 * d_plus_1
+    assert table.cheapest("label", 0.99) == needed
+    assert table.cost_ratio("label", 0.99) == needed / d_plus_1
+    # Every run stays within its budget; the curve ends once the copy is exact.
+    queries = [q for q, _ in row.curve]
+    assert queries == sorted(queries) and queries[-1] <= max(BUDGETS)
+    assert row.final_fidelity == 1.0 and row.queries_spent == sum(q for q, _ in row.curve)
+    # Every output reveals the label, so the same attack runs against each.
+    assert all(table.row(mode, "line_search").applicable for mode in ("probabilities", "top1"))
+
+
 def test_non_logistic_target_skips_equation_solving(phishing: Phishing) -> None:
     tree = DecisionTreeClassifier(max_depth=6, random_state=0)
     tree.fit(phishing.X_train, phishing.y_train)
@@ -229,6 +249,8 @@ def test_non_logistic_target_skips_equation_solving(phishing: Phishing) -> None:
     )
     row = small.row("probabilities", "equation_solving")
     assert not row.applicable and row.reason is not None and "logistic" in row.reason
+    line = small.row("probabilities", "line_search")
+    assert not line.applicable and line.reason == "the target is not a linear model"
     distilled = small.row("probabilities", "distillation")
     assert distilled.applicable and distilled.queries_spent == 200
     with pytest.raises(KeyError):

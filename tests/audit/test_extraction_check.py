@@ -45,10 +45,14 @@ def test_a_logistic_model_serving_probabilities_is_copied_by_equation_solving(
     assert finding.interval is not None and finding.interval[0] > 0.05
     assert finding.message.startswith("equation_solving copies the probabilities API")
     by_attack = finding.details["fidelity_by_attack"]
-    assert set(by_attack) == {"equation_solving", "distillation"}
+    assert set(by_attack) == {"equation_solving", "line_search", "distillation"}
     assert fidelity == max(by_attack.values())
-    # equation solving needs one query per unknown (d + 1 after one-hot); distillation 500
-    assert 500 < finding.queries < 1000
+    # equation solving needs one query per unknown (d + 1 after one-hot); the label-only line
+    # search and distillation each spend up to 500; every query is counted
+    rows = finding.details["tables"][0]["rows"]
+    assert finding.queries == sum(r[-2] for r in rows)
+    assert rows[0][1] == "equation_solving" and rows[0][-2] < 150
+    assert all(r[-2] <= 500 for r in rows[1:])
 
 
 def test_the_serving_options_are_measured_side_by_side(compared: Finding) -> None:
@@ -56,20 +60,25 @@ def test_the_serving_options_are_measured_side_by_side(compared: Finding) -> Non
     assert [(r[0], r[1]) for r in rows] == [
         (mode, attack)
         for mode in ("probabilities", "rounded", "top1", "label")
-        for attack in ("equation_solving", "distillation")
+        for attack in ("equation_solving", "line_search", "distillation")
     ]
-    label_equations = rows[-2]
+    label_equations = rows[-3]
     assert label_equations[2:5] == ["n/a"] * 3 and "no probabilities" in label_equations[-1]
 
 
 def test_the_gate_reads_the_served_output_only(compared: Finding) -> None:
-    # served label-only: equation solving cannot run, so distillation sets the value
-    assert compared.message.startswith("distillation copies the label API")
-    assert compared.details["fidelity_by_attack"] == {"distillation": compared.details["fidelity"]}
+    # served label-only: equation solving cannot run, but the line search recovers the linear
+    # model from labels alone (Lowd & Meek 2005) and beats distillation at the same budget
+    assert compared.message.startswith("line_search copies the label API")
+    by_attack = compared.details["fidelity_by_attack"]
+    assert set(by_attack) == {"line_search", "distillation"}
+    assert compared.details["fidelity"] == by_attack["line_search"] > by_attack["distillation"]
+    assert compared.verdict == "fail"
     curve = compared.details["curve"]
     assert curve["xscale"] == "log"
     labels = [s["label"] for s in curve["series"]]
     assert "distillation, label" in labels and "equation_solving, label" not in labels
+    assert "line_search, label" in labels
     # rounded answers that carry no logit are re-drawn, so equation solving may pass a budget
     # by a few percent; the curve is still read at the budget (the last point within it)
     assert all(s["x"] == sorted(s["x"]) and max(s["x"]) <= 550 for s in curve["series"])

@@ -35,6 +35,11 @@ from mlwarden.attacks._extraction import (
 )
 from mlwarden.attacks._gradient import GradientAttackResult, fgsm, pgd
 from mlwarden.attacks._hopskipjump import HopSkipJumpResult, hop_skip_jump
+from mlwarden.attacks._label_only import (
+    LabelOnlyExtractionResult,
+    extract_linear_labels,
+    extract_linear_labels_pipeline,
+)
 from mlwarden.attacks._membership import (
     MembershipResult,
     lira,
@@ -93,6 +98,7 @@ __all__ = [
     "HardeningCostRow",
     "HardeningCostTable",
     "HopSkipJumpResult",
+    "LabelOnlyExtractionResult",
     "LeafOracle",
     "MembershipMetrics",
     "MembershipResult",
@@ -118,6 +124,8 @@ __all__ = [
     "exposure_by_rank",
     "exposure_by_skew_normal",
     "extract_distillation",
+    "extract_linear_labels",
+    "extract_linear_labels_pipeline",
     "extract_logistic",
     "extract_logistic_pipeline",
     "extract_tree",

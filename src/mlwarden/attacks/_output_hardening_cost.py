@@ -2,16 +2,19 @@
 
 References: Florian Tramèr, Fan Zhang, Ari Juels, Michael K. Reiter, Thomas Ristenpart,
 "Stealing Machine Learning Models via Prediction APIs", USENIX Security 2016, §4.1
-(equation solving), §5 (retraining with label-only outputs) and §8 (rounding and label-only
-countermeasures, which slow extraction down but do not stop it); Tribhuvanesh Orekondy,
-Bernt Schiele, Mario Fritz, "Knockoff Nets", CVPR 2019 (distillation of any black box).
+(equation solving), §6 (label-only line search) and §8 (rounding and label-only
+countermeasures, which slow extraction down but do not stop it); Daniel Lowd, Christopher
+Meek, "Adversarial Learning", KDD 2005 (boundary line search); Tribhuvanesh Orekondy, Bernt
+Schiele, Mario Fritz, "Knockoff Nets", CVPR 2019 (distillation of any black box).
 
-For each output mode of :class:`~mlwarden.models.HardenedModel` the target is attacked twice:
-by equation solving (logistic-like targets only, and only where the output still carries the
-probabilities the equations need) and by distillation (any target, any output). Each attack
-yields fidelity against queries spent; the table gives the queries needed to reach each
-fidelity target and the ratio to the same attack against full probabilities, so that a
-report can say "label-only outputs cost the thief N times more queries".
+For each output mode of :class:`~mlwarden.models.HardenedModel` the target is attacked three
+times: by equation solving (logistic-like targets only, and only where the output still
+carries the probabilities the equations need), by label-only line search (two-class linear
+targets, any output: every mode returns the label) and by distillation (any target, any
+output). Each attack yields fidelity against queries spent; the table gives the queries
+needed to reach each fidelity target and the ratio to the same attack against full
+probabilities, so that a report can say "label-only outputs cost the thief N times more
+queries" with the strongest attack each output allows.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -33,8 +37,13 @@ from mlwarden.attacks._distillation import (
     _check_budgets,
     extract_distillation,
 )
-from mlwarden.attacks._extraction import OneHotDesign, extract_logistic_pipeline
-from mlwarden.errors import MlwardenError, ParameterError, UnknownNameError
+from mlwarden.attacks._extraction import (
+    ExtractionResult,
+    OneHotDesign,
+    extract_logistic_pipeline,
+)
+from mlwarden.attacks._label_only import DEFAULT_STEPS, extract_linear_labels_pipeline
+from mlwarden.errors import MlwardenError, ParameterError, QueryBudgetExceeded, UnknownNameError
 from mlwarden.models import HardenedModel, ModelAdapter, OutputHardening, OutputMode, SklearnAdapter
 
 if TYPE_CHECKING:
@@ -48,7 +57,7 @@ __all__ = [
     "hardening_cost",
 ]
 
-HardeningAttack = Literal["equation_solving", "distillation"]
+HardeningAttack = Literal["equation_solving", "line_search", "distillation"]
 """The extraction attacks run against each output mode."""
 
 ALL_MODES: tuple[OutputMode, ...] = ("probabilities", "rounded", "top1", "label")
@@ -134,15 +143,28 @@ def _estimator(model: Any) -> Any:
     return getattr(model, "estimator", model)
 
 
-def _is_logistic_like(model: Any) -> bool:
-    """A logistic / softmax regression, alone or at the end of a Pipeline."""
-    from sklearn.linear_model import LogisticRegression
+def _final_estimator(model: Any) -> Any:
+    """The estimator behind an adapter, or the last step of its Pipeline."""
     from sklearn.pipeline import Pipeline
 
     estimator = _estimator(model)
-    if isinstance(estimator, Pipeline):
-        estimator = estimator.steps[-1][1]
-    return isinstance(estimator, LogisticRegression)
+    return estimator.steps[-1][1] if isinstance(estimator, Pipeline) else estimator
+
+
+def _is_logistic_like(model: Any) -> bool:
+    """A logistic / softmax regression, alone or at the end of a Pipeline."""
+    from sklearn.linear_model import LogisticRegression
+
+    return isinstance(_final_estimator(model), LogisticRegression)
+
+
+def _is_linear(model: Any) -> bool:
+    """A linear classifier (weights in ``coef_``: logistic regression, linear SVM, SGD...),
+    alone or at the end of a Pipeline; a kernel SVM's ``coef_`` raises, so it is not."""
+    try:
+        return getattr(_final_estimator(model), "coef_", None) is not None
+    except AttributeError:
+        return False
 
 
 def _categorical_columns(X_reference: pd.DataFrame, schema: TableSchema | None) -> list[str]:
@@ -169,17 +191,36 @@ def _costs(curve: Sequence[tuple[int, float]], targets: Sequence[float]) -> list
     return costs
 
 
-def _equation_solving(
-    hardened: HardenedModel,
-    X_reference: pd.DataFrame,
-    X_test: pd.DataFrame,
-    categorical: Sequence[str],
-    budgets: Sequence[int],
-    targets: Sequence[float],
-    judge: Any,
-    n_uniform: int,
-    seed: int,
-) -> tuple[list[tuple[int, float]], int, str | None]:
+@dataclass(frozen=True)
+class _Setting:
+    """What every extraction attack of the table is run with, whatever the output mode."""
+
+    X_reference: pd.DataFrame
+    X_test: pd.DataFrame
+    categorical: Sequence[str]
+    budgets: Sequence[int]
+    targets: Sequence[float]
+    judge: Any
+    n_uniform: int
+    seed: int
+
+
+_Run = tuple[list[tuple[int, float]], int, "str | None"]
+"""An attack's (queries, test fidelity) curve, queries spent, and why it stopped early."""
+
+
+_UNEVALUATED = "fidelity on the test rows could not be evaluated"
+
+
+def _point(result: ExtractionResult) -> tuple[int, float] | None:
+    """One run's (queries, test fidelity), None where the fidelity could not be evaluated."""
+    fid = result.fidelity_test
+    if fid is None or not math.isfinite(fid):
+        return None
+    return result.queries_to_extract, fid
+
+
+def _equations(hardened: HardenedModel, setting: _Setting) -> _Run:
     """Equation solving with ever more extra queries (least squares) along the budgets.
 
     The first run sends the ``d + 1`` queries the exact solution needs; later runs send one of
@@ -189,8 +230,10 @@ def _equation_solving(
     """
     mode, decimals = hardened.hardening.mode, hardened.hardening.decimals
     min_proba = None if mode == "probabilities" else 10.0**-decimals
-    n_unknowns = OneHotDesign.from_reference(X_reference, categorical).n_features + 1
-    totals = [n_unknowns] + [b for b in budgets if b > n_unknowns]
+    n_unknowns = (
+        OneHotDesign.from_reference(setting.X_reference, setting.categorical).n_features + 1
+    )
+    totals = [n_unknowns] + [b for b in setting.budgets if b > n_unknowns]
     curve: list[tuple[int, float]] = []
     spent = 0
     for total in totals:
@@ -198,26 +241,107 @@ def _equation_solving(
         try:
             result = extract_logistic_pipeline(
                 hardened,
-                X_reference,
-                categorical,
-                seed=seed,
+                setting.X_reference,
+                setting.categorical,
+                seed=setting.seed,
                 extra_queries=total - n_unknowns,
                 min_proba=min_proba,
-                X_test=X_test,
-                n_uniform=n_uniform,
-                true_model=judge,
+                X_test=setting.X_test,
+                n_uniform=setting.n_uniform,
+                true_model=setting.judge,
             )
         except (MlwardenError, ValueError, np.linalg.LinAlgError) as error:
             spent += hardened.queries - before
             return curve, spent, f"equation solving failed with {total} queries: {error}"
         spent += result.queries_to_extract
-        fid = result.fidelity_test
-        if fid is None or not math.isfinite(fid):
-            return curve, spent, "fidelity on the test rows could not be evaluated"
-        curve.append((result.queries_to_extract, fid))
-        if fid >= max(targets):
+        if (point := _point(result)) is None:
+            return curve, spent, _UNEVALUATED
+        curve.append(point)
+        if point[1] >= max(setting.targets):
             break
     return curve, spent, None
+
+
+def _line_search(hardened: HardenedModel, setting: _Setting) -> _Run:
+    """Label-only line search within each budget, smallest first.
+
+    Each run is a fresh attack that fits its bisections to its budget. Budgets too small for
+    one probe per design column are skipped (nothing is queried); runs stop once every
+    fidelity target is reached or a run had all the bisection steps it wanted (a larger
+    budget would buy the same copy).
+    """
+    curve: list[tuple[int, float]] = []
+    spent = 0
+    refused: str | None = None
+    for budget in setting.budgets:
+        before = hardened.queries
+        try:
+            result = extract_linear_labels_pipeline(
+                hardened,
+                setting.X_reference,
+                setting.categorical,
+                budget=budget,
+                seed=setting.seed,
+                X_test=setting.X_test,
+                n_uniform=setting.n_uniform,
+                true_model=setting.judge,
+            )
+        except QueryBudgetExceeded as error:
+            spent += hardened.queries - before
+            refused = str(error)
+            continue
+        except (MlwardenError, ValueError, np.linalg.LinAlgError) as error:
+            spent += hardened.queries - before
+            return curve, spent, f"line search failed within {budget} queries: {error}"
+        spent += result.queries_to_extract
+        if (point := _point(result)) is None:
+            return curve, spent, _UNEVALUATED
+        curve.append(point)
+        if point[1] >= max(setting.targets) or result.search_steps >= DEFAULT_STEPS:
+            break
+    return curve, spent, refused if not curve else None
+
+
+def _measured(
+    mode: OutputMode,
+    attack: HardeningAttack,
+    run: _Run,
+    targets: Sequence[float],
+    start: float,
+) -> HardeningCostRow:
+    """The row of an attack that ran: its (curve, queries spent, stop reason) and costs."""
+    curve, spent, reason = run
+    return HardeningCostRow(
+        mode=mode,
+        attack=attack,
+        applicable=True,
+        reason=reason,
+        costs=_costs(curve, targets),
+        final_fidelity=curve[-1][1] if curve else None,
+        queries_spent=spent,
+        wall_time_s=time.perf_counter() - start,
+        curve=curve,
+    )
+
+
+def _equations_excuse(is_logistic: bool, mode: OutputMode, n_classes: int) -> str | None:
+    """Why equation solving cannot run against ``mode`` (None where it can)."""
+    if not is_logistic:
+        return "the target is not a logistic or softmax regression"
+    if mode == "label":
+        return "label-only outputs carry no probabilities to solve for"
+    if mode == "top1" and n_classes > 2:
+        return f"top-1 outputs hide {n_classes - 1} of the {n_classes} probabilities"
+    return None
+
+
+def _line_search_excuse(is_linear: bool, n_classes: int) -> str | None:
+    """Why the label-only line search cannot run (None where it can): any output has labels."""
+    if not is_linear:
+        return "the target is not a linear model"
+    if n_classes != 2:
+        return f"line search extracts two-class models, not {n_classes} classes"
+    return None
 
 
 def _not_applicable(mode: OutputMode, attack: HardeningAttack, reason: str) -> HardeningCostRow:
@@ -250,6 +374,7 @@ def hardening_cost(
     X_public: pd.DataFrame | None = None,
     make_surrogate: Callable[[pd.DataFrame], Surrogate] | None = None,
     logistic: bool | None = None,
+    linear: bool | None = None,
     true_model: Any = None,
     n_uniform: int = 1000,
     seed: int = 0,
@@ -262,8 +387,11 @@ def hardening_cost(
     ``d + 1`` queries), rounded ones (least squares over more queries, which may not reach
     the target fidelity) and top-1 confidences for two classes (the other probability is its
     complement); it is reported not applicable for label-only outputs and for top-1 over more
-    classes; and (b) distillation (:func:`extract_distillation`) on the same ``budgets``.
-    Fidelity is the share of ``X_test`` rows on which the copy predicts the target's label.
+    classes; (b) label-only line search (:func:`extract_linear_labels_pipeline`; Lowd & Meek
+    2005, Tramèr et al. §6) against every output of a two-class linear target, within each
+    budget, so the label row shows what hiding the probabilities really costs; and (c)
+    distillation (:func:`extract_distillation`) on the same ``budgets``. Fidelity is the
+    share of ``X_test`` rows on which the copy predicts the target's label.
 
     Parameters
     ----------
@@ -287,7 +415,8 @@ def hardening_cost(
     decimals : int
         Rounding of the ``"rounded"`` and ``"top1"`` modes.
     budgets : sequence of int
-        Query budgets of the distillation curve and of the least-squares runs.
+        Query budgets of the distillation curve, of the least-squares runs and of the line
+        search runs.
     fidelity_targets : sequence of float
         Fidelities to report the queries for.
     source, X_public, make_surrogate
@@ -295,6 +424,9 @@ def hardening_cost(
     logistic : bool, optional
         Whether the target is logistic-like (default: inspect the estimator behind the
         adapter; a black box that cannot be inspected counts as not logistic).
+    linear : bool, optional
+        Whether the target is linear for the line search (default: a ``coef_`` on the
+        estimator behind the adapter).
     true_model : object with ``predict``, optional
         For evaluation only: judges fidelity without spending queries (default: the
         estimator if one was given, else the unhardened adapter, whose count then includes
@@ -322,51 +454,31 @@ def hardening_cost(
         true_model = model if true_model is None else true_model
     judge = true_model if true_model is not None else base
     is_logistic = _is_logistic_like(base) if logistic is None else logistic
+    is_linear = _is_linear(base) if linear is None else linear
     columns = (
         list(categorical) if categorical is not None else _categorical_columns(X_reference, schema)
     )
     n_classes = len(np.asarray(base.classes_))
 
+    setting = _Setting(
+        X_reference, X_test, columns, checked_budgets, targets, judge, n_uniform, seed
+    )
     rows: list[HardeningCostRow] = []
     for mode in dict.fromkeys(modes):
         hardened = HardenedModel(base, OutputHardening(mode=mode, decimals=decimals))
-        # (a) equation solving
-        reason: str | None = None
-        if not is_logistic:
-            reason = "the target is not a logistic or softmax regression"
-        elif mode == "label":
-            reason = "label-only outputs carry no probabilities to solve for"
-        elif mode == "top1" and n_classes > 2:
-            reason = f"top-1 outputs hide {n_classes - 1} of the {n_classes} probabilities"
-        if reason is not None:
-            rows.append(_not_applicable(mode, "equation_solving", reason))
-        else:
+        # (a) equation solving and (b) label-only line search, where they apply
+        attacks: list[tuple[HardeningAttack, str | None, Callable[..., _Run]]] = [
+            ("equation_solving", _equations_excuse(is_logistic, mode, n_classes), _equations),
+            ("line_search", _line_search_excuse(is_linear, n_classes), _line_search),
+        ]
+        for attack, reason, attack_run in attacks:
+            if reason is not None:
+                rows.append(_not_applicable(mode, attack, reason))
+                continue
             start = time.perf_counter()
-            curve, spent, failure = _equation_solving(
-                hardened,
-                X_reference,
-                X_test,
-                columns,
-                checked_budgets,
-                targets,
-                judge,
-                n_uniform,
-                seed,
-            )
-            rows.append(
-                HardeningCostRow(
-                    mode=mode,
-                    attack="equation_solving",
-                    applicable=True,
-                    reason=failure,
-                    costs=_costs(curve, targets),
-                    final_fidelity=curve[-1][1] if curve else None,
-                    queries_spent=spent,
-                    wall_time_s=time.perf_counter() - start,
-                    curve=curve,
-                )
-            )
-        # (b) distillation
+            curve = attack_run(hardened, setting)
+            rows.append(_measured(mode, attack, curve, targets, start))
+        # (c) distillation
         start = time.perf_counter()
         result = extract_distillation(
             hardened,
@@ -384,16 +496,8 @@ def hardening_cost(
         )
         dcurve = [(p.budget, p.fidelity_test) for p in result.curve if p.fidelity_test is not None]
         rows.append(
-            HardeningCostRow(
-                mode=mode,
-                attack="distillation",
-                applicable=True,
-                reason=result.stop_reason,
-                costs=_costs(dcurve, targets),
-                final_fidelity=dcurve[-1][1] if dcurve else None,
-                queries_spent=result.queries,
-                wall_time_s=time.perf_counter() - start,
-                curve=dcurve,
+            _measured(
+                mode, "distillation", (dcurve, result.queries, result.stop_reason), targets, start
             )
         )
 

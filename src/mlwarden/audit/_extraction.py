@@ -2,7 +2,8 @@
 
 Runs the extraction attacks of :func:`~mlwarden.attacks.hardening_cost` against the model as it
 will be served (``output``: full probabilities, rounded, top-1 or label only): equation solving
-where the model is logistic-like and the output carries probabilities (Tramèr et al. 2016), and
+where the model is logistic-like and the output carries probabilities (Tramèr et al. 2016),
+label-only line search under any output of a two-class linear model (Lowd & Meek 2005), and
 Knockoff-style distillation for any model (Orekondy et al. 2019). The gate reads the fidelity
 the best copy gains at the budget over a thief who sends no query and trains the same surrogate
 on public rows with their true labels: an accurate model agrees with such a copy on most rows
