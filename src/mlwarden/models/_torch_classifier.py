@@ -82,8 +82,8 @@ def _module(layer: Layer) -> torch.nn.Module:
     return built
 
 
-def build_module(config: TorchClassifierConfig) -> torch.nn.Sequential:
-    """The untrained network ``config`` describes (its input scaling first)."""
+def scaled(module: torch.nn.Sequential, factor: float) -> torch.nn.Sequential:
+    """``module`` with the recorded input scaling in front (sharing its layers)."""
     import torch
     from torch import nn
 
@@ -97,10 +97,7 @@ def build_module(config: TorchClassifierConfig) -> torch.nn.Sequential:
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return x * self.factor
 
-    layers = [_module(layer) for layer in config.layers]
-    if config.input_scale != 1.0:
-        layers.insert(0, Scale(config.input_scale))
-    return nn.Sequential(*layers)
+    return nn.Sequential(Scale(factor), *module)
 
 
 def _square(value: Any) -> int:
@@ -181,8 +178,9 @@ def load_torch_classifier(data: bytes) -> tuple[torch.nn.Sequential, TorchClassi
     import torch
 
     config = read_config(data, FORMAT, FORMAT_VERSION, TorchClassifierConfig, "torch classifier")
-    module = build_module(config)
-    load_weights(data, module, "torch classifier")
+    layers = torch.nn.Sequential(*(_module(layer) for layer in config.layers))
+    load_weights(data, layers, "torch classifier")
+    module = scaled(layers, config.input_scale)
     with torch.no_grad():
         out = module.eval()(torch.zeros(1, config.n_features))
     if tuple(out.shape) != (1, len(config.classes)):
