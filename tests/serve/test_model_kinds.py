@@ -104,7 +104,7 @@ def benign() -> list[dict[str, int]]:
 
 @pytest.fixture
 def serve(store: LineageStore, tmp_path: Path) -> Iterator[Any]:
-    """Start a server of ``phish-KIND@1`` with the given settings; returns (guarded, client, key)."""
+    """Start a server of ``phish-KIND@1`` with the given settings: (guarded, client, key)."""
     started: list[Any] = []
 
     def start(kind: str, **settings: Any) -> tuple[Any, TestClient, str]:
@@ -120,7 +120,9 @@ def serve(store: LineageStore, tmp_path: Path) -> Iterator[Any]:
 
 
 def post(client: TestClient, key: str, rows: list[dict[str, Any]]) -> Any:
-    return client.post("/v1/predict", json={"rows": rows}, headers={"Authorization": f"Bearer {key}"})
+    return client.post(
+        "/v1/predict", json={"rows": rows}, headers={"Authorization": f"Bearer {key}"}
+    )
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -39,7 +39,9 @@ class Layer(BaseModel):
 
     kind: _Layer
     args: list[Annotated[int, Field(ge=0, le=1 << 20)]] = []
-    kwargs: dict[Literal["padding", "stride", "kernel_size"], Annotated[int, Field(ge=0, le=64)]] = {}
+    kwargs: dict[
+        Literal["padding", "stride", "kernel_size"], Annotated[int, Field(ge=0, le=64)]
+    ] = {}
 
 
 class TorchClassifierConfig(BaseModel):
@@ -84,7 +86,6 @@ def _module(layer: Layer) -> torch.nn.Module:
 
 def scaled(module: torch.nn.Sequential, factor: float) -> torch.nn.Sequential:
     """``module`` with the recorded input scaling in front (sharing its layers)."""
-    import torch
     from torch import nn
 
     class Scale(nn.Module):

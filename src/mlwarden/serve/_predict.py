@@ -16,7 +16,7 @@ from mlwarden.serve._guarded import Guarded
 from mlwarden.serve._keys import Principal
 from mlwarden.serve._record import log_decision
 from mlwarden.serve._runtime import Router, ServedModel
-from mlwarden.serve._schema import rows_of
+from mlwarden.serve._schema import RequestRows
 from mlwarden.serve._watch import Watchers
 
 if TYPE_CHECKING:
@@ -95,19 +95,17 @@ def predict_endpoint(
         principal: Annotated[Principal, Depends(admission.require("predict", charge=False))],
     ) -> PredictResponse:
         """Predict one or many rows; the schema is the model's training schema."""
-        import pandas as pd
-
         started = time.perf_counter()
         client = principal.key_id
         admission.refuse_blocked(client)
-        rows = rows_of(body)
+        batch = RequestRows.of(body, features)  # encoded once, shared by the model and guards
+        rows = batch.rows
         run = GuardRun(metrics)
         check_decision_log(g, run)
         admission.admit(client, len(rows))
         request_id = uuid.uuid4().hex
         model = g.routes[router.route(client)]
-        frame = pd.DataFrame(rows, columns=features)
-        proba, answers = watchers.predict_rows(model, frame, client, run)
+        proba, answers = watchers.predict_rows(model, batch, client, run)
         verdicts: dict[str, Any] = {}
         alarms: list[str] = []
         if proba is None:
@@ -124,14 +122,14 @@ def predict_endpoint(
                         alarms.append("slowdown")
                 if answers.capped.any():
                     response.headers[CAPPED_HEADER] = str(int(answers.capped.sum()))
-            extraction = watchers.watch_extraction(client, rows, proba, run)
+            extraction = watchers.watch_extraction(client, batch, proba, run)
             if extraction is not None:
                 verdicts["extraction"] = extraction
                 if extraction.get("alarm"):
                     alarms.append("extraction")
             predictions = hardened_predictions(g, model, proba, answers)
             labels = [p.label for p in predictions]
-            watchers.watch_drift(rows, labels, run)
+            watchers.watch_drift(batch, labels, run)
             for label in labels:
                 metrics.predictions.labels(model=model.ref, label=str(label)).inc()
         response.headers[MODEL_HEADER] = model.ref
@@ -148,7 +146,7 @@ def predict_endpoint(
             client,
             model,
             rows,
-            frame,
+            batch.frame,
             answer.model_dump(mode="json")["predictions"],
             verdicts,
             run.fail_open,
