@@ -465,7 +465,7 @@ def _torch_model(X: np.ndarray, y: np.ndarray) -> bytes:
 
     torch.manual_seed(0)
     module = nn.Sequential(nn.Linear(X.shape[1], 64), nn.ReLU(), nn.Linear(64, 2))
-    x, t = torch.as_tensor(X), torch.as_tensor(y.astype(np.int64))
+    x, t = torch.tensor(X), torch.tensor(y.astype(np.int64))
     optimiser = torch.optim.Adam(module.parameters(), lr=0.01)
     for _ in range(300):
         optimiser.zero_grad()
@@ -589,6 +589,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=3.0, help="warm-up s per run")
     parser.add_argument("--rounds", type=int, default=2, help="guarded/plain pairs per load")
     parser.add_argument("--no-detectors", action="store_true", help="skip the detector table")
+    parser.add_argument("--store", type=Path, help="keep the store here; reused when it exists")
     args = parser.parse_args()
     if args.serve:
         serve_main(args.serve, args.port)
@@ -600,11 +601,12 @@ def main() -> None:
 
     began = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="mlwarden-bench-serve-") as tmp:
-        store_root = Path(tmp) / "store"
-        print(f"training {SPEC.relative_to(ROOT)} (gradient boosting) ...", flush=True)
+        store_root = args.store or Path(tmp) / "store"
         t0 = time.perf_counter()
-        train(store_root)
-        import_kinds(store_root, kinds)
+        if not (store_root / "lineage.db").exists():
+            print(f"training {SPEC.relative_to(ROOT)} (gradient boosting) ...", flush=True)
+            train(store_root)
+            import_kinds(store_root, list(REFS))
         keys = make_keys(store_root)
         print(f"registered {', '.join(REFS[k] for k in kinds)} in {time.perf_counter() - t0:.0f} s")
         print(

@@ -231,3 +231,33 @@ def test_a_model_that_cannot_be_served_says_why(
     deployment = Deployment.single(ref)
     with pytest.raises(ModelError, match=f"{ref} cannot be served: .*{reason}"):
         build_server(store, deployment, serve_db=tmp_path / "serve.db")
+
+
+def test_rows_are_encoded_once_for_the_model_the_shadow_and_the_detectors(
+    serve: Any, benign: list[dict[str, int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlwarden.serve._extraction import FeatureSpace
+    from mlwarden.serve._runtime import ServedModel
+
+    frames: list[int] = []
+    encoded: list[int] = []
+    predict, transform = ServedModel.predict_proba, FeatureSpace.transform
+
+    def recording_predict(self: ServedModel, frame: pd.DataFrame) -> Any:
+        frames.append(id(frame))
+        return predict(self, frame)
+
+    def recording_transform(self: FeatureSpace, rows: Any) -> Any:
+        encoded.append(len(rows))
+        return transform(self, rows)
+
+    g, client, key = serve("sklearn", shadow="phish-onnx@1")
+    monkeypatch.setattr(ServedModel, "predict_proba", recording_predict)
+    monkeypatch.setattr(FeatureSpace, "transform", recording_transform)
+    answer = post(client, key, benign[:5])
+    assert answer.status_code == 200
+    g.decisions.flush()
+    assert len(frames) == 2 and len(set(frames)) == 1  # the route and the shadow: one table
+    assert encoded == [5]  # the detectors' vectors: built once for the request's rows
+    shadow = g.decisions.get(answer.json()["request_id"]).shadow[0]
+    assert shadow.model_ref == "phish-onnx@1" and len(shadow.output["labels"]) == 5

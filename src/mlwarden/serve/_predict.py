@@ -1,6 +1,7 @@
 """``POST /v1/predict``: a request through the guards to the model and back, hardened, with
 the headers that say who answered, which guards failed open and which raised an alarm."""
 
+import logging
 import time
 import uuid
 from collections.abc import Callable
@@ -29,6 +30,7 @@ MODEL_HEADER = "X-Mlwarden-Model"
 REQUEST_ID_HEADER = "X-Request-Id"
 ALARM_HEADER = "X-Mlwarden-Alarm"
 CAPPED_HEADER = "X-Mlwarden-Compute-Capped"
+_log = logging.getLogger(__name__)
 
 
 def check_decision_log(g: Guarded, run: GuardRun) -> None:
@@ -82,7 +84,7 @@ def hardened_predictions(
 
 def predict_endpoint(
     g: Guarded, admission: Admission, body: type[BaseModel]
-) -> Callable[..., PredictResponse]:
+) -> Callable[..., Response]:
     """The ``/v1/predict`` handler of a deployment whose request body is ``body``."""
     watchers = Watchers(g, admission)
     router = Router([r.weight for r in g.deployment.routes], g.deployment.name)
@@ -93,7 +95,7 @@ def predict_endpoint(
         response: Response,
         background: BackgroundTasks,
         principal: Annotated[Principal, Depends(admission.require("predict", charge=False))],
-    ) -> PredictResponse:
+    ) -> Response:
         """Predict one or many rows; the schema is the model's training schema."""
         started = time.perf_counter()
         client = principal.key_id
@@ -139,8 +141,7 @@ def predict_endpoint(
         if alarms:
             response.headers[ALARM_HEADER] = ",".join(alarms)
         answer = PredictResponse(request_id=request_id, model=model.ref, predictions=predictions)
-        background.add_task(
-            log_decision,
+        record = (
             g,
             request_id,
             client,
@@ -152,7 +153,19 @@ def predict_endpoint(
             run.fail_open,
             (time.perf_counter() - started) * 1000.0,
         )
-        return answer
+        if g.shadow is None:
+            # Queued here, on the worker thread: a background task costs a second thread hop
+            # per request; the shadow model's answer still waits until after the response.
+            try:
+                log_decision(*record)
+            except Exception:  # as after the response: the answer stands, the log says why
+                _log.exception("decision %s could not be queued", request_id)
+        else:
+            background.add_task(log_decision, *record)
+        # Serialized here: a returned model would be validated again on another thread hop.
+        sent = Response(answer.model_dump_json(), media_type="application/json")
+        sent.raw_headers.extend(response.headers.raw)
+        return sent
 
     # The body's model is built at run time: FastAPI must see the class, not its name.
     predict.__annotations__["body"] = body
