@@ -608,7 +608,9 @@ def main() -> None:
             train(store_root)
             import_kinds(store_root, list(REFS))
         keys = make_keys(store_root)
-        print(f"registered {', '.join(REFS[k] for k in kinds)} in {time.perf_counter() - t0:.0f} s")
+        print(
+            f"store ready ({', '.join(REFS[k] for k in kinds)}) in {time.perf_counter() - t0:.0f} s"
+        )
         print(
             f"uvicorn, 1 worker per server; one row per request; {args.warmup:g} s warm-up, then "
             f"{args.single:g} s at 1 connection and {args.duration:g} s at {CONNECTIONS}; the "

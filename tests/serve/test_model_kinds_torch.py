@@ -72,10 +72,11 @@ def test_weights_that_do_not_fit_the_recorded_layers_are_refused() -> None:
         load_torch_classifier(forged)
 
 
-def test_classes_must_match_the_logits() -> None:
-    data = save_torch_classifier(nn.Sequential(nn.Linear(4, 3)), [0, 1], 4)
+def test_classes_and_columns_must_fit_the_layers() -> None:
     with pytest.raises(ModelError, match="expected one logit per class"):
-        load_torch_classifier(data)
+        save_torch_classifier(nn.Sequential(nn.Linear(4, 3)), [0, 1], 4)
+    with pytest.raises(ModelError, match="layers do not take 5 columns"):
+        save_torch_classifier(nn.Sequential(nn.Linear(4, 2)), [0, 1], 5)
 
 
 @pytest.fixture(scope="module")

@@ -84,7 +84,7 @@ def _module(layer: Layer) -> torch.nn.Module:
     return built
 
 
-def scaled(module: torch.nn.Sequential, factor: float) -> torch.nn.Sequential:
+def _scaled(module: torch.nn.Sequential, factor: float) -> torch.nn.Sequential:
     """``module`` with the recorded input scaling in front (sharing its layers)."""
     from torch import nn
 
@@ -161,7 +161,9 @@ def save_torch_classifier(
         n_features=n_features,
         input_scale=input_scale,
     )
-    return save_module(module, config, FORMAT, FORMAT_VERSION)
+    data = save_module(module, config, FORMAT, FORMAT_VERSION)
+    load_torch_classifier(data)  # what saving promises: it loads back and answers per class
+    return data
 
 
 def is_torch_classifier(data: bytes) -> bool:
@@ -181,9 +183,14 @@ def load_torch_classifier(data: bytes) -> tuple[torch.nn.Sequential, TorchClassi
     config = read_config(data, FORMAT, FORMAT_VERSION, TorchClassifierConfig, "torch classifier")
     layers = torch.nn.Sequential(*(_module(layer) for layer in config.layers))
     load_weights(data, layers, "torch classifier")
-    module = scaled(layers, config.input_scale)
-    with torch.no_grad():
-        out = module.eval()(torch.zeros(1, config.n_features))
+    module = _scaled(layers, config.input_scale)
+    try:
+        with torch.no_grad():
+            out = module.eval()(torch.zeros(1, config.n_features))
+    except RuntimeError as exc:  # torch names the shapes that do not fit
+        raise ModelError(
+            f"the torch classifier's layers do not take {config.n_features} columns: {exc}"
+        ) from None
     if tuple(out.shape) != (1, len(config.classes)):
         raise ModelError(
             f"the torch classifier maps {config.n_features} columns to shape {tuple(out.shape)}; "
