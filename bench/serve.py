@@ -1,8 +1,11 @@
-"""The guarded server under load, beside a plain FastAPI app serving the same model version.
+"""The guarded server under load, beside a plain FastAPI app serving the same model version,
+for each kind of model the server runs: scikit-learn, ONNX and torch.
 
 Trains and registers the demo phishing model (``pipelines/phishing.yaml``: gradient boosting,
-the realistic one) in a temporary store, then serves that one registered version twice, each
-under uvicorn (one worker) in its own subprocess on 127.0.0.1:
+the realistic one) in a temporary store, and imports two more on the same data through the
+pipeline: an ONNX logistic regression (skl2onnx) and a torch MLP saved with its architecture
+(``save_torch_classifier``). Each registered version is served twice, each under uvicorn (one
+worker) in its own subprocess on 127.0.0.1:
 
 * guarded: ``create_app(build_server(...))`` with the default guards (extraction detectors
   blocking, drift on, decision log, metrics); only the rate limit is raised so that it never
@@ -10,19 +13,24 @@ under uvicorn (one worker) in its own subprocess on 127.0.0.1:
 * plain: one ``POST /v1/predict`` taking ``{"rows": [...]}`` as a plain dict, building the
   DataFrame and calling the same loaded model's ``predict_proba``: no auth, no validation.
 
-An asyncio + httpx load generator keeps 50 connections busy (50 workers, one API key each for
-the guarded app, one held-out row per request) for a warm-up then a measured window, guarded
-and plain alternately, twice; the server not under load is suspended (SIGSTOP) so its
-background threads cannot steal CPU. Reported per run: throughput, client-side p50/p99
-latency, errors (any non-200), and the server process's CPU time per request.
+Two loads per server, guarded and plain alternately (the server not under load is suspended
+with SIGSTOP so its background threads cannot steal CPU), one held-out row per request:
 
-Then the extraction detectors on the same model: detection delay (queries until the first
-alarm) and benign false-positive rate of PRADA alone and of the server's default suite, on
-the streams of ``bench/detect.py`` (benign clients, uniform and public-data distillation).
+* one connection: requests one after another, for the latency a single caller sees;
+* 50 connections: an asyncio + httpx generator keeps 50 workers busy (one API key each).
 
-Targets (the issue): at 50 connections guarded throughput >= 0.8x plain, p99 overhead < 3 ms,
-zero errors. Run by hand: ``.venv/bin/python bench/serve.py`` (about 4 minutes; ``--duration``
-and ``--warmup`` change the windows).
+Reported per run: throughput, client-side p50/p99 latency, errors (any non-200), and the
+server process's CPU time per request (``/proc/<pid>/stat`` utime + stime, all threads, read
+before and after the measured window).
+
+Then, for the scikit-learn model, the extraction detectors: detection delay (queries until the
+first alarm) and benign false-positive rate of PRADA alone and of the server's default suite,
+on the streams of ``bench/detect.py`` (benign clients, uniform and public-data distillation).
+
+Goals (issue 16): p50 overhead <= 1 ms at one connection; server CPU per request <= 1.3x plain;
+throughput ratio >= 0.9 at 50 connections; zero errors. Run by hand:
+``.venv/bin/python bench/serve.py`` (``--kinds``, ``--duration``, ``--single``, ``--warmup``
+and ``--rounds`` change what runs and for how long).
 """
 
 from __future__ import annotations
@@ -48,10 +56,23 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = ROOT / "pipelines" / "phishing.yaml"
 MODEL_REF = "phishing@latest"
+#: The registered version each kind serves (the ONNX and torch ones are imported, see KIND_SPEC).
+REFS = {"sklearn": MODEL_REF, "onnx": "phishing-onnx@latest", "torch": "phishing-torch@latest"}
 STORE_ENV = "MLWARDEN_BENCH_STORE"
+MODEL_ENV = "MLWARDEN_BENCH_MODEL"
 CONNECTIONS = 50
-THROUGHPUT_RATIO_TARGET = 0.8
-P99_OVERHEAD_TARGET_MS = 3.0
+THROUGHPUT_RATIO_TARGET = 0.9
+P50_OVERHEAD_TARGET_MS = 1.0
+CPU_RATIO_TARGET = 1.3
+KIND_SPEC = """\
+name: NAME
+data: {dataset: phishing, label: Result, positive: phishing}
+split: {test_size: 0.25, seed: 7}
+model: {import: FILE}
+checks:
+  - {check: performance_floor, metric: roc_auc, min: 0.9}
+register: {name: NAME}
+"""
 RATE_LIMIT = {"rate_per_s": 1e9, "burst": 10**9}
 
 
@@ -64,7 +85,7 @@ def guarded_app() -> Any:
     from mlwarden.serve import Deployment, build_server, create_app
 
     root = Path(os.environ[STORE_ENV])
-    deployment = Deployment.single(MODEL_REF, rate_limit=RATE_LIMIT)
+    deployment = Deployment.single(os.environ[MODEL_ENV], rate_limit=RATE_LIMIT)
     g = build_server(LineageStore(root), deployment, serve_db=root / "serve.db")
     return create_app(g)
 
@@ -77,7 +98,7 @@ def plain_app() -> Any:
     from mlwarden.serve._runtime import load_served, training_reference
 
     store = LineageStore(Path(os.environ[STORE_ENV]))
-    model = load_served(store, MODEL_REF)
+    model = load_served(store, os.environ[MODEL_ENV])
     features = training_reference(store, model)[0].features
     classes = [str(c) for c in model.classes]
     app = FastAPI(title="plain")
@@ -154,9 +175,9 @@ class ServerProcess:
             self.proc.kill()
 
 
-def start_server(kind: str, store: Path) -> ServerProcess:
+def start_server(kind: str, store: Path, ref: str) -> ServerProcess:
     port = free_port()
-    env = {**os.environ, STORE_ENV: str(store)}
+    env = {**os.environ, STORE_ENV: str(store), MODEL_ENV: ref}
     cmd = [sys.executable, str(Path(__file__).resolve()), "--serve", kind, "--port", str(port)]
     return ServerProcess(kind, port, subprocess.Popen(cmd, env=env))
 
@@ -225,13 +246,18 @@ class Clients:
 
 
 async def _load(
-    server: ServerProcess, clients: Clients, warmup_s: float, duration_s: float, auth: bool
+    server: ServerProcess,
+    clients: Clients,
+    warmup_s: float,
+    duration_s: float,
+    auth: bool,
+    connections: int,
 ) -> tuple[list[float], Counter[int], int, float, float, float]:
     import httpx2 as httpx  # the HTTP client the test extra installs (httpx API)
 
     latencies: list[float] = []
     statuses: Counter[int] = Counter()
-    limits = httpx.Limits(max_connections=CONNECTIONS, max_keepalive_connections=CONNECTIONS)
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
     loop_start = time.perf_counter()
     window_start = loop_start + warmup_s
     window_end = window_start + duration_s
@@ -263,7 +289,7 @@ async def _load(
         cpu_marks["server1"], cpu_marks["client1"] = server.cpu_s(), time.process_time()
 
     async with httpx.AsyncClient(limits=limits, timeout=30.0) as client:
-        await asyncio.gather(marks(), *(worker(i, client) for i in range(CONNECTIONS)))
+        await asyncio.gather(marks(), *(worker(i, client) for i in range(connections)))
     # Requests that straddle the window end are dropped, those completed in it counted.
     return (
         latencies,
@@ -276,20 +302,24 @@ async def _load(
 
 
 def load_run(
-    server: ServerProcess, clients: Clients, warmup_s: float, duration_s: float
+    server: ServerProcess,
+    clients: Clients,
+    warmup_s: float,
+    duration_s: float,
+    connections: int = CONNECTIONS,
 ) -> RunResult:
     latencies, statuses, n, seconds, server_cpu, client_cpu = asyncio.run(
-        _load(server, clients, warmup_s, duration_s, auth=server.kind == "guarded")
+        _load(server, clients, warmup_s, duration_s, server.kind == "guarded", connections)
     )
     return RunResult(
         server.kind, n, seconds, np.asarray(latencies), statuses, server_cpu, client_cpu
     )
 
 
-def print_run(index: int, r: RunResult) -> None:
+def print_run(label: str, r: RunResult) -> None:
     codes = ", ".join(f"{k}: {v}" for k, v in sorted(r.statuses.items()))
     print(
-        f"run {index} {r.kind:<8}{r.throughput:>9.1f} req/s  p50 {r.pct(50):6.2f} ms  "
+        f"{label} {r.kind:<8}{r.throughput:>9.1f} req/s  p50 {r.pct(50):6.2f} ms  "
         f"p99 {r.pct(99):6.2f} ms  errors {r.errors}  server CPU {r.cpu_ms_per_request:5.2f} "
         f"ms/req  client CPU {r.client_cpu_s / r.seconds:4.2f} cores  [{codes}]",
         flush=True,
@@ -385,12 +415,71 @@ def train(store_root: Path) -> None:
         store.close()
 
 
-def held_out_rows(store_root: Path) -> tuple[list[dict[str, Any]], str]:
+def import_kinds(store_root: Path, kinds: list[str]) -> None:
+    """Register an ONNX logistic regression and a torch MLP (saved with its architecture),
+    fitted on the sklearn version's training split, through the pipeline's import path."""
+    from mlwarden.lineage import LineageStore
+    from mlwarden.pipeline import LocalExecutor, parse_spec
+    from mlwarden.serve._runtime import load_served, training_reference
+
+    store = LineageStore(store_root)
+    try:
+        served = load_served(store, MODEL_REF)
+        schema, _ = training_reference(store, served)
+        train_sha = served.version.manifest.artifacts["train"]
+        train_frame = pd.read_parquet(io.BytesIO(store.read_artifact(train_sha)))
+        X = train_frame[schema.features].to_numpy(np.float32)
+        y = (train_frame[schema.label] == "phishing").to_numpy()
+        folder = store_root.parent
+        files = {}
+        if "onnx" in kinds:
+            files["onnx"] = folder / "model.onnx"
+            files["onnx"].write_bytes(_onnx_model(X, y))
+        if "torch" in kinds:
+            files["torch"] = folder / "model.safetensors"
+            files["torch"].write_bytes(_torch_model(X, y))
+        for kind, path in files.items():
+            name = REFS[kind].split("@")[0]
+            text = KIND_SPEC.replace("NAME", name).replace("FILE", path.name)
+            result = LocalExecutor(store).run(parse_spec(text, base=folder))
+            if result.status != "completed":
+                raise RuntimeError(f"importing the {kind} model: {result.status}: {result.error}")
+    finally:
+        store.close()
+
+
+def _onnx_model(X: np.ndarray, y: np.ndarray) -> bytes:
+    from skl2onnx import to_onnx
+    from sklearn.linear_model import LogisticRegression
+
+    labels = np.where(y, "phishing", "legitimate")
+    model = LogisticRegression(max_iter=1000).fit(X, labels)
+    return bytes(to_onnx(model, X[:1]).SerializeToString())
+
+
+def _torch_model(X: np.ndarray, y: np.ndarray) -> bytes:
+    import torch
+    from torch import nn
+
+    from mlwarden.models import save_torch_classifier
+
+    torch.manual_seed(0)
+    module = nn.Sequential(nn.Linear(X.shape[1], 64), nn.ReLU(), nn.Linear(64, 2))
+    x, t = torch.tensor(X), torch.tensor(y.astype(np.int64))
+    optimiser = torch.optim.Adam(module.parameters(), lr=0.01)
+    for _ in range(300):
+        optimiser.zero_grad()
+        torch.nn.functional.cross_entropy(module(x), t).backward()
+        optimiser.step()
+    return save_torch_classifier(module.eval(), ["legitimate", "phishing"], X.shape[1])
+
+
+def held_out_rows(store_root: Path, ref: str = MODEL_REF) -> tuple[list[dict[str, Any]], str]:
     from mlwarden.lineage import LineageStore
     from mlwarden.serve._runtime import load_served, training_reference
 
     store = LineageStore(store_root)
-    served = load_served(store, MODEL_REF)
+    served = load_served(store, ref)
     features = training_reference(store, served)[0].features
     test = pd.read_parquet(
         io.BytesIO(store.read_artifact(served.version.manifest.artifacts["test"]))
@@ -416,87 +505,136 @@ def verdict(ok: bool) -> str:
     return "PASS" if ok else "MISS"
 
 
+@dataclass
+class KindResult:
+    """One model kind's runs: (guarded, plain) pairs at one connection and at 50."""
+
+    kind: str
+    ref: str
+    single: list[tuple[RunResult, RunResult]]
+    loaded: list[tuple[RunResult, RunResult]]
+
+
+def bench_kind(kind: str, store_root: Path, keys: list[str], args: Any) -> KindResult:
+    """Serve ``kind``'s version guarded and plain; measure both loads, alternately."""
+    rows, ref = held_out_rows(store_root, REFS[kind])
+    servers = {which: start_server(which, store_root, ref) for which in ("guarded", "plain")}
+    single: list[tuple[RunResult, RunResult]] = []
+    loaded: list[tuple[RunResult, RunResult]] = []
+    try:
+        for server in servers.values():
+            wait_healthy(server)
+        print(f"\n--- {kind}: {ref}, {len(rows)} held-out rows", flush=True)
+        clients = Clients(rows, keys)
+        for _ in range(args.rounds):
+            for connections, into, seconds in (
+                (1, single, args.single),
+                (CONNECTIONS, loaded, args.duration),
+            ):
+                pair = []
+                for which, other in (("guarded", "plain"), ("plain", "guarded")):
+                    servers[other].pause()
+                    servers[which].resume()
+                    run = load_run(servers[which], clients, args.warmup, seconds, connections)
+                    print_run(f"{kind:<7} {connections:>2} conn", run)
+                    pair.append(run)
+                into.append((pair[0], pair[1]))
+    finally:
+        for server in servers.values():
+            server.stop()
+    return KindResult(kind, ref, single, loaded)
+
+
+def summarize(r: KindResult) -> list[bool]:
+    """Print a kind's means over rounds against the goals; whether each goal was met."""
+
+    def mean(runs: list[tuple[RunResult, RunResult]], f: Any, side: int) -> float:
+        return float(np.mean([f(pair[side]) for pair in runs]))
+
+    p50 = [mean(r.single, lambda x: x.pct(50), i) for i in (0, 1)]
+    p99 = [mean(r.single, lambda x: x.pct(99), i) for i in (0, 1)]
+    cpu1 = [mean(r.single, lambda x: x.cpu_ms_per_request, i) for i in (0, 1)]
+    cpu50 = [mean(r.loaded, lambda x: x.cpu_ms_per_request, i) for i in (0, 1)]
+    tp = [mean(r.loaded, lambda x: x.throughput, i) for i in (0, 1)]
+    p99_50 = [mean(r.loaded, lambda x: x.pct(99), i) for i in (0, 1)]
+    errors = sum(a.errors + b.errors for a, b in r.single + r.loaded)
+    overhead, ratio, cpu_ratio = p50[0] - p50[1], tp[0] / tp[1], cpu50[0] / cpu50[1]
+    print(
+        f"{r.kind} ({r.ref})\n"
+        f"  1 conn: p50 {p50[0]:.2f} vs {p50[1]:.2f} ms: overhead {overhead:+.2f} ms "
+        f"(goal <= {P50_OVERHEAD_TARGET_MS:g})  {verdict(overhead <= P50_OVERHEAD_TARGET_MS)}; "
+        f"p99 {p99[0]:.2f} vs {p99[1]:.2f} ms; server CPU {cpu1[0]:.2f} vs {cpu1[1]:.2f} ms/req\n"
+        f"  {CONNECTIONS} conn: throughput {tp[0]:.1f} vs {tp[1]:.1f} req/s: ratio {ratio:.3f} "
+        f"(goal >= {THROUGHPUT_RATIO_TARGET})  {verdict(ratio >= THROUGHPUT_RATIO_TARGET)}; "
+        f"p99 {p99_50[0]:.2f} vs {p99_50[1]:.2f} ms\n"
+        f"  server CPU per request at {CONNECTIONS} conn {cpu50[0]:.2f} vs {cpu50[1]:.2f} ms: "
+        f"{cpu_ratio:.2f}x (goal <= {CPU_RATIO_TARGET})  {verdict(cpu_ratio <= CPU_RATIO_TARGET)}"
+        f"\n  errors (any non-200): {errors}  {verdict(errors == 0)}"
+    )
+    return [
+        overhead <= P50_OVERHEAD_TARGET_MS,
+        ratio >= THROUGHPUT_RATIO_TARGET,
+        cpu_ratio <= CPU_RATIO_TARGET,
+        errors == 0,
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--serve", choices=("guarded", "plain"), help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--duration", type=float, default=20.0, help="measured s per run")
+    parser.add_argument("--kinds", default="sklearn,onnx,torch", help="comma list of kinds")
+    parser.add_argument("--duration", type=float, default=20.0, help="measured s, 50 conn")
+    parser.add_argument("--single", type=float, default=10.0, help="measured s, 1 conn")
     parser.add_argument("--warmup", type=float, default=3.0, help="warm-up s per run")
-    parser.add_argument("--rounds", type=int, default=2, help="guarded/plain pairs")
+    parser.add_argument("--rounds", type=int, default=2, help="guarded/plain pairs per load")
+    parser.add_argument("--no-detectors", action="store_true", help="skip the detector table")
+    parser.add_argument("--store", type=Path, help="keep the store here; reused when it exists")
     args = parser.parse_args()
     if args.serve:
         serve_main(args.serve, args.port)
         return
+    kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
+    unknown = sorted(set(kinds) - set(REFS))
+    if unknown:
+        parser.error(f"--kinds: unknown {unknown}; expected some of {sorted(REFS)}")
 
     began = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="mlwarden-bench-serve-") as tmp:
-        store_root = Path(tmp) / "store"
-        print(f"training {SPEC.relative_to(ROOT)} (gradient boosting) ...", flush=True)
+        store_root = args.store or Path(tmp) / "store"
         t0 = time.perf_counter()
-        train(store_root)
-        rows, ref = held_out_rows(store_root)
+        if not (store_root / "lineage.db").exists():
+            print(f"training {SPEC.relative_to(ROOT)} (gradient boosting) ...", flush=True)
+            train(store_root)
+            import_kinds(store_root, list(REFS))
         keys = make_keys(store_root)
-        print(f"registered {ref} in {time.perf_counter() - t0:.0f} s; {len(rows)} held-out rows")
-        servers = {kind: start_server(kind, store_root) for kind in ("guarded", "plain")}
-        try:
-            for server in servers.values():
-                wait_healthy(server)
-            print(
-                f"serving {ref}: guarded on :{servers['guarded'].port} (default guards, rate "
-                f"limit raised), plain on :{servers['plain'].port}; uvicorn, 1 worker each\n"
-                f"{CONNECTIONS} connections, one row per request, {args.warmup:g} s warm-up + "
-                f"{args.duration:g} s measured per run; the idle server is SIGSTOPped.\n"
-                f"NOTE: the load generator (httpx, one process) shares this machine's "
-                f"{os.cpu_count()} CPU cores with the server under test; absolute numbers are "
-                "bounded by that, and the client's CPU share is shown per run.",
-                flush=True,
-            )
-            servers["plain"].pause()
-            clients = Clients(rows, keys)
-            results: list[RunResult] = []
-            for _ in range(args.rounds):
-                for kind, other in (("guarded", "plain"), ("plain", "guarded")):
-                    servers[other].pause()
-                    servers[kind].resume()
-                    results.append(load_run(servers[kind], clients, args.warmup, args.duration))
-                    print_run(len(results), results[-1])
-        finally:
-            for server in servers.values():
-                server.stop()
+        print(
+            f"store ready ({', '.join(REFS[k] for k in kinds)}) in {time.perf_counter() - t0:.0f} s"
+        )
+        print(
+            f"uvicorn, 1 worker per server; one row per request; {args.warmup:g} s warm-up, then "
+            f"{args.single:g} s at 1 connection and {args.duration:g} s at {CONNECTIONS}; the "
+            "idle server is SIGSTOPped.\nNOTE: the load generator (httpx, one process) shares "
+            f"this machine's {os.cpu_count()} CPU cores with the server under test; absolute "
+            "numbers are bounded by that, and the client's CPU share is shown per run.",
+            flush=True,
+        )
+        results = [bench_kind(kind, store_root, keys, args) for kind in kinds]
+        detectors = None
+        if "sklearn" in kinds and not args.no_detectors:
+            detectors = detector_comparison(store_root)
 
-        guarded = [r for r in results if r.kind == "guarded"]
-        plain = [r for r in results if r.kind == "plain"]
-        print("\nper round (guarded / plain):")
-        for i, (g, p) in enumerate(zip(guarded, plain, strict=True), start=1):
-            print(
-                f"round {i}: throughput ratio {g.throughput / p.throughput:.3f}, p99 overhead "
-                f"{g.pct(99) - p.pct(99):+.2f} ms, p50 overhead {g.pct(50) - p.pct(50):+.2f} ms, "
-                f"server CPU {g.cpu_ms_per_request:.2f} vs {p.cpu_ms_per_request:.2f} ms/req"
-            )
-        g_tp = float(np.mean([r.throughput for r in guarded]))
-        p_tp = float(np.mean([r.throughput for r in plain]))
-        g_p99 = float(np.mean([r.pct(99) for r in guarded]))
-        p_p99 = float(np.mean([r.pct(99) for r in plain]))
-        errors = sum(r.errors for r in results)
-        refused = sum(r.statuses.get(s, 0) for r in guarded for s in (403, 429))
-
-        detectors = detector_comparison(store_root)
-
-    ratio, overhead = g_tp / p_tp, g_p99 - p_p99
     print(
-        f"\n=== summary ({len(results)} runs, means over rounds; total "
-        f"{time.perf_counter() - began:.0f} s) ===\n"
-        f"throughput guarded {g_tp:.1f} req/s, plain {p_tp:.1f} req/s: ratio {ratio:.3f} "
-        f"(target >= {THROUGHPUT_RATIO_TARGET})  {verdict(ratio >= THROUGHPUT_RATIO_TARGET)}\n"
-        f"p99 guarded {g_p99:.2f} ms, plain {p_p99:.2f} ms: overhead {overhead:+.2f} ms "
-        f"(target < {P99_OVERHEAD_TARGET_MS:g} ms)  {verdict(overhead < P99_OVERHEAD_TARGET_MS)}"
-        f"\nerrors (any non-200): {errors}, of which 403/429 on the guarded app: {refused} "
-        f"(target 0)  {verdict(errors == 0)}"
+        f"\n=== summary (guarded vs plain, means over {args.rounds} round(s); total "
+        f"{time.perf_counter() - began:.0f} s) ==="
     )
-    for label in ("PRADA alone", "server suite"):
-        fpr, delays = detectors[label]
-        shown = ", ".join(f"{k} {d if d else 'never'}" for k, d in delays.items())
-        print(f"{label}: FPR {fpr:.2f}; delay {shown}")
+    for result in results:
+        summarize(result)
+    if detectors is not None:
+        for label in ("PRADA alone", "server suite"):
+            fpr, delays = detectors[label]
+            shown = ", ".join(f"{k} {d if d else 'never'}" for k, d in delays.items())
+            print(f"{label}: FPR {fpr:.2f}; delay {shown}")
 
 
 if __name__ == "__main__":

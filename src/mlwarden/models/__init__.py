@@ -37,6 +37,7 @@ from mlwarden.models._registry import (
 )
 from mlwarden.models._signing import Signer, TrustPolicy
 from mlwarden.models._torch import (
+    DIGITS_INPUT_SCALE,
     DigitsSplit,
     TorchAdapter,
     load_digits_split,
@@ -207,7 +208,23 @@ __all__ += [
     "refusal",
 ]
 
+# Torch classifiers saved with their architecture (servable and auditable, no pickle).
+from mlwarden.models._torch_classifier import (  # noqa: E402
+    TORCH_MEDIA_TYPE,
+    TorchClassifierConfig,
+    load_torch_classifier,
+    save_torch_classifier,
+)
+
 __all__ += [
+    "TORCH_MEDIA_TYPE",
+    "TorchClassifierConfig",
+    "load_torch_classifier",
+    "save_torch_classifier",
+]
+
+__all__ += [
+    "DIGITS_INPUT_SCALE",
     "EARLY_EXIT_MEDIA_TYPE",
     "LatencyStats",
     "craft_slowdown",

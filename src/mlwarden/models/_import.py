@@ -7,7 +7,8 @@ through ``torch.load(weights_only=True)`` and their state dict is re-saved as sa
 ONNX files are checked and kept as they are.
 
 A torch state dict holds weights without the code of the network, so mlwarden registers it
-(weights, signed) but cannot run it: auditing one fails with a line saying to export ONNX.
+(weights, signed) but cannot run it: auditing one fails with a line saying to export ONNX. A
+file saved by ``save_torch_classifier`` carries its architecture too, and is kept as it is.
 """
 
 from __future__ import annotations
@@ -24,6 +25,12 @@ from mlwarden.models._persist import MEDIA_TYPE, TRUSTED_TYPES, dumps_model, loa
 from mlwarden.models._scan import scan_file
 from mlwarden.models._scan_allowlist import allowed_globals, dangerous_reason
 from mlwarden.models._scan_report import ScanPolicy, ScanReport
+from mlwarden.models._torch_classifier import (
+    TORCH_MEDIA_TYPE,
+    is_torch_classifier,
+    load_torch_classifier,
+    torch_classifier_adapter,
+)
 from mlwarden.models._unpickle import restricted_load
 
 if TYPE_CHECKING:
@@ -182,6 +189,11 @@ def import_model_file(
     if kind == "onnx":
         _check_onnx(raw, path)
         return ImportedModel(kind, raw, ONNX_MEDIA_TYPE, sha, report)
+    if report.format == "safetensors" and is_torch_classifier(raw):
+        # weights with their recorded architecture: kept as they are, once they load back
+        _, config = load_torch_classifier(raw)
+        details = {"classes": [str(c) for c in config.classes], "layers": len(config.layers)}
+        return ImportedModel(kind, raw, TORCH_MEDIA_TYPE, sha, report, details=details)
     tensors = state_dict_tensors(path, raw, safetensors=report.format == "safetensors")
     details = {"tensors": len(tensors), "parameters": int(sum(t.numel() for t in tensors.values()))}
     return ImportedModel(
@@ -313,6 +325,8 @@ def adapter_for(
         from mlwarden.models._onnx import OnnxAdapter
 
         return OnnxAdapter(data, feature_names=feature_names)
+    if media_type == TORCH_MEDIA_TYPE:
+        return torch_classifier_adapter(data)
     if media_type == STATE_DICT_MEDIA_TYPE:
         raise CapabilityError(_AUDIT_HINT)
     raise ModelError(f"no adapter runs {media_type} models")
@@ -330,7 +344,7 @@ def model_file_adapter(
     ``report`` reuses a scan of the same file.
     """
     imported = import_model_file(path, policy, report)
-    if imported.kind == "torch":
+    if imported.media_type == STATE_DICT_MEDIA_TYPE:
         raise CapabilityError(f"{path}: {_AUDIT_HINT}")
     if imported.estimator is not None:
         return sklearn_adapter(imported.estimator), imported

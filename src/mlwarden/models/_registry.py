@@ -7,6 +7,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from mlwarden.errors import (
+    CapabilityError,
     IntegrityError,
     ModelError,
     RecordNotFoundError,
@@ -24,9 +25,14 @@ from mlwarden.lineage import (
     store_policy,
     store_private_key,
 )
-from mlwarden.models._adapter import SklearnAdapter
+from mlwarden.models._adapter import ModelAdapter, SklearnAdapter
 from mlwarden.models._history import check_promotions, check_versions
-from mlwarden.models._import import imported_trusted_types
+from mlwarden.models._import import (
+    ONNX_MEDIA_TYPE,
+    STATE_DICT_MEDIA_TYPE,
+    adapter_for,
+    imported_trusted_types,
+)
 from mlwarden.models._manifest import (
     MANIFEST_GENESIS,
     PROMOTION_FORMAT,
@@ -36,6 +42,7 @@ from mlwarden.models._manifest import (
     version_of,
 )
 from mlwarden.models._persist import MEDIA_TYPE, loads_model
+from mlwarden.models._torch_classifier import TORCH_MEDIA_TYPE
 
 if TYPE_CHECKING:
     from mlwarden.models._charlm import CharLM
@@ -45,6 +52,14 @@ if TYPE_CHECKING:
 LANGUAGE_MODEL_MEDIA_TYPE = "application/vnd.mlwarden.charlm+safetensors"
 #: Media type of a registered early-exit network (Shallow-Deep Network): safetensors, JSON.
 EARLY_EXIT_MEDIA_TYPE = "application/vnd.mlwarden.sdn+safetensors"
+#: Why a registered media type cannot answer as a classifier of table rows, and what would.
+_NOT_RUNNABLE = {
+    STATE_DICT_MEDIA_TYPE: "torch weights without the network's architecture; save the "
+    "module with mlwarden.models.save_torch_classifier (or export ONNX) and register that",
+    LANGUAGE_MODEL_MEDIA_TYPE: "a character language model generates text; it does not "
+    "classify table rows",
+    EARLY_EXIT_MEDIA_TYPE: "an early-exit network; load it with load_early_exit",
+}
 _REF = re.compile(r"^(?P<name>[A-Za-z0-9_.-]+)(@(?P<version>latest|\d+|[a-z][a-z0-9_-]*))?$")
 _STAGE = re.compile(r"^[a-z][a-z0-9_-]*$")
 
@@ -268,6 +283,24 @@ class ModelRegistry:
             extra = json.loads(self.store.read_artifact(record)).get("allow_globals", [])
         trusted = imported_trusted_types(extra)
         return version, SklearnAdapter(loads_model(data, trusted), budget=budget)
+
+    def load_classifier(self, ref: str) -> tuple[ModelVersion, ModelAdapter]:
+        """Verify a registered classifier of any kind that runs, then load it: scikit-learn
+        (skops), ONNX, or a torch classifier saved with its architecture.
+
+        A version that cannot answer rows of its table is refused (``CapabilityError``) with
+        what it is and what would make it runnable.
+        """
+        version = self.get(ref)
+        media_type = version.manifest.model_media_type
+        if media_type == MEDIA_TYPE:
+            return self.load(ref)
+        if media_type in (ONNX_MEDIA_TYPE, TORCH_MEDIA_TYPE):
+            self.verify(version)
+            data = self.store.read_artifact(version.manifest.model_sha256)
+            return version, adapter_for(data, media_type)
+        why = _NOT_RUNNABLE.get(media_type, "no adapter runs this media type")
+        raise CapabilityError(f"{version.ref} is a {media_type} model: {why}")
 
     def load_early_exit(self, ref: str) -> tuple[ModelVersion, EarlyExitNetwork, dict[str, Any]]:
         """Verify a registered early-exit network, then load it and its threshold and split."""

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = [
+    "DIGITS_INPUT_SCALE",
     "DigitsSplit",
     "TorchAdapter",
     "load_digits_split",
@@ -24,6 +25,8 @@ __all__ = [
 ]
 
 _INSTALL_HINT = "pip install 'mlwarden[torch]'"
+#: Digits pixels are 0..16; models trained on :func:`load_digits_split` see them times this.
+DIGITS_INPUT_SCALE = 1.0 / 16.0
 
 
 def require_torch() -> None:
@@ -262,7 +265,7 @@ def load_digits_split(test_size: float = 0.3, seed: int = 0) -> DigitsSplit:
     from mlwarden import data as datasets
 
     d = datasets.load("digits")
-    X = (d.X.to_numpy(dtype=np.float64) / 16.0).astype(np.float32)
+    X = (d.X.to_numpy(dtype=np.float64) * DIGITS_INPUT_SCALE).astype(np.float32)
     y = d.y.to_numpy(dtype=np.int64)
     X_tr, X_te, y_tr, y_te = train_test_split(
         X, y, test_size=test_size, random_state=seed, stratify=y

@@ -21,6 +21,7 @@ from mlwarden.pipeline._io import JSON, json_bytes
 def train_early_exit(ctx: StepContext) -> dict[str, Output]:
     """Train the SDN on the training split and fix its exit threshold."""
     from mlwarden.models import (
+        DIGITS_INPUT_SCALE,
         calibrate_threshold,
         digits_sdn,
         efficacy,
@@ -57,6 +58,7 @@ def train_early_exit(ctx: StepContext) -> dict[str, Output]:
     out = model.infer(split.X_test, threshold)
     info = {
         "threshold": threshold,
+        "input_scale": DIGITS_INPUT_SCALE,  # what load_digits_split fed it: served the same
         "test_size": p["test_size"],
         "seed": p["seed"],
         "accuracy": out.accuracy(split.y_test),

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from mlwarden.audit import Finding
 from mlwarden.errors import CapabilityError
-from mlwarden.models import ScanPolicy, import_model_file, scan_file
+from mlwarden.models import STATE_DICT_MEDIA_TYPE, ScanPolicy, import_model_file, scan_file
 from mlwarden.pipeline._context import Output, StepContext
 from mlwarden.pipeline._io import JSON, Outputs, json_bytes
 
@@ -49,7 +49,7 @@ def import_model(ctx: StepContext) -> Outputs:
         report = scan_file(path, policy).model_copy(update={"file": name})
         ctx.progress(f"scanned {name}: {report.format}, {report.verdict}")
         imported = import_model_file(path, policy, report=report)
-    if ctx.params["runnable"] and imported.kind == "torch":
+    if ctx.params["runnable"] and imported.media_type == STATE_DICT_MEDIA_TYPE:
         raise CapabilityError(
             f"{name} is a torch state dict: weights without the network's code, which this "
             "pipeline cannot evaluate or audit; export the model to ONNX (torch.onnx.export) "

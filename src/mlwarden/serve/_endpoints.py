@@ -24,7 +24,7 @@ from mlwarden.serve._predict import (
     REQUEST_ID_HEADER,
 )
 from mlwarden.serve._runtime import Router
-from mlwarden.serve._schema import rows_of
+from mlwarden.serve._schema import RequestRows
 from mlwarden.serve._watch import Watchers
 
 
@@ -226,11 +226,10 @@ def explain_endpoint(
         principal: Annotated[Principal, Depends(admission.require("explain", charge=False))],
     ) -> ExplainResponse:
         """SHAP values per input column of each row; the schema is the model's."""
-        import pandas as pd
-
         client = principal.key_id
         admission.refuse_blocked(client)
-        rows = rows_of(body)
+        batch = RequestRows.of(body, features)
+        rows = batch.rows
         burst = admission.limiter.burst
         if len(rows) * cost > burst:
             raise HTTPException(
@@ -246,11 +245,11 @@ def explain_endpoint(
         if explainer is None:
             raise HTTPException(501, f"{model.ref} has no SHAP explainer (an early-exit network)")
         run = GuardRun(g.metrics)
-        frame = pd.DataFrame(rows, columns=features)
-        proba, _ = watchers.predict_rows(model, frame, client, run)
+        proba, _ = watchers.predict_rows(model, batch, client, run)
         if proba is None:
             raise HTTPException(503, "the model failed: nothing to explain")
-        extraction = watchers.watch_extraction(client, rows, proba, run)
+        extraction = watchers.watch_extraction(client, batch, proba, run)
+        frame = batch.frame
         if model.imputation is not None:
             frame = model.imputation.apply(frame)
         try:

@@ -1,6 +1,7 @@
 """``POST /v1/predict``: a request through the guards to the model and back, hardened, with
 the headers that say who answered, which guards failed open and which raised an alarm."""
 
+import logging
 import time
 import uuid
 from collections.abc import Callable
@@ -16,7 +17,7 @@ from mlwarden.serve._guarded import Guarded
 from mlwarden.serve._keys import Principal
 from mlwarden.serve._record import log_decision
 from mlwarden.serve._runtime import Router, ServedModel
-from mlwarden.serve._schema import rows_of
+from mlwarden.serve._schema import RequestRows
 from mlwarden.serve._watch import Watchers
 
 if TYPE_CHECKING:
@@ -29,6 +30,7 @@ MODEL_HEADER = "X-Mlwarden-Model"
 REQUEST_ID_HEADER = "X-Request-Id"
 ALARM_HEADER = "X-Mlwarden-Alarm"
 CAPPED_HEADER = "X-Mlwarden-Compute-Capped"
+_log = logging.getLogger(__name__)
 
 
 def check_decision_log(g: Guarded, run: GuardRun) -> None:
@@ -82,7 +84,7 @@ def hardened_predictions(
 
 def predict_endpoint(
     g: Guarded, admission: Admission, body: type[BaseModel]
-) -> Callable[..., PredictResponse]:
+) -> Callable[..., Response]:
     """The ``/v1/predict`` handler of a deployment whose request body is ``body``."""
     watchers = Watchers(g, admission)
     router = Router([r.weight for r in g.deployment.routes], g.deployment.name)
@@ -93,21 +95,19 @@ def predict_endpoint(
         response: Response,
         background: BackgroundTasks,
         principal: Annotated[Principal, Depends(admission.require("predict", charge=False))],
-    ) -> PredictResponse:
+    ) -> Response:
         """Predict one or many rows; the schema is the model's training schema."""
-        import pandas as pd
-
         started = time.perf_counter()
         client = principal.key_id
         admission.refuse_blocked(client)
-        rows = rows_of(body)
+        batch = RequestRows.of(body, features)  # encoded once, shared by the model and guards
+        rows = batch.rows
         run = GuardRun(metrics)
         check_decision_log(g, run)
         admission.admit(client, len(rows))
         request_id = uuid.uuid4().hex
         model = g.routes[router.route(client)]
-        frame = pd.DataFrame(rows, columns=features)
-        proba, answers = watchers.predict_rows(model, frame, client, run)
+        proba, answers = watchers.predict_rows(model, batch, client, run)
         verdicts: dict[str, Any] = {}
         alarms: list[str] = []
         if proba is None:
@@ -124,14 +124,14 @@ def predict_endpoint(
                         alarms.append("slowdown")
                 if answers.capped.any():
                     response.headers[CAPPED_HEADER] = str(int(answers.capped.sum()))
-            extraction = watchers.watch_extraction(client, rows, proba, run)
+            extraction = watchers.watch_extraction(client, batch, proba, run)
             if extraction is not None:
                 verdicts["extraction"] = extraction
                 if extraction.get("alarm"):
                     alarms.append("extraction")
             predictions = hardened_predictions(g, model, proba, answers)
             labels = [p.label for p in predictions]
-            watchers.watch_drift(rows, labels, run)
+            watchers.watch_drift(batch, labels, run)
             for label in labels:
                 metrics.predictions.labels(model=model.ref, label=str(label)).inc()
         response.headers[MODEL_HEADER] = model.ref
@@ -141,20 +141,31 @@ def predict_endpoint(
         if alarms:
             response.headers[ALARM_HEADER] = ",".join(alarms)
         answer = PredictResponse(request_id=request_id, model=model.ref, predictions=predictions)
-        background.add_task(
-            log_decision,
+        record = (
             g,
             request_id,
             client,
             model,
             rows,
-            frame,
+            batch.frame,
             answer.model_dump(mode="json")["predictions"],
             verdicts,
             run.fail_open,
             (time.perf_counter() - started) * 1000.0,
         )
-        return answer
+        if g.shadow is None:
+            # Queued here, on the worker thread: a background task costs a second thread hop
+            # per request; the shadow model's answer still waits until after the response.
+            try:
+                log_decision(*record)
+            except Exception:  # as after the response: the answer stands, the log says why
+                _log.exception("decision %s could not be queued", request_id)
+        else:
+            background.add_task(log_decision, *record)
+        # Serialized here: a returned model would be validated again on another thread hop.
+        sent = Response(answer.model_dump_json(), media_type="application/json")
+        sent.raw_headers.extend(response.headers.raw)
+        return sent
 
     # The body's model is built at run time: FastAPI must see the class, not its name.
     predict.__annotations__["body"] = body

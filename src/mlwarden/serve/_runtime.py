@@ -12,7 +12,7 @@ import io
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from mlwarden.errors import ModelError
+from mlwarden.errors import CapabilityError, ModelError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
     from mlwarden.data import Imputation, TableSchema
     from mlwarden.lineage import LineageStore, TrustPolicy
-    from mlwarden.models import EarlyExitNetwork, ModelVersion, SklearnAdapter
+    from mlwarden.models import EarlyExitNetwork, ModelAdapter, ModelVersion
     from mlwarden.serve._config import Deployment
 
 #: Training rows kept as the drift reference and to fit the detectors' feature space.
@@ -64,13 +64,14 @@ class EarlyExit:
 class ServedModel:
     """One registered version, verified and loaded, ready to answer.
 
-    A scikit-learn model answers through ``adapter``; an early-exit network through
+    A classifier of any kind that runs (scikit-learn, ONNX, a torch classifier with its
+    recorded architecture) answers through ``adapter``; an early-exit network through
     ``early_exit``, which also says which exit answered and what it cost.
     """
 
     ref: str
     version: ModelVersion
-    adapter: SklearnAdapter | None
+    adapter: ModelAdapter | None
     imputation: Imputation | None
     early_exit: EarlyExit | None = None
 
@@ -93,23 +94,38 @@ class ServedModel:
         assert self.adapter is not None
         return self.adapter.classes_
 
+    @property
+    def takes_numbers_only(self) -> bool:
+        """Whether the model reads its columns as one numeric matrix (all but scikit-learn)."""
+        from mlwarden.models import SklearnAdapter
+
+        return not isinstance(self.adapter, SklearnAdapter)
+
 
 def load_served(store: LineageStore, ref: str, trust: TrustPolicy | None = None) -> ServedModel:
     """Verify and load ``ref`` (``name@N``, ``name@latest``, ``name@STAGE``) from the registry.
 
-    ``trust`` is the policy of pinned keys (None: ``TrustPolicy.load()``, outside the store).
+    Any registered classifier that runs is served the same way; one that cannot (a state dict
+    without its architecture, a language model) is refused with what it is. The input scaling
+    of an early-exit network is the one its training recorded. ``trust`` is the policy of
+    pinned keys (None: ``TrustPolicy.load()``, outside the store).
     """
     from mlwarden.data import Imputation
-    from mlwarden.models import EARLY_EXIT_MEDIA_TYPE, ModelRegistry
+    from mlwarden.models import DIGITS_INPUT_SCALE, EARLY_EXIT_MEDIA_TYPE, ModelRegistry
 
     registry = ModelRegistry(store, trust)
     if registry.get(ref).manifest.model_media_type == EARLY_EXIT_MEDIA_TYPE:
         version, network, info = registry.load_early_exit(ref)  # verified
-        # The pipeline trains on Digits pixels divided by 16 (load_digits_split).
         n_classes = network.config.n_classes if network.config is not None else 10
-        early = EarlyExit(network, float(info["threshold"]), 1.0 / 16.0, info, n_classes)
+        # Versions registered before ``input_scale`` was recorded were all trained on
+        # load_digits_split's pixels, which that scale describes.
+        scale = float(info.get("input_scale", DIGITS_INPUT_SCALE))
+        early = EarlyExit(network, float(info["threshold"]), scale, info, n_classes)
         return ServedModel(version.ref, version, None, None, early)
-    version, adapter = registry.load(ref)  # verifies signature, head and every artifact
+    try:
+        version, adapter = registry.load_classifier(ref)  # verifies signature, head, artifacts
+    except CapabilityError as exc:
+        raise ModelError(f"{ref} cannot be served: {exc}") from exc
     fill = registry.imputation(version)
     imputation = Imputation.model_validate(fill) if fill is not None else None
     return ServedModel(version.ref, version, adapter, imputation)
@@ -131,8 +147,18 @@ def training_reference(
         return digits.schema, sample.reset_index(drop=True)
     artifacts = served.version.manifest.artifacts
     if "schema" not in artifacts or "train" not in artifacts:
-        raise ModelError(f"{served.ref} was registered without its schema and training split")
+        raise ModelError(
+            f"{served.ref} cannot be served: it was registered without its schema and training "
+            "split, which the request body and the guards are built from; register it with "
+            "its data (mlwarden import FILE --data TABLE --label COLUMN)"
+        )
     schema = TableSchema.model_validate_json(store.read_artifact(artifacts["schema"]))
+    text = [c for c in schema.features if not schema.columns[c].is_numeric]
+    if served.takes_numbers_only and text:
+        raise ModelError(
+            f"{served.ref} cannot be served: a {served.version.manifest.model_media_type} model "
+            f"reads numbers only, but column(s) {text[:5]} are text; expected a numeric schema"
+        )
     frame = pd.read_parquet(io.BytesIO(store.read_artifact(artifacts["train"])))
     frame = frame[schema.features]
     if len(frame) > REFERENCE_ROWS:

@@ -19,12 +19,18 @@ import math
 import re
 from collections.abc import Callable
 from functools import partial
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, create_model
 
 from mlwarden.data import ColumnSchema, TableSchema
 from mlwarden.errors import FormatError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
+    from mlwarden.serve._extraction import FeatureSpace
 
 _PYTHON_TYPES = {"integer": int, "float": float, "string": str, "boolean": bool, "category": str}
 #: Largest integer magnitude a request may hold: every integer up to it is exact as a float.
@@ -147,3 +153,43 @@ def request_model(schema: TableSchema, max_rows: int) -> type[BaseModel]:
 def rows_of(body: BaseModel) -> list[dict[str, Any]]:
     """The request's rows keyed by their column names, as the model expects them."""
     return [row.model_dump(by_alias=True) for row in body.rows]  # type: ignore[attr-defined]
+
+
+class RequestRows:
+    """One request's rows, encoded once and shared by the model and every guard.
+
+    ``rows`` (dicts by column, as validated) feed the drift monitor and the decision record;
+    ``frame`` (the table the model and the shadow read) and ``vectors`` (the extraction
+    detectors' feature space) are built on first use and then reused, never rebuilt.
+    """
+
+    __slots__ = ("_frame", "_vectors", "columns", "rows")
+
+    def __init__(self, rows: list[dict[str, Any]], columns: list[str]) -> None:
+        self.rows = rows
+        self.columns = columns
+        self._frame: pd.DataFrame | None = None
+        self._vectors: np.ndarray | None = None
+
+    @classmethod
+    def of(cls, body: BaseModel, columns: list[str]) -> RequestRows:
+        """The rows of a validated request body, in the schema's ``columns``."""
+        return cls(rows_of(body), columns)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def frame(self) -> pd.DataFrame:
+        """The rows as a table in schema column order (built once)."""
+        if self._frame is None:
+            import pandas as pd
+
+            self._frame = pd.DataFrame(self.rows, columns=self.columns)
+        return self._frame
+
+    def vectors(self, space: FeatureSpace) -> np.ndarray:
+        """The rows in the detectors' standardized feature space (built once)."""
+        if self._vectors is None:
+            self._vectors = space.transform(self.rows)  # per-row dicts: no table round trip
+        return self._vectors

@@ -10,10 +10,10 @@ from mlwarden.serve._admission import Admission
 from mlwarden.serve._guard_run import GuardRun
 from mlwarden.serve._guarded import Guarded
 from mlwarden.serve._runtime import ServedModel
+from mlwarden.serve._schema import RequestRows
 
 if TYPE_CHECKING:
     import numpy as np
-    import pandas as pd
 
     from mlwarden.serve._runtime import ExitAnswers
 
@@ -27,7 +27,7 @@ class Watchers:
         self.guards = g.deployment.guards
 
     def predict_rows(
-        self, model: ServedModel, frame: "pd.DataFrame", client: str, run: GuardRun
+        self, model: ServedModel, batch: RequestRows, client: str, run: GuardRun
     ) -> "tuple[np.ndarray | None, ExitAnswers | None]":
         """Probabilities (None when the model failed open) and, for early exit, the exits."""
         import numpy as np
@@ -41,10 +41,10 @@ class Watchers:
             )
         try:
             if model.early_exit is not None:
-                answers = model.early_exit.answer(frame, max_exit=cap)
+                answers = model.early_exit.answer(batch.frame, max_exit=cap)
                 proba = answers.proba
             else:
-                proba, answers = model.predict_proba(frame), None
+                proba, answers = model.predict_proba(batch.frame), None
             if not np.isfinite(proba).all():
                 raise FloatingPointError("the model answered non-finite probabilities")
             return proba, answers
@@ -88,7 +88,7 @@ class Watchers:
         return run.run("slowdown", slowdown.on_error, observe, lambda _: None)
 
     def watch_extraction(
-        self, client: str, rows: list[dict[str, Any]], proba: "np.ndarray", run: GuardRun
+        self, client: str, batch: RequestRows, proba: "np.ndarray", run: GuardRun
     ) -> dict[str, Any] | None:
         """Screen the rows in order before any is answered.
 
@@ -104,8 +104,7 @@ class Watchers:
         verdicts = []
 
         def screen() -> None:
-            vectors = space.transform(rows)  # per-row dicts: no DataFrame round trip
-            for x, p in zip(vectors, proba, strict=True):
+            for x, p in zip(batch.vectors(space), proba, strict=True):
                 verdicts.append(detectors.observe_answer(client, x, p))
                 if stop and verdicts[-1].alarm:
                     break
@@ -119,7 +118,7 @@ class Watchers:
         if alarms:
             g.metrics.guard_alarms.labels(guard="extraction").inc()
         if alarms and stop:
-            self.admission.refuse_thief(client, len(verdicts), len(rows), alarms[0].reason)
+            self.admission.refuse_thief(client, len(verdicts), len(batch), alarms[0].reason)
         last = (alarms or verdicts)[-1]
         return {
             "alarm": bool(alarms),
@@ -127,9 +126,11 @@ class Watchers:
             "verdict": last.model_dump(mode="json"),
         }
 
-    def watch_drift(self, rows: list[dict[str, Any]], labels: list[Any], run: GuardRun) -> None:
+    def watch_drift(self, batch: RequestRows, labels: list[Any], run: GuardRun) -> None:
         """Feed the answered rows and labels to the drift monitor."""
         policy, monitor = self.guards.drift, self.g.monitor
         if not policy.enabled or monitor is None:
             return
-        run.run("drift", policy.on_error, lambda: monitor.observe(rows, labels), lambda _: None)
+        run.run(
+            "drift", policy.on_error, lambda: monitor.observe(batch.rows, labels), lambda _: None
+        )
