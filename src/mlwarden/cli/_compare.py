@@ -86,7 +86,7 @@ def models_compare(
         return
     table = Table(title=f"{a} vs {b} (positive class {pos!r})")
     for column in ("metric", a, b, f"{b} - {a} [95%]", "p", "significant"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")  # narrow terminals wrap, never cut numbers
     for d in result.differences:
         ea, eb = result.efficacy_a, result.efficacy_b
         ia, ib = getattr(ea, d.metric), getattr(eb, d.metric)
