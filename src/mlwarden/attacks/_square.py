@@ -1,0 +1,233 @@
+"""Square attack: score-based evasion by random square updates at the corners of the L-inf ball.
+
+Andriushchenko, Croce, Flammarion, Hein, "Square Attack: a query-efficient black-box adversarial
+attack via random search", ECCV 2020. It needs only the model's scores (no gradient), so it
+catches models whose gradients mislead the gradient attacks. Each iteration redraws, per point,
+a random square window of side ``sqrt(p * features / channels)`` with one random corner value
+(+eps or -eps) per channel, and keeps it where the margin loss ``z_y - max_{i != y} z_i`` drops.
+``p`` shrinks on the paper's schedule. One query per live point per iteration; a point stops
+once misclassified.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import TYPE_CHECKING, Any
+
+from mlwarden._lp_ball import LpBall, Norm
+from mlwarden.attacks._white_box import (
+    BatchOutcome,
+    GradientAttackResult,
+    Limiter,
+    as_inputs,
+    check_args,
+    clean_pass,
+    gradient_result,
+)
+from mlwarden.errors import ParameterError
+from mlwarden.models import TorchAdapter
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["margin", "square", "square_p"]
+
+# (last iteration of the stage, divisor of p_init) for the paper's 10,000-query schedule.
+_P_STAGES = (
+    (10, 1), (50, 2), (200, 4), (500, 8), (1000, 16), (2000, 32), (4000, 64), (6000, 128),
+    (8000, 256),
+)  # fmt: skip
+
+
+def square_p(p_init: float, it: int, n_queries: int = 10_000, rescale: bool = False) -> float:
+    """Fraction of the features the window covers at iteration ``it`` (Square's p schedule).
+
+    ``p_init`` up to iteration 10, then halved at 50, 200, 500, 1000, 2000, 4000, 6000 and 8000
+    (``p_init / 512`` after). With ``rescale`` the stages are stretched to ``n_queries``; the
+    AutoAttack ensemble does not rescale (Croce & Hein's ``resc_schedule=False``).
+    """
+    if rescale:
+        it = int(it / n_queries * 10_000)
+    for last, divisor in _P_STAGES:
+        if it <= last:
+            return p_init / divisor
+    return p_init / 512
+
+
+def margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``z_y - max_{i != y} z_i`` per row: negative exactly where the row is misclassified."""
+    z_y = logits.gather(1, y[:, None])[:, 0]
+    others = logits.scatter(1, y[:, None], -math.inf)
+    return z_y - others.max(dim=1).values
+
+
+def image_shape(x: torch.Tensor) -> tuple[int, int, int]:
+    """(channels, height, width) the attack walks: 4-d as is, 3-d one channel, 2-d a square."""
+    if x.ndim == 4:
+        return int(x.shape[1]), int(x.shape[2]), int(x.shape[3])
+    if x.ndim == 3:
+        return 1, int(x.shape[1]), int(x.shape[2])
+    side = math.isqrt(int(x.shape[1]))
+    if x.ndim == 2 and side * side == x.shape[1]:
+        return 1, side, side
+    raise ParameterError(
+        f"Square needs images: inputs of shape (n, c, h, w), (n, h, w) or (n, side**2), got "
+        f"{tuple(x.shape)}"
+    )
+
+
+def _windows(
+    n: int, c: int, h: int, w: int, s: int, generator: torch.Generator, device: torch.device
+) -> torch.Tensor:
+    """A (n, c, h, w) mask per point of one random s-by-s window (the same for all channels)."""
+    import torch
+
+    top = torch.randint(0, h - s + 1, (n, 1, 1), generator=generator).to(device)
+    left = torch.randint(0, w - s + 1, (n, 1, 1), generator=generator).to(device)
+    rows = torch.arange(h, device=device).view(1, h, 1)
+    cols = torch.arange(w, device=device).view(1, 1, w)
+    inside = (rows >= top) & (rows < top + s) & (cols >= left) & (cols < left + s)
+    return inside[:, None].expand(n, c, h, w)
+
+
+def square_rows(
+    model: TorchAdapter,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    todo: torch.Tensor,
+    best: BatchOutcome,
+    *,
+    eps: float,
+    n_queries: int,
+    p_init: float,
+    clip: tuple[float, float] | None,
+    generator: torch.Generator,
+    batch_size: int,
+    limiter: Limiter,
+) -> None:
+    """L-inf Square on the rows ``todo``, batch by batch; fooled rows go into ``best``."""
+    import torch
+
+    c, h, w = image_shape(x)
+    for rows in torch.split(todo, batch_size):
+        if not _square_batch(
+            model, x[rows], y[rows], rows, best, c, h, w, eps=eps, n_queries=n_queries,
+            p_init=p_init, clip=clip, generator=generator, limiter=limiter,
+        ):  # fmt: skip
+            return
+
+
+def _square_batch(
+    model: TorchAdapter,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    rows: torch.Tensor,
+    best: BatchOutcome,
+    c: int,
+    h: int,
+    w: int,
+    *,
+    eps: float,
+    n_queries: int,
+    p_init: float,
+    clip: tuple[float, float] | None,
+    generator: torch.Generator,
+    limiter: Limiter,
+) -> bool:
+    """Square on one batch; False where the budget stopped it."""
+    import torch
+
+    device = x.device
+    flat = x.reshape(len(x), c, h, w)
+    ball = LpBall(flat, eps, "linf", clip)
+    # Start: vertical stripes of +-eps, one sign per column and channel (the paper's init).
+    signs = torch.randint(0, 2, (len(x), c, 1, w), generator=generator).to(device) * 2 - 1
+    x_best = ball.project(flat + eps * signs.to(x.dtype))
+    idx = torch.arange(len(x), device=device)
+    loss_best: torch.Tensor | None = None
+    for it in range(n_queries):
+        if it == 0:
+            x_new = x_best
+        else:
+            s = max(round(math.sqrt(square_p(p_init, it - 1) * h * w)), 1)
+            s = min(s, h - 1 if h > 1 else 1, w - 1 if w > 1 else 1)
+            window = _windows(len(idx), c, h, w, s, generator, device)
+            corner = torch.randint(0, 2, (len(idx), c, 1, 1), generator=generator).to(device)
+            step = (corner * 2 - 1).to(x.dtype) * (2 * eps)
+            x_new = ball.project(torch.where(window, x_best + step, x_best))
+        if not limiter.fits(len(idx)):
+            return False
+        with torch.no_grad():
+            logits = model.logits(x_new.reshape(len(idx), *x.shape[1:]))
+        loss = margin(logits, y[idx])
+        improved = loss < loss_best if loss_best is not None else torch.ones_like(loss).bool()
+        x_best = torch.where(improved.view(-1, 1, 1, 1), x_new, x_best)
+        loss_best = loss if loss_best is None else torch.minimum(loss, loss_best)
+        wrong = loss_best < 0
+        if bool(wrong.any()):
+            pred = logits.argmax(dim=1)
+            best.record_fooled(
+                rows[idx[wrong]], x_best[wrong].reshape(-1, *x.shape[1:]), -loss[wrong], pred[wrong]
+            )
+            keep = (~wrong).nonzero().flatten()
+            if len(keep) == 0:
+                return True
+            idx, ball = idx[keep], ball.subset(keep)
+            x_best, loss_best = x_best[keep], loss_best[keep]
+    if loss_best is not None:
+        flat_best = x_best.reshape(len(idx), *x.shape[1:])
+        best.offer(rows[idx], flat_best, torch.zeros_like(loss_best).bool(), -loss_best, y[idx])
+    return True
+
+
+def square(
+    model: TorchAdapter,
+    X: Any,
+    y: Any,
+    *,
+    eps: float,
+    norm: Norm = "linf",
+    n_queries: int = 5000,
+    p_init: float = 0.8,
+    clip: tuple[float, float] | None = (0.0, 1.0),
+    budget: int | None = None,
+    seed: int = 0,
+    batch_size: int = 512,
+) -> GradientAttackResult:
+    """Square attack (Andriushchenko et al., ECCV 2020), L-inf, from the model's scores alone.
+
+    At most ``n_queries`` queries per attacked point (AutoAttack's 5000 and ``p_init`` 0.8 by
+    default), plus one clean query per point; a point stops at its first misclassified
+    query. Inputs must be images: (n, c, h, w), (n, h, w), or flat rows of a square image
+    (``side**2`` features, one channel). Other arguments as in :func:`pgd`.
+    """
+    check_args(model, eps, norm, clip)
+    if norm != "linf":
+        raise ParameterError("square supports norm='linf' only; use apgd for 'l2'")
+    if n_queries < 1 or batch_size < 1 or not 0 < p_init <= 1:
+        raise ParameterError(
+            f"n_queries and batch_size must be >= 1 and p_init in (0, 1], got {n_queries}, "
+            f"{batch_size}, {p_init}"
+        )
+    import torch
+
+    started = time.perf_counter()
+    limiter = Limiter(model, budget)
+    x, target = as_inputs(model, X, y, clip)
+    image_shape(x)
+    clean_pred = clean_pass(model, x, batch_size, limiter)
+    best = BatchOutcome(x, target)
+    todo = (clean_pred == target[: len(clean_pred)]).nonzero().flatten()
+    square_rows(
+        model, x, target, todo, best, eps=eps, n_queries=n_queries, p_init=p_init, clip=clip,
+        generator=torch.Generator().manual_seed(seed), batch_size=batch_size, limiter=limiter,
+    )  # fmt: skip
+    params = {
+        "norm": norm, "eps": eps, "n_queries": n_queries, "p_init": p_init, "clip": clip,
+        "seed": seed, "batch_size": batch_size,
+    }  # fmt: skip
+    return gradient_result(
+        "square", model, x, target, clean_pred, best,
+        eps=eps, norm=norm, limiter=limiter, started=started, params=params,
+    )  # fmt: skip
