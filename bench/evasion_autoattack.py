@@ -32,7 +32,7 @@ from mlwarden.attacks import autoattack
 from mlwarden.models import TorchAdapter, load_digits_split, train_digits_model
 
 TARGET_SPEEDUP = 2.0
-EPS = {"linf": 0.1, "l2": 1.0}
+EPS = {"linf": 0.1, "l2": 0.5}
 
 
 def robust_accuracy(
@@ -47,7 +47,9 @@ def robust_accuracy(
     return float(np.mean((adv == y) | ~inside))
 
 
-def run_art(module: torch.nn.Module, X: np.ndarray, y: np.ndarray, eps: float, norm: str) -> np.ndarray:
+def run_art(
+    module: torch.nn.Module, X: np.ndarray, y: np.ndarray, eps: float, norm: str
+) -> np.ndarray:
     """ART's AutoAttack with its default members, one batch."""
     try:
         import multiprocess  # noqa: F401  # ART 1.20 imports it even without a pool

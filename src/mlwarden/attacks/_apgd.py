@@ -11,19 +11,11 @@ costing queries) once misclassified; every forward-backward pass counts its rows
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING, Any, Literal
 
 from mlwarden._lp_ball import LpBall, Norm, direction, view
-from mlwarden.attacks._white_box import (
-    BatchOutcome,
-    GradientAttackResult,
-    Limiter,
-    as_inputs,
-    check_args,
-    clean_pass,
-    gradient_result,
-)
+from mlwarden.attacks._evasion_run import run_evasion
+from mlwarden.attacks._white_box import BatchOutcome, GradientAttackResult, Limiter, check_args
 from mlwarden.errors import ParameterError
 from mlwarden.models import TorchAdapter
 
@@ -90,7 +82,7 @@ class StepController:
             setattr(self, name, getattr(self, name).index_select(0, keep))
 
     def observe(self, k: int, loss: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Record ``f(x^(k))`` for ``k >= 1``; returns (improved rows, rows halved and restarted)."""
+        """Record ``f(x^(k))`` (``k >= 1``); returns (improved rows, rows halved and restarted)."""
         import torch
 
         improved = loss > self.best
@@ -112,9 +104,7 @@ class StepController:
         return improved, reduce
 
 
-def _loss(
-    logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None
-) -> torch.Tensor:
+def _loss(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
     import torch.nn.functional as F
 
     if target is None:
@@ -292,24 +282,22 @@ def apgd(
         raise ParameterError(f"the DLR loss needs at least 4 classes, the model has {n_classes}")
     import torch
 
-    started = time.perf_counter()
-    limiter = Limiter(model, budget)
-    x, target = as_inputs(model, X, y, clip)
-    clean_pred = clean_pass(model, x, batch_size, limiter)
-    best = BatchOutcome(x, target)
-    todo = (clean_pred == target[: len(clean_pred)]).nonzero().flatten()
-    apgd_rows(
-        model, x, target, todo, best, loss=loss, eps=eps, norm=norm, n_iter=steps,
-        restarts=restarts, n_target_classes=min(n_target_classes, n_classes - 1), clip=clip,
-        generator=torch.Generator().manual_seed(seed), batch_size=batch_size, limiter=limiter,
-    )  # fmt: skip
+    generator = torch.Generator().manual_seed(seed)
+    n_targets = min(n_target_classes, n_classes - 1)
+
+    def attack(x: torch.Tensor, t: torch.Tensor, todo: torch.Tensor, best: BatchOutcome,
+               limiter: Limiter) -> None:  # fmt: skip
+        apgd_rows(
+            model, x, t, todo, best, loss=loss, eps=eps, norm=norm, n_iter=steps,
+            restarts=restarts, n_target_classes=n_targets, clip=clip, generator=generator,
+            batch_size=batch_size, limiter=limiter,
+        )  # fmt: skip
+
     params = {
         "norm": norm, "eps": eps, "loss": loss, "steps": steps, "restarts": restarts,
         "n_target_classes": n_target_classes, "clip": clip, "seed": seed, "batch_size": batch_size,
     }  # fmt: skip
-    name = "apgd-ce" if loss == "ce" else "apgd-t"
-    return gradient_result(
-        name, model, x, target, clean_pred, best,
-        eps=eps, norm=norm, limiter=limiter, started=started, params=params,
+    return run_evasion(
+        "apgd-ce" if loss == "ce" else "apgd-t", model, X, y, attack, eps=eps, norm=norm,
+        clip=clip, budget=budget, batch_size=batch_size, params=params,
     )  # fmt: skip
-

@@ -10,21 +10,13 @@ as each member; the later, costlier attacks only see the points the earlier ones
 from __future__ import annotations
 
 import logging
-import time
 from typing import TYPE_CHECKING, Any
 
 from mlwarden._lp_ball import Norm
 from mlwarden.attacks._apgd import apgd_rows, check_apgd_args
+from mlwarden.attacks._evasion_run import run_evasion
 from mlwarden.attacks._square import image_shape, square_rows
-from mlwarden.attacks._white_box import (
-    BatchOutcome,
-    GradientAttackResult,
-    Limiter,
-    as_inputs,
-    check_args,
-    clean_pass,
-    gradient_result,
-)
+from mlwarden.attacks._white_box import BatchOutcome, GradientAttackResult, Limiter, check_args
 from mlwarden.errors import ParameterError
 from mlwarden.models import TorchAdapter
 
@@ -126,21 +118,28 @@ def autoattack(
     check_apgd_args(steps, 1, n_target_classes, batch_size)
     if square_queries < 1:
         raise ParameterError(f"square_queries must be >= 1, got {square_queries}")
-    started = time.perf_counter()
-    limiter = Limiter(model, budget)
-    x, target = as_inputs(model, X, y, clip)
-    clean_pred = clean_pass(model, x, batch_size, limiter)
-    best, fooled_by = autoattack_rows(
-        model, x, target, clean_pred == target[: len(clean_pred)], eps=eps, norm=norm,
-        steps=steps, n_target_classes=n_target_classes, square_queries=square_queries,
-        clip=clip, seed=seed, batch_size=batch_size, limiter=limiter,
-    )  # fmt: skip
+    import torch
+
+    fooled_by: dict[str, int] = {}
+
+    def attack(x: torch.Tensor, t: torch.Tensor, todo: torch.Tensor, best: BatchOutcome,
+               limiter: Limiter) -> None:  # fmt: skip
+        mask = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+        mask[todo] = True
+        found, counts = autoattack_rows(
+            model, x, t, mask, eps=eps, norm=norm, steps=steps,
+            n_target_classes=n_target_classes, square_queries=square_queries, clip=clip,
+            seed=seed, batch_size=batch_size, limiter=limiter,
+        )  # fmt: skip
+        best.x, best.fooled, best.loss, best.pred = found.x, found.fooled, found.loss, found.pred
+        fooled_by.update(counts)
+
     params = {
         "norm": norm, "eps": eps, "steps": steps, "n_target_classes": n_target_classes,
         "square_queries": square_queries, "clip": clip, "seed": seed, "batch_size": batch_size,
         "fooled_by": fooled_by,
     }  # fmt: skip
-    return gradient_result(
-        "autoattack", model, x, target, clean_pred, best,
-        eps=eps, norm=norm, limiter=limiter, started=started, params=params,
+    return run_evasion(
+        "autoattack", model, X, y, attack, eps=eps, norm=norm, clip=clip, budget=budget,
+        batch_size=batch_size, params=params,
     )  # fmt: skip

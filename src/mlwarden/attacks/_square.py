@@ -12,18 +12,16 @@ once misclassified.
 from __future__ import annotations
 
 import math
-import time
 from typing import TYPE_CHECKING, Any
 
 from mlwarden._lp_ball import LpBall, Norm
+from mlwarden.attacks._evasion_run import run_evasion
 from mlwarden.attacks._white_box import (
     BatchOutcome,
     GradientAttackResult,
     Limiter,
     as_inputs,
     check_args,
-    clean_pass,
-    gradient_result,
 )
 from mlwarden.errors import ParameterError
 from mlwarden.models import TorchAdapter
@@ -212,22 +210,21 @@ def square(
         )
     import torch
 
-    started = time.perf_counter()
-    limiter = Limiter(model, budget)
-    x, target = as_inputs(model, X, y, clip)
-    image_shape(x)
-    clean_pred = clean_pass(model, x, batch_size, limiter)
-    best = BatchOutcome(x, target)
-    todo = (clean_pred == target[: len(clean_pred)]).nonzero().flatten()
-    square_rows(
-        model, x, target, todo, best, eps=eps, n_queries=n_queries, p_init=p_init, clip=clip,
-        generator=torch.Generator().manual_seed(seed), batch_size=batch_size, limiter=limiter,
-    )  # fmt: skip
+    image_shape(as_inputs(model, X, y, clip)[0])
+    generator = torch.Generator().manual_seed(seed)
+
+    def attack(x: torch.Tensor, t: torch.Tensor, todo: torch.Tensor, best: BatchOutcome,
+               limiter: Limiter) -> None:  # fmt: skip
+        square_rows(
+            model, x, t, todo, best, eps=eps, n_queries=n_queries, p_init=p_init, clip=clip,
+            generator=generator, batch_size=batch_size, limiter=limiter,
+        )  # fmt: skip
+
     params = {
         "norm": norm, "eps": eps, "n_queries": n_queries, "p_init": p_init, "clip": clip,
         "seed": seed, "batch_size": batch_size,
     }  # fmt: skip
-    return gradient_result(
-        "square", model, x, target, clean_pred, best,
-        eps=eps, norm=norm, limiter=limiter, started=started, params=params,
+    return run_evasion(
+        "square", model, X, y, attack, eps=eps, norm=norm, clip=clip, budget=budget,
+        batch_size=batch_size, params=params,
     )  # fmt: skip
