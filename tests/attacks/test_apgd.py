@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -23,25 +22,17 @@ from mlwarden.attacks import (  # noqa: E402
 )
 from mlwarden.attacks._apgd import StepController  # noqa: E402
 from mlwarden.errors import ParameterError  # noqa: E402
-from mlwarden.models import TorchAdapter, load_digits_split, train_digits_model  # noqa: E402
+from mlwarden.models import TorchAdapter  # noqa: E402
+from tests.attacks.test_gradient import adapter, digits, one_thread  # noqa: E402, F401
 
-N_POINTS = 60
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+N_POINTS = 60  # of the shared fixture's points: enough to compare, fast on one core
 
 
 @pytest.fixture(scope="module")
-def digits() -> tuple[Any, np.ndarray, np.ndarray]:
+def points(digits: Any) -> tuple[Any, np.ndarray, np.ndarray]:  # noqa: F811  (the fixture)
     """The undefended Digits MLP and its first held-out points (pixels in [0, 1])."""
-    split = load_digits_split()
-    module = train_digits_model(split.X_train, split.y_train, kind="mlp", seed=0)
-    return module, split.X_test[:N_POINTS], split.y_test[:N_POINTS]
+    module, X, y = digits
+    return module, X[:N_POINTS], y[:N_POINTS]
 
 
 def test_checkpoints_follow_the_paper() -> None:
@@ -113,12 +104,8 @@ def test_dlr_loss_on_a_hand_example() -> None:
         dlr_loss(z[:, :3], y, torch.tensor([0, 0]))
 
 
-def adapter(module: Any, budget: int | None = None) -> TorchAdapter:
-    return TorchAdapter(module, classes=range(10), budget=budget)
-
-
-def test_autoattack_is_at_least_as_strong_as_pgd_and_apgd_ce(digits: Any) -> None:
-    module, X, y = digits
+def test_autoattack_is_at_least_as_strong_as_pgd_and_apgd_ce(points: Any) -> None:
+    module, X, y = points
     by_pgd = pgd(adapter(module), X, y, eps=0.05)
     by_ce = apgd(adapter(module), X, y, eps=0.05, steps=50)
     model = adapter(module)
@@ -138,8 +125,8 @@ def test_autoattack_is_at_least_as_strong_as_pgd_and_apgd_ce(digits: Any) -> Non
     assert max(by_aa.perturbation) <= 0.05 + 1e-6
 
 
-def test_apgd_l2_stays_in_the_ball_and_costs_at_most_steps_plus_one(digits: Any) -> None:
-    module, X, y = digits
+def test_apgd_l2_stays_in_the_ball_and_costs_at_most_steps_plus_one(points: Any) -> None:
+    module, X, y = points
     model = adapter(module)
     result = apgd(model, X, y, eps=1.0, norm="l2", steps=20)
     n_attacked = round(result.clean_accuracy * len(X))
@@ -149,8 +136,8 @@ def test_apgd_l2_stays_in_the_ball_and_costs_at_most_steps_plus_one(digits: Any)
     assert targeted.attack == "apgd-t" and targeted.success_rate > 0.3
 
 
-def test_robust_accuracy_defaults_to_autoattack_and_keeps_pgd(digits: Any) -> None:
-    module, X, y = digits
+def test_robust_accuracy_defaults_to_autoattack_and_keeps_pgd(points: Any) -> None:
+    module, X, y = points
     aa = robust_accuracy(adapter(module), X, y, [0.0, 0.05], steps=20, square_queries=200)
     by_pgd = robust_accuracy(adapter(module), X, y, [0.0, 0.05], attack="pgd")
     assert aa.attack == "autoattack" and by_pgd.attack == "pgd"
