@@ -9,6 +9,7 @@ torch = pytest.importorskip("torch")
 
 from mlwarden.attacks import square, square_p  # noqa: E402
 from mlwarden.attacks._square import image_shape, margin  # noqa: E402
+from mlwarden.attacks._square_l2 import pseudo_gaussian  # noqa: E402
 from mlwarden.errors import ParameterError  # noqa: E402
 from mlwarden.models import TorchAdapter, load_digits_split, train_digits_model  # noqa: E402
 
@@ -55,7 +56,22 @@ def test_square_fools_the_digits_mlp_from_scores_at_the_ball_corners() -> None:
     at_corner = np.isclose(delta, 0.2, atol=1e-6)
     at_box = np.isclose(result.adversarial, 0.0) | np.isclose(result.adversarial, 1.0)
     assert np.all(at_corner[changed] | at_box[changed])
-    with pytest.raises(ParameterError, match="linf"):
-        square(model, X, y, eps=0.2, norm="l2")
     with pytest.raises(ParameterError, match="n_queries"):
         square(model, X, y, eps=0.2, n_queries=0)
+    # L2: every proposal is rescaled onto the eps-sphere, then clipped into the box.
+    l2 = square(model, X, y, eps=1.0, norm="l2", n_queries=300, seed=1)
+    assert l2.success_rate > 0.5 and max(l2.perturbation) <= 1.0 + 1e-5
+    assert l2.queries <= len(X) + n_attacked * 300
+
+
+def test_pseudo_gaussian_update_is_a_signed_unit_bump() -> None:
+    bump = pseudo_gaussian(5).numpy()
+    assert bump.shape == (5, 5) and np.isclose(np.linalg.norm(bump), 1.0)
+    assert (bump[:2] > 0).all() and (bump[2:] < 0).all()  # top half up, bottom half down
+    # Rings around each half's centre weigh 1, 1/4, 1/9, ...: the centre column is largest.
+    assert bump[1].argmax() == 2 and bump[3].argmin() == 2
+
+
+def test_l2_needs_images_at_least_3_by_3() -> None:
+    with pytest.raises(ParameterError, match="3 by 3"):
+        image_shape(torch.zeros(2, 4), "l2")

@@ -29,18 +29,17 @@ logger = logging.getLogger(__name__)
 
 
 def ensemble_members(model: TorchAdapter, x: torch.Tensor, norm: Norm) -> list[str]:
-    """The members that apply: APGD-T needs 4 classes, Square L-inf needs image inputs."""
+    """The members that apply: APGD-T needs 4 classes, Square needs image inputs."""
     members = ["apgd-ce"]
     if len(model.classes_) >= 4:
         members.append("apgd-t")
     else:
         logger.info("autoattack: APGD-T skipped, the DLR loss needs at least 4 classes")
-    if norm == "linf":
-        try:
-            image_shape(x)
-            members.append("square")
-        except ParameterError as exc:
-            logger.info("autoattack: Square skipped: %s", exc)
+    try:
+        image_shape(x, norm)
+        members.append("square")
+    except ParameterError as exc:
+        logger.info("autoattack: Square skipped: %s", exc)
     return members
 
 
@@ -77,8 +76,8 @@ def autoattack_rows(
         before = int(best.fooled.sum())
         if member == "square":
             square_rows(
-                model, x, target, todo, best, eps=eps, n_queries=square_queries, p_init=0.8,
-                clip=clip, generator=generator, batch_size=batch_size, limiter=limiter,
+                model, x, target, todo, best, eps=eps, norm=norm, n_queries=square_queries,
+                p_init=0.8, clip=clip, generator=generator, batch_size=batch_size, limiter=limiter,
             )  # fmt: skip
         else:
             apgd_rows(
@@ -107,11 +106,10 @@ def autoattack(
 ) -> GradientAttackResult:
     """AutoAttack (Croce & Hein, ICML 2020), the standard ensemble, worst case per point.
 
-    Runs APGD-CE, APGD-T (DLR loss, ``n_target_classes`` targets, at least 4 classes) and, for
-    L-inf on image inputs, Square (``square_queries`` per point), each on the points the
-    previous ones left robust. Members that do not apply are skipped and left out of
-    ``params["fooled_by"]``, which counts the points each member fooled. Square L2 is not
-    implemented, so L2 runs the two APGD members. Query accounting and the budget are those of
+    Runs APGD-CE, APGD-T (DLR loss, ``n_target_classes`` targets, at least 4 classes) and, on
+    image inputs, Square (``square_queries`` per point), each on the points the previous ones
+    left robust. Members that do not apply are skipped and left out of ``params["fooled_by"]``,
+    which counts the points each member fooled. Query accounting and the budget are those of
     :func:`pgd`: one clean query per point, then every forward pass of every member.
     """
     check_args(model, eps, norm, clip)

@@ -60,13 +60,23 @@ def margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return z_y - others.max(dim=1).values
 
 
-def image_shape(x: torch.Tensor) -> tuple[int, int, int]:
-    """(channels, height, width) the attack walks: 4-d as is, 3-d one channel, 2-d a square."""
+def image_shape(x: torch.Tensor, norm: Norm = "linf") -> tuple[int, int, int]:
+    """(channels, height, width) the attack walks: 4-d as is, 3-d one channel, 2-d a square.
+
+    L2 windows are at least 3 pixels wide, so L2 needs images at least 3 by 3.
+    """
+    shape = _shape(x)
+    if norm == "l2" and min(shape[1:]) < 3:
+        raise ParameterError(f"L2 Square needs images at least 3 by 3, got {shape[1]}x{shape[2]}")
+    return shape
+
+
+def _shape(x: torch.Tensor) -> tuple[int, int, int]:
     if x.ndim == 4:
         return int(x.shape[1]), int(x.shape[2]), int(x.shape[3])
     if x.ndim == 3:
         return 1, int(x.shape[1]), int(x.shape[2])
-    side = math.isqrt(int(x.shape[1]))
+    side = math.isqrt(int(x.shape[1])) if x.ndim == 2 else 0
     if x.ndim == 2 and side * side == x.shape[1]:
         return 1, side, side
     raise ParameterError(
@@ -97,6 +107,7 @@ def square_rows(
     best: BatchOutcome,
     *,
     eps: float,
+    norm: Norm,
     n_queries: int,
     p_init: float,
     clip: tuple[float, float] | None,
@@ -104,13 +115,16 @@ def square_rows(
     batch_size: int,
     limiter: Limiter,
 ) -> None:
-    """L-inf Square on the rows ``todo``, batch by batch; fooled rows go into ``best``."""
+    """Square on the rows ``todo``, batch by batch; fooled rows go into ``best``."""
     import torch
 
-    c, h, w = image_shape(x)
+    from mlwarden.attacks._square_l2 import square_l2_batch  # it builds on this module
+
+    c, h, w = image_shape(x, norm)
+    batch = square_l2_batch if norm == "l2" else _square_batch
     for rows in torch.split(todo, batch_size):
-        if not _square_batch(
-            model, x[rows], y[rows], rows, best, c, h, w, eps=eps, n_queries=n_queries,
+        if not batch(
+            model, x[rows], y[rows], rows, best, (c, h, w), eps=eps, n_queries=n_queries,
             p_init=p_init, clip=clip, generator=generator, limiter=limiter,
         ):  # fmt: skip
             return
@@ -122,9 +136,7 @@ def _square_batch(
     y: torch.Tensor,
     rows: torch.Tensor,
     best: BatchOutcome,
-    c: int,
-    h: int,
-    w: int,
+    shape: tuple[int, int, int],
     *,
     eps: float,
     n_queries: int,
@@ -136,6 +148,7 @@ def _square_batch(
     """Square on one batch; False where the budget stopped it."""
     import torch
 
+    c, h, w = shape
     device = x.device
     flat = x.reshape(len(x), c, h, w)
     ball = LpBall(flat, eps, "linf", clip)
@@ -193,16 +206,15 @@ def square(
     seed: int = 0,
     batch_size: int = 512,
 ) -> GradientAttackResult:
-    """Square attack (Andriushchenko et al., ECCV 2020), L-inf, from the model's scores alone.
+    """Square attack (Andriushchenko et al., ECCV 2020), L-inf or L2, from the model's scores.
 
     At most ``n_queries`` queries per attacked point (AutoAttack's 5000 and ``p_init`` 0.8 by
     default), plus one clean query per point; a point stops at its first misclassified
     query. Inputs must be images: (n, c, h, w), (n, h, w), or flat rows of a square image
-    (``side**2`` features, one channel). Other arguments as in :func:`pgd`.
+    (``side**2`` features, one channel); for L2 at least 3 by 3. Other arguments as in
+    :func:`pgd`.
     """
     check_args(model, eps, norm, clip)
-    if norm != "linf":
-        raise ParameterError("square supports norm='linf' only; use apgd for 'l2'")
     if n_queries < 1 or batch_size < 1 or not 0 < p_init <= 1:
         raise ParameterError(
             f"n_queries and batch_size must be >= 1 and p_init in (0, 1], got {n_queries}, "
@@ -210,14 +222,14 @@ def square(
         )
     import torch
 
-    image_shape(as_inputs(model, X, y, clip)[0])
+    image_shape(as_inputs(model, X, y, clip)[0], norm)
     generator = torch.Generator().manual_seed(seed)
 
     def attack(x: torch.Tensor, t: torch.Tensor, todo: torch.Tensor, best: BatchOutcome,
                limiter: Limiter) -> None:  # fmt: skip
         square_rows(
-            model, x, t, todo, best, eps=eps, n_queries=n_queries, p_init=p_init, clip=clip,
-            generator=generator, batch_size=batch_size, limiter=limiter,
+            model, x, t, todo, best, eps=eps, norm=norm, n_queries=n_queries, p_init=p_init,
+            clip=clip, generator=generator, batch_size=batch_size, limiter=limiter,
         )  # fmt: skip
 
     params = {
