@@ -7,7 +7,7 @@ Run by hand: ``.venv/bin/python bench/evasion_autoattack.py [--points 100] [--th
 network on the same test points with the same eps and [0, 1] clip box:
 
 * ``mlwarden`` ``autoattack``: the standard ensemble of Croce & Hein (ICML 2020): APGD-CE,
-  APGD-T (DLR, 9 targets), and, for L-inf, Square with 5000 queries; 100 APGD steps.
+  APGD-T (DLR, 9 targets), and Square with 5000 queries; 100 APGD steps.
 * ART's ``AutoAttack`` with its default members (APGD-CE and APGD-DLR with 5 restarts each,
   DeepFool, Square with 5 restarts; ``eps_step = 2 * eps``, the paper's initial step) and one
   batch of all the points. ART's default is not the published ensemble: it has more restarts

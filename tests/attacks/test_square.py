@@ -8,8 +8,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from mlwarden.attacks import square, square_p  # noqa: E402
-from mlwarden.attacks._square import image_shape, margin  # noqa: E402
 from mlwarden.attacks._square_l2 import pseudo_gaussian  # noqa: E402
+from mlwarden.attacks._square_linf import image_shape, margin  # noqa: E402
 from mlwarden.errors import ParameterError  # noqa: E402
 from mlwarden.models import TorchAdapter, load_digits_split, train_digits_model  # noqa: E402
 

@@ -60,7 +60,8 @@ from mlwarden.attacks._robust_accuracy import (
     RobustnessPoint,
     robust_accuracy,
 )
-from mlwarden.attacks._square import square, square_p
+from mlwarden.attacks._square import square
+from mlwarden.attacks._square_linf import square_p
 from mlwarden.attacks._tabular import TabularEvasionResult, tabular_evasion
 from mlwarden.attacks._threat_draft import draft_threat_model, draft_threat_model_yaml
 from mlwarden.attacks._threat_model import FeatureConstraint, ThreatModel, bundled_threat_model

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 from mlwarden._lp_ball import Norm
 from mlwarden.attacks._apgd import apgd_rows, check_apgd_args
 from mlwarden.attacks._evasion_run import run_evasion
-from mlwarden.attacks._square import image_shape, square_rows
+from mlwarden.attacks._square import square_rows
+from mlwarden.attacks._square_linf import image_shape
 from mlwarden.attacks._white_box import BatchOutcome, GradientAttackResult, Limiter, check_args
 from mlwarden.errors import ParameterError
 from mlwarden.models import TorchAdapter

@@ -15,7 +15,7 @@ from functools import cache
 from typing import TYPE_CHECKING
 
 from mlwarden._lp_ball import norms, view
-from mlwarden.attacks._square import margin, square_p
+from mlwarden.attacks._square_linf import margin, square_p
 from mlwarden.attacks._white_box import BatchOutcome, Limiter
 
 if TYPE_CHECKING:
