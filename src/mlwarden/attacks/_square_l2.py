@@ -15,7 +15,7 @@ from functools import cache
 from typing import TYPE_CHECKING
 
 from mlwarden._lp_ball import norms, view
-from mlwarden.attacks._square_linf import margin, square_p
+from mlwarden.attacks._square_linf import random_search, square_p
 from mlwarden.attacks._white_box import BatchOutcome, Limiter
 
 if TYPE_CHECKING:
@@ -98,32 +98,11 @@ def square_l2_batch(
             )
     delta = delta.to(device=x.device, dtype=x.dtype)
     x_best = _onto_sphere(img, delta, eps, clip)
-    idx = torch.arange(n, device=x.device)
-    loss_best: torch.Tensor | None = None
-    for it in range(n_queries):
-        x_new = x_best
-        if it > 0:
-            x_new = _step(img[idx], x_best, it - 1, shape, eps, p_init, clip, generator)
-        if not limiter.fits(len(idx)):
-            return False
-        with torch.no_grad():
-            logits = model.logits(x_new.reshape(len(idx), *x.shape[1:]))
-        loss = margin(logits, y[idx])
-        improved = loss < loss_best if loss_best is not None else torch.ones_like(loss).bool()
-        x_best = torch.where(view(improved, x_new), x_new, x_best)
-        loss_best = loss if loss_best is None else torch.minimum(loss, loss_best)
-        wrong = loss_best < 0
-        if bool(wrong.any()):
-            fooled = x_best[wrong].reshape(-1, *x.shape[1:])
-            best.record_fooled(rows[idx[wrong]], fooled, -loss[wrong], logits[wrong].argmax(dim=1))
-            keep = (~wrong).nonzero().flatten()
-            if len(keep) == 0:
-                return True
-            idx, x_best, loss_best = idx[keep], x_best[keep], loss_best[keep]
-    if loss_best is not None:
-        flat_best = x_best.reshape(len(idx), *x.shape[1:])
-        best.offer(rows[idx], flat_best, torch.zeros_like(loss_best).bool(), -loss_best, y[idx])
-    return True
+
+    def propose(idx: torch.Tensor, x_best: torch.Tensor, it: int) -> torch.Tensor:
+        return _step(img[idx], x_best, it, shape, eps, p_init, clip, generator)
+
+    return random_search(model, y, rows, best, x_best, propose, x.shape, n_queries, limiter)
 
 
 def _step(

@@ -12,9 +12,10 @@ once misclassified.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from mlwarden._lp_ball import LpBall, Norm
+from mlwarden._lp_ball import LpBall, Norm, view
 from mlwarden.attacks._white_box import (
     BatchOutcome,
     Limiter,
@@ -25,7 +26,7 @@ from mlwarden.models import TorchAdapter
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["image_shape", "margin", "square_linf_batch", "square_p"]
+__all__ = ["image_shape", "margin", "random_search", "square_linf_batch", "square_p"]
 
 # (last iteration of the stage, divisor of p_init) for the paper's 10,000-query schedule.
 _P_STAGES = (
@@ -120,38 +121,55 @@ def square_linf_batch(
     # Start: vertical stripes of +-eps, one sign per column and channel (the paper's init).
     signs = torch.randint(0, 2, (len(x), c, 1, w), generator=generator).to(device) * 2 - 1
     x_best = ball.project(flat + eps * signs.to(x.dtype))
-    idx = torch.arange(len(x), device=device)
+
+    def propose(idx: torch.Tensor, x_best: torch.Tensor, it: int) -> torch.Tensor:
+        s = max(round(math.sqrt(square_p(p_init, it) * h * w)), 1)
+        s = min(s, h - 1 if h > 1 else 1, w - 1 if w > 1 else 1)
+        window = _windows(len(idx), c, h, w, s, generator, device)
+        corner = torch.randint(0, 2, (len(idx), c, 1, 1), generator=generator).to(device)
+        step = (corner * 2 - 1).to(x.dtype) * (2 * eps)
+        return ball.subset(idx).project(torch.where(window, x_best + step, x_best))
+
+    return random_search(model, y, rows, best, x_best, propose, x.shape, n_queries, limiter)
+
+
+def random_search(
+    model: TorchAdapter,
+    y: torch.Tensor,
+    rows: torch.Tensor,
+    best: BatchOutcome,
+    x_best: torch.Tensor,
+    propose: Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor],
+    row_shape: torch.Size,
+    n_queries: int,
+    limiter: Limiter,
+) -> bool:
+    """Square's loop, either norm: query ``x_best``, then ``propose(live rows, their best, it)``
+    and keep each proposal that lowers the margin; a row stops once misclassified. False where
+    the budget stopped it."""
+    import torch
+
+    idx = torch.arange(len(x_best), device=x_best.device)
     loss_best: torch.Tensor | None = None
     for it in range(n_queries):
-        if it == 0:
-            x_new = x_best
-        else:
-            s = max(round(math.sqrt(square_p(p_init, it - 1) * h * w)), 1)
-            s = min(s, h - 1 if h > 1 else 1, w - 1 if w > 1 else 1)
-            window = _windows(len(idx), c, h, w, s, generator, device)
-            corner = torch.randint(0, 2, (len(idx), c, 1, 1), generator=generator).to(device)
-            step = (corner * 2 - 1).to(x.dtype) * (2 * eps)
-            x_new = ball.project(torch.where(window, x_best + step, x_best))
+        x_new = x_best if it == 0 else propose(idx, x_best, it - 1)
         if not limiter.fits(len(idx)):
             return False
         with torch.no_grad():
-            logits = model.logits(x_new.reshape(len(idx), *x.shape[1:]))
+            logits = model.logits(x_new.reshape(len(idx), *row_shape[1:]))
         loss = margin(logits, y[idx])
         improved = loss < loss_best if loss_best is not None else torch.ones_like(loss).bool()
-        x_best = torch.where(improved.view(-1, 1, 1, 1), x_new, x_best)
+        x_best = torch.where(view(improved, x_new), x_new, x_best)
         loss_best = loss if loss_best is None else torch.minimum(loss, loss_best)
         wrong = loss_best < 0
         if bool(wrong.any()):
-            pred = logits.argmax(dim=1)
-            best.record_fooled(
-                rows[idx[wrong]], x_best[wrong].reshape(-1, *x.shape[1:]), -loss[wrong], pred[wrong]
-            )
+            fooled = x_best[wrong].reshape(-1, *row_shape[1:])
+            best.record_fooled(rows[idx[wrong]], fooled, -loss[wrong], logits[wrong].argmax(dim=1))
             keep = (~wrong).nonzero().flatten()
             if len(keep) == 0:
                 return True
-            idx, ball = idx[keep], ball.subset(keep)
-            x_best, loss_best = x_best[keep], loss_best[keep]
+            idx, x_best, loss_best = idx[keep], x_best[keep], loss_best[keep]
     if loss_best is not None:
-        flat_best = x_best.reshape(len(idx), *x.shape[1:])
+        flat_best = x_best.reshape(len(idx), *row_shape[1:])
         best.offer(rows[idx], flat_best, torch.zeros_like(loss_best).bool(), -loss_best, y[idx])
     return True
