@@ -2,6 +2,8 @@
 
 from typing import TYPE_CHECKING, Any
 
+from mlwarden.attacks._apgd import ApgdLoss, apgd, apgd_checkpoints, dlr_loss
+from mlwarden.attacks._autoattack import autoattack
 from mlwarden.attacks._canary import (
     Canary,
     CanaryExposure,
@@ -58,7 +60,14 @@ from mlwarden.attacks._output_hardening_cost import (
 )
 from mlwarden.attacks._result import AttackResult
 from mlwarden.attacks._rmia import offline_marginal, pairwise_lr_scores, rmia
-from mlwarden.attacks._robust_accuracy import RobustnessCurve, RobustnessPoint, robust_accuracy
+from mlwarden.attacks._robust_accuracy import (
+    EvasionAttack,
+    RobustnessCurve,
+    RobustnessPoint,
+    robust_accuracy,
+)
+from mlwarden.attacks._square import square
+from mlwarden.attacks._square_linf import square_p
 from mlwarden.attacks._tabular import TabularEvasionResult, tabular_evasion
 from mlwarden.attacks._threat_draft import draft_threat_model, draft_threat_model_yaml
 from mlwarden.attacks._threat_model import FeatureConstraint, ThreatModel, bundled_threat_model
@@ -77,6 +86,7 @@ from mlwarden.attacks._tree_oracle import (
 
 __all__ = [
     "DEFAULT_BUDGETS",
+    "ApgdLoss",
     "AttackResult",
     "Canary",
     "CanaryExposure",
@@ -87,6 +97,7 @@ __all__ = [
     "DistillationPoint",
     "DistillationResult",
     "EpsilonLowerBound",
+    "EvasionAttack",
     "ExtractedLeaf",
     "ExtractedLinearModel",
     "ExtractedTree",
@@ -114,9 +125,13 @@ __all__ = [
     "ThreatModel",
     "TreeExtractionResult",
     "TreeSchema",
+    "apgd",
+    "apgd_checkpoints",
+    "autoattack",
     "bundled_threat_model",
     "canary_exposure",
     "deepsloth",
+    "dlr_loss",
     "draft_threat_model",
     "draft_threat_model_yaml",
     "epsilon_from_roc",
@@ -148,6 +163,8 @@ __all__ = [
     "rmia",
     "robust_accuracy",
     "slowdown_loss",
+    "square",
+    "square_p",
     "tabular_evasion",
     "transfer_deepsloth",
     "uniform_noise",

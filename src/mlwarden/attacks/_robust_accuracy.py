@@ -1,28 +1,32 @@
-"""Robust accuracy: accuracy under PGD as epsilon grows, the curve a robustness claim rests on.
+"""Robust accuracy: accuracy under attack as epsilon grows, the curve a robustness claim rests on.
 
 Madry, Makelov, Schmidt, Tsipras, Vladu, "Towards Deep Learning Models Resistant to
-Adversarial Attacks", ICLR 2018 (robustness reported as accuracy under PGD per epsilon).
+Adversarial Attacks", ICLR 2018 (robustness reported as accuracy under PGD per epsilon);
+Croce & Hein, ICML 2020 (AutoAttack, the default here: PGD alone overestimates robustness).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
 from mlwarden._lp_ball import Norm, default_step
+from mlwarden.attacks._autoattack import autoattack_rows
 from mlwarden.attacks._gradient import attack_rows
 from mlwarden.attacks._white_box import Limiter, as_inputs, check_args, clean_pass
 from mlwarden.errors import ParameterError
 from mlwarden.models import TorchAdapter
 
-__all__ = ["RobustnessCurve", "RobustnessPoint", "robust_accuracy"]
+__all__ = ["EvasionAttack", "RobustnessCurve", "RobustnessPoint", "robust_accuracy"]
+
+EvasionAttack = Literal["autoattack", "pgd"]
 
 
 class RobustnessPoint(BaseModel):
-    """Accuracy under PGD at one epsilon; ``complete`` is False where the budget cut it short."""
+    """Accuracy under attack at one epsilon; ``complete`` is False where the budget cut it short."""
 
     model_config = ConfigDict(defer_build=True)
 
@@ -33,7 +37,7 @@ class RobustnessPoint(BaseModel):
 
 
 class RobustnessCurve(BaseModel):
-    """Accuracy under PGD as epsilon grows (epsilon 0: clean accuracy), and its query cost.
+    """Accuracy under attack as epsilon grows (epsilon 0: clean accuracy), and its query cost.
 
     Accuracy is over the ``n_evaluated`` points. A point fooled at one epsilon counts as fooled
     at every larger one (the same adversarial input lies in the larger ball), so the curve is
@@ -42,7 +46,7 @@ class RobustnessCurve(BaseModel):
 
     model_config = ConfigDict(defer_build=True)
 
-    attack: str = "pgd"
+    attack: EvasionAttack = "autoattack"
     norm: Norm
     n_points: int
     n_evaluated: int
@@ -71,8 +75,9 @@ def robust_accuracy(
     epsilons: Iterable[float],
     norm: Norm = "linf",
     *,
+    attack: EvasionAttack = "autoattack",
     step_size: float | None = None,
-    steps: int = 40,
+    steps: int | None = None,
     restarts: int = 1,
     random_init: bool = True,
     early_stop: bool = True,
@@ -80,20 +85,28 @@ def robust_accuracy(
     budget: int | None = None,
     seed: int = 0,
     batch_size: int = 512,
+    n_target_classes: int = 9,
+    square_queries: int = 5000,
 ) -> RobustnessCurve:
-    """Accuracy under PGD at each epsilon: how fast the model breaks as the attacker grows.
+    """Accuracy under attack at each epsilon: how fast the model breaks as the attacker grows.
 
-    Epsilon 0 gives the clean accuracy. One clean pass serves every epsilon; epsilons are
-    taken in ascending order and each attacks only the points that resisted the smaller
-    ones. ``step_size`` None means ``2.5 * eps / steps`` at each epsilon; the other arguments
-    are those of :func:`pgd`. The budget is shared by the whole curve: epsilons it does not
-    reach are left out, and the one it cuts short is marked incomplete.
+    ``attack="autoattack"`` (default) runs :func:`autoattack` (``steps`` None: its 100 APGD
+    steps, with ``n_target_classes`` and ``square_queries``); ``attack="pgd"`` runs
+    :func:`pgd` (``steps`` None: 40; ``step_size`` None: ``2.5 * eps / steps``; ``restarts``,
+    ``random_init`` and ``early_stop`` apply to it only). Epsilon 0 gives the clean accuracy.
+    One clean pass serves every epsilon; epsilons are taken in ascending order and each attacks
+    only the points that resisted the smaller ones. The budget is shared by the whole curve:
+    epsilons it does not reach are left out, and the one it cuts short is marked incomplete.
     """
     eps_list: Sequence[float] = sorted({float(e) for e in epsilons})
     if not eps_list:
         raise ParameterError("give at least one epsilon")
     for e in eps_list:
         check_args(model, e, norm, clip)
+    if attack not in ("autoattack", "pgd"):
+        raise ParameterError(f"attack must be 'autoattack' or 'pgd', got {attack!r}")
+    if steps is None:
+        steps = 100 if attack == "autoattack" else 40
     if steps < 0 or restarts < 1 or batch_size < 1:
         raise ParameterError("steps must be >= 0, restarts and batch_size >= 1")
     started = time.perf_counter()
@@ -107,7 +120,13 @@ def robust_accuracy(
         if e > 0 and limiter.exhausted:
             break
         before = limiter.spent
-        if e > 0:
+        if e > 0 and attack == "autoattack":
+            best, _ = autoattack_rows(
+                model, x, target, resisting, eps=e, norm=norm, steps=max(steps, 1),
+                n_target_classes=n_target_classes, square_queries=square_queries, clip=clip,
+                seed=seed + k, batch_size=batch_size, limiter=limiter,
+            )  # fmt: skip
+        elif e > 0:
             best = attack_rows(
                 model, x, target, resisting,
                 eps=e, norm=norm, step_size=default_step(e, steps) if step_size is None
@@ -115,6 +134,7 @@ def robust_accuracy(
                 early_stop=early_stop, clip=clip, seed=seed + k, batch_size=batch_size,
                 limiter=limiter,
             )  # fmt: skip
+        if e > 0:
             resisting = resisting & ~best.fooled[:n_eval]
         points.append(
             RobustnessPoint(
@@ -125,6 +145,7 @@ def robust_accuracy(
             )
         )
     return RobustnessCurve(
+        attack=attack,
         norm=norm,
         n_points=len(x),
         n_evaluated=n_eval,
@@ -134,7 +155,8 @@ def robust_accuracy(
         budget_exhausted=limiter.exhausted,
         wall_time_s=time.perf_counter() - started,
         params={
-            "step_size": step_size, "steps": steps, "restarts": restarts,
+            "step_size": step_size, "steps": steps, "n_target_classes": n_target_classes,
+            "square_queries": square_queries, "restarts": restarts,
             "random_init": random_init, "early_stop": early_stop, "clip": clip, "seed": seed,
             "batch_size": batch_size,
         },

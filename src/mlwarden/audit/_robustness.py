@@ -1,4 +1,4 @@
-"""Robust accuracy under white-box PGD, for models that offer gradients (torch)."""
+"""Robust accuracy under AutoAttack (or PGD), for models that offer gradients (torch)."""
 
 from __future__ import annotations
 
@@ -24,23 +24,25 @@ class RobustAccuracy(CheckParams):
     min_accuracy: float = Field(ge=0.0, le=1.0)
     epsilons: list[float] = Field(default_factory=list)  # extra points for the curve
     norm: Literal["linf", "l2"] = "linf"
-    steps: int = Field(default=40, ge=1)
+    attack: Literal["autoattack", "pgd"] = "autoattack"
+    steps: int | None = Field(default=None, ge=1)  # None: 100 for autoattack, 40 for pgd
     rows: int = Field(default=500, ge=1)
     clip: tuple[float, float] = (0.0, 1.0)
 
 
 @register_check("robust_accuracy", RobustAccuracy)
 def robust_accuracy_check(params: RobustAccuracy, ctx: CheckContext) -> Finding:
-    """Accuracy under PGD (Madry et al. 2018) at radius ``eps`` must reach ``min_accuracy``.
+    """Accuracy under attack at radius ``eps`` must reach ``min_accuracy``.
 
-    The model must offer gradients through a torch module (``TorchAdapter``); the whole curve
-    over ``epsilons`` goes into the finding for the report.
+    The attack is AutoAttack (Croce & Hein 2020) by default, ``attack: pgd`` for PGD alone
+    (Madry et al. 2018). The model must offer gradients through a torch module
+    (``TorchAdapter``); the whole curve over ``epsilons`` goes into the finding for the report.
     """
     if not hasattr(ctx.model, "logits"):
         return Finding(
             check="robust_accuracy", metric=f"accuracy_at_{params.norm}_{params.eps:g}",
             value=None, threshold=params.min_accuracy, comparison=">=", passed=False,
-            message="not measured: PGD needs a differentiable model (a TorchAdapter)",
+            message=f"not measured: {params.attack} needs a differentiable model (a TorchAdapter)",
         )  # fmt: skip
     from mlwarden.attacks import robust_accuracy
 
@@ -49,7 +51,8 @@ def robust_accuracy_check(params: RobustAccuracy, ctx: CheckContext) -> Finding:
     epsilons = sorted({0.0, params.eps, *params.epsilons})
     curve = robust_accuracy(
         ctx.model,  # type: ignore[arg-type]
-        X, y, epsilons, params.norm, steps=params.steps, clip=params.clip, seed=ctx.seed,
+        X, y, epsilons, params.norm, attack=params.attack, steps=params.steps, clip=params.clip,
+        seed=ctx.seed,
     )  # fmt: skip
     at = {point.eps: point.accuracy for point in curve.points}
     value = at.get(params.eps)
@@ -66,7 +69,7 @@ def robust_accuracy_check(params: RobustAccuracy, ctx: CheckContext) -> Finding:
         verdict=verdict,
         n=n,
         interval=interval,
-        message=f"accuracy under {params.norm} PGD at eps {params.eps:g}: {shown}: "
+        message=f"accuracy under {params.norm} {params.attack} at eps {params.eps:g}: {shown}: "
         f"{VERDICT_WORDS[verdict]} the floor {params.min_accuracy}",
         details={
             "curve": {
