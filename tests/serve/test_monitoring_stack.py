@@ -14,10 +14,8 @@ import contextlib
 import json
 import re
 import shutil
-import socket
 import sqlite3
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from importlib import resources
@@ -32,6 +30,7 @@ from prometheus_client import generate_latest
 from mlwarden import datasets
 from mlwarden.serve import SERVE_DB, KeyStore
 from mlwarden.serve._metrics import ServerMetrics
+from tests._polling import free_port, wait_until
 from tests.cli.test_cli import EXE
 
 PROMETHEUS_DIR = Path(str(resources.files("mlwarden.serve").joinpath("prometheus")))
@@ -59,32 +58,6 @@ needs_prometheus = pytest.mark.skipif(
     PROMETHEUS is None,
     reason="the prometheus binary is not installed (CI installs it: scripts/promtool-for-tests.sh)",
 )
-
-
-def wait_until(
-    check: Callable[[], T],
-    timeout: float,
-    what: str,
-    done: Callable[[T], bool] = bool,
-    every: float = 0.25,
-) -> T:
-    """``check()``'s first answer that is ``done``, polled every ``every`` s; fails after
-    ``timeout`` s naming what it waited for and the last answer."""
-    deadline = time.monotonic() + timeout
-    while True:
-        got = check()
-        if done(got):
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}; last: {got!r}")
-        time.sleep(every)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def panel_queries() -> list[tuple[str, str]]:

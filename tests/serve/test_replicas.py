@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -33,6 +32,7 @@ from mlwarden.serve._metrics import ServerMetrics
 from mlwarden.serve._ratelimit import TokenBucketLimiter
 from mlwarden.serve._redis_state import RedisState
 from mlwarden.serve._state import LocalState
+from tests._polling import free_port, seconds_until, wait_until
 from tests.serve.test_app import rows
 
 pytest.importorskip("redis")
@@ -41,22 +41,6 @@ pytestmark = pytest.mark.skipif(
     REDIS_SERVER is None, reason="redis-server is not installed (bash scripts/redis-for-tests.sh)"
 )
 SRC = Path(__file__).resolve().parents[2] / "src"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def wait_until(check: Callable[[], bool], timeout_s: float, what: str) -> float:
-    """Poll ``check`` until it holds; the seconds it took, or fail naming ``what``."""
-    start = time.monotonic()
-    while not check():
-        if time.monotonic() - start > timeout_s:
-            raise AssertionError(f"{what} did not happen within {timeout_s} s")
-        time.sleep(0.01)
-    return time.monotonic() - start
 
 
 class RedisServer:
@@ -223,7 +207,7 @@ def test_a_revocation_reaches_the_other_replica_within_a_second(
     assert a.authenticate(key) is not None and b.authenticate(key) is not None  # b caches it
     a.revoke(key.split("_")[1])
     assert a.authenticate(key) is None
-    took = wait_until(lambda: b.authenticate(key) is None, 1.0, "the revocation reaching b")
+    took = seconds_until(lambda: b.authenticate(key) is None, 1.0, "the revocation reaching b")
     assert took <= 1.0
     a.close()
     b.close()
@@ -446,7 +430,7 @@ def test_a_key_revoked_through_one_replica_is_refused_by_the_other_within_a_seco
     key_id = doomed.split("_")[1]
     revoked = post(f"{a.url}/v1/admin/revoke/{key_id}", admin)
     assert revoked.status_code == 200 and revoked.json()["key_id"] == key_id
-    took = wait_until(
+    took = seconds_until(
         lambda: b.predict(doomed, rows(phishing_rows, 1)).status_code == 401,
         1.0,
         "the revocation reaching the other replica",
@@ -482,7 +466,7 @@ def test_a_key_revoked_with_the_cli_and_state_is_refused_by_every_replica_within
     done = cli("keys", "revoke", key_id, "--store", store, "--state", redis_url, cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     for replica in replicas:
-        took = wait_until(
+        took = seconds_until(
             lambda r=replica: r.predict(doomed, rows(phishing_rows, 1)).status_code == 401,
             1.0,
             "the revocation reaching a replica",
