@@ -37,6 +37,7 @@ from mlwarden.models._recording import RecordingModel
 from mlwarden.serve._extraction import (
     BenignTraffic,
     BoundaryDetector,
+    CoverageDetector,
     Detector,
     DetectorSuite,
     FeatureSpace,
@@ -111,8 +112,16 @@ def fitted_detectors(
     boundary = BoundaryDetector().fit(benign)
     off = OffManifoldDetector().fit(benign)
     rarity = RarityDetector().fit(benign)
+    coverage = CoverageDetector().fit(benign)
     prada = PradaDetector()
-    return [prada, boundary, off, rarity, DetectorSuite([prada, boundary, off, rarity])]
+    return [
+        prada,
+        boundary,
+        off,
+        rarity,
+        coverage,
+        DetectorSuite([prada, boundary, off, rarity, coverage]),
+    ]
 
 
 def stream(space: FeatureSpace, model: Any, rows: pd.DataFrame) -> list[tuple[Any, Any]]:
@@ -140,6 +149,30 @@ def overhead_us(detector: Detector, s: list[tuple[Any, Any]]) -> float:
     return (time.perf_counter() - start) / len(s) * 1e6
 
 
+#: Budgets at which the public-data thief's surrogate agreement is measured.
+BUDGETS = (100, 200, 300, 400, 500, 600, 700, 800, 1000, 1200, 1500, 2000, 2500, 3000)
+
+
+def public_thief(
+    detectors: list[Detector],
+    space: FeatureSpace,
+    model: Any,
+    rows: pd.DataFrame,
+    curve: dict[int, float],
+) -> None:
+    """When each detector flags the public-data thief, and its copy's agreement by then."""
+    first90 = next((b for b in sorted(curve) if curve[b] >= 0.9), None)
+    print(f"public-data thief: agreement {curve}; first >= 90% at {first90} queries")
+    for detector in detectors:
+        delay = detection_delay(detector, stream(space, model, rows))
+        if delay is None:
+            print(f"  {detector.name:<14} never flagged in {len(rows)} queries")
+            continue
+        before = [b for b in sorted(curve) if b <= delay]
+        agreement = f"{curve[before[-1]]:.3f} at {before[-1]}" if before else "n/a"
+        print(f"  {detector.name:<14} flagged at query {delay}; agreement by then {agreement}")
+
+
 def run(name: str) -> None:
     data = datasets.load(name)
     X, y = data.X, data.y
@@ -154,13 +187,17 @@ def run(name: str) -> None:
     rng = np.random.default_rng(1)
 
     attacks: dict[str, tuple[Any, pd.DataFrame]] = {}
+    curve: dict[int, float] = {}
     for source in ("uniform", "public"):
         recorder = RecordingModel(gbm)
-        extract_distillation(
+        result = extract_distillation(
             recorder, train, schema=data.schema, source=source, X_public=pool,
-            budgets=(1000,), n_uniform=50, true_model=gbm, seed=2,
+            budgets=BUDGETS if source == "public" else (1000,), X_test=calib,
+            batch_size=100, n_uniform=50, true_model=gbm, seed=2,
         )  # fmt: skip
         attacks[f"distillation-{source}"] = (gbm, recorder.rows())
+        if source == "public":
+            curve = {p.budget: p.fidelity_test or 0.0 for p in result.curve}
     recorder = RecordingModel(lr)
     reference = train.copy()
     for c in categorical:
@@ -190,6 +227,9 @@ def run(name: str) -> None:
             cost = overhead_us(detector, benign[0] * 4)
             print(f"{detector.name:<14}{fpr:>6.2f}" + "".join(f"{d:>22}" for d in delays)
                   + f"{cost:>10.1f}")  # fmt: skip
+
+        if model is gbm:
+            public_thief(detectors, space, model, attacks["distillation-public"][1], curve)
 
     row = pool.iloc[0].to_dict()
     start = time.perf_counter()

@@ -30,6 +30,7 @@ from mlwarden.serve._efficacy_monitor import default_positive, labelled_outcomes
 from mlwarden.serve._extraction import (
     BenignTraffic,
     BoundaryDetector,
+    CoverageDetector,
     Detector,
     DetectorSuite,
     FeatureSpace,
@@ -51,6 +52,7 @@ __all__ = [
     "BenignTraffic",
     "BoundaryDetector",
     "Comparison",
+    "CoverageDetector",
     "DecisionLog",
     "DecisionLogGuard",
     "Deployment",

@@ -27,6 +27,11 @@ alarm when any of its detectors does. :func:`detection_delay` and
   marginal surprise): equation-solving queries hold reference categories and off-grid
   numbers near the median, close to the data in L2 but unlike any natural row.
 
+* :class:`CoverageDetector` (Kesarwani et al., ACSAC 2018) tracks the share of the model's
+  regions (tree leaves or k-means cells) a client has reached, weighted by entropy: a thief
+  spreading queries over regions, or drawing more real rows than a benign client would, has
+  learnt more of the decision structure than any simulated benign client.
+
 Measured on phishing and adult (bench/detect.py): uniform distillation is caught at the
 first test (query 10) by the off-manifold and rarity detectors, equation solving (24 and 98
 queries) at query 10 by the rarity detector; PRADA catches neither (uniform rows in many
@@ -42,6 +47,7 @@ from mlwarden.serve._extraction._counting import (
     OffManifoldDetector,
     RarityDetector,
 )
+from mlwarden.serve._extraction._coverage import CoverageDetector, Partition
 from mlwarden.serve._extraction._features import FeatureSpace, Scaling
 from mlwarden.serve._extraction._prada import PradaDetector
 from mlwarden.serve._extraction._protocol import BenignTraffic, Detector, Pattern, Stream
@@ -52,10 +58,12 @@ from mlwarden.serve._verdict import Verdict
 __all__ = [
     "BenignTraffic",
     "BoundaryDetector",
+    "CoverageDetector",
     "Detector",
     "DetectorSuite",
     "FeatureSpace",
     "OffManifoldDetector",
+    "Partition",
     "Pattern",
     "PradaDetector",
     "RarityDetector",
