@@ -4,6 +4,7 @@ log and Prometheus metrics."""
 
 from mlwarden.serve._app import create_app
 from mlwarden.serve._config import (
+    CoverageSettings,
     DecisionLogGuard,
     Deployment,
     DriftGuard,
@@ -53,6 +54,7 @@ __all__ = [
     "BoundaryDetector",
     "Comparison",
     "CoverageDetector",
+    "CoverageSettings",
     "DecisionLog",
     "DecisionLogGuard",
     "Deployment",

@@ -61,6 +61,15 @@ class RateLimit(_Strict):
     burst: int = Field(default=200, ge=1)
 
 
+class CoverageSettings(_Strict):
+    """The coverage detector (Kesarwani et al. 2018): off unless enabled, since a client sending
+    more than ``benign_queries`` natural rows is, by design, one that has learnt too much."""
+
+    enabled: bool = False
+    n_regions: int = Field(default=256, ge=2)
+    benign_queries: int = Field(default=500, ge=1)
+
+
 class ExtractionGuard(_Strict):
     """Per-client extraction detection and what an alarm does to that client.
 
@@ -76,6 +85,7 @@ class ExtractionGuard(_Strict):
     action: Literal["log", "throttle", "block"] = "block"
     throttle_rate_per_s: float = Field(default=1.0, gt=0)
     on_error: OnError = "closed"
+    coverage: CoverageSettings = Field(default_factory=CoverageSettings)
 
 
 class DriftGuard(_Strict):

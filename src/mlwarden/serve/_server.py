@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mlwarden.serve._config import Deployment
+from mlwarden.serve._config import CoverageSettings, Deployment
 from mlwarden.serve._guarded import Guarded
 from mlwarden.serve._metrics import ServerMetrics
 from mlwarden.serve._redis_state import open_state
@@ -51,12 +51,18 @@ def _held_out(store: LineageStore, served: ServedModel, columns: list[str]) -> p
 
 
 def default_detectors(
-    model: ServedModel, reference: pd.DataFrame, held_out: pd.DataFrame, space: FeatureSpace
+    model: ServedModel,
+    reference: pd.DataFrame,
+    held_out: pd.DataFrame,
+    space: FeatureSpace,
+    coverage: CoverageSettings | None = None,
 ) -> DetectorSuite:
-    """PRADA, boundary, off-manifold and rarity detectors, calibrated on the model's data."""
+    """PRADA, boundary, off-manifold and rarity detectors (and coverage where enabled),
+    calibrated on the model's data."""
     from mlwarden.serve._extraction import (
         BenignTraffic,
         BoundaryDetector,
+        CoverageDetector,
         Detector,
         DetectorSuite,
         OffManifoldDetector,
@@ -74,6 +80,10 @@ def default_detectors(
         OffManifoldDetector(),
         RarityDetector(),
     ]
+    if coverage is not None and coverage.enabled:
+        detectors.append(
+            CoverageDetector(n_regions=coverage.n_regions, benign_queries=coverage.benign_queries)
+        )
     return DetectorSuite(detectors).fit(traffic)
 
 
@@ -113,7 +123,9 @@ def build_server(
     if deployment.guards.extraction.enabled:
         features = FeatureSpace.fit(reference, schema)
         held_out = _held_out(store, first, schema.features)
-        detectors = default_detectors(first, reference, held_out, features)
+        detectors = default_detectors(
+            first, reference, held_out, features, deployment.guards.extraction.coverage
+        )
         detectors.share(state)
     if deployment.guards.drift.enabled:
         labels = first.classes[first.predict_proba(reference).argmax(axis=1)].tolist()
