@@ -64,7 +64,9 @@ def test_coverage_and_information_gain_on_a_hand_made_tree() -> None:
     assert len(set(leaves)) == 3 == tree.get_n_leaves()
     train = np.repeat([[-5.0], [5.0], [50.0]], [20, 60, 20], axis=0)
     benign = BenignTraffic(_Space(), train, train, np.full((len(train), 3), 1 / 3))  # type: ignore[arg-type]
-    detector = CoverageDetector(tree, benign_queries=50, n_simulations=50, min_queries=1).fit(benign)
+    detector = CoverageDetector(tree, benign_queries=50, n_simulations=50, min_queries=1).fit(
+        benign
+    )
     assert isinstance(detector, Detector)
     assert detector.regions_ is not None and detector.regions_.tolist() == sorted(leaves)
     mass = np.empty(3)

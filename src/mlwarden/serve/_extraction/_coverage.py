@@ -154,11 +154,15 @@ class CoverageDetector:
             raise DataError(f"{self.name}: call fit() before observing")
         rows = np.atleast_2d(np.asarray(X, dtype=np.float64))
         if rows.shape[1] != self.n_features_:
-            raise DataError(f"expected encoded rows of {self.n_features_} features, got {rows.shape[1]}")
+            raise DataError(
+                f"expected encoded rows of {self.n_features_} features, got {rows.shape[1]}"
+            )
         ids = self._apply(rows)
         where = np.searchsorted(self.regions_, ids).clip(0, len(self.regions_) - 1)
         if np.any(self.regions_[where] != ids):
-            raise DataError(f"partition gave region ids it did not give at fit: {set(ids.tolist())}")
+            raise DataError(
+                f"partition gave region ids it did not give at fit: {set(ids.tolist())}"
+            )
         return np.asarray(where, dtype=np.intp)
 
     def gain_curves(self, streams: NDArray[np.intp]) -> FloatArray:
