@@ -8,41 +8,27 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 from sklearn.tree import DecisionTreeClassifier
 
-from mlwarden import datasets
 from mlwarden.errors import DataError, ParameterError
 from mlwarden.serve._extraction import (
     BenignTraffic,
     CoverageDetector,
     Detector,
-    FeatureSpace,
     detection_delay,
     false_positive_rate,
 )
 from tests.serve.test_app import rows
+from tests.serve.test_detect import setup
+
+__all__ = ["setup"]
 
 
 @pytest.fixture(scope="module")
-def phishing() -> dict[str, Any]:
-    data = datasets.load("phishing")
-    X, y = data.X, data.y
-    order = np.random.default_rng(0).permutation(len(X))
-    cut1, cut2 = int(0.6 * len(X)), int(0.8 * len(X))
-    train = X.iloc[order[:cut1]].reset_index(drop=True)
-    calib = X.iloc[order[cut1:cut2]].reset_index(drop=True)
-    pool = X.iloc[order[cut2:]].reset_index(drop=True)
-    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
-    model.fit(train, y.iloc[order[:cut1]])
-    space = FeatureSpace.fit(train, data.schema)
-    benign = BenignTraffic(
-        space, space.transform(train), space.transform(calib), model.predict_proba(calib)
-    )
-    detector = CoverageDetector(n_regions=128, benign_queries=300).fit(benign)
-    return {"space": space, "pool": pool, "model": model, "detector": detector}
+def phishing(setup: dict[str, Any]) -> dict[str, Any]:
+    """test_detect's phishing split and model, with a coverage detector fitted on its traffic."""
+    detector = CoverageDetector(n_regions=128, benign_queries=300).fit(setup["benign"])
+    return {**setup, "detector": detector}
 
 
 def _stream(setup: dict[str, Any], frame: pd.DataFrame) -> list[tuple[Any, Any]]:
