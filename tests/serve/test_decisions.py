@@ -132,6 +132,24 @@ def test_many_appends_are_committed_in_few_batches_in_order(
     assert log.verify().ok
 
 
+def test_one_caller_appending_back_to_back_shares_transactions(db: Path) -> None:
+    # Group commit: records a caller sends within the linger share one transaction, each
+    # still committed and chained; without linger the writer may commit them one by one.
+    log = DecisionLog(db, linger_s=0.2)
+    records = [_record(i) for i in range(20)]
+    for record in records:
+        assert log.append(record)
+    log.flush()
+    assert log.batches <= 2
+    assert [r.request_id for r in reversed(list(log.iter_recent(20)))] == [
+        r.request_id for r in records
+    ]
+    assert log.verify().ok
+    with pytest.raises(StoreError, match="linger_s >= 0"):
+        DecisionLog(db, linger_s=-1)
+    log.close()
+
+
 def test_iter_recent_gives_the_newest_first(log: DecisionLog) -> None:
     records = [_record(i) for i in range(5)]
     for record in records:

@@ -127,6 +127,48 @@ def test_a_revocation_by_another_process_is_seen_within_the_cache_ttl(db: Path) 
     cli.close()
 
 
+class _Feed:
+    """A revocation feed that never reports a change (the replicas' case, without Redis)."""
+
+    def announce(self, key_id: str) -> None:
+        pass
+
+    def changed(self) -> bool:
+        return False
+
+
+def test_the_memory_only_check_answers_exactly_what_authenticate_would(db: Path) -> None:
+    # The server checks keys on its event loop from memory; anything needing I/O defers.
+    clock = FakeMonotonic()
+    server = KeyStore(db, cache_ttl_s=5.0, monotonic=clock)
+    cli = KeyStore(db)
+    key = server.create("predict", "app")
+    prefix, key_id, secret = key.split("_", 2)
+    flipped = ("B" if secret[0] == "A" else "A") + secret[1:]
+    assert server.cached(key) == (False, None)  # never verified: ask the database
+    principal = server.authenticate(key)
+    assert principal is not None
+    assert server.cached(key) == (True, principal)
+    assert server.cached(f"{prefix}_{key_id}_{flipped}") == (True, None)  # wrong secret
+    assert server.cached("not a key") == (True, None)
+    cli.revoke(key_id)  # by another process: trusted from memory until the ttl ends, as before
+    clock.now = 4.9
+    assert server.cached(key) == (True, principal)
+    clock.now = 5.0
+    assert server.cached(key) == (False, None)
+    assert server.authenticate(key) is None
+    other = server.create("predict", "other")
+    assert server.authenticate(other) is not None
+    server.revoke(parse_key_id(other) or "")  # through this store: at once
+    assert server.cached(other) == (False, None)
+    replica = KeyStore(db, revocations=_Feed())
+    live = replica.create("predict", "replica")
+    assert replica.authenticate(live) is not None
+    assert replica.cached(live) == (False, None)  # the feed must be polled: not from memory
+    for store in (server, cli, replica):
+        store.close()
+
+
 @pytest.mark.parametrize(
     "bad",
     [

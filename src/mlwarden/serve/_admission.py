@@ -3,14 +3,16 @@ block or throttle the extraction guard puts on a client after an alarm."""
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated, NoReturn
 
 from fastapi import Depends, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from mlwarden.serve._guarded import Guarded
 from mlwarden.serve._keys import Principal, Role
+from mlwarden.serve._state import LocalState
 
 _log = logging.getLogger(__name__)
 _bearer_scheme = HTTPBearer(
@@ -41,39 +43,62 @@ class Admission:
         self.limiter = g.state.limiter("rate", limits.rate_per_s, limits.burst, g.clock)
         self.slow_lane = g.state.limiter("slow", self.guard.throttle_rate_per_s, 1, g.clock)
 
-    def require(self, role: Role, *, charge: bool = True) -> Callable[..., Principal]:
+    def require(self, role: Role, *, charge: bool = True) -> Callable[..., Awaitable[Principal]]:
         """The dependency checking a key for ``role``; ``charge``: spend one row of its rate
-        limit (``/v1/predict`` charges its rows itself)."""
-        metrics = self.g.metrics
+        limit (``/v1/predict`` charges its rows itself).
 
-        def check(
+        A key verified recently is checked on the event loop from the key cache (no thread hop)
+        while guard state is in this process; a cache miss, or state in Redis, goes to a worker
+        thread, since both do I/O.
+        """
+        in_memory = isinstance(self.g.state, LocalState)
+
+        def admitted(request: Request, key: str | None, principal: Principal | None) -> Principal:
+            allowed = self._check_principal(request, key, principal, role)
+            if charge:
+                self.admit(allowed.key_id, 1)
+            return allowed
+
+        def from_store(request: Request, key: str | None) -> Principal:
+            return admitted(request, key, self.g.keys.authenticate(key) if key else None)
+
+        async def check(
             request: Request,
             _: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer_scheme)],
         ) -> Principal:
             key = _bearer(request)
-            if key is None:
-                metrics.auth_failures.labels(reason="missing").inc()
-                raise HTTPException(
-                    401,
-                    "missing API key: send 'Authorization: Bearer KEY'",
-                    headers={"WWW-Authenticate": "Bearer"},
-                )
-            principal = self.g.keys.authenticate(key)
-            if principal is None:
-                metrics.auth_failures.labels(reason="invalid").inc()
-                raise HTTPException(
-                    401, "invalid or revoked API key", headers={"WWW-Authenticate": "Bearer"}
-                )
-            if not principal.allows(role):
-                metrics.auth_failures.labels(reason="role").inc()
-                raise HTTPException(
-                    403, f"this key has role {principal.role!r}; {request.url.path} needs {role!r}"
-                )
-            if charge:
-                self.admit(principal.key_id, 1)
-            return principal
+            if in_memory and key is not None:
+                known, principal = self.g.keys.cached(key)
+                if known:
+                    return admitted(request, key, principal)
+            return await run_in_threadpool(from_store, request, key)
 
         return check
+
+    def _check_principal(
+        self, request: Request, key: str | None, principal: Principal | None, role: Role
+    ) -> Principal:
+        """``principal``, or refuse a missing key (401), an unknown or revoked one (401), a
+        wrong role (403)."""
+        metrics = self.g.metrics
+        if key is None:
+            metrics.auth_failures.labels(reason="missing").inc()
+            raise HTTPException(
+                401,
+                "missing API key: send 'Authorization: Bearer KEY'",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        if principal is None:
+            metrics.auth_failures.labels(reason="invalid").inc()
+            raise HTTPException(
+                401, "invalid or revoked API key", headers={"WWW-Authenticate": "Bearer"}
+            )
+        if not principal.allows(role):
+            metrics.auth_failures.labels(reason="role").inc()
+            raise HTTPException(
+                403, f"this key has role {principal.role!r}; {request.url.path} needs {role!r}"
+            )
+        return principal
 
     def refuse_blocked(self, client: str) -> None:
         """Refuse with 403 a client the extraction guard has blocked."""

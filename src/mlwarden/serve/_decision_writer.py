@@ -6,6 +6,10 @@ and counts it in ``dropped``; a record the batch writer cannot store is counted 
 and the next ``raise_failures`` raises :class:`DecisionWriteError`. A database that refuses
 writes for a while (:class:`Transient`) does not lose the batch: it is retried with backoff
 while later records wait in the bounded queue.
+
+Group commit: once a record is queued the writer lingers up to ``linger_s`` (a few
+milliseconds, far below ``max_delay_s``) for more to join its batch, so one caller sending
+requests back to back shares one transaction among several records instead of paying one each.
 """
 
 from __future__ import annotations
@@ -41,6 +45,8 @@ class BatchWriter:
     after_batch:
         Called on the writer thread after each batch with the number of batches so far
         (the log checkpoints from it); its errors are logged, never fatal.
+    linger_s:
+        How long the writer waits for a batch to fill before committing what it has.
     """
 
     def __init__(
@@ -53,8 +59,10 @@ class BatchWriter:
         max_delay_s: float,
         monotonic: Callable[[], float],
         after_batch: Callable[[int], None] | None = None,
+        linger_s: float = 0.0,
     ) -> None:
         self.max_delay_s = max_delay_s
+        self._linger_s = linger_s
         self._write = write
         self._after_batch = after_batch
         self._monotonic = monotonic
@@ -132,7 +140,8 @@ class BatchWriter:
             self._queue.append(record)
             self._since.append(self._monotonic())
             self._enqueued += 1
-            self._has_items.notify()
+            if len(self._queue) in (1, self._max_batch):  # the writer waits for these two
+                self._has_items.notify()
         return True
 
     def settle(self, timeout_s: float) -> bool:
@@ -178,6 +187,11 @@ class BatchWriter:
                 self._has_items.wait_for(lambda: bool(self._queue) or self._closing)
                 if not self._queue:
                     return  # closing and drained
+                if self._linger_s > 0 and len(self._queue) < self._max_batch:
+                    self._has_items.wait_for(
+                        lambda: len(self._queue) >= self._max_batch or self._closing,
+                        self._linger_s,
+                    )
                 take = min(len(self._queue), self._max_batch)
                 batch = [self._queue.popleft() for _ in range(take)]
                 self._inflight_since = self._since[0]

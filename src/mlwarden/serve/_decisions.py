@@ -100,6 +100,7 @@ __all__ = [
 
 LogProblem = Problem  # one problem type for every chain; ``table`` names the decision chain
 CHECKPOINT_EVERY = 100
+LINGER_S = 0.005  # group commit: a few ms of delay, far below max_delay_s
 _log = logging.getLogger(__name__)
 _decisions = DECISIONS.table
 _feedback = FEEDBACK.table
@@ -134,6 +135,9 @@ class DecisionLog:
     checkpoint_file:
         Where the newest checkpoints are also written; defaults to ``<file>.CHECKPOINT``
         beside a SQLite file, and to none for another database.
+    linger_s:
+        How long the writer waits for more records to share a transaction (group commit);
+        at most a tenth of ``max_delay_s``.
     """
 
     def __init__(
@@ -149,6 +153,7 @@ class DecisionLog:
         signer: CheckpointSigner | None = None,
         checkpoint_every: int = CHECKPOINT_EVERY,
         checkpoint_file: Path | None = None,
+        linger_s: float = LINGER_S,
     ) -> None:
         if (
             max_queue < 1
@@ -156,10 +161,11 @@ class DecisionLog:
             or put_timeout_s < 0
             or not max_delay_s > 0
             or checkpoint_every < 1
+            or linger_s < 0
         ):
             raise StoreError(
                 "decision log needs max_queue >= 1, 1 <= max_batch <= 900, put_timeout_s >= 0, "
-                "max_delay_s > 0 and checkpoint_every >= 1"
+                "max_delay_s > 0, checkpoint_every >= 1 and linger_s >= 0"
             )
         self._clock = clock
         self._signer = signer
@@ -181,6 +187,7 @@ class DecisionLog:
             max_delay_s=max_delay_s,
             monotonic=monotonic,
             after_batch=self._after_batch if signer is not None else None,
+            linger_s=min(linger_s, max_delay_s / 10),
         )
 
     # -- counters ------------------------------------------------------------------------------

@@ -41,7 +41,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal, Protocol, get_args
+from typing import Any, Literal, Protocol, TypeGuard, get_args
 
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import (
@@ -320,8 +320,8 @@ class KeyStore:
         with self._lock:
             cached = self._cache.get(key_id)
             generation = self._revocations
-        if cached is not None and now - cached.checked_at < self._ttl:
-            return cached.principal if hmac.compare_digest(cached.digest, digest) else None
+        if self._fresh(cached, now):
+            return self._matching(cached, digest)
         with self._engine.connect() as conn:
             row = conn.execute(select(_keys).where(_keys.c.key_id == key_id)).mappings().first()
         if row is None or row["revoked_at"] is not None or row["scheme"] != SCHEME:
@@ -342,6 +342,32 @@ class KeyStore:
                 if generation == self._revocations:
                     self._cache[key_id] = _Verified(str(row["digest"]), principal, now)
         return principal
+
+    def cached(self, key: str) -> tuple[bool, Principal | None]:
+        """``authenticate`` answered from memory alone, without I/O, so the event loop may ask.
+
+        ``(True, principal or None)`` when memory decides; ``(False, None)`` when the database
+        or a revocation feed must be asked (then call ``authenticate``). Malformed keys and keys
+        whose cached digest differs are refused here; a fresh cache entry is exactly what
+        ``authenticate`` would trust, so revocation semantics are the same.
+        """
+        if self._feed is not None:
+            return False, None  # polling the feed is I/O: replicas go through authenticate
+        key_id = parse_key_id(key)
+        if key_id is None:
+            return True, None
+        with self._lock:
+            cached = self._cache.get(key_id)
+        if not self._fresh(cached, self._monotonic()):
+            return False, None
+        return True, self._matching(cached, self._digest(key))
+
+    def _fresh(self, cached: _Verified | None, now: float) -> TypeGuard[_Verified]:
+        return cached is not None and now - cached.checked_at < self._ttl
+
+    @staticmethod
+    def _matching(cached: _Verified, digest: str) -> Principal | None:
+        return cached.principal if hmac.compare_digest(cached.digest, digest) else None
 
     def revoke(self, key_id: str) -> KeyInfo:
         """Revoke a key from now on; revoking it again changes nothing. Returns its record.
