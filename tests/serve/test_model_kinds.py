@@ -5,6 +5,7 @@ says why before the server starts."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,9 +21,10 @@ pytest.importorskip("skl2onnx")
 from fastapi.testclient import TestClient
 
 from mlwarden import datasets
+from mlwarden.cli import main
 from mlwarden.errors import ModelError
 from mlwarden.lineage import LineageStore
-from mlwarden.models import ModelRegistry, save_torch_classifier
+from mlwarden.models import ModelRegistry, adapter_for, save_torch_classifier
 from mlwarden.pipeline import LocalExecutor, import_spec, parse_spec
 from mlwarden.serve import Deployment, build_server, close_server, create_app
 
@@ -70,8 +72,9 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LineageStore]:
 
     root = tmp_path_factory.mktemp("kinds")
     data = datasets.load("phishing")
-    # ONNX and torch read columns by position: in the order of the registered table (sorted)
-    X, y = data.X[sorted(data.X.columns)], data.y
+    # fitted on the table's own column order, as a user fits one (the store's schema order is
+    # alphabetical: the import records the order the model reads)
+    X, y = data.X, data.y
     (root / "model.onnx").write_bytes(_onnx_bytes(X, y))
     # the torch model reads the columns times 0.5: the scaling is recorded with it
     module = _torch_module(X, y)
@@ -148,8 +151,7 @@ def test_the_torch_model_applies_its_recorded_input_scale(
     import torch
 
     _, adapter = ModelRegistry(store).load_classifier("phish-torch@1")
-    frame = pd.DataFrame(benign[:50])
-    frame = frame[sorted(frame.columns)]
+    frame = pd.DataFrame(benign[:50])  # the order the model was fitted on
     layers = adapter.module[1:]  # type: ignore[attr-defined]  # the weights, unscaled
     x = torch.tensor(frame.to_numpy(np.float32))
     with torch.no_grad():
@@ -157,6 +159,55 @@ def test_the_torch_model_applies_its_recorded_input_scale(
         unscaled = torch.softmax(layers(x), 1).numpy()
     np.testing.assert_allclose(adapter.predict_proba(frame), as_recorded, atol=1e-6)
     assert np.abs(adapter.predict_proba(frame) - unscaled).max() > 1e-3
+
+
+@pytest.mark.parametrize("kind", ["onnx", "torch"])
+def test_a_matrix_model_reads_columns_in_the_order_it_was_fitted_on(
+    store: LineageStore, benign: list[dict[str, int]], kind: str
+) -> None:
+    registry = ModelRegistry(store)
+    version, adapter = registry.load_classifier(f"phish-{kind}@1")
+    media_type = version.manifest.model_media_type
+    bare = adapter_for(store.read_artifact(version.manifest.model_sha256), media_type)
+    fitted_order = pd.DataFrame(benign[:50])
+    schema_order = fitted_order[sorted(fitted_order.columns)]
+    np.testing.assert_allclose(
+        adapter.predict_proba(schema_order), bare.predict_proba(fitted_order), atol=1e-6
+    )
+    assert np.abs(bare.predict_proba(schema_order) - bare.predict_proba(fitted_order)).max() > 0.1
+    # the pipeline evaluated it in that order too: read by position in schema order, the
+    # logistic model's AUC falls to about 0.78
+    metrics = json.loads(store.read_artifact(version.manifest.artifacts["metrics"]))
+    assert metrics["roc_auc"] > 0.95
+
+
+def test_a_spec_names_the_column_order_of_a_model_fitted_on_another(
+    store: LineageStore, tmp_path: Path
+) -> None:
+    data = datasets.load("phishing")
+    reverse = list(data.X.columns)[::-1]
+    (tmp_path / "reversed.onnx").write_bytes(_onnx_bytes(data.X[reverse], data.y))
+    spec = SPEC.replace("NAME", "phish-reversed").replace("FILE", "reversed.onnx")
+    source = "{import: reversed.onnx}"
+    named = spec.replace(source, f"{{import: reversed.onnx, columns: {reverse}}}")
+    result = LocalExecutor(store).run(parse_spec(named, base=tmp_path))
+    assert result.status == "completed", result.error
+    version = ModelRegistry(store).get(result.model_version or "")
+    assert json.loads(store.read_artifact(version.manifest.artifacts["metrics"]))["roc_auc"] > 0.95
+    wrong = spec.replace(source, f"{{import: reversed.onnx, columns: {reverse[1:]}}}")
+    failed = LocalExecutor(store).run(parse_spec(wrong, base=tmp_path))
+    assert failed.status == "failed"
+    assert f"left out: ['{reverse[0]}']" in (failed.error or "")
+
+
+def test_a_registered_torch_classifier_is_audited(
+    store: LineageStore, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["audit", "--model", "phish-torch@1", "--store", str(store.root), "--checks",
+                 "performance", "--out", str(tmp_path / "audit")])  # fmt: skip
+    said = capsys.readouterr()
+    assert code == 0, said.out + said.err
+    assert (tmp_path / "audit").is_dir()
 
 
 @pytest.mark.parametrize("kind", KINDS)

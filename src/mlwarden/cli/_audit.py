@@ -105,17 +105,25 @@ def _registry(store: Path, db_url: str | None, trust: Path | None) -> ModelRegis
 
 
 def _load_registered(registry: ModelRegistry, ref: str) -> tuple[ModelVersion, ModelAdapter]:
-    """A registered version and its model's adapter, verified first: scikit-learn (skops), or
-    an imported ONNX model; an imported torch state dict is refused with how to export it."""
-    from mlwarden.models import ONNX_MEDIA_TYPE, STATE_DICT_MEDIA_TYPE, adapter_for
+    """A registered version and its model's adapter, verified first: scikit-learn (skops), an
+    imported ONNX model or a torch classifier saved with its architecture; an imported torch
+    state dict is refused with how to export it."""
+    from mlwarden.models import (
+        ONNX_MEDIA_TYPE,
+        STATE_DICT_MEDIA_TYPE,
+        TORCH_MEDIA_TYPE,
+        adapter_for,
+    )
 
     version = registry.get(ref)
     media_type = version.manifest.model_media_type
-    if media_type not in (ONNX_MEDIA_TYPE, STATE_DICT_MEDIA_TYPE):
+    if media_type in (ONNX_MEDIA_TYPE, TORCH_MEDIA_TYPE):
+        return registry.load_classifier(ref)
+    if media_type != STATE_DICT_MEDIA_TYPE:
         return registry.load(ref)
     registry.verify(version)
     data = registry.store.read_artifact(version.manifest.model_sha256)
-    return version, adapter_for(data, media_type)
+    return version, adapter_for(data, media_type)  # refused, saying how to export it
 
 
 def _registered_context(

@@ -326,7 +326,7 @@ def adapter_for(
 
         return OnnxAdapter(data, feature_names=feature_names)
     if media_type == TORCH_MEDIA_TYPE:
-        return torch_classifier_adapter(data)
+        return torch_classifier_adapter(data, feature_names=feature_names)
     if media_type == STATE_DICT_MEDIA_TYPE:
         raise CapabilityError(_AUDIT_HINT)
     raise ModelError(f"no adapter runs {media_type} models")

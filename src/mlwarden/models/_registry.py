@@ -289,7 +289,9 @@ class ModelRegistry:
         (skops), ONNX, or a torch classifier saved with its architecture.
 
         A version that cannot answer rows of its table is refused (``CapabilityError``) with
-        what it is and what would make it runnable.
+        what it is and what would make it runnable. An ONNX or torch model reads a frame's
+        columns in the order its import recorded (versions imported before that was recorded:
+        in the frame's order).
         """
         version = self.get(ref)
         media_type = version.manifest.model_media_type
@@ -298,7 +300,11 @@ class ModelRegistry:
         if media_type in (ONNX_MEDIA_TYPE, TORCH_MEDIA_TYPE):
             self.verify(version)
             data = self.store.read_artifact(version.manifest.model_sha256)
-            return version, adapter_for(data, media_type)
+            record = version.manifest.artifacts.get("imported")
+            columns = None
+            if record is not None:
+                columns = json.loads(self.store.read_artifact(record)).get("columns")
+            return version, adapter_for(data, media_type, columns)
         why = _NOT_RUNNABLE.get(media_type, "no adapter runs this media type")
         raise CapabilityError(f"{version.ref} is a {media_type} model: {why}")
 

@@ -78,6 +78,8 @@ class TorchAdapter:
         Where the module and the inputs live (``"cpu"``, ``"cuda"``...).
     batch_size
         Rows per forward pass in ``predict_proba`` and ``loss_gradient``.
+    feature_names
+        The column order the network reads a DataFrame in; None: the frame's own order.
     """
 
     def __init__(
@@ -87,6 +89,7 @@ class TorchAdapter:
         budget: int | None = None,
         device: str | torch.device = "cpu",
         batch_size: int = 1024,
+        feature_names: list[str] | None = None,
     ) -> None:
         require_torch()
         import numpy as np
@@ -109,6 +112,7 @@ class TorchAdapter:
         self.dtype: torch.dtype = first.dtype if first is not None else torch.float32
         self.budget = budget
         self.batch_size = batch_size
+        self.feature_names = feature_names
         self._classes = labels
         self._sorter = np.argsort(labels, kind="stable")
         self._queries = 0
@@ -166,6 +170,8 @@ class TorchAdapter:
 
         if isinstance(X, torch.Tensor):
             return X.detach().to(device=self.device, dtype=self.dtype)
+        if self.feature_names is not None and hasattr(X, "columns"):
+            X = X[self.feature_names]
         array = np.asarray(X)
         if array.dtype == object or array.ndim < 1:
             raise DataError("inputs must be a numeric array with one row per example")

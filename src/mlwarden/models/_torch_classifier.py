@@ -199,9 +199,12 @@ def load_torch_classifier(data: bytes) -> tuple[torch.nn.Sequential, TorchClassi
     return module, config
 
 
-def torch_classifier_adapter(data: bytes, budget: int | None = None) -> TorchAdapter:
-    """The adapter of saved torch classifier bytes (raw columns in, scaled by the model)."""
+def torch_classifier_adapter(
+    data: bytes, budget: int | None = None, feature_names: list[str] | None = None
+) -> TorchAdapter:
+    """The adapter of saved torch classifier bytes (raw columns in, scaled by the model);
+    a frame's columns are read in ``feature_names`` order (None: as they come)."""
     from mlwarden.models._torch import TorchAdapter
 
     module, config = load_torch_classifier(data)
-    return TorchAdapter(module, config.classes, budget=budget)
+    return TorchAdapter(module, config.classes, budget=budget, feature_names=feature_names)

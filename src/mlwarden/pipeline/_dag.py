@@ -139,15 +139,18 @@ def _import_def(source: ImportSource, sources: dict[str, Output], runnable: bool
             "file (pickle, joblib, skops, ONNX or a torch state dict)"
         ) from None
     sources["model"] = Output(data, "application/octet-stream", source.path.name)
+    # a model imported with its table learns the order its columns are read in from the table
+    table = {"info": "ingest.info"} if runnable else {}
     return StepDef(
         "import",
         _import_step.import_model,
-        {"model": f"{SOURCE}.model"},
+        {"model": f"{SOURCE}.model", **table},
         ("model", "scan", "imported", "findings"),
         {
             "source": source.path.name,
             "scan_policy": source.scan_policy.model_dump(mode="json"),
             "runnable": runnable,
+            "columns": source.columns,
         },
     )
 

@@ -17,12 +17,18 @@ from mlwarden.pipeline._spec_base import GateSpec, RegisterSpec
 
 
 class ImportSource(BaseModel):
-    """The model file to import (``import: path``) and the scan policy it is checked under."""
+    """The model file to import (``import: path``), the scan policy it is checked under, and
+    for a model that reads one numeric matrix (ONNX, torch) the order of its columns.
+
+    ``columns`` None: the table's own column order (its header, the label left out), which is
+    the order a model fitted on that table's columns reads.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     path: Path = Field(alias="import")
     scan_policy: ScanPolicy = ScanPolicy()
+    columns: list[str] | None = Field(default=None, min_length=1)
 
 
 class ImportSpec(BaseModel):

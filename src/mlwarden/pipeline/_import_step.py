@@ -11,8 +11,15 @@ import tempfile
 from pathlib import Path
 
 from mlwarden.audit import Finding
-from mlwarden.errors import CapabilityError
-from mlwarden.models import STATE_DICT_MEDIA_TYPE, ScanPolicy, import_model_file, scan_file
+from mlwarden.errors import CapabilityError, SpecError
+from mlwarden.models import (
+    ONNX_MEDIA_TYPE,
+    STATE_DICT_MEDIA_TYPE,
+    TORCH_MEDIA_TYPE,
+    ScanPolicy,
+    import_model_file,
+    scan_file,
+)
 from mlwarden.pipeline._context import Output, StepContext
 from mlwarden.pipeline._io import JSON, Outputs, json_bytes
 
@@ -36,6 +43,31 @@ def scan_finding(unsafe: int, fmt: str, globals_seen: int) -> Finding:
     )
 
 
+def _matrix_columns(ctx: StepContext) -> list[str] | None:
+    """The column order a model that reads one numeric matrix takes: the spec's ``columns``,
+    else the table's header without the label; None imported without a table or columns.
+
+    Recorded with the import, so evaluation, audits and the server feed the columns the model
+    was fitted on, not the store's (alphabetical) schema order.
+    """
+    given: list[str] | None = ctx.params.get("columns")
+    if "info" not in ctx.run["input_sha"]:
+        return given
+    table = ctx.json("info")
+    features = [c for c in table["columns"] if c != table["label"]]
+    if given is None:
+        return features
+    unknown = [c for c in given if c not in features]
+    absent = [c for c in features if c not in given]
+    if unknown or absent or len(set(given)) != len(given):
+        raise SpecError(
+            f"model.columns must name each feature column of the table once (in the order the "
+            f"model reads them); not in the table: {unknown[:5]}, left out: {absent[:5]}"
+            + (", repeated names" if len(set(given)) != len(given) else "")
+        )
+    return given
+
+
 def import_model(ctx: StepContext) -> Outputs:
     """Scan the source model file, load it through its safe path and convert it.
 
@@ -56,6 +88,10 @@ def import_model(ctx: StepContext) -> Outputs:
             "and import the .onnx file, or import the state dict alone with mlwarden import"
         )
     info = imported.info()
+    if imported.media_type in (ONNX_MEDIA_TYPE, TORCH_MEDIA_TYPE):
+        columns = _matrix_columns(ctx)
+        if columns is not None:
+            info["columns"] = columns
     ctx.progress(f"imported {info.get('estimator', imported.kind)} as {imported.media_type}")
     unsafe = sum(f.unsafe for f in report.findings)
     finding = scan_finding(unsafe, report.format, len(report.globals))

@@ -111,9 +111,14 @@ def train(ctx: StepContext) -> Outputs:
 def model_adapter(
     model: bytes, imported: dict[str, Any] | None, feature_names: list[str] | None = None
 ) -> ModelAdapter:
-    """A run's model: trained here (skops), or imported (skops or ONNX, as recorded)."""
+    """A run's model: trained here (skops), or imported (skops, ONNX or torch, as recorded).
+
+    An imported model that reads one numeric matrix takes the column order its import
+    recorded; ``feature_names`` (the frame's order) only where none was.
+    """
     if imported is not None:
-        return adapter_for(model, imported["media_type"], feature_names)
+        columns = imported.get("columns", feature_names)
+        return adapter_for(model, imported["media_type"], columns)
     return SklearnAdapter(loads_model(model))
 
 
