@@ -197,6 +197,43 @@ def test_slowdown_windows_are_shared(redis_url: str) -> None:
     assert first_alarm([monitor(), monitor()]) > alone  # unshared: each sees half
 
 
+def test_prada_replicas_replay_one_query_log_and_alarm_as_one(redis_url: str) -> None:
+    from mlwarden.serve._extraction import PradaDetector, detection_delay
+
+    rng = np.random.default_rng(2)
+    seeds = rng.normal(size=(10, 20))  # Jacobian-augmentation style: small steps around seeds
+    steps = seeds[rng.integers(0, 10, 290)] + rng.normal(0.0, 0.02, (290, 20))
+    stream = np.vstack([seeds, steps]).astype(np.float32)  # the log carries float32 rows
+    answers = [[0.6, 0.4] if i % 3 else [0.3, 0.7] for i in range(len(stream))]
+
+    def first_alarm(replicas: list[PradaDetector]) -> int:
+        for i, (x, proba) in enumerate(zip(stream, answers, strict=True), start=1):
+            if replicas[i % len(replicas)].observe_answer("thief", x, proba).alarm:
+                return i
+        raise AssertionError("no alarm")
+
+    alone = detection_delay(PradaDetector(), zip(stream, answers, strict=True))
+    assert alone is not None and first_alarm([PradaDetector()]) == alone
+    pair = [PradaDetector(), PradaDetector()]
+    for replica in pair:
+        replica.share(shared(redis_url, "prada"))
+    assert first_alarm(pair) == alone
+    one = PradaDetector()  # the replica that answered last holds one detector's state
+    for x, proba in zip(stream[:alone], answers[:alone], strict=True):
+        one.observe_answer("thief", x, proba)
+    last = pair[alone % 2]
+    assert last.statistic("thief") == pytest.approx(one.statistic("thief"))
+    assert last.state_size("thief") == one.state_size("thief") > 0
+    a = pair[0]
+    a.reset("thief")  # forgetting a client forgets its log: a fresh replica replays nothing
+    late = PradaDetector()
+    late.share(shared(redis_url, "prada"))
+    late.observe_answer("thief", stream[0], answers[0])
+    assert late.state_size("thief") == 1
+    unshared = first_alarm([PradaDetector(), PradaDetector()])
+    assert unshared > alone  # each replica sees half the queries
+
+
 def test_a_revocation_reaches_the_other_replica_within_a_second(
     redis_url: str, tmp_path: Path
 ) -> None:

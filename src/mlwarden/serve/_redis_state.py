@@ -6,6 +6,9 @@
   expiring after a day without queries;
 - an allowance over a sliding window (``/v1/explain``'s explanations per hour) is a sorted set
   of event times per client;
+- a detector that needs a client's past queries themselves (PRADA's growing sets) reads them
+  from a stream per client and detector: each replica appends its query and replays, in stream
+  order, every entry it has not applied yet, so all replicas hold the same state;
 - blocks and throttles are sets; a key revocation bumps an epoch that every replica reads at
   most every :data:`REVOCATION_POLL_S` seconds and then drops its cached keys, so a revoked key
   is refused everywhere within a second (the key database stays the authority).
@@ -36,6 +39,7 @@ from mlwarden.serve._state import (
     Limiter,
     LocalAllowance,
     LocalState,
+    QueryLog,
 )
 
 if TYPE_CHECKING:
@@ -211,6 +215,10 @@ class RedisState:
         """Event times in a Redis sorted set per client, counted on Redis's clock."""
         return _RedisAllowance(self, name, LocalAllowance(allowed, window_s, clock))
 
+    def query_log(self, name: str, max_entries: int) -> QueryLog:
+        """A Redis stream per client, capped near ``max_entries``, expiring after a day."""
+        return _RedisLog(self, name, max_entries)
+
     def announce_revocation(self, key_id: str) -> None:
         """Tell every replica that a key was revoked (they drop their cached keys)."""
         self.call(lambda: self.redis.incr(REVOCATIONS_KEY), lambda: 0)
@@ -325,6 +333,30 @@ class _RedisFlags:
             lambda: sum(1 for _ in self._state.redis.scan_iter(match=pattern, count=1000)),
             lambda: len(self._local),
         )
+
+
+class _RedisLog:
+    def __init__(self, state: RedisState, name: str, max_entries: int) -> None:
+        self._state = state
+        self._name = name
+        self._max_entries = max_entries
+
+    def exchange(self, client: str, entry: str, after: str) -> list[tuple[str, str]] | None:
+        key = self._state.key("log", self._name, client)
+
+        def shared() -> list[tuple[str, str]]:
+            pipe = self._state.redis.pipeline(transaction=True)
+            pipe.xadd(key, {"q": entry}, maxlen=self._max_entries, approximate=True)
+            pipe.pexpire(key, WINDOW_TTL_S * 1000)
+            pipe.xrange(key, min=f"({after}")
+            replies: Any = pipe.execute()
+            return [(str(i), str(fields["q"])) for i, fields in replies[2]]
+
+        return self._state.call(shared, lambda: None)
+
+    def drop(self, client: str) -> None:
+        key = self._state.key("log", self._name, client)
+        self._state.call(lambda: self._state.redis.delete(key), lambda: 0)
 
 
 class _RedisAllowance:

@@ -26,6 +26,7 @@ __all__ = [
     "Limiter",
     "LocalAllowance",
     "LocalState",
+    "QueryLog",
 ]
 
 
@@ -83,6 +84,20 @@ class Allowance(Protocol):
         ...
 
 
+class QueryLog(Protocol):
+    """Each client's queries in one order every replica reads (a detector replays it)."""
+
+    def exchange(self, client: str, entry: str, after: str) -> list[tuple[str, str]] | None:
+        """Append ``entry`` to ``client``'s log; return the entries after id ``after`` (the
+        other replicas' and this one, in log order) as ``(id, entry)``. None when the shared
+        state failed open: the caller applies its own entry alone."""
+        ...
+
+    def drop(self, client: str) -> None:
+        """Forget ``client``'s log."""
+        ...
+
+
 class GuardState(Protocol):
     """Makes the state the guards share: buckets, flag windows, restriction sets."""
 
@@ -108,6 +123,11 @@ class GuardState(Protocol):
 
     def revocation_feed(self) -> RevocationFeed | None:
         """What the key store polls for revocations made by other replicas (None: none)."""
+        ...
+
+    def query_log(self, name: str, max_entries: int) -> QueryLog | None:
+        """Detector ``name``'s per-client query logs, keeping about the last ``max_entries``
+        (None: this process is the only replica, the detector keeps its own state)."""
         ...
 
 
@@ -162,4 +182,8 @@ class LocalState:
 
     def revocation_feed(self) -> RevocationFeed | None:
         """None: a revocation through this process's key store takes effect at once."""
+        return None
+
+    def query_log(self, name: str, max_entries: int) -> QueryLog | None:
+        """None: one replica, nothing to replay."""
         return None

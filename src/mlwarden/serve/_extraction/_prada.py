@@ -3,9 +3,11 @@ client's successive queries, per predicted class."""
 
 from __future__ import annotations
 
+import base64
+import json
 import math
 from collections.abc import Hashable
-from typing import Self
+from typing import TYPE_CHECKING, Self
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -15,6 +17,9 @@ from mlwarden.serve._extraction._protocol import BenignTraffic, Pattern, encoded
 from mlwarden.serve._extraction._stats import shapiro_w
 from mlwarden.serve._verdict import Verdict
 from mlwarden.serve._windows import Clients
+
+if TYPE_CHECKING:
+    from mlwarden.serve._state import GuardState, QueryLog
 
 __all__ = ["PradaDetector"]
 
@@ -59,7 +64,7 @@ class _GrowingSet:
 
 
 class _PradaState:
-    __slots__ = ("classes", "d_count", "d_head", "distances", "queries")
+    __slots__ = ("classes", "d_count", "d_head", "distances", "queries", "seen")
 
     def __init__(self, max_distances: int) -> None:
         self.classes: dict[Hashable, _GrowingSet] = {}
@@ -67,6 +72,7 @@ class _PradaState:
         self.d_count = 0
         self.d_head = 0
         self.queries = 0
+        self.seen = "0-0"  # the last shared-log entry applied
 
     def add_distance(self, d: float) -> None:
         self.distances[self.d_head] = d
@@ -142,6 +148,7 @@ class PradaDetector:
         self._clients: Clients[_PradaState] = Clients(
             lambda: _PradaState(max_distances), max_clients
         )
+        self._log: QueryLog | None = None
 
     catches: frozenset[Pattern] = frozenset({"perturbation"})
 
@@ -168,34 +175,60 @@ class PradaDetector:
             ``statistic`` is W (None before ``min_distances`` distances), ``n`` = |D|.
         """
         key = predicted_class.item() if isinstance(predicted_class, np.generic) else predicted_class
+        if self._log is None:
+            with self._clients.lock:
+                state = self._clients.get(client)
+                vector = encoded_row(x, self.n_features_ or self._width(state))
+                self._apply(state, vector, key)
+                return self._verdict(client, state)
+        with self._clients.lock:
+            vector = encoded_row(x, self.n_features_ or self._width(self._clients.get(client)))
+            after = self._clients.get(client).seen
+        mine = vector.astype(np.float32)
+        entry = json.dumps([key, base64.b64encode(mine.tobytes()).decode("ascii")])
+        entries = self._log.exchange(client, entry, after)  # no lock held over the network
         with self._clients.lock:
             state = self._clients.get(client)
-            vector = encoded_row(x, self.n_features_ or self._width(state))
-            norm = float(vector @ vector)
-            state.queries += 1
-            growing = state.classes.get(key)
-            if growing is None:
-                growing = _GrowingSet(self.max_per_class, len(vector))
-                growing.add(vector, norm)
-                state.classes[key] = growing
-            else:
-                distance = growing.min_distance(vector, norm)
-                state.add_distance(distance)
-                if distance > growing.threshold:
-                    growing.add(vector, norm)
-                    growing.join(distance)
-            n = state.d_count
-            if n < self.min_distances:
-                return Verdict(
-                    detector=self.name,
-                    client=client,
-                    alarm=False,
-                    statistic=None,
-                    threshold=None,
-                    n=n,
-                    reason=f"{n} of {self.min_distances} distances needed",
-                )
-            w = self._statistic(state.distances[:n])
+            if entries is None:  # the shared state failed open: this replica's view alone
+                self._apply(state, mine.astype(np.float64), key)
+            for entry_id, logged in entries or ():
+                if _stream_order(entry_id) <= _stream_order(state.seen):
+                    continue  # applied already, by a concurrent request of this client
+                their_key, packed = json.loads(logged)
+                row = np.frombuffer(base64.b64decode(packed), dtype=np.float32)
+                self._apply(state, row.astype(np.float64), their_key)
+                state.seen = entry_id
+            return self._verdict(client, state)
+
+    def _apply(self, state: _PradaState, vector: FloatArray, key: Hashable) -> None:
+        """One query's effect: its distance to its class's growing set, which it may join."""
+        norm = float(vector @ vector)
+        state.queries += 1
+        growing = state.classes.get(key)
+        if growing is None:
+            growing = _GrowingSet(self.max_per_class, len(vector))
+            growing.add(vector, norm)
+            state.classes[key] = growing
+            return
+        distance = growing.min_distance(vector, norm)
+        state.add_distance(distance)
+        if distance > growing.threshold:
+            growing.add(vector, norm)
+            growing.join(distance)
+
+    def _verdict(self, client: str, state: _PradaState) -> Verdict:
+        n = state.d_count
+        if n < self.min_distances:
+            return Verdict(
+                detector=self.name,
+                client=client,
+                alarm=False,
+                statistic=None,
+                threshold=None,
+                n=n,
+                reason=f"{n} of {self.min_distances} distances needed",
+            )
+        w = self._statistic(state.distances[:n])
         alarm = w < self.delta
         return Verdict(
             detector=self.name,
@@ -209,6 +242,11 @@ class PradaDetector:
                 f"over {n} query distances"
             ),
         )
+
+    def share(self, state: GuardState) -> None:
+        """Replay each client's queries from ``state``'s shared log (Redis), so replicas hold
+        one growing set and one distance list per client; in-process state keeps its own."""
+        self._log = state.query_log(self.name, 5 * self.max_distances)
 
     def observe_answer(self, client: str, x: ArrayLike, proba: ArrayLike) -> Verdict:
         """:meth:`observe` with the predicted class read from the probabilities (argmax)."""
@@ -246,5 +284,13 @@ class PradaDetector:
         return len(self._clients)
 
     def reset(self, client: str) -> None:
-        """Forget everything about ``client``."""
+        """Forget everything about ``client`` (in the shared log too)."""
         self._clients.drop(client)
+        if self._log is not None:
+            self._log.drop(client)
+
+
+def _stream_order(entry_id: str) -> tuple[int, int]:
+    """A Redis stream id (``ms-seq``) as a sortable pair."""
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)

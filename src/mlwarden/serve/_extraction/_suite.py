@@ -56,9 +56,9 @@ class DetectorSuite:
     observe = observe_answer
 
     def share(self, state: GuardState) -> list[str]:
-        """Keep the per-client windows of every detector that counts flags in ``state``;
-        returns the names of those that still keep theirs in this process (PRADA's growing
-        sets of query vectors)."""
+        """Keep every detector's per-client state in ``state`` (shared by replicas when it is
+        Redis): flag windows, and PRADA's queries as a log each replica replays; returns the
+        names of those that still keep theirs in this process (the coverage detector)."""
         local = []
         for detector in self.detectors:
             share = getattr(detector, "share", None)
