@@ -180,7 +180,7 @@ def test_slowdown_windows_are_shared(redis_url: str) -> None:
 
     clean = np.r_[np.full(170, 0.2), np.full(30, 1.0)]  # 15% of clean answers run to the end
 
-    def monitor() -> ExitMonitor:  # the window test alone: the CUSUM stays per replica
+    def monitor() -> ExitMonitor:  # the window test alone
         return ExitMonitor(cusum_h=1e9, n_exits=3).fit(clean)
 
     def first_alarm(monitors: list[ExitMonitor]) -> int:
@@ -195,6 +195,56 @@ def test_slowdown_windows_are_shared(redis_url: str) -> None:
         replica.share(shared(redis_url, "slowdown"))
     assert first_alarm(pair) == alone
     assert first_alarm([monitor(), monitor()]) > alone  # unshared: each sees half
+
+
+def test_the_slowdown_cusum_is_shared(redis_url: str) -> None:
+    from mlwarden.serve._slowdown import ExitMonitor
+
+    clean = np.r_[np.full(170, 0.2), np.full(30, 1.0)]
+
+    def first_cusum_alarm(monitors: list[ExitMonitor]) -> int:
+        for i in range(1, 200):
+            verdict = monitors[i % len(monitors)].observe("sloth", 2, 1.0)
+            if any(p.alarm for p in verdict.parts if p.detector.endswith("-cusum")):
+                return i
+        raise AssertionError("no alarm")
+
+    alone = first_cusum_alarm([ExitMonitor(n_exits=3).fit(clean)])
+    pair = [ExitMonitor(n_exits=3).fit(clean) for _ in "ab"]
+    for replica in pair:
+        replica.share(shared(redis_url, "cusum"))
+    assert first_cusum_alarm(pair) == alone
+    unshared = [ExitMonitor(n_exits=3).fit(clean) for _ in "ab"]
+    assert first_cusum_alarm(unshared) > alone  # each replica sums half the answers
+
+
+def test_coverage_is_counted_once_across_replicas(redis_url: str) -> None:
+    from sklearn.tree import DecisionTreeClassifier
+
+    from mlwarden.serve._extraction import BenignTraffic, CoverageDetector
+
+    class Space:  # one column, cut into ten leaves by the tree
+        n_features = 1
+
+    x = np.arange(10.0).repeat(10).reshape(-1, 1)
+    tree = DecisionTreeClassifier(random_state=0).fit(x, np.arange(10).repeat(10))
+    benign = BenignTraffic(Space(), x, x, np.full((len(x), 2), 0.5))  # type: ignore[arg-type]
+
+    def detector() -> CoverageDetector:
+        return CoverageDetector(tree, benign_queries=20, n_simulations=20, min_queries=1).fit(
+            benign
+        )
+
+    one, pair, unshared = detector(), [detector(), detector()], [detector(), detector()]
+    for replica in pair:
+        replica.share(shared(redis_url, "coverage"))
+    for i, value in enumerate(np.arange(10.0)):  # a thief visiting every leaf once
+        got = pair[i % 2].observe_answer("thief", [value])
+        want = one.observe_answer("thief", [value])
+        assert (got.n, got.statistic) == (want.n, pytest.approx(want.statistic))
+        unshared[i % 2].observe_answer("thief", [value])
+    assert pair[1].coverage("thief") == one.coverage("thief") == 1.0
+    assert max(r.coverage("thief") for r in unshared) == 0.5  # each replica saw half
 
 
 def test_prada_replicas_replay_one_query_log_and_alarm_as_one(redis_url: str) -> None:

@@ -164,10 +164,12 @@ def test_state_is_bounded() -> None:
         monitor.observe(f"client-{i % 50}", int(rng.integers(5)), 0.2)
     assert monitor.n_clients == 8
     sizes = {monitor.state_size(f"client-{i}") for i in range(50)}
-    assert sizes == {0, 50 + 3}  # forgotten, or one window of flags and the CUSUM numbers
+    # forgotten, or one window of flags and the CUSUM's six numbers (S, the last S, its count,
+    # alarms, the last alarm and the last shared-log entry applied)
+    assert sizes == {0, 50 + 6}
     for _ in range(500):
         monitor.observe("client-49", 0, 0.2)
-    assert monitor.state_size("client-49") == 53
+    assert monitor.state_size("client-49") == 56
     monitor.reset("client-49")
     assert monitor.state_size("client-49") == 0
 

@@ -50,10 +50,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mlwarden.errors import DataError, ParameterError
 from mlwarden.serve._verdict import Verdict
-from mlwarden.serve._windows import Clients, WindowTest
+from mlwarden.serve._windows import Clients, LogCodec, WindowTest, replay
 
 if TYPE_CHECKING:
-    from mlwarden.serve._state import GuardState
+    from mlwarden.serve._state import GuardState, QueryLog
 
 __all__ = [
     "ComputeBudget",
@@ -95,12 +95,18 @@ def _exit_index(exit_index: int, n_exits: int | None) -> int:
 
 
 class _Cusum:
-    __slots__ = ("alarms", "n", "s")
+    __slots__ = ("alarm", "alarms", "n", "s", "seen", "statistic")
 
     def __init__(self) -> None:
         self.s = 0.0
         self.n = 0
         self.alarms = 0
+        self.alarm = False  # whether the last answer applied raised the alarm
+        self.statistic = 0.0  # S after the last answer applied, before any reset
+        self.seen = "0-0"  # the last shared-log entry applied
+
+
+_FLOAT_CODEC = LogCodec(repr, float)
 
 
 class ExitMonitor:
@@ -173,6 +179,7 @@ class ExitMonitor:
         self.name = name
         self._window = WindowTest(f"{name}-late", window, min_queries, alpha, max_clients)
         self._cusums: Clients[_Cusum] = Clients(_Cusum, max_clients)
+        self._log: QueryLog | None = None
         self.mean_: float | None = None
         self.std_: float | None = None
         self.late_: float | None = None
@@ -263,14 +270,23 @@ class ExitMonitor:
     def _cusum(self, client: str, value: float) -> Verdict:
         reference, threshold = self.cusum_reference_, self.cusum_threshold_
         assert reference is not None and threshold is not None
-        with self._cusums.lock:
-            state = self._cusums.get(client)
+
+        def apply(state: _Cusum, answer: float) -> None:
             state.n += 1
-            s = max(0.0, state.s + value - reference)
-            alarm = s > threshold
-            state.s = 0.0 if alarm else s
-            state.alarms += int(alarm)
-            n = state.n
+            state.statistic = max(0.0, state.s + answer - reference)
+            state.alarm = state.statistic > threshold
+            state.s = 0.0 if state.alarm else state.statistic
+            state.alarms += int(state.alarm)
+
+        s, alarm, n = replay(
+            self._cusums,
+            self._log,
+            client,
+            value,
+            apply,
+            lambda state: (state.statistic, state.alarm, state.n),
+            _FLOAT_CODEC,
+        )
         return Verdict(
             detector=f"{self.name}-cusum",
             client=client,
@@ -285,9 +301,10 @@ class ExitMonitor:
         )
 
     def share(self, state: GuardState) -> None:
-        """Keep each client's window of late exits in ``state`` (shared by replicas in Redis);
-        the CUSUM stays in this process."""
+        """Keep each client's window of late exits in ``state`` and replay its answers into
+        the CUSUM from the state's log, so replicas sharing Redis judge as one."""
         self._window.share(state)
+        self._log = state.query_log(f"{self.name}-cusum", 10_000)
 
     def state_size(self, client: str) -> int:
         """Stored values for ``client``: window flags and CUSUM numbers (0 if unknown)."""
@@ -303,6 +320,8 @@ class ExitMonitor:
         """Forget everything about ``client``."""
         self._window.reset(client)
         self._cusums.drop(client)
+        if self._log is not None:
+            self._log.drop(client)
 
 
 # --------------------------------------------------------------------------- compute budget

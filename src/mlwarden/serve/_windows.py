@@ -21,11 +21,21 @@ from mlwarden.errors import DataError, ParameterError
 from mlwarden.serve._verdict import Verdict
 
 if TYPE_CHECKING:
-    from mlwarden.serve._state import FlagStore, GuardState
+    from mlwarden.serve._state import FlagStore, GuardState, QueryLog
 
-__all__ = ["Clients", "FlagWindow", "LocalFlags", "WindowTest", "critical_counts"]
+__all__ = [
+    "Clients",
+    "FlagWindow",
+    "LocalFlags",
+    "LogCodec",
+    "WindowTest",
+    "critical_counts",
+    "replay",
+]
 
 S = TypeVar("S")
+E = TypeVar("E")
+T = TypeVar("T")
 
 
 class Clients(Generic[S]):
@@ -66,6 +76,57 @@ class Clients(Generic[S]):
 
     def __len__(self) -> int:
         return len(self._states)
+
+
+class LogCodec(Generic[E]):
+    """How one detector writes a query into a shared log entry and reads it back."""
+
+    def __init__(self, encode: Callable[[E], str], decode: Callable[[str], E]) -> None:
+        self.encode, self.decode = encode, decode
+
+
+def _stream_order(entry_id: str) -> tuple[int, int]:
+    """A Redis stream id (``ms-seq``) as a sortable pair."""
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def replay(
+    clients: Clients[S],
+    log: QueryLog | None,
+    client: str,
+    item: E,
+    apply: Callable[[S, E], None],
+    judge: Callable[[S], T],
+    codec: LogCodec[E],
+) -> T:
+    """Apply one query of ``client`` to its state and judge the state, as one server would.
+
+    Without ``log`` (one replica) the query is applied here. With a shared log, the query is
+    appended to the client's log and every entry this replica has not applied yet (the other
+    replicas' queries and this one, read back through ``codec``) is applied in log order, so
+    every replica's state is the same function of the same queries. If the shared state fails
+    open, the query is applied here alone. The state must have a ``seen`` attribute (the last
+    entry id applied, ``"0-0"`` at first).
+    """
+    if log is None:
+        with clients.lock:
+            state = clients.get(client)
+            apply(state, item)
+            return judge(state)
+    with clients.lock:
+        after: str = clients.get(client).seen  # type: ignore[attr-defined]
+    entries = log.exchange(client, codec.encode(item), after)  # no lock held over the network
+    with clients.lock:
+        state = clients.get(client)
+        if entries is None:
+            apply(state, item)
+        for entry_id, logged in entries or ():
+            if _stream_order(entry_id) <= _stream_order(state.seen):  # type: ignore[attr-defined]
+                continue  # applied already, by a concurrent request of this client
+            apply(state, codec.decode(logged))
+            state.seen = entry_id  # type: ignore[attr-defined]
+        return judge(state)
 
 
 class FlagWindow:

@@ -4,8 +4,7 @@ ACSAC 2018)."""
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from typing import Any, Protocol, Self
+from typing import TYPE_CHECKING, Any, Protocol, Self
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -13,6 +12,10 @@ from numpy.typing import ArrayLike, NDArray
 from mlwarden.errors import DataError, ParameterError
 from mlwarden.serve._extraction._protocol import BenignTraffic, Pattern, encoded_row
 from mlwarden.serve._verdict import Verdict
+from mlwarden.serve._windows import Clients, LogCodec, replay
+
+if TYPE_CHECKING:
+    from mlwarden.serve._state import GuardState, QueryLog
 
 __all__ = ["CoverageDetector", "Partition"]
 
@@ -25,6 +28,21 @@ class Partition(Protocol):
     def apply(self, X: Any) -> Any:
         """The region (leaf) id of each row."""
         ...
+
+
+class _Reached:
+    """One client's regions reached, queries counted and information gained."""
+
+    __slots__ = ("gain", "n", "reached", "seen")
+
+    def __init__(self, n_regions: int) -> None:
+        self.reached = np.zeros(n_regions, dtype=bool)
+        self.n = 0
+        self.gain = 0.0
+        self.seen = "0-0"  # the last shared-log entry applied
+
+
+_REGION_CODEC = LogCodec(str, int)
 
 
 class CoverageDetector:
@@ -109,7 +127,8 @@ class CoverageDetector:
         self.threshold_: FloatArray | None = None
         self.n_features_: int | None = None
         self._partition: Any = None
-        self._clients: OrderedDict[str, tuple[NDArray[np.bool_], list[float]]] = OrderedDict()
+        self._clients: Clients[_Reached] = Clients(lambda: _Reached(0), max_clients)
+        self._log: QueryLog | None = None
 
     def fit(self, benign: BenignTraffic) -> Self:
         """Fit the partition and region masses on training rows; simulate benign clients."""
@@ -137,7 +156,8 @@ class CoverageDetector:
         self.weight_ = -self.mass_ * np.log(self.mass_)
         self.weight_ = self.weight_ / self.weight_.sum()
         self.threshold_ = self._benign_threshold(self.region_index(held_out))
-        self._clients.clear()
+        n_regions = len(self.regions_)
+        self._clients = Clients(lambda: _Reached(n_regions), self.max_clients)
         return self
 
     def _apply(self, X: FloatArray) -> NDArray[Any]:
@@ -189,30 +209,34 @@ class CoverageDetector:
 
     def coverage(self, client: str) -> float:
         """Share of regions ``client`` has reached (0 if unknown)."""
-        state = self._clients.get(client)
-        return float(state[0].mean()) if state is not None else 0.0
+        state = self._clients.peek(client)
+        return float(state.reached.mean()) if state is not None else 0.0
 
     def information_gain(self, client: str) -> float:
         """Share of the partition's entropy ``client`` has seen (0 if unknown)."""
-        state = self._clients.get(client)
-        return state[1][1] if state is not None else 0.0
+        state = self._clients.peek(client)
+        return state.gain if state is not None else 0.0
+
+    def _reach(self, state: _Reached, region: int) -> None:
+        assert self.weight_ is not None
+        if not state.reached[region]:
+            state.reached[region] = True
+            state.gain += float(self.weight_[region])
+        state.n += 1
 
     def observe_answer(self, client: str, x: ArrayLike, proba: ArrayLike | None = None) -> Verdict:
         """Record one encoded query of ``client`` (``proba`` is not used); judge the client."""
         region = int(self.region_index(encoded_row(x, self.n_features_))[0])
         assert self.weight_ is not None and self.threshold_ is not None
-        state = self._clients.pop(client, None)
-        if state is None:
-            state = (np.zeros(len(self.weight_), dtype=bool), [0.0, 0.0])
-            while len(self._clients) >= self.max_clients:
-                self._clients.popitem(last=False)
-        self._clients[client] = state
-        seen, tally = state
-        if not seen[region]:
-            seen[region] = True
-            tally[1] += float(self.weight_[region])
-        tally[0] += 1
-        n, gain = int(tally[0]), tally[1]
+        n, gain, share = replay(
+            self._clients,
+            self._log,
+            client,
+            region,
+            self._reach,
+            lambda state: (state.n, state.gain, float(state.reached.mean())),
+            _REGION_CODEC,
+        )
         if n < self.min_queries:
             return Verdict(
                 detector=self.name, client=client, alarm=False, statistic=gain,
@@ -222,7 +246,7 @@ class CoverageDetector:
         alarm = gain > limit
         reason = (
             f"information gain {gain:.3f} above benign {limit:.3f} after {n} queries "
-            f"({seen.mean():.0%} of regions)"
+            f"({share:.0%} of regions)"
             if alarm
             else "coverage within benign range"
         )
@@ -231,8 +255,15 @@ class CoverageDetector:
             threshold=limit, n=n, reason=reason,
         )  # fmt: skip
 
+    def share(self, state: GuardState) -> None:
+        """Replay each client's regions from ``state``'s shared log (Redis), so replicas
+        count one coverage per client; in-process state keeps its own."""
+        self._log = state.query_log(self.name, 100_000)
+
     observe = observe_answer
 
     def reset(self, client: str) -> None:
-        """Forget everything about ``client``."""
-        self._clients.pop(client, None)
+        """Forget everything about ``client`` (in the shared log too)."""
+        self._clients.drop(client)
+        if self._log is not None:
+            self._log.drop(client)

@@ -16,7 +16,7 @@ from mlwarden.errors import ParameterError
 from mlwarden.serve._extraction._protocol import BenignTraffic, Pattern, encoded_row
 from mlwarden.serve._extraction._stats import shapiro_w
 from mlwarden.serve._verdict import Verdict
-from mlwarden.serve._windows import Clients
+from mlwarden.serve._windows import Clients, LogCodec, replay
 
 if TYPE_CHECKING:
     from mlwarden.serve._state import GuardState, QueryLog
@@ -175,30 +175,19 @@ class PradaDetector:
             ``statistic`` is W (None before ``min_distances`` distances), ``n`` = |D|.
         """
         key = predicted_class.item() if isinstance(predicted_class, np.generic) else predicted_class
-        if self._log is None:
-            with self._clients.lock:
-                state = self._clients.get(client)
-                vector = encoded_row(x, self.n_features_ or self._width(state))
-                self._apply(state, vector, key)
-                return self._verdict(client, state)
         with self._clients.lock:
             vector = encoded_row(x, self.n_features_ or self._width(self._clients.get(client)))
-            after = self._clients.get(client).seen
-        mine = vector.astype(np.float32)
-        entry = json.dumps([key, base64.b64encode(mine.tobytes()).decode("ascii")])
-        entries = self._log.exchange(client, entry, after)  # no lock held over the network
-        with self._clients.lock:
-            state = self._clients.get(client)
-            if entries is None:  # the shared state failed open: this replica's view alone
-                self._apply(state, mine.astype(np.float64), key)
-            for entry_id, logged in entries or ():
-                if _stream_order(entry_id) <= _stream_order(state.seen):
-                    continue  # applied already, by a concurrent request of this client
-                their_key, packed = json.loads(logged)
-                row = np.frombuffer(base64.b64decode(packed), dtype=np.float32)
-                self._apply(state, row.astype(np.float64), their_key)
-                state.seen = entry_id
-            return self._verdict(client, state)
+        if self._log is not None:  # what every replica replays: the row as the log holds it
+            vector = vector.astype(np.float32).astype(np.float64)
+        return replay(
+            self._clients,
+            self._log,
+            client,
+            (key, vector),
+            lambda state, query: self._apply(state, query[1], query[0]),
+            lambda state: self._verdict(client, state),
+            _CODEC,
+        )
 
     def _apply(self, state: _PradaState, vector: FloatArray, key: Hashable) -> None:
         """One query's effect: its distance to its class's growing set, which it may join."""
@@ -290,7 +279,14 @@ class PradaDetector:
             self._log.drop(client)
 
 
-def _stream_order(entry_id: str) -> tuple[int, int]:
-    """A Redis stream id (``ms-seq``) as a sortable pair."""
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)
+def _encode(query: tuple[Hashable, FloatArray]) -> str:
+    packed = base64.b64encode(query[1].astype(np.float32).tobytes()).decode("ascii")
+    return json.dumps([query[0], packed])
+
+
+def _decode(entry: str) -> tuple[Hashable, FloatArray]:
+    key, packed = json.loads(entry)
+    return key, np.frombuffer(base64.b64decode(packed), dtype=np.float32).astype(np.float64)
+
+
+_CODEC = LogCodec(_encode, _decode)

@@ -57,8 +57,9 @@ class DetectorSuite:
 
     def share(self, state: GuardState) -> list[str]:
         """Keep every detector's per-client state in ``state`` (shared by replicas when it is
-        Redis): flag windows, and PRADA's queries as a log each replica replays; returns the
-        names of those that still keep theirs in this process (the coverage detector)."""
+        Redis): flag windows, and for PRADA and the coverage detector the queries, as a log
+        each replica replays; returns the names of those that keep theirs in this process
+        (a detector without ``share``)."""
         local = []
         for detector in self.detectors:
             share = getattr(detector, "share", None)
