@@ -89,3 +89,22 @@ def test_a_run_on_a_table_of_duplicates_shows_both_held_out_lines(tmp_path: Path
     text = html.read_text()
     assert "not seen in training" in text
     assert f"Duplicate rows: {repeats} of 600 ({repeats / 6:.1f}%)" in text
+
+
+def test_a_score_undefined_on_the_unseen_rows_prints_as_n_a(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=400)
+    x[5:] = np.nan  # nearly every row is the same row: one unseen test row, one class
+    label = np.where(rng.normal(size=400) > 0, "bad", "good")
+    pd.DataFrame({"x": x, "y": label}).to_csv(tmp_path / "t.csv", index=False)
+    (tmp_path / "spec.yaml").write_text(
+        "name: t\n"
+        "data: {path: t.csv, label: y, positive: bad}\n"
+        "train: {estimator: logistic_regression, cv: 3, n_jobs: 1}\n"
+        "checks:\n  - {check: performance_floor, metric: accuracy, min: 0.1}\n"
+        "register: {name: t}\n"
+    )
+    result = mlwarden("run", "spec.yaml", "--store", "store", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    said = " ".join(result.stdout.split())
+    assert "test rows not seen in training" in said and "ROC AUC n/a" in said

@@ -23,6 +23,7 @@ from mlwarden.cli._common import (
     err,
     open_store,
     out,
+    score,
 )
 from mlwarden.cli._compare import models_compare
 from mlwarden.cli._data import schema_app, validate_command
@@ -324,8 +325,8 @@ def models_list(
             v.ref,
             f"{m.created_at:%Y-%m-%d %H:%M:%S}",
             gate,
-            _fmt(m.metrics.get("f1")),
-            _fmt(m.metrics.get("roc_auc")),
+            score(m.metrics.get("f1")),
+            score(m.metrics.get("roc_auc")),
             m.model_sha256[:12],
             "[red]TAMPERED[/]" if v.record_seq in bad else history,
         )
@@ -340,10 +341,6 @@ def models_list(
             soft_wrap=True,
         )
     return 4 if bad else 5 if untrusted else 0
-
-
-def _fmt(value: object) -> str:
-    return f"{value:.4f}" if isinstance(value, float) else "n/a"
 
 
 @models_app.command("show")

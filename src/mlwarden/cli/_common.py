@@ -35,6 +35,11 @@ DEFAULT_STORE = Path(".mlwarden")
 OPENED: list[LineageStore] = []
 
 
+def score(value: object) -> str:
+    """A score to four decimals, or ``n/a`` where it is undefined (stored as null)."""
+    return f"{value:.4f}" if isinstance(value, int | float) else "n/a"
+
+
 def open_store(store: Path, db_url: str | None) -> LineageStore:
     """Open the store; ``main`` closes it when the command ends, however it ends."""
     opened = LineageStore(store, url=db_url)

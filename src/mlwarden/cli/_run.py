@@ -12,7 +12,7 @@ from rich.table import Table
 
 from mlwarden._tasks import JoblibRunner
 from mlwarden._version import __version__
-from mlwarden.cli._common import DEFAULT_STORE, DbOpt, StoreOpt, err, open_store, out
+from mlwarden.cli._common import DEFAULT_STORE, DbOpt, StoreOpt, err, open_store, out, score
 from mlwarden.cli._progress import RichProgress
 from mlwarden.errors import ParameterError, SpecError
 
@@ -102,16 +102,16 @@ def _run_spec(
     if report.metrics:
         m = report.metrics
         out.print(
-            f"held-out: accuracy {m['accuracy']:.4f}  precision {m['precision']:.4f}  "
-            f"recall {m['recall']:.4f}  F1 {m['f1']:.4f}  ROC AUC {m['roc_auc']:.4f}"
+            f"held-out: accuracy {score(m['accuracy'])}  precision {score(m['precision'])}  "
+            f"recall {score(m['recall'])}  F1 {score(m['f1'])}  ROC AUC {score(m['roc_auc'])}"
         )
         overlap, unseen = m.get("overlap") or {}, m.get("deduplicated")
         if overlap.get("seen_in_training") and unseen:
             out.print(
                 f"held-out, the {unseen['n']:,} test rows not seen in training "
                 f"({overlap['seen_in_training']:,} of {overlap['test_rows']:,} copy a training "
-                f"row): accuracy {unseen['accuracy']:.4f}  F1 {unseen['f1']:.4f}  "
-                f"ROC AUC {unseen['roc_auc']:.4f}"
+                f"row): accuracy {score(unseen['accuracy'])}  F1 {score(unseen['f1'])}  "
+                f"ROC AUC {score(unseen['roc_auc'])}"
             )
     hardening = (report.search or {}).get("hardening") or {}
     if hardening.get("held_out"):
