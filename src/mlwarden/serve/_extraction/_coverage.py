@@ -258,7 +258,7 @@ class CoverageDetector:
     def share(self, state: GuardState) -> None:
         """Replay each client's regions from ``state``'s shared log (Redis), so replicas
         count one coverage per client; in-process state keeps its own."""
-        self._log = state.query_log(self.name, 100_000)
+        self._log = state.query_log(self.name, 20_000)
 
     observe = observe_answer
 
