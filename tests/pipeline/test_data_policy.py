@@ -224,3 +224,19 @@ def test_a_registered_version_hands_back_its_imputation(
     imputation = Imputation.model_validate(stored)
     filled = imputation.apply(pd.DataFrame({"duration_months": [np.nan, 12.0]}))
     assert filled["duration_months"].tolist() == [imputation.columns[0].value, 12.0]
+
+
+def test_training_rows_without_any_feature_value_fail_naming_the_column(
+    tmp_path: Path, store: LineageStore
+) -> None:
+    rng = np.random.default_rng(0)
+    x = np.full(400, np.nan)
+    x[0] = 1.0  # one observed value: the split's training part of some fold has none
+    credit = np.where(rng.normal(size=400) > 0, "bad", "good")
+    path = tmp_path / "sparse.csv"
+    pd.DataFrame({"x": x, "credit": credit}).to_csv(path, index=False)
+    result = _run(store, path, "")
+    assert result.status == "failed"
+    assert "no feature has a value in the" in (result.error or "")
+    assert "x (1)" in (result.error or "") or "x (0)" in (result.error or "")
+    assert verify_store(store).ok

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlwarden.audit import (
     CheckContext,
@@ -16,7 +16,7 @@ from mlwarden.audit import (
     run_check,
 )
 from mlwarden.data import TableSchema
-from mlwarden.errors import GateRejectedError
+from mlwarden.errors import DataError, GateRejectedError
 from mlwarden.models import (
     MEDIA_TYPE,
     ModelAdapter,
@@ -30,11 +30,40 @@ from mlwarden.models import (
 from mlwarden.pipeline._context import Output, StepContext
 from mlwarden.pipeline._io import JSON, Outputs, json_bytes, label_parts
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 
 def _scoring(name: str, n_classes: int) -> str:
     if n_classes > 2 and name in ("roc_auc", "f1"):
         return {"roc_auc": "roc_auc_ovr", "f1": "f1_macro"}[name]
     return name
+
+
+def _require_observed_features(ctx: StepContext, X: pd.DataFrame, folds: list[Any]) -> None:
+    """Refuse training rows in which no feature has a value, whole or in a search fold.
+
+    Imputation drops a column without a single observed value, so such a column is never
+    used; when every column is like that, in the training split or in the training part of
+    one cross-validation fold, nothing is left to learn from. Empty columns are named.
+    """
+    observed = X.notna()
+    counts = observed.sum()
+    sparse = ", ".join(f"{c} ({int(counts[c])})" for c in counts.sort_values().index[:5])
+    parts = [("training rows", observed.index)] + [
+        (f"training part of search fold {i}", X.index[fit]) for i, (fit, _) in enumerate(folds, 1)
+    ]
+    for where, rows in parts:
+        if not observed.loc[rows].to_numpy().any():
+            raise DataError(
+                f"no feature has a value in the {len(rows):,} {where} (observed values per "
+                f"column in the {len(X):,} training rows: {sparse}): expected at least one "
+                "column with observed values; check the table or its missing-value policy "
+                "(data.missing)"
+            )
+    empty = [str(c) for c in X.columns if counts[c] == 0]
+    if empty:
+        ctx.progress(f"no value in the training rows, so the model cannot use: {empty[:5]}")
 
 
 def train(ctx: StepContext) -> Outputs:
@@ -48,6 +77,8 @@ def train(ctx: StepContext) -> Outputs:
     p = ctx.params
     schema = TableSchema.model_validate(ctx.json("schema"))
     X, y = label_parts(ctx.table("train"), ctx.json("info")["label"])
+    cv = StratifiedKFold(n_splits=p["cv"], shuffle=True, random_state=p["seed"])
+    _require_observed_features(ctx, X, list(cv.split(X, y)))
     pipeline = build_estimator(p["estimator"], p["params"], schema, p["seed"])
     grid = {f"{MODEL_STEP}__{k}": v for k, v in p["grid"].items()}
     candidates = math.prod(len(v) for v in grid.values())
@@ -63,7 +94,7 @@ def train(ctx: StepContext) -> Outputs:
             X,
             y,
             scoring=scoring,
-            cv=StratifiedKFold(n_splits=p["cv"], shuffle=True, random_state=p["seed"]),
+            cv=cv,
             n_jobs=p["n_jobs"],
         )
     table = [
