@@ -157,3 +157,35 @@ def test_bad_requests_are_refused(data) -> None:
         dp_sgd_canary_audit(dpsgd(1.0), X, y, score="max")  # type: ignore[arg-type]
     with pytest.raises(ParameterError, match="n_canaries"):
         dp_sgd_canary_audit(dpsgd(1.0), X, y, n_canaries=1)
+
+
+# --------------------------------------------------------------------------------------------
+# The dp_audit check's white-box option
+
+
+def _check_context(model: object, data: tuple[np.ndarray, np.ndarray]) -> object:
+    import pandas as pd
+
+    from mlwarden.audit import CheckContext
+    from mlwarden.models import SklearnAdapter
+
+    X, y = pd.DataFrame(data[0]), pd.Series(data[1])
+    pipe = make_pipeline(StandardScaler(), model).fit(X[:250], y[:250])
+    return CheckContext(SklearnAdapter(pipe), X[:250], y[:250], X[250:], y[250:], 1)
+
+
+def test_the_check_runs_the_white_box_audit_beside_the_twin(data) -> None:
+    import mlwarden.audit._dp_audit  # noqa: F401  (registers the check)
+    from mlwarden.audit import run_check
+
+    params = {"max_empirical_epsilon": 1.0, "white_box": True, "n_canaries": 400}
+    finding = run_check("dp_audit", params, _check_context(dpsgd(2.0), data))
+    dp, twin = finding.details["audits"].values()
+    assert finding.details["attack"] == "white-box-dirac" and finding.details["n_audit"] == 400
+    assert dp["empirical_epsilon"] <= dp["claimed_epsilon"] and not finding.details["exceeds_claim"]
+    assert twin["empirical_epsilon"] > dp["empirical_epsilon"] + 2.0
+    assert finding.passed == (finding.value <= 1.0)
+    assert "gradient canaries" in finding.details["tables"][0]["title"]
+    tree = _check_context(DecisionTreeClassifier(max_depth=2), data)
+    refused = run_check("dp_audit", params, tree)
+    assert refused.value is None and "DPSGDClassifier" in refused.message

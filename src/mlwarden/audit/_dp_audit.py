@@ -18,6 +18,9 @@ wrong (or a 1 - ``confidence`` accident) and is called out in the message.
 
 The audit rows are real rows, not crafted canaries, so the bound reflects an average-case
 attacker: far below the worst case a DP proof covers, and 0 for a well-generalising model.
+``white_box=True`` runs the white-box audit instead (:func:`mlwarden.attacks.dp_sgd_canary_audit`:
+``n_canaries`` Dirac gradient canaries inserted into DP-SGD's steps, every update observed),
+which only a DPSGDClassifier supports and which separates DP from non-DP training.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ class DpAudit(CheckParams):
     trained must not exceed it. ``n_audit`` training rows are audit rows (each in training with
     probability 1/2). ``n_reference`` reference models are trained for ``attack="lira"`` only.
     ``compare_non_private`` also audits the non-private twin of a DPSGDClassifier.
+    ``white_box`` audits a DPSGDClassifier with ``n_canaries`` gradient canaries instead.
     """
 
     max_empirical_epsilon: float = Field(ge=0.0)
@@ -48,6 +52,8 @@ class DpAudit(CheckParams):
     n_reference: int = Field(default=4, ge=1)
     confidence: float = Field(default=0.95, gt=0.0, lt=1.0)
     compare_non_private: bool = True
+    white_box: bool = False
+    n_canaries: int = Field(default=1000, ge=10)
 
 
 def _dp_param_prefix(estimator: Any) -> str | None:
@@ -110,6 +116,20 @@ def _summary(r: PrivacyAuditResult) -> dict[str, Any]:
     }
 
 
+_NOTE_ROWS = (
+    "Steinke, Nasr & Jagielski (2023): each audit row is trained on with probability 1/2 and "
+    "one model is trained; the bound holds with the stated probability over those coin flips. "
+    "Audit rows are real rows, not worst-case canaries, so the bound is far below what a DP "
+    "proof covers; a bound above the claimed epsilon means the claim is broken."
+)
+_NOTE_WHITE_BOX = (
+    "Nasr et al. (2023), Steinke et al. (2023), white box: each Dirac gradient canary joins "
+    "the clipped sum with probability 1/2 (then Poisson-sampled like a row), every update is "
+    "observed and one model is trained; the bound holds with the stated probability over the "
+    "coin flips. A bound above the claimed epsilon means the claim is broken."
+)
+
+
 @register_check("dp_audit", DpAudit)
 def dp_audit(params: DpAudit, ctx: CheckContext) -> Finding:
     """The one-run audit's epsilon lower bound for the training procedure must stay at most a cap.
@@ -120,11 +140,18 @@ def dp_audit(params: DpAudit, ctx: CheckContext) -> Finding:
     """
     from sklearn.base import clone
 
-    from mlwarden.attacks import privacy_audit
+    from mlwarden.attacks import dp_sgd_canary_audit, privacy_audit
 
     metric = "empirical_epsilon"
     estimator = _cloneable(ctx.model)
+    prefix = None if estimator is None else _dp_param_prefix(estimator)
+    unmeasured = None
     if estimator is None:
+        unmeasured = "the privacy audit retrains the model, which needs a scikit-learn estimator"
+    elif params.white_box and prefix is None:
+        unmeasured = "the white-box audit inserts gradient canaries into DP-SGD, which needs a "
+        unmeasured += "DPSGDClassifier (or a Pipeline ending in one)"
+    if unmeasured is not None:
         return Finding(
             check="dp_audit",
             metric=metric,
@@ -132,16 +159,26 @@ def dp_audit(params: DpAudit, ctx: CheckContext) -> Finding:
             threshold=params.max_empirical_epsilon,
             comparison="<=",
             passed=False,
-            message="not measured: the privacy audit retrains the model, which needs a "
-            "scikit-learn estimator (this model offers none)",
+            message=f"not measured: {unmeasured} (this model offers none)",
             details={},
         )
 
-    n_audit = min(params.n_audit, len(ctx.X_train))
+    n_audit = params.n_canaries if params.white_box else min(params.n_audit, len(ctx.X_train))
     X_held, y_held, _ = _unseen(ctx)
     held_out = (X_held.reset_index(drop=True), y_held.reset_index(drop=True))
 
     def audit(model: Any, delta: float | None) -> PrivacyAuditResult:
+        if params.white_box:
+            return dp_sgd_canary_audit(
+                model,
+                ctx.X_train.reset_index(drop=True),
+                ctx.y_train.reset_index(drop=True),
+                n_canaries=params.n_canaries,
+                test=held_out if len(y_held) else None,
+                delta=delta,
+                confidence=params.confidence,
+                seed=ctx.seed,
+            )
         return privacy_audit(
             lambda: clone(model),
             ctx.X_train.reset_index(drop=True),
@@ -159,7 +196,6 @@ def dp_audit(params: DpAudit, ctx: CheckContext) -> Finding:
 
     target = audit(estimator, None)  # delta: the model's own (0 if it claims none)
     results = [("as trained: " + _describe(estimator), target)]
-    prefix = _dp_param_prefix(estimator)
     twin = None
     if params.compare_non_private and prefix is not None:
         twin_model = clone(estimator).set_params(
@@ -199,8 +235,9 @@ def dp_audit(params: DpAudit, ctx: CheckContext) -> Finding:
             "confidence": params.confidence,
             "tables": [
                 {
-                    "title": f"one-run privacy audit ({target.variant} attack, {n_audit} audit "
-                    f"rows, {target.n_train} training rows in the target)",
+                    "title": f"one-run privacy audit ({target.variant} attack, {n_audit} "
+                    f"{'gradient canaries' if params.white_box else 'audit rows'}, "
+                    f"{target.n_train} training rows in the target)",
                     "columns": [
                         "model",
                         "claimed epsilon",
@@ -212,11 +249,7 @@ def dp_audit(params: DpAudit, ctx: CheckContext) -> Finding:
                         "time",
                     ],
                     "rows": [_row(name, r) for name, r in results],
-                    "note": "Steinke, Nasr & Jagielski (2023): each audit row is trained on "
-                    "with probability 1/2 and one model is trained; the bound holds with the "
-                    "stated probability over those coin flips. Audit rows are real rows, not "
-                    "worst-case canaries, so the bound is far below what a DP proof covers; a "
-                    "bound above the claimed epsilon means the claim is broken.",
+                    "note": _NOTE_WHITE_BOX if params.white_box else _NOTE_ROWS,
                 }
             ],
             "curve": {
