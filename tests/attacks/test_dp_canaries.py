@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from scipy import stats
@@ -10,7 +12,14 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.tree import DecisionTreeClassifier
 
-from mlwarden.attacks import dp_sgd_canary_audit, gaussian_step_llr
+from mlwarden.attacks import (
+    dp_sgd_canary_audit,
+    epsilon_lower_bound,
+    epsilon_lower_bound_gdp,
+    gaussian_mu,
+    gaussian_step_llr,
+)
+from mlwarden.attacks._dp_fdp import GDP_GUESS_FRACTIONS
 from mlwarden.errors import ParameterError
 
 # --------------------------------------------------------------------------------------------
@@ -55,6 +64,53 @@ def test_llr_beats_the_plain_sum_when_subsampled() -> None:
 
 
 # --------------------------------------------------------------------------------------------
+# The one-run bound against the Gaussian f-DP null
+
+
+def test_gaussian_mu_inverts_the_gaussian_privacy_profile() -> None:
+    # mu = 1 at eps = 1: delta = Phi(-1/2) - e Phi(-3/2) (Dong, Roth & Su, Corollary 2.13)
+    delta = stats.norm.cdf(-0.5) - math.e * stats.norm.cdf(-1.5)
+    assert delta == pytest.approx(0.12693, abs=1e-5)
+    assert gaussian_mu(1.0, delta) == pytest.approx(1.0, rel=1e-8)
+    assert gaussian_mu(2.0, 1e-5) < gaussian_mu(8.0, 1e-5) < gaussian_mu(8.0, 1e-3)
+
+
+def gaussian_canaries(mu: float, m: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Scores of an exactly mu-GDP release of each canary's bit: N(mu * bit, 1)."""
+    rng = np.random.default_rng(seed)
+    member = rng.random(m) < 0.5
+    return mu * member + rng.standard_normal(m), member
+
+
+@pytest.mark.parametrize("epsilon", [1.0, 8.0])
+def test_gdp_bound_is_sound_at_the_null_and_beats_steinke(epsilon: float) -> None:
+    """A mechanism exactly as private as the claim: no bound above it, and real power."""
+    mu = gaussian_mu(epsilon, 1e-5)
+    gdp, steinke = [], []
+    for seed in range(20):
+        scores, member = gaussian_canaries(mu, 4000, seed)
+        gdp.append(epsilon_lower_bound_gdp(scores, member, delta=1e-5, seed=seed).epsilon)
+        steinke.append(epsilon_lower_bound(scores, member, delta=1e-5, seed=seed).epsilon)
+    assert max(gdp) <= epsilon
+    assert np.mean(gdp) > 0.25 * epsilon
+    assert np.mean(gdp) > np.mean(steinke)
+
+
+def test_gdp_bound_rejects_a_claim_the_scores_break() -> None:
+    scores, member = gaussian_canaries(3 * gaussian_mu(8.0, 1e-5), 3000, 0)  # far less private
+    bound = epsilon_lower_bound_gdp(scores, member, delta=1e-5)
+    assert bound.epsilon > 8.0 and bound.k_neg == 0
+    assert bound.n_correct <= bound.n_guesses == bound.k_pos
+    assert bound.n_hypotheses == len(GDP_GUESS_FRACTIONS)
+    fixed = epsilon_lower_bound_gdp(scores, member, delta=1e-5, guesses=[bound.k_pos])
+    assert fixed.n_hypotheses == 1 and fixed.epsilon >= bound.epsilon  # no Bonferroni price
+    with pytest.raises(ValueError, match="delta > 0"):
+        epsilon_lower_bound_gdp(scores, member, delta=0.0)
+    with pytest.raises(ValueError, match="guess count"):
+        epsilon_lower_bound_gdp(scores, member, delta=1e-5, guesses=[0])
+
+
+# --------------------------------------------------------------------------------------------
 # The audit on DP-SGD through the product's training loop
 
 
@@ -71,10 +127,8 @@ def dpsgd(epsilon: float | None, seed: int = 0, epochs: int = 1, **kw: object) -
     """Full batch (300 rows, batch 512): one step per epoch, every row and canary sampled."""
     from mlwarden.models import DPSGDClassifier
 
-    kw = {"hidden": 64, **kw}
-    return DPSGDClassifier(
-        epsilon=epsilon, epochs=epochs, batch_size=512, lr=0.5, random_state=seed, **kw
-    )
+    kw = {"hidden": 64, "batch_size": 512, **kw}
+    return DPSGDClassifier(epsilon=epsilon, epochs=epochs, lr=0.5, random_state=seed, **kw)
 
 
 def flat_params(model: object) -> np.ndarray:
@@ -108,21 +162,26 @@ def test_sound_dp_sgd_stays_below_its_claim_and_the_twin_far_above(data, epsilon
     X, y = data
     bounds = []
     for seed in range(3):
-        result = dp_sgd_canary_audit(dpsgd(epsilon, seed), X, y, n_canaries=600, seed=seed)
-        assert result.claimed_epsilon is not None
-        assert result.claimed_epsilon == pytest.approx(epsilon, rel=0.01)
-        assert result.epsilon_lower_bound <= result.claimed_epsilon  # soundness
-        assert result.params["score"] == "llr" and result.queries == 0
-        bounds.append(result.epsilon_lower_bound)
-    twin = dp_sgd_canary_audit(dpsgd(None), X, y, n_canaries=600, seed=5)
-    assert twin.auc == 1.0 and twin.claimed_epsilon is None
+        for bound in ("gdp", "steinke"):
+            result = dp_sgd_canary_audit(
+                dpsgd(epsilon, seed), X, y, n_canaries=600, bound=bound, seed=seed
+            )
+            assert result.claimed_epsilon is not None
+            assert result.claimed_epsilon == pytest.approx(epsilon, rel=0.01)
+            assert result.epsilon_lower_bound <= result.claimed_epsilon  # soundness
+            assert result.params["score"] == "llr" and result.params["bound"] == bound
+            assert result.queries == 0
+            bounds.append(result.epsilon_lower_bound)
+    twin = dp_sgd_canary_audit(dpsgd(None), X, y, n_canaries=600, delta=1e-5, seed=5)
+    assert twin.auc == 1.0 and twin.claimed_epsilon is None and twin.params["bound"] == "gdp"
     assert twin.epsilon_lower_bound > max(bounds) + 2.0
     if epsilon == 8.0:
-        assert max(bounds) > 1.0  # the audit has power where the claim is weak
+        assert max(bounds) > 2.0  # the audit has power where the claim is weak
 
 
-def test_noise_ten_times_below_the_claim_is_caught(data, monkeypatch) -> None:
-    """The planted bug: Opacus adds a tenth of its noise while the accountant reports epsilon 2."""
+@pytest.fixture
+def tenth_of_the_noise(monkeypatch) -> None:
+    """The planted bug: Opacus adds a tenth of its noise while the accountant is unaware."""
     from opacus.optimizers import optimizer as dp_optimizer
 
     real_noise = dp_optimizer._generate_noise
@@ -130,10 +189,15 @@ def test_noise_ten_times_below_the_claim_is_caught(data, monkeypatch) -> None:
     def weak_noise(std: float, reference: object, *args: object, **kwargs: object) -> object:
         return real_noise(std / 10, reference, *args, **kwargs)
 
-    X, y = data
     monkeypatch.setattr(dp_optimizer, "_generate_noise", weak_noise)
-    result = dp_sgd_canary_audit(dpsgd(2.0), X, y, n_canaries=600)
-    assert result.claimed_epsilon == pytest.approx(2.0, rel=0.01)  # the accountant is fooled
+
+
+@pytest.mark.parametrize(("epsilon", "bound", "m"), [(8.0, "gdp", 3000), (2.0, "steinke", 600)])
+def test_noise_ten_times_below_the_claim_is_caught(data, tenth_of_the_noise, epsilon, bound, m):
+    X, y = data
+    model = dpsgd(epsilon, hidden=512)  # 5,000 parameters: room for the canaries
+    result = dp_sgd_canary_audit(model, X, y, n_canaries=m, bound=bound)
+    assert result.claimed_epsilon == pytest.approx(epsilon, rel=0.01)  # the accountant is fooled
     assert result.epsilon_lower_bound > result.claimed_epsilon  # the audit is not
 
 
@@ -157,6 +221,10 @@ def test_bad_requests_are_refused(data) -> None:
         dp_sgd_canary_audit(dpsgd(1.0), X, y, score="max")  # type: ignore[arg-type]
     with pytest.raises(ParameterError, match="n_canaries"):
         dp_sgd_canary_audit(dpsgd(1.0), X, y, n_canaries=1)
+    with pytest.raises(ParameterError, match="full-batch"):  # batch 100 of 300 rows: q = 1/3
+        dp_sgd_canary_audit(dpsgd(1.0, batch_size=100), X, y, n_canaries=50, bound="gdp")
+    sampled = dp_sgd_canary_audit(dpsgd(1.0, batch_size=100), X, y, n_canaries=50)
+    assert sampled.params["bound"] == "steinke" and sampled.params["n_steps"] == 3
 
 
 # --------------------------------------------------------------------------------------------

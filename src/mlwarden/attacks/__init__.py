@@ -28,6 +28,7 @@ from mlwarden.attacks._distillation import (
 from mlwarden.attacks._dp_audit import PrivacyAuditResult, privacy_audit
 from mlwarden.attacks._dp_bounds import EpsilonLowerBound, epsilon_from_roc, epsilon_lower_bound
 from mlwarden.attacks._dp_canaries import dp_sgd_canary_audit, gaussian_step_llr
+from mlwarden.attacks._dp_fdp import epsilon_lower_bound_gdp, gaussian_mu
 from mlwarden.attacks._extraction import (
     ExtractedLinearModel,
     ExtractionResult,
@@ -138,6 +139,7 @@ __all__ = [
     "draft_threat_model_yaml",
     "epsilon_from_roc",
     "epsilon_lower_bound",
+    "epsilon_lower_bound_gdp",
     "exposure_by_rank",
     "exposure_by_skew_normal",
     "extract_distillation",
@@ -148,6 +150,7 @@ __all__ = [
     "extract_tree",
     "fgsm",
     "fidelity",
+    "gaussian_mu",
     "gaussian_step_llr",
     "hardening_cost",
     "hop_skip_jump",

@@ -133,6 +133,37 @@ def _epsilon_for(m: int, r: int, v: int, delta: float, significance: float) -> f
     return float(root)
 
 
+def ranked_counts(scores: Any, is_member: Any, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Members among the top ``k`` and non-members among the bottom ``k`` scores, k = 0..m.
+
+    Ties are broken at random (seeded), so tied rows are ranked independently of membership.
+
+    Raises
+    ------
+    DataError
+        Lengths differ, a score is not finite, or the rows are all members or all non-members.
+    """
+    values = np.asarray(scores, dtype=float)
+    labels = np.asarray(is_member, dtype=bool)
+    if values.ndim != 1 or labels.shape != values.shape:
+        raise DataError(
+            f"scores {values.shape} and is_member {labels.shape} must be 1-d and equally long"
+        )
+    if not np.all(np.isfinite(values)):
+        raise DataError("membership scores must be finite")
+    m = len(values)
+    if m == 0 or labels.all() or not labels.any():
+        raise DataError(
+            "the audit rows must include members and non-members (each row included with "
+            f"probability 1/2); got {int(labels.sum())} members of {m} rows"
+        )
+    tiebreak = np.random.default_rng(seed).random(m)
+    ranked = labels[np.lexsort((tiebreak, values))]  # ascending score
+    members_top = np.concatenate([[0], np.cumsum(ranked[::-1])])
+    non_members_bottom = np.concatenate([[0], np.cumsum(~ranked)])
+    return members_top, non_members_bottom
+
+
 def _guess_grid(m: int, guesses: Sequence[tuple[int, int]] | None) -> list[tuple[int, int]]:
     if guesses is None:
         counts = sorted({round(m * f) for f in GUESS_FRACTIONS})
@@ -214,29 +245,11 @@ def epsilon_lower_bound(
     .. [1] T. Steinke, M. Nasr, M. Jagielski, "Privacy Auditing with One (1) Training Run",
        NeurIPS 2023, Section 3, Corollary 5.4 and Appendix D.
     """
-    values = np.asarray(scores, dtype=float)
-    labels = np.asarray(is_member, dtype=bool)
-    if values.ndim != 1 or labels.shape != values.shape:
-        raise DataError(
-            f"scores {values.shape} and is_member {labels.shape} must be 1-d and equally long"
-        )
-    if not np.all(np.isfinite(values)):
-        raise DataError("membership scores must be finite")
-    m = len(values)
-    if m == 0 or labels.all() or not labels.any():
-        raise DataError(
-            "the audit rows must include members and non-members (each row included with "
-            f"probability 1/2); got {int(labels.sum())} members of {m} rows"
-        )
     check_confidence_delta(confidence, delta)
+    members_top, non_members_bottom = ranked_counts(scores, is_member, seed)
+    m = len(members_top) - 1
     grid = _guess_grid(m, guesses)
     significance = (1.0 - confidence) / len(grid)
-
-    tiebreak = np.random.default_rng(seed).random(m)
-    order = np.lexsort((tiebreak, values))  # ascending score
-    ranked = labels[order]
-    members_top = np.concatenate([[0], np.cumsum(ranked[::-1])])  # members among top k
-    non_members_bottom = np.concatenate([[0], np.cumsum(~ranked)])  # non-members, bottom k
 
     best = EpsilonLowerBound(
         epsilon=0.0,

@@ -43,6 +43,7 @@ import numpy as np
 
 from mlwarden.attacks._dp_audit import PrivacyAuditResult
 from mlwarden.attacks._dp_bounds import check_confidence_delta, epsilon_lower_bound
+from mlwarden.attacks._dp_fdp import epsilon_lower_bound_gdp
 from mlwarden.attacks._membership import _labels
 from mlwarden.attacks._membership_metrics import membership_metrics
 from mlwarden.errors import DataError, ModelError, ParameterError
@@ -69,7 +70,7 @@ def gaussian_step_llr(z: Any, sample_rate: float, sigma: float) -> np.ndarray:
     shift = (2.0 * np.asarray(z, dtype=float) - 1.0) / (2.0 * sigma * sigma)
     if sample_rate == 1.0:
         return shift
-    return np.logaddexp(np.log1p(-sample_rate), np.log(sample_rate) + shift)
+    return np.asarray(np.logaddexp(np.log1p(-sample_rate), np.log(sample_rate) + shift))
 
 
 class _DiracCanaries:
@@ -155,6 +156,17 @@ def _fit_with_canaries(model: Any, X: Any, y: Any, canaries: _DiracCanaries) -> 
     _fit_with_canaries(model.steps[-1][1], Xt, y, canaries)
 
 
+def _bound_method(bound: str, sample_rate: float, delta: float) -> str:
+    """``auto``: the Gaussian f-DP bound where the claim implies it (full batch, delta > 0)."""
+    gaussian = sample_rate == 1.0 and delta > 0.0
+    if bound == "gdp" and not gaussian:
+        raise ParameterError(
+            "the Gaussian f-DP bound needs full-batch training (sample rate 1, got "
+            f"{sample_rate:.3g}) and delta > 0 (got {delta:g}); use bound='steinke'"
+        )
+    return "gdp" if bound == "gdp" or (bound == "auto" and gaussian) else "steinke"
+
+
 def dp_sgd_canary_audit(
     estimator: Any,
     X: Any,
@@ -162,6 +174,7 @@ def dp_sgd_canary_audit(
     *,
     n_canaries: int = 1000,
     score: Literal["llr", "sum"] = "llr",
+    bound: Literal["auto", "steinke", "gdp"] = "auto",
     test: tuple[Any, Any] | None = None,
     claimed_epsilon: float | None = None,
     delta: float | None = None,
@@ -177,15 +190,21 @@ def dp_sgd_canary_audit(
     as the module docstring describes; each canary's score (``score="llr"``: the summed
     per-step likelihood ratio of :func:`gaussian_step_llr` at the optimiser's noise
     multiplier; ``"sum"``: the summed ``z``; a noiseless twin always uses the sum) gives the
-    membership metrics and the one-run bound of :func:`~mlwarden.attacks.epsilon_lower_bound`.
+    membership metrics and a one-run lower bound on epsilon:
 
-    Power and its limit: with ``m`` canaries all guessed right the bound is about
-    ``ln(m / 3)`` at 95%, and the delta term ``2 m delta`` caps it further, so a claim of
-    epsilon 8 at delta 1e-5 yields a bound near 2 even for an ideal Gaussian mechanism; a
-    model whose noise is far below its claim (or the noiseless twin) is separated perfectly
-    and its bound then exceeds a claim below about ``ln(m / 3)``. Use a network with at least
-    ``n_canaries`` parameters (``hidden > 0``); full-batch training (``batch_size >= n``) over
-    few epochs audits best.
+    * ``bound="steinke"``: :func:`~mlwarden.attacks.epsilon_lower_bound` (Steinke et al.
+      2023), valid for any (epsilon, delta) claim. With ``m`` canaries all guessed right it
+      is about ``ln(m / 3)`` at 95% and its ``2 m delta`` slack caps it further: near 2 for
+      a claim of 8 at delta 1e-5, even for an ideal Gaussian mechanism.
+    * ``bound="gdp"``: :func:`~mlwarden.attacks.epsilon_lower_bound_gdp` (Mahloujifar et
+      al. 2024), the Gaussian f-DP null, which the claim implies only for full-batch
+      training (sample rate 1; refused otherwise). Near 3.9 for a claim of 8 with 10^4
+      canaries; a model with a tenth of its claimed noise is then caught at a claim of 8
+      with a few thousand canaries.
+    * ``bound="auto"`` (default): ``"gdp"`` where it is valid, else ``"steinke"``.
+
+    Use a network with at least ``n_canaries`` parameters (``hidden > 0``); full-batch
+    training (``batch_size >= n``) over few epochs audits best.
 
     Parameters
     ----------
@@ -197,12 +216,14 @@ def dp_sgd_canary_audit(
         Canaries ``m``, each on its own parameter coordinate; about half are included.
     score : {"llr", "sum"}, default "llr"
         The per-canary statistic.
+    bound : {"auto", "steinke", "gdp"}, default "auto"
+        The one-run bound (above).
     test : (X, y) or None
         Held-out rows for ``test_accuracy`` (of the model trained with the canaries).
     claimed_epsilon, delta : float or None
         The claim to report and the bound's delta; None: the fitted model's own.
     confidence, guesses : float, sequence or None
-        Passed to :func:`~mlwarden.attacks.epsilon_lower_bound`.
+        Passed to the bound (``gdp`` uses each pair's ``k_pos`` only: "in" guesses).
     n_bootstrap : int, default 200
         Bootstrap resamples for the metric intervals.
     seed : int, default 0
@@ -212,19 +233,22 @@ def dp_sgd_canary_audit(
     -------
     PrivacyAuditResult
         ``variant`` ``"white-box-dirac"``, ``n_audit`` the canaries, ``queries`` 0; ``params``
-        holds the statistic used, steps, sample rate and noise multiplier.
+        holds the statistic and bound used, steps, sample rate and noise multiplier.
 
     Raises
     ------
     ValueError
-        Not a DPSGDClassifier, more canaries than parameters, a bad ``score``, count,
-        ``confidence`` or ``delta``; coin flips that included no canary or all of them.
+        Not a DPSGDClassifier, more canaries than parameters, a bad ``score``, ``bound``,
+        count, ``confidence`` or ``delta``, ``bound="gdp"`` without full-batch training;
+        coin flips that included no canary or all of them.
     """
     from sklearn.base import clone
 
     started = time.perf_counter()
     if score not in ("llr", "sum"):
         raise ParameterError(f"score must be 'llr' or 'sum', got {score!r}")
+    if bound not in ("auto", "steinke", "gdp"):
+        raise ParameterError(f"bound must be 'auto', 'steinke' or 'gdp', got {bound!r}")
     if not isinstance(n_canaries, int) or n_canaries < 2:
         raise ParameterError(f"n_canaries must be an integer >= 2, got {n_canaries!r}")
     check_confidence_delta(confidence, 0.0 if delta is None else delta)
@@ -237,9 +261,21 @@ def dp_sgd_canary_audit(
     if delta is None:
         delta = _claimed_delta(model) or 0.0
     metrics = membership_metrics(canaries.included, scores, n_bootstrap=n_bootstrap, seed=seed)
-    bound = epsilon_lower_bound(
-        scores, canaries.included, delta=delta, confidence=confidence, guesses=guesses, seed=seed
-    )
+    method = _bound_method(bound, canaries.sample_rate, delta)
+    if method == "gdp":
+        k_pos = None if guesses is None else [kp for kp, _ in guesses]
+        lower = epsilon_lower_bound_gdp(
+            scores, canaries.included, delta=delta, confidence=confidence, guesses=k_pos, seed=seed
+        )
+    else:
+        lower = epsilon_lower_bound(
+            scores,
+            canaries.included,
+            delta=delta,
+            confidence=confidence,
+            guesses=guesses,
+            seed=seed,
+        )
     claimed = _claimed_epsilon(model) if claimed_epsilon is None else float(claimed_epsilon)
     accuracy = None
     if test is not None:
@@ -254,6 +290,7 @@ def dp_sgd_canary_audit(
         wall_time_s=time.perf_counter() - started,
         params={
             "score": used,
+            "bound": method,
             "n_canaries": n_canaries,
             "n_steps": len(canaries.steps),
             "sample_rate": canaries.sample_rate,
@@ -271,8 +308,8 @@ def dp_sgd_canary_audit(
         auc_ci=metrics.auc_ci,
         tpr_at_fpr=metrics.tpr_at_fpr,
         tpr_at_fpr_ci=metrics.tpr_at_fpr_ci,
-        epsilon_lower_bound=bound.epsilon,
-        bound=bound,
+        epsilon_lower_bound=lower.epsilon,
+        bound=lower,
         claimed_epsilon=claimed,
         test_accuracy=accuracy,
         roc=metrics.roc,
