@@ -69,6 +69,21 @@ class EpsilonLowerBound(BaseModel):
 # The one-run bound
 
 
+def no_bound(delta: float, confidence: float, m: int, n_hypotheses: int) -> EpsilonLowerBound:
+    """The bound before any guess beat chance: epsilon 0, no guesses."""
+    return EpsilonLowerBound(
+        epsilon=0.0,
+        delta=delta,
+        confidence=confidence,
+        n_audit=m,
+        n_hypotheses=n_hypotheses,
+        k_pos=0,
+        k_neg=0,
+        n_guesses=0,
+        n_correct=0,
+    )
+
+
 def check_confidence_delta(confidence: float, delta: float) -> None:
     """Refuse a confidence outside (0, 1) or a delta outside [0, 1)."""
     if not 0.0 < confidence < 1.0:
@@ -251,17 +266,7 @@ def epsilon_lower_bound(
     grid = _guess_grid(m, guesses)
     significance = (1.0 - confidence) / len(grid)
 
-    best = EpsilonLowerBound(
-        epsilon=0.0,
-        delta=delta,
-        confidence=confidence,
-        n_audit=m,
-        n_hypotheses=len(grid),
-        k_pos=0,
-        k_neg=0,
-        n_guesses=0,
-        n_correct=0,
-    )
+    best = no_bound(delta, confidence, m, len(grid))
     for kp, kn in grid:
         r = kp + kn
         v = int(members_top[kp] + non_members_bottom[kn])

@@ -41,11 +41,10 @@ from typing import Any, Literal
 
 import numpy as np
 
-from mlwarden.attacks._dp_audit import PrivacyAuditResult
+from mlwarden.attacks._dp_audit import PrivacyAuditResult, audit_result, held_out_accuracy
 from mlwarden.attacks._dp_bounds import check_confidence_delta, epsilon_lower_bound
 from mlwarden.attacks._dp_fdp import epsilon_lower_bound_gdp
 from mlwarden.attacks._membership import _labels
-from mlwarden.attacks._membership_metrics import membership_metrics
 from mlwarden.errors import DataError, ModelError, ParameterError
 from mlwarden.models import DPSGDClassifier
 from mlwarden.models import claimed_delta as _claimed_delta
@@ -260,7 +259,6 @@ def dp_sgd_canary_audit(
 
     if delta is None:
         delta = _claimed_delta(model) or 0.0
-    metrics = membership_metrics(canaries.included, scores, n_bootstrap=n_bootstrap, seed=seed)
     method = _bound_method(bound, canaries.sample_rate, delta)
     if method == "gdp":
         k_pos = None if guesses is None else [kp for kp, _ in guesses]
@@ -277,17 +275,17 @@ def dp_sgd_canary_audit(
             seed=seed,
         )
     claimed = _claimed_epsilon(model) if claimed_epsilon is None else float(claimed_epsilon)
-    accuracy = None
-    if test is not None:
-        y_test = _labels(test[1], "test y", len(test[0]))
-        accuracy = float(np.mean(np.asarray(model.predict(test[0])) == y_test))
-    return PrivacyAuditResult(
-        attack="privacy_audit",
-        n_points=n_canaries,
-        success_rate=metrics.balanced_accuracy,
+    return audit_result(
+        variant="white-box-dirac",
+        started=started,
+        included=canaries.included,
+        scores=scores,
+        bound=lower,
+        claimed_epsilon=claimed,
+        accuracy=None if test is None else held_out_accuracy(model, test),
+        n_train=len(labels),
+        n_reference=0,
         queries=0,
-        budget=None,
-        wall_time_s=time.perf_counter() - started,
         params={
             "score": used,
             "bound": method,
@@ -299,18 +297,5 @@ def dp_sgd_canary_audit(
             "confidence": confidence,
             "seed": seed,
         },
-        variant="white-box-dirac",
-        n_audit=n_canaries,
-        n_included=int(canaries.included.sum()),
-        n_train=len(labels),
-        n_reference=0,
-        auc=metrics.auc,
-        auc_ci=metrics.auc_ci,
-        tpr_at_fpr=metrics.tpr_at_fpr,
-        tpr_at_fpr_ci=metrics.tpr_at_fpr_ci,
-        epsilon_lower_bound=lower.epsilon,
-        bound=lower,
-        claimed_epsilon=claimed,
-        test_accuracy=accuracy,
-        roc=metrics.roc,
+        n_bootstrap=n_bootstrap,
     )

@@ -30,7 +30,12 @@ from typing import Any
 
 from scipy import optimize, special
 
-from mlwarden.attacks._dp_bounds import EpsilonLowerBound, check_confidence_delta, ranked_counts
+from mlwarden.attacks._dp_bounds import (
+    EpsilonLowerBound,
+    check_confidence_delta,
+    no_bound,
+    ranked_counts,
+)
 from mlwarden.errors import ParameterError
 
 __all__ = ["GDP_GUESS_FRACTIONS", "epsilon_lower_bound_gdp", "gaussian_mu", "gdp_one_run_margin"]
@@ -139,17 +144,7 @@ def epsilon_lower_bound_gdp(
     if not counts or counts[0] < 1 or counts[-1] > m:
         raise ParameterError(f"each guess count must lie in 1..{m} (the canaries), got {counts}")
     significance = (1.0 - confidence) / len(counts)
-    best = EpsilonLowerBound(
-        epsilon=0.0,
-        delta=delta,
-        confidence=confidence,
-        n_audit=m,
-        n_hypotheses=len(counts),
-        k_pos=0,
-        k_neg=0,
-        n_guesses=0,
-        n_correct=0,
-    )
+    best = no_bound(delta, confidence, m, len(counts))
     for k in counts:
         c = int(members_top[k])
         if c * 2 <= k:
