@@ -257,3 +257,6 @@ def test_the_check_runs_the_white_box_audit_beside_the_twin(data) -> None:
     tree = _check_context(DecisionTreeClassifier(max_depth=2), data)
     refused = run_check("dp_audit", params, tree)
     assert refused.value is None and "DPSGDClassifier" in refused.message
+    narrow = run_check("dp_audit", params, _check_context(dpsgd(2.0, hidden=0), data))
+    assert narrow.value is None and not narrow.passed
+    assert narrow.message.startswith("not measured: 400 Dirac canaries need as many parameters")

@@ -31,6 +31,7 @@ from pydantic import Field
 
 from mlwarden.audit._checks import CheckContext, CheckParams, Finding, register_check
 from mlwarden.audit._membership import _cloneable, _unseen
+from mlwarden.errors import ParameterError
 
 if TYPE_CHECKING:
     from mlwarden.attacks import PrivacyAuditResult
@@ -130,6 +131,19 @@ _NOTE_WHITE_BOX = (
 )
 
 
+def _not_measured(params: DpAudit, why: str) -> Finding:
+    return Finding(
+        check="dp_audit",
+        metric="empirical_epsilon",
+        value=None,
+        threshold=params.max_empirical_epsilon,
+        comparison="<=",
+        passed=False,
+        message=f"not measured: {why}",
+        details={},
+    )
+
+
 @register_check("dp_audit", DpAudit)
 def dp_audit(params: DpAudit, ctx: CheckContext) -> Finding:
     """The one-run audit's epsilon lower bound for the training procedure must stay at most a cap.
@@ -145,22 +159,17 @@ def dp_audit(params: DpAudit, ctx: CheckContext) -> Finding:
     metric = "empirical_epsilon"
     estimator = _cloneable(ctx.model)
     prefix = None if estimator is None else _dp_param_prefix(estimator)
-    unmeasured = None
     if estimator is None:
-        unmeasured = "the privacy audit retrains the model, which needs a scikit-learn estimator"
-    elif params.white_box and prefix is None:
-        unmeasured = "the white-box audit inserts gradient canaries into DP-SGD, which needs a "
-        unmeasured += "DPSGDClassifier (or a Pipeline ending in one)"
-    if unmeasured is not None:
-        return Finding(
-            check="dp_audit",
-            metric=metric,
-            value=None,
-            threshold=params.max_empirical_epsilon,
-            comparison="<=",
-            passed=False,
-            message=f"not measured: {unmeasured} (this model offers none)",
-            details={},
+        return _not_measured(
+            params,
+            "the privacy audit retrains the model, which needs a scikit-learn estimator "
+            "(this model offers none)",
+        )
+    if params.white_box and prefix is None:
+        return _not_measured(
+            params,
+            "the white-box audit inserts gradient canaries into DP-SGD, which needs a "
+            "DPSGDClassifier (or a Pipeline ending in one)",
         )
 
     n_audit = params.n_canaries if params.white_box else min(params.n_audit, len(ctx.X_train))
@@ -194,7 +203,12 @@ def dp_audit(params: DpAudit, ctx: CheckContext) -> Finding:
             seed=ctx.seed,
         )
 
-    target = audit(estimator, None)  # delta: the model's own (0 if it claims none)
+    try:
+        target = audit(estimator, None)  # delta: the model's own (0 if it claims none)
+    except ParameterError as exc:  # e.g. more canaries than the network has parameters
+        if not params.white_box:
+            raise
+        return _not_measured(params, str(exc))
     results = [("as trained: " + _describe(estimator), target)]
     twin = None
     if params.compare_non_private and prefix is not None:
