@@ -60,7 +60,9 @@ class PrivacyAuditResult(AttackResult):
     claim). A sound DP implementation keeps ``epsilon_lower_bound <= claimed_epsilon`` except
     with probability ``1 - confidence``. ``n_train`` is the target's training-set size (base
     rows plus included audit rows); ``test_accuracy`` is on held-out rows (None without any);
-    ``roc`` is the attack's ``(fpr, tpr)`` curve (as :attr:`MembershipMetrics.roc`).
+    ``roc`` is the attack's ``(fpr, tpr)`` curve (as :attr:`MembershipMetrics.roc`). From
+    :func:`~mlwarden.attacks.dp_sgd_canary_audit` (``variant`` ``"white-box-dirac"``):
+    ``n_audit`` counts gradient canaries and ``n_train`` the training rows.
     """
 
     variant: str
