@@ -154,7 +154,7 @@ def test_without_noise_canaries_move_only_their_coordinates_by_lr_c_over_b(data)
     expected = -0.5 * 2.0 / len(X) * canaries.included  # -lr * C / B for an included canary
     np.testing.assert_allclose(moved[canaries.coords], expected, atol=1e-6)
     # and the auditor reads each canary's contribution back from the update
-    np.testing.assert_allclose(canaries.steps[0], canaries.included, atol=1e-3)
+    np.testing.assert_allclose(canaries.last_z, canaries.included, atol=1e-3)
 
 
 @pytest.mark.parametrize("epsilon", [1.0, 2.0, 4.0, 8.0])

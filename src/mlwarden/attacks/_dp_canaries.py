@@ -73,7 +73,7 @@ def gaussian_step_llr(z: Any, sample_rate: float, sigma: float) -> np.ndarray:
 
 
 class _DiracCanaries:
-    """The auditor's side of the seam: inserts the canaries and records each step's ``z``."""
+    """The auditor's side of the seam: inserts the canaries, sums each step's ``z`` and LR."""
 
     def __init__(self, n_canaries: int, rng: np.random.Generator) -> None:
         self.m = n_canaries
@@ -85,7 +85,10 @@ class _DiracCanaries:
                 "use more canaries or another seed"
             )
         self.coords = np.zeros(0, dtype=np.int64)
-        self.steps: list[np.ndarray] = []
+        self.n_steps = 0
+        self.last_z = np.zeros(n_canaries)  # the latest step's z, per canary
+        self._sum_z = np.zeros(n_canaries)
+        self._sum_llr = np.zeros(n_canaries)
         self._slots: list[tuple[Any, Any, np.ndarray]] = []
         self._pending: tuple[np.ndarray, np.ndarray] | None = None
 
@@ -131,14 +134,17 @@ class _DiracCanaries:
         after = self._values([p for p, _, _ in self._slots])
         scale = optimizer.expected_batch_size if optimizer.loss_reduction == "mean" else 1.0
         summed = -(after - before) * scale / optimizer.param_groups[0]["lr"]
-        self.steps.append((summed - real) / self.clip)
+        self.last_z = (summed - real) / self.clip
+        self._sum_z += self.last_z
+        if self.noise_multiplier > 0.0:
+            self._sum_llr += gaussian_step_llr(self.last_z, self.sample_rate, self.noise_multiplier)
+        self.n_steps += 1
 
     def scores(self, score: str) -> tuple[np.ndarray, str]:
         """Each canary's score and the statistic used (the LR needs noise: else the sum)."""
-        z = np.stack(self.steps) if self.steps else np.zeros((0, self.m))
         if score == "sum" or self.noise_multiplier == 0.0:
-            return z.sum(axis=0), "sum"
-        return gaussian_step_llr(z, self.sample_rate, self.noise_multiplier).sum(axis=0), "llr"
+            return self._sum_z, "sum"
+        return self._sum_llr, "llr"
 
 
 def _fit_with_canaries(model: Any, X: Any, y: Any, canaries: _DiracCanaries) -> None:
@@ -290,7 +296,7 @@ def dp_sgd_canary_audit(
             "score": used,
             "bound": method,
             "n_canaries": n_canaries,
-            "n_steps": len(canaries.steps),
+            "n_steps": canaries.n_steps,
             "sample_rate": canaries.sample_rate,
             "noise_multiplier": canaries.noise_multiplier,
             "delta": delta,
