@@ -27,6 +27,8 @@ from mlwarden.attacks._distillation import (
 )
 from mlwarden.attacks._dp_audit import PrivacyAuditResult, privacy_audit
 from mlwarden.attacks._dp_bounds import EpsilonLowerBound, epsilon_from_roc, epsilon_lower_bound
+from mlwarden.attacks._dp_canaries import dp_sgd_canary_audit, gaussian_step_llr
+from mlwarden.attacks._dp_fdp import epsilon_lower_bound_gdp, gaussian_mu
 from mlwarden.attacks._extraction import (
     ExtractedLinearModel,
     ExtractionResult,
@@ -132,10 +134,12 @@ __all__ = [
     "canary_exposure",
     "deepsloth",
     "dlr_loss",
+    "dp_sgd_canary_audit",
     "draft_threat_model",
     "draft_threat_model_yaml",
     "epsilon_from_roc",
     "epsilon_lower_bound",
+    "epsilon_lower_bound_gdp",
     "exposure_by_rank",
     "exposure_by_skew_normal",
     "extract_distillation",
@@ -146,6 +150,8 @@ __all__ = [
     "extract_tree",
     "fgsm",
     "fidelity",
+    "gaussian_mu",
+    "gaussian_step_llr",
     "hardening_cost",
     "hop_skip_jump",
     "insert_canaries",

@@ -48,7 +48,7 @@ from mlwarden.models import SklearnAdapter
 from mlwarden.models import claimed_delta as _claimed_delta
 from mlwarden.models import claimed_epsilon as _claimed_epsilon
 
-__all__ = ["PrivacyAuditResult", "privacy_audit"]
+__all__ = ["PrivacyAuditResult", "audit_result", "held_out_accuracy", "privacy_audit"]
 
 
 class PrivacyAuditResult(AttackResult):
@@ -60,7 +60,9 @@ class PrivacyAuditResult(AttackResult):
     claim). A sound DP implementation keeps ``epsilon_lower_bound <= claimed_epsilon`` except
     with probability ``1 - confidence``. ``n_train`` is the target's training-set size (base
     rows plus included audit rows); ``test_accuracy`` is on held-out rows (None without any);
-    ``roc`` is the attack's ``(fpr, tpr)`` curve (as :attr:`MembershipMetrics.roc`).
+    ``roc`` is the attack's ``(fpr, tpr)`` curve (as :attr:`MembershipMetrics.roc`). From
+    :func:`~mlwarden.attacks.dp_sgd_canary_audit` (``variant`` ``"white-box-dirac"``):
+    ``n_audit`` counts gradient canaries and ``n_train`` the training rows.
     """
 
     variant: str
@@ -199,7 +201,7 @@ def privacy_audit(
         if attack == "lira" and len(y_pop) < 2:
             raise DataError(f"LiRA needs at least 2 population rows, got {len(y_pop)}")
     if test is not None:
-        X_test, y_test = test[0], _labels(test[1], "test y", len(test[0]))
+        _labels(test[1], "test y", len(test[0]))  # refused before any training
     needed = n_audit + n_train + n_pop + n_test
     if needed > n_rows:
         raise DataError(
@@ -251,25 +253,23 @@ def privacy_audit(
 
     if delta is None:
         delta = _claimed_delta(model) or 0.0
-    metrics = membership_metrics(included, scores, n_bootstrap=n_bootstrap, seed=seed)
     bound = epsilon_lower_bound(
         scores, included, delta=delta, confidence=confidence, guesses=guesses, seed=seed
     )
     claimed = _claimed_epsilon(model) if claimed_epsilon is None else float(claimed_epsilon)
     if test is None and n_test > 0:
-        X_test, y_test = _rows(X, test_idx), labels_all[test_idx]
-    accuracy = None
-    if test is not None or n_test > 0:
-        predicted = np.asarray(model.predict(X_test))
-        accuracy = float(np.mean(predicted == y_test))
-
-    return PrivacyAuditResult(
-        attack="privacy_audit",
-        n_points=n_audit,
-        success_rate=metrics.balanced_accuracy,
+        test = (_rows(X, test_idx), labels_all[test_idx])
+    return audit_result(
+        variant=variant,
+        started=started,
+        included=included,
+        scores=scores,
+        bound=bound,
+        claimed_epsilon=claimed,
+        accuracy=None if test is None else held_out_accuracy(model, test),
+        n_train=len(train_idx),
+        n_reference=n_reference if attack == "lira" else 0,
         queries=queries,
-        budget=None,
-        wall_time_s=time.perf_counter() - started,
         params={
             "attack": attack,
             "n_audit": n_audit,
@@ -281,18 +281,53 @@ def privacy_audit(
             "confidence": confidence,
             "seed": seed,
         },
+        n_bootstrap=n_bootstrap,
+    )
+
+
+def held_out_accuracy(model: Any, test: tuple[Any, Any]) -> float:
+    """Accuracy of a fitted estimator on held-out ``(X, y)``."""
+    y_test = _labels(test[1], "test y", len(test[0]))
+    return float(np.mean(np.asarray(model.predict(test[0])) == y_test))
+
+
+def audit_result(
+    *,
+    variant: str,
+    started: float,
+    included: np.ndarray,
+    scores: np.ndarray,
+    bound: EpsilonLowerBound,
+    claimed_epsilon: float | None,
+    accuracy: float | None,
+    n_train: int,
+    n_reference: int,
+    queries: int,
+    params: dict[str, Any],
+    n_bootstrap: int,
+) -> PrivacyAuditResult:
+    """Membership metrics of the audit scores, with the bound, as a :class:`PrivacyAuditResult`."""
+    metrics = membership_metrics(included, scores, n_bootstrap=n_bootstrap, seed=params["seed"])
+    return PrivacyAuditResult(
+        attack="privacy_audit",
+        n_points=len(included),
+        success_rate=metrics.balanced_accuracy,
+        queries=queries,
+        budget=None,
+        wall_time_s=time.perf_counter() - started,
+        params=params,
         variant=variant,
-        n_audit=n_audit,
+        n_audit=len(included),
         n_included=int(included.sum()),
-        n_train=len(train_idx),
-        n_reference=n_reference if attack == "lira" else 0,
+        n_train=n_train,
+        n_reference=n_reference,
         auc=metrics.auc,
         auc_ci=metrics.auc_ci,
         tpr_at_fpr=metrics.tpr_at_fpr,
         tpr_at_fpr_ci=metrics.tpr_at_fpr_ci,
         epsilon_lower_bound=bound.epsilon,
         bound=bound,
-        claimed_epsilon=claimed,
+        claimed_epsilon=claimed_epsilon,
         test_accuracy=accuracy,
         roc=metrics.roc,
     )

@@ -69,6 +69,21 @@ class EpsilonLowerBound(BaseModel):
 # The one-run bound
 
 
+def no_bound(delta: float, confidence: float, m: int, n_hypotheses: int) -> EpsilonLowerBound:
+    """The bound before any guess beat chance: epsilon 0, no guesses."""
+    return EpsilonLowerBound(
+        epsilon=0.0,
+        delta=delta,
+        confidence=confidence,
+        n_audit=m,
+        n_hypotheses=n_hypotheses,
+        k_pos=0,
+        k_neg=0,
+        n_guesses=0,
+        n_correct=0,
+    )
+
+
 def check_confidence_delta(confidence: float, delta: float) -> None:
     """Refuse a confidence outside (0, 1) or a delta outside [0, 1)."""
     if not 0.0 < confidence < 1.0:
@@ -131,6 +146,37 @@ def _epsilon_for(m: int, r: int, v: int, delta: float, significance: float) -> f
         lambda eps: one_run_p_value(m, r, v, eps, delta) - significance, low, high, xtol=_XTOL
     )
     return float(root)
+
+
+def ranked_counts(scores: Any, is_member: Any, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Members among the top ``k`` and non-members among the bottom ``k`` scores, k = 0..m.
+
+    Ties are broken at random (seeded), so tied rows are ranked independently of membership.
+
+    Raises
+    ------
+    DataError
+        Lengths differ, a score is not finite, or the rows are all members or all non-members.
+    """
+    values = np.asarray(scores, dtype=float)
+    labels = np.asarray(is_member, dtype=bool)
+    if values.ndim != 1 or labels.shape != values.shape:
+        raise DataError(
+            f"scores {values.shape} and is_member {labels.shape} must be 1-d and equally long"
+        )
+    if not np.all(np.isfinite(values)):
+        raise DataError("membership scores must be finite")
+    m = len(values)
+    if m == 0 or labels.all() or not labels.any():
+        raise DataError(
+            "the audit rows must include members and non-members (each row included with "
+            f"probability 1/2); got {int(labels.sum())} members of {m} rows"
+        )
+    tiebreak = np.random.default_rng(seed).random(m)
+    ranked = labels[np.lexsort((tiebreak, values))]  # ascending score
+    members_top = np.concatenate([[0], np.cumsum(ranked[::-1])])
+    non_members_bottom = np.concatenate([[0], np.cumsum(~ranked)])
+    return members_top, non_members_bottom
 
 
 def _guess_grid(m: int, guesses: Sequence[tuple[int, int]] | None) -> list[tuple[int, int]]:
@@ -214,41 +260,13 @@ def epsilon_lower_bound(
     .. [1] T. Steinke, M. Nasr, M. Jagielski, "Privacy Auditing with One (1) Training Run",
        NeurIPS 2023, Section 3, Corollary 5.4 and Appendix D.
     """
-    values = np.asarray(scores, dtype=float)
-    labels = np.asarray(is_member, dtype=bool)
-    if values.ndim != 1 or labels.shape != values.shape:
-        raise DataError(
-            f"scores {values.shape} and is_member {labels.shape} must be 1-d and equally long"
-        )
-    if not np.all(np.isfinite(values)):
-        raise DataError("membership scores must be finite")
-    m = len(values)
-    if m == 0 or labels.all() or not labels.any():
-        raise DataError(
-            "the audit rows must include members and non-members (each row included with "
-            f"probability 1/2); got {int(labels.sum())} members of {m} rows"
-        )
     check_confidence_delta(confidence, delta)
+    members_top, non_members_bottom = ranked_counts(scores, is_member, seed)
+    m = len(members_top) - 1
     grid = _guess_grid(m, guesses)
     significance = (1.0 - confidence) / len(grid)
 
-    tiebreak = np.random.default_rng(seed).random(m)
-    order = np.lexsort((tiebreak, values))  # ascending score
-    ranked = labels[order]
-    members_top = np.concatenate([[0], np.cumsum(ranked[::-1])])  # members among top k
-    non_members_bottom = np.concatenate([[0], np.cumsum(~ranked)])  # non-members, bottom k
-
-    best = EpsilonLowerBound(
-        epsilon=0.0,
-        delta=delta,
-        confidence=confidence,
-        n_audit=m,
-        n_hypotheses=len(grid),
-        k_pos=0,
-        k_neg=0,
-        n_guesses=0,
-        n_correct=0,
-    )
+    best = no_bound(delta, confidence, m, len(grid))
     for kp, kn in grid:
         r = kp + kn
         v = int(members_top[kp] + non_members_bottom[kn])

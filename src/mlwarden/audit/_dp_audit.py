@@ -18,6 +18,9 @@ wrong (or a 1 - ``confidence`` accident) and is called out in the message.
 
 The audit rows are real rows, not crafted canaries, so the bound reflects an average-case
 attacker: far below the worst case a DP proof covers, and 0 for a well-generalising model.
+``white_box=True`` runs the white-box audit instead (:func:`mlwarden.attacks.dp_sgd_canary_audit`:
+``n_canaries`` Dirac gradient canaries inserted into DP-SGD's steps, every update observed),
+which only a DPSGDClassifier supports and which separates DP from non-DP training.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from pydantic import Field
 
 from mlwarden.audit._checks import CheckContext, CheckParams, Finding, register_check
 from mlwarden.audit._membership import _cloneable, _unseen
+from mlwarden.errors import ParameterError
 
 if TYPE_CHECKING:
     from mlwarden.attacks import PrivacyAuditResult
@@ -40,6 +44,7 @@ class DpAudit(CheckParams):
     trained must not exceed it. ``n_audit`` training rows are audit rows (each in training with
     probability 1/2). ``n_reference`` reference models are trained for ``attack="lira"`` only.
     ``compare_non_private`` also audits the non-private twin of a DPSGDClassifier.
+    ``white_box`` audits a DPSGDClassifier with ``n_canaries`` gradient canaries instead.
     """
 
     max_empirical_epsilon: float = Field(ge=0.0)
@@ -48,6 +53,8 @@ class DpAudit(CheckParams):
     n_reference: int = Field(default=4, ge=1)
     confidence: float = Field(default=0.95, gt=0.0, lt=1.0)
     compare_non_private: bool = True
+    white_box: bool = False
+    n_canaries: int = Field(default=1000, ge=10)
 
 
 def _dp_param_prefix(estimator: Any) -> str | None:
@@ -110,6 +117,33 @@ def _summary(r: PrivacyAuditResult) -> dict[str, Any]:
     }
 
 
+_NOTE_ROWS = (
+    "Steinke, Nasr & Jagielski (2023): each audit row is trained on with probability 1/2 and "
+    "one model is trained; the bound holds with the stated probability over those coin flips. "
+    "Audit rows are real rows, not worst-case canaries, so the bound is far below what a DP "
+    "proof covers; a bound above the claimed epsilon means the claim is broken."
+)
+_NOTE_WHITE_BOX = (
+    "Nasr et al. (2023), Steinke et al. (2023), white box: each Dirac gradient canary joins "
+    "the clipped sum with probability 1/2 (then Poisson-sampled like a row), every update is "
+    "observed and one model is trained; the bound holds with the stated probability over the "
+    "coin flips. A bound above the claimed epsilon means the claim is broken."
+)
+
+
+def _not_measured(params: DpAudit, why: str) -> Finding:
+    return Finding(
+        check="dp_audit",
+        metric="empirical_epsilon",
+        value=None,
+        threshold=params.max_empirical_epsilon,
+        comparison="<=",
+        passed=False,
+        message=f"not measured: {why}",
+        details={},
+    )
+
+
 @register_check("dp_audit", DpAudit)
 def dp_audit(params: DpAudit, ctx: CheckContext) -> Finding:
     """The one-run audit's epsilon lower bound for the training procedure must stay at most a cap.
@@ -120,28 +154,40 @@ def dp_audit(params: DpAudit, ctx: CheckContext) -> Finding:
     """
     from sklearn.base import clone
 
-    from mlwarden.attacks import privacy_audit
+    from mlwarden.attacks import dp_sgd_canary_audit, privacy_audit
 
     metric = "empirical_epsilon"
     estimator = _cloneable(ctx.model)
+    prefix = None if estimator is None else _dp_param_prefix(estimator)
     if estimator is None:
-        return Finding(
-            check="dp_audit",
-            metric=metric,
-            value=None,
-            threshold=params.max_empirical_epsilon,
-            comparison="<=",
-            passed=False,
-            message="not measured: the privacy audit retrains the model, which needs a "
-            "scikit-learn estimator (this model offers none)",
-            details={},
+        return _not_measured(
+            params,
+            "the privacy audit retrains the model, which needs a scikit-learn estimator "
+            "(this model offers none)",
+        )
+    if params.white_box and prefix is None:
+        return _not_measured(
+            params,
+            "the white-box audit inserts gradient canaries into DP-SGD, which needs a "
+            "DPSGDClassifier (or a Pipeline ending in one)",
         )
 
-    n_audit = min(params.n_audit, len(ctx.X_train))
+    n_audit = params.n_canaries if params.white_box else min(params.n_audit, len(ctx.X_train))
     X_held, y_held, _ = _unseen(ctx)
     held_out = (X_held.reset_index(drop=True), y_held.reset_index(drop=True))
 
     def audit(model: Any, delta: float | None) -> PrivacyAuditResult:
+        if params.white_box:
+            return dp_sgd_canary_audit(
+                model,
+                ctx.X_train.reset_index(drop=True),
+                ctx.y_train.reset_index(drop=True),
+                n_canaries=params.n_canaries,
+                test=held_out if len(y_held) else None,
+                delta=delta,
+                confidence=params.confidence,
+                seed=ctx.seed,
+            )
         return privacy_audit(
             lambda: clone(model),
             ctx.X_train.reset_index(drop=True),
@@ -157,9 +203,13 @@ def dp_audit(params: DpAudit, ctx: CheckContext) -> Finding:
             seed=ctx.seed,
         )
 
-    target = audit(estimator, None)  # delta: the model's own (0 if it claims none)
+    try:
+        target = audit(estimator, None)  # delta: the model's own (0 if it claims none)
+    except ParameterError as exc:  # e.g. more canaries than the network has parameters
+        if not params.white_box:
+            raise
+        return _not_measured(params, str(exc))
     results = [("as trained: " + _describe(estimator), target)]
-    prefix = _dp_param_prefix(estimator)
     twin = None
     if params.compare_non_private and prefix is not None:
         twin_model = clone(estimator).set_params(
@@ -199,8 +249,9 @@ def dp_audit(params: DpAudit, ctx: CheckContext) -> Finding:
             "confidence": params.confidence,
             "tables": [
                 {
-                    "title": f"one-run privacy audit ({target.variant} attack, {n_audit} audit "
-                    f"rows, {target.n_train} training rows in the target)",
+                    "title": f"one-run privacy audit ({target.variant} attack, {n_audit} "
+                    f"{'gradient canaries' if params.white_box else 'audit rows'}, "
+                    f"{target.n_train} training rows in the target)",
                     "columns": [
                         "model",
                         "claimed epsilon",
@@ -212,11 +263,7 @@ def dp_audit(params: DpAudit, ctx: CheckContext) -> Finding:
                         "time",
                     ],
                     "rows": [_row(name, r) for name, r in results],
-                    "note": "Steinke, Nasr & Jagielski (2023): each audit row is trained on "
-                    "with probability 1/2 and one model is trained; the bound holds with the "
-                    "stated probability over those coin flips. Audit rows are real rows, not "
-                    "worst-case canaries, so the bound is far below what a DP proof covers; a "
-                    "bound above the claimed epsilon means the claim is broken.",
+                    "note": _NOTE_WHITE_BOX if params.white_box else _NOTE_ROWS,
                 }
             ],
             "curve": {

@@ -232,6 +232,17 @@ class DPSGDClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         ValueError
             A bad parameter, non-numeric or non-finite ``X``, or fewer than two classes.
         """
+        return self._fit_observed(X, y, None)
+
+    def _fit_observed(self, X: Any, y: Any, observer: Any) -> DPSGDClassifier:
+        """:meth:`fit`, with an auditor's ``observer`` (None: plain fit) on every step.
+
+        The seam of the white-box audit (:mod:`mlwarden.attacks._dp_canaries`): the observer's
+        ``start(optimizer, sample_rate)`` runs once the optimizer is private,
+        ``before_noise(optimizer)`` after per-row clipping and before the noise (the clipped
+        sum is in each parameter's ``summed_grad``), ``after_step(optimizer)`` after each
+        update. Training itself is the code :meth:`fit` runs; errors are :meth:`fit`'s.
+        """
         from sklearn.utils.multiclass import check_classification_targets
         from sklearn.utils.validation import validate_data
 
@@ -255,7 +266,7 @@ class DPSGDClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             # One thread: the per-step work is tiny, and on a busy machine more threads make
             # it many times slower (and results depend on none of this).
             torch.set_num_threads(1)
-            self._train(torch, PrivacyEngine, X_arr, codes, len(classes), delta, seed)
+            self._train(torch, PrivacyEngine, X_arr, codes, len(classes), delta, seed, observer)
         finally:
             torch.set_num_threads(threads)
         self.classes_ = classes
@@ -270,6 +281,7 @@ class DPSGDClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         n_classes: int,
         delta: float,
         seed: int,
+        observer: Any = None,
     ) -> None:
         d = X_arr.shape[1]
         with warnings.catch_warnings(), torch.random.fork_rng(devices=[]):
@@ -310,6 +322,8 @@ class DPSGDClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
                 model, dp_optimizer, dp_loader = engine.make_private(
                     noise_multiplier=float(self.noise_multiplier or 0.0), **common
                 )
+            if observer is not None:
+                _attach(observer, dp_optimizer, 1.0 / len(loader))
             criterion = torch.nn.CrossEntropyLoss()
             steps = 0
             model.train()
@@ -320,6 +334,8 @@ class DPSGDClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
                     loss = criterion(model(xb), yb) if len(yb) else model(xb).sum()
                     loss.backward()
                     dp_optimizer.step()
+                    if observer is not None:
+                        observer.after_step(dp_optimizer)
                     steps += 1
             linears = [m for m in module if isinstance(m, torch.nn.Linear)]
             self.coefs_ = [
@@ -357,6 +373,18 @@ class DPSGDClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
     def predict(self, X: Any) -> np.ndarray:
         """The most probable class of each row."""
         return np.asarray(self.classes_[np.argmax(self._logits(X), axis=1)])
+
+
+def _attach(observer: Any, dp_optimizer: Any, sample_rate: float) -> None:
+    """Start ``observer`` and call its ``before_noise`` inside each of the optimizer's steps."""
+    observer.start(dp_optimizer, sample_rate)
+    add_noise = dp_optimizer.add_noise
+
+    def observed_add_noise() -> None:
+        observer.before_noise(dp_optimizer)
+        add_noise()
+
+    dp_optimizer.add_noise = observed_add_noise
 
 
 def _final_step(estimator: Any) -> Any:
