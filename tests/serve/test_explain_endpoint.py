@@ -8,12 +8,14 @@ differ in a column reveal that column's ``c_i`` and ``m_i`` exactly (Milli et al
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from mlwarden.serve import reproduce_decision
 from tests.serve.test_app import rows
 
 
@@ -70,6 +72,7 @@ def test_going_past_the_budget_is_an_extraction_alarm(
     s.clock.now += 1
     over = _explain(s, rows(phishing_rows, 1, start=2), key=key)
     assert over.status_code == 429 and "explanation budget: 2 per 3600 s" in over.json()["detail"]
+    s.g.decisions.flush()
     s.clock.now += 3600  # the window moved on
     assert _explain(s, rows(phishing_rows, 1, start=3), key=key).status_code == 200
 
@@ -100,6 +103,7 @@ def test_a_thief_rebuilding_the_model_from_explanations_is_blocked_before_it_is_
     seen: list[tuple[dict[str, Any], dict[str, float]]] = []
     refused = None
     for row in natural:
+        s.g.decisions.flush()  # the second passes for the log's writer too
         s.clock.now += 1  # slow enough for the rate limit: only the budget can stop it
         answer = _explain(s, [row])
         if answer.status_code != 200:
@@ -126,8 +130,53 @@ def test_a_benign_client_asking_a_few_explanations_is_not_flagged(
 ) -> None:
     s = server
     for i in range(3):
+        s.g.decisions.flush()  # the 5 s pass for the log's writer too
         s.clock.now += 5
         answer = _explain(s, rows(phishing_rows, 1, start=400 + i))
         assert answer.status_code == 200 and "X-Mlwarden-Alarm" not in answer.headers
     assert not s.g.blocked and not s.g.throttled
     assert s.g.metrics.guard_alarms.labels(guard="extraction")._value.get() == 0
+
+
+def test_an_explanation_is_a_logged_decision_holding_what_the_client_was_shown(
+    server: Any, phishing_rows: pd.DataFrame
+) -> None:
+    s, batch = server, rows(phishing_rows, 3)
+    shown = _explain(s, batch).json()
+    predicted = s.predict(rows(phishing_rows, 1)).json()["request_id"]
+    s.g.decisions.flush()
+    record = s.g.decisions.get(shown["request_id"])
+    assert record is not None and record.endpoint == "explain"
+    assert record.input == batch and record.model_ref == "phish@1"
+    assert record.client == s.g.keys.authenticate(s.keys["explain"]).key_id
+    for logged, explained in zip(record.output, shown["explanations"], strict=True):
+        assert logged["label"] == explained["label"]
+        assert logged["explanation"]["values"] == explained["values"]
+        assert logged["explanation"]["base_value"] == shown["base_value"]
+        assert logged["explanation"]["explained_class"] == shown["explained_class"]
+    assert record.guards["explain"] == {"budget_left": 17}  # 20 per hour, 3 explained
+    assert "extraction" in record.guards
+    # a prediction's record keeps the stored form it had before explanations were logged
+    assert s.g.decisions.get(predicted).endpoint == "predict"
+    stored = s.g.decisions.get(predicted).model_dump(mode="json")
+    assert "endpoint" not in stored
+    assert s.g.decisions.verify().summary() == "ok: 2 decisions, 0 feedback"
+    again = reproduce_decision(s.store, s.g.decisions, shown["request_id"])
+    assert again.endpoint == "explain" and again.reproduced and len(again.rows) == 3
+
+
+def test_explanations_are_refused_while_the_decision_log_cannot_write(
+    serve: Any, phishing_rows: pd.DataFrame, tmp_path: Path
+) -> None:
+    from tests.serve.test_refusals import Locked
+
+    s = serve(guards={"extraction": {"enabled": False}})
+    key = s.g.keys.create("explain", "e")
+    lock = Locked(tmp_path / "serve.db")
+    assert _explain(s, rows(phishing_rows, 1), key=key).status_code == 200
+    s.clock.now += 2.5  # its record has waited longer than max_delay_s (2 s)
+    refused = _explain(s, rows(phishing_rows, 1, start=1), key=key)
+    assert refused.status_code == 503 and "not writing" in refused.json()["detail"]
+    lock.release()
+    assert s.g.decisions.settle(30.0)
+    assert [r.endpoint for r in s.g.decisions.iter_recent(5)] == ["explain"]

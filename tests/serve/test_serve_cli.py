@@ -67,6 +67,7 @@ def test_a_past_decision_is_reproduced_and_explained(store_dir: Path, tmp_path: 
     store.close()
     shown = mlwarden("decisions", "show", request_id, "--store", str(store_dir), cwd=tmp_path)
     assert shown.returncode == 0, shown.stdout + shown.stderr
+    assert shown.stdout.startswith(f"predict request {request_id}")
     assert "reproduced" in shown.stdout and "phish@1" in shown.stdout
     as_json = mlwarden(
         "decisions", "show", request_id, "--json", "--store", str(store_dir), cwd=tmp_path

@@ -202,7 +202,7 @@ def decisions_show(
         return 0 if found.reproduced else 1
     verdict = "[green]reproduced[/]" if found.reproduced else "[red]NOT reproduced[/]"
     out.print(
-        f"request {found.request_id} from {found.client} at {found.created_at}\n"
+        f"{found.endpoint} request {found.request_id} from {found.client} at {found.created_at}\n"
         f"model {found.model_ref} (model sha256 {found.model_sha256[:12]}, verified): {verdict}"
     )
     for i, row in enumerate(found.rows):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import (
     AwareDatetime,
@@ -77,11 +77,16 @@ class DecisionRecord(BaseModel):
     """One served request, as logged; ``feedback`` is filled in by reads and never stored here.
 
     ``input_sha256`` is computed from ``input`` when not given, and checked when given.
+    ``endpoint`` says which endpoint answered; a prediction's is left out of the stored body,
+    so records written before explanations were logged keep their bytes and hashes.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     request_id: str = Field(default_factory=_request_id, pattern=r"^[0-9a-f]{32}$")
+    endpoint: Literal["predict", "explain"] = Field(
+        default="predict", exclude_if=lambda v: v == "predict"
+    )
     created_at: AwareDatetime = Field(default_factory=_utcnow)
     client: str = Field(min_length=1, max_length=128)
     model_ref: str = Field(pattern=r"^[^@\s]+@[^@\s]+$")

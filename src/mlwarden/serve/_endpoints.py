@@ -1,11 +1,13 @@
 """The server's endpoints besides ``/v1/predict``: the probes, Prometheus metrics, analyst
 feedback, a logged decision, lifting a client's block, revoking a key, SHAP explanations."""
 
+import logging
+import time
 import uuid
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, HTTPException, Response
+from fastapi import BackgroundTasks, Depends, FastAPI, HTTPException, Response
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel
 
@@ -22,10 +24,14 @@ from mlwarden.serve._predict import (
     FAIL_OPEN_HEADER,
     MODEL_HEADER,
     REQUEST_ID_HEADER,
+    check_decision_log,
 )
+from mlwarden.serve._record import log_decision
 from mlwarden.serve._runtime import Router
 from mlwarden.serve._schema import RequestRows
 from mlwarden.serve._watch import Watchers
+
+_log = logging.getLogger(__name__)
 
 
 def add_probes(app: FastAPI, g: Guarded, admission: Admission) -> None:
@@ -223,9 +229,11 @@ def explain_endpoint(
     def explain(
         body: BaseModel,
         response: Response,
+        background: BackgroundTasks,
         principal: Annotated[Principal, Depends(admission.require("explain", charge=False))],
     ) -> ExplainResponse:
         """SHAP values per input column of each row; the schema is the model's."""
+        started = time.perf_counter()
         client = principal.key_id
         admission.refuse_blocked(client)
         batch = RequestRows.of(body, features)
@@ -239,12 +247,13 @@ def explain_endpoint(
                 f"got {len(rows)}",
             )
         refuse_over_budget(client, len(rows))
+        run = GuardRun(g.metrics)
+        check_decision_log(g, run)
         admission.admit(client, len(rows) * cost)
         model = g.routes[router.route(client)]
         explainer = g.explainers.get(model.ref)
         if explainer is None:
             raise HTTPException(501, f"{model.ref} has no SHAP explainer (an early-exit network)")
-        run = GuardRun(g.metrics)
         proba, _ = watchers.predict_rows(model, batch, client, run)
         if proba is None:
             raise HTTPException(503, "the model failed: nothing to explain")
@@ -265,7 +274,7 @@ def explain_endpoint(
             response.headers[FAIL_OPEN_HEADER] = ",".join(run.fail_open)
         if extraction is not None and extraction.get("alarm"):
             response.headers[ALARM_HEADER] = "extraction"
-        return ExplainResponse(
+        answer = ExplainResponse(
             request_id=request_id,
             model=model.ref,
             method=found.method,
@@ -277,6 +286,27 @@ def explain_endpoint(
                 for label, values in zip(labels, found.values, strict=True)
             ],
         )
+        # Logged as a prediction is: the label answered and everything the client was shown.
+        shown = answer.model_dump(mode="json", exclude={"request_id", "model", "explanations"})
+        output = [
+            {"label": e.label, "explanation": {**shown, "values": e.values}}
+            for e in answer.explanations
+        ]
+        verdicts: dict[str, Any] = {"explain": {"budget_left": budget.left(client)}}
+        if extraction is not None:
+            verdicts["extraction"] = extraction
+        record = (g, request_id, client, model, rows, batch.frame, output, verdicts)
+        latency_ms = (time.perf_counter() - started) * 1000.0
+        if g.shadow is None:
+            try:
+                log_decision(*record, run.fail_open, latency_ms, endpoint="explain")
+            except Exception:  # the answer stands, the log says why
+                _log.exception("decision %s could not be queued", request_id)
+        else:
+            background.add_task(
+                log_decision, *record, run.fail_open, latency_ms, endpoint="explain"
+            )
+        return answer
 
     explain.__annotations__["body"] = body
     return explain

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -23,6 +23,8 @@ def log_decision(
     verdicts: dict[str, Any],
     fail_open: list[str],
     latency_ms: float,
+    *,
+    endpoint: Literal["predict", "explain"] = "predict",
 ) -> None:
     """After the response: the shadow model's answer, then the decision record."""
     from mlwarden.serve._decisions import DecisionRecord, ShadowResult
@@ -43,6 +45,7 @@ def log_decision(
     g.decisions.append(
         DecisionRecord(
             request_id=request_id,
+            endpoint=endpoint,
             client=client,
             model_ref=model.ref,
             model_sha256=model.version.manifest.model_sha256,

@@ -69,6 +69,7 @@ class Reproduction(BaseModel):
     """A past decision run again on the exact version that answered it."""
 
     request_id: str
+    endpoint: str = "predict"
     model_ref: str
     model_sha256: str
     client: str
@@ -193,6 +194,7 @@ def reproduce_decision(
         )
     return Reproduction(
         request_id=record.request_id,
+        endpoint=record.endpoint,
         model_ref=record.model_ref,
         model_sha256=record.model_sha256,
         client=record.client,
