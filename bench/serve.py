@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
+import json
 import os
 import signal
 import socket
@@ -68,7 +69,7 @@ KIND_SPEC = """\
 name: NAME
 data: {dataset: phishing, label: Result, positive: phishing}
 split: {test_size: 0.25, seed: 7}
-model: {import: FILE}
+model: {import: FILE, columns: COLUMNS}
 checks:
   - {check: performance_floor, metric: roc_auc, min: 0.9}
 register: {name: NAME}
@@ -440,7 +441,12 @@ def import_kinds(store_root: Path, kinds: list[str]) -> None:
             files["torch"].write_bytes(_torch_model(X, y))
         for kind, path in files.items():
             name = REFS[kind].split("@")[0]
-            text = KIND_SPEC.replace("NAME", name).replace("FILE", path.name)
+            # fitted on the schema's column order: the import records it (model.columns)
+            text = (
+                KIND_SPEC.replace("NAME", name)
+                .replace("FILE", path.name)
+                .replace("COLUMNS", json.dumps(schema.features))
+            )
             result = LocalExecutor(store).run(parse_spec(text, base=folder))
             if result.status != "completed":
                 raise RuntimeError(f"importing the {kind} model: {result.status}: {result.error}")
