@@ -1,9 +1,13 @@
-"""The decision record of an answered request, built and queued after the response is sent
-(with the shadow model's answer to the same rows)."""
+"""The decision record of an answered request, queued after the response is sent (with the
+shadow model's answer to the same rows).
+
+What is queued is plain values (:class:`~mlwarden.serve._decisions.PendingDecision`): the
+decision writer's thread validates, serialises, hashes and chains the record, off the request
+path, into the same stored bytes."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -24,8 +28,8 @@ def log_decision(
     fail_open: list[str],
     latency_ms: float,
 ) -> None:
-    """After the response: the shadow model's answer, then the decision record."""
-    from mlwarden.serve._decisions import DecisionRecord, ShadowResult
+    """After the response: the shadow model's answer, then the decision, queued for the log."""
+    from mlwarden.serve._decisions import PendingDecision, ShadowResult
 
     shadow: list[ShadowResult] = []
     if g.shadow is not None:
@@ -41,16 +45,16 @@ def log_decision(
             answer = {"error": f"{type(exc).__name__}: {exc}"}
         shadow.append(ShadowResult(model_ref=g.shadow.ref, output=answer))
     g.decisions.append(
-        DecisionRecord(
+        PendingDecision(
             request_id=request_id,
             client=client,
             model_ref=model.ref,
             model_sha256=model.version.manifest.model_sha256,
             lineage_head=g.lineage_head,
             input=rows,
-            output=cast(Any, output),
+            output=output,
             guards=verdicts,
-            fail_open={guard: True for guard in fail_open},
+            fail_open=fail_open,
             shadow=shadow,
             latency_ms=latency_ms,
         )
