@@ -10,10 +10,15 @@ import logging
 import sqlite3
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+import numpy as np
+import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from mlwarden.data import ColumnSchema, TableSchema
 from mlwarden.serve._decision_records import stored_body
 from mlwarden.serve._decisions import (
     DecisionLog,
@@ -23,6 +28,8 @@ from mlwarden.serve._decisions import (
     ShadowResult,
     chain_hash,
 )
+from mlwarden.serve._runtime import ServedModel
+from mlwarden.serve._schema import RequestRows, request_model
 
 SHA = "a" * 64
 HEAD = "b" * 64
@@ -133,3 +140,112 @@ def test_a_duplicate_id_in_an_unchecked_batch_is_left_out_and_the_rest_stored(
     assert log.get(first.request_id) == first.record()  # the original stays
     assert log.verify().ok
     log.close()
+
+
+# -- the rows' matrix ----------------------------------------------------------------------------
+
+
+def _schema(types: dict[str, str], nullable: bool = False) -> TableSchema:
+    columns = {name: ColumnSchema(type=t, nullable=nullable) for name, t in types.items()}  # type: ignore[arg-type]
+    return TableSchema(columns={**columns, "y": ColumnSchema(type="integer")}, label="y")
+
+
+def _batch(schema: TableSchema, rows: list[dict[str, Any]]) -> RequestRows:
+    body = request_model(schema, 100).model_validate({"rows": rows})
+    return RequestRows.of(body, schema.features)
+
+
+def _per_column(batch: RequestRows) -> pd.DataFrame:
+    return pd.DataFrame(batch.rows, columns=batch.columns)  # the table as it was always built
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    kind=st.sampled_from(["integer", "float"]),
+    width=st.integers(1, 6),
+    data=st.data(),
+)
+def test_the_matrix_table_equals_the_per_column_table(kind: str, width: int, data: Any) -> None:
+    schema = _schema({f"c{j}": kind for j in range(width)})
+    value = (
+        st.integers(-(2**53), 2**53)
+        if kind == "integer"
+        else st.floats(allow_nan=False, allow_infinity=False) | st.integers(-1000, 1000)
+    )
+    rows = data.draw(
+        st.lists(st.fixed_dictionaries({f"c{j}": value for j in range(width)}), min_size=1)
+    )
+    batch = _batch(schema, rows)
+    assert batch.matrix is not None
+    pd.testing.assert_frame_equal(batch.frame, _per_column(batch))
+    assert list(batch.frame.dtypes) == list(_per_column(batch).dtypes)
+
+
+@pytest.mark.parametrize(
+    ("types", "nullable", "rows", "matrix"),
+    [
+        ({"a": "integer", "b": "integer"}, False, [{"a": 1, "b": -1}, {"a": 0, "b": 2.0}], True),
+        ({"a": "integer", "b": "float"}, False, [{"a": 1, "b": 0.5}], False),  # mixed: per column
+        ({"a": "integer", "b": "boolean"}, False, [{"a": 1, "b": True}], False),
+        ({"a": "integer", "b": "integer"}, True, [{"a": 1, "b": None}, {"a": 2, "b": 3}], False),
+        ({"a": "float", "b": "float"}, True, [{"a": None, "b": None}], False),  # all missing
+        ({"a": "float", "b": "float"}, True, [{"a": 1.5, "b": 2}], True),
+    ],
+)
+def test_a_table_is_built_column_by_column_unless_one_matrix_holds_it_exactly(
+    types: dict[str, str], nullable: bool, rows: list[dict[str, Any]], matrix: bool
+) -> None:
+    batch = _batch(_schema(types, nullable), rows)
+    assert (batch.matrix is not None) is matrix
+    pd.testing.assert_frame_equal(batch.frame, _per_column(batch))
+    if matrix:
+        reordered = batch.matrix_in(list(reversed(batch.columns)))
+        assert reordered is not None
+        np.testing.assert_array_equal(reordered, _per_column(batch)[batch.columns[::-1]].to_numpy())
+
+
+def _served(adapter: Any) -> ServedModel:
+    return ServedModel("m@1", cast(Any, None), adapter, None)
+
+
+def test_a_matrix_model_given_the_matrix_answers_as_given_the_table() -> None:
+    pytest.importorskip("skl2onnx")
+    pytest.importorskip("onnxruntime")
+    torch = pytest.importorskip("torch")
+    from skl2onnx import to_onnx
+    from sklearn.linear_model import LogisticRegression
+
+    from mlwarden.models import OnnxAdapter, TorchAdapter
+
+    rng = np.random.default_rng(0)
+    schema = _schema({f"c{j}": "integer" for j in range(5)})
+    fitted = list(reversed(schema.features))  # the models read another order than the schema's
+    X = rng.integers(-1, 2, size=(200, 5))
+    y = (X @ np.arange(1, 6) > 0).astype(int)
+    onnx = OnnxAdapter(
+        bytes(
+            to_onnx(LogisticRegression().fit(X, y), X[:1].astype(np.float32)).SerializeToString()
+        ),
+        feature_names=fitted,
+    )
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Linear(5, 2))
+    torched = TorchAdapter(module, [0, 1], feature_names=fitted)
+    rows = [dict(zip(schema.features, map(int, x), strict=True)) for x in X[:20]]
+    for adapter in (onnx, torched):
+        model = _served(adapter)
+        order = model.matrix_order(schema.features)
+        assert order == fitted
+        batch = _batch(schema, rows)
+        matrix = batch.matrix_in(order)
+        assert matrix is not None
+        np.testing.assert_array_equal(
+            adapter.predict_proba(matrix), model.predict_proba(_per_column(batch))
+        )
+    # scikit-learn models, early-exit networks and imputing models are given the table
+    from mlwarden.models import SklearnAdapter
+
+    assert (
+        _served(SklearnAdapter(LogisticRegression().fit(X, y))).matrix_order(schema.features)
+        is None
+    )
