@@ -28,6 +28,13 @@ from mlwarden.serve._decisions import (
     ShadowResult,
     chain_hash,
 )
+from mlwarden.serve._extraction import (
+    BenignTraffic,
+    FeatureSpace,
+    PradaDetector,
+    RarityDetector,
+    shapiro_w,
+)
 from mlwarden.serve._runtime import ServedModel
 from mlwarden.serve._schema import RequestRows, request_model
 
@@ -249,3 +256,74 @@ def test_a_matrix_model_given_the_matrix_answers_as_given_the_table() -> None:
         _served(SklearnAdapter(LogisticRegression().fit(X, y))).matrix_order(schema.features)
         is None
     )
+
+
+# -- the extraction detectors -------------------------------------------------------------------
+
+
+def _loop_surprise(detector: RarityDetector, X: np.ndarray) -> np.ndarray:
+    """The rarity detector's surprise column by column, as it was computed before."""
+    binned = detector._binned
+    detector._binned = None
+    try:
+        return detector.surprise(X)
+    finally:
+        detector._binned = binned
+
+
+def _mixed_space() -> tuple[FeatureSpace, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(3)
+    n = 600
+    frame = pd.DataFrame(
+        {
+            "grid": rng.integers(-1, 2, n),  # few levels: binned by exact value
+            "amount": rng.lognormal(3, 1, n),  # continuous: equal-width bins and two tails
+            "flat": np.full(n, 2.0),  # no spread
+            "colour": rng.choice(["red", "green", "blue"], n),
+            "size": rng.choice(["s", "m", "l", "xl"], n, p=[0.4, 0.3, 0.2, 0.1]),
+        }
+    )
+    space = FeatureSpace.fit(frame)
+    encoded = space.transform(frame)
+    return space, encoded[:300], encoded[300:]
+
+
+def test_the_binned_rarity_surprise_is_the_column_by_column_one() -> None:
+    space, train, held_out = _mixed_space()
+    detector = RarityDetector().fit(
+        BenignTraffic(space, train, held_out, np.full((len(held_out), 2), 0.5))
+    )
+    assert detector._binned is not None
+    rng = np.random.default_rng(4)
+    odd = rng.normal(0, 3, (200, space.n_features))
+    odd[::7, 0] = np.nan
+    odd[1::7, 1] = np.inf
+    odd[2::7, 1] = -np.inf
+    odd[3::7, 3:6] = 0.0  # no category: the unknown bucket
+    odd[4::7, 3:6] = np.nan
+    for X in (held_out, odd, held_out[:1], held_out[:0], np.vstack([held_out] * 5)):
+        np.testing.assert_array_equal(detector.surprise(X), _loop_surprise(detector, X))
+
+
+def _prada_reference_w(distances: np.ndarray) -> float:
+    """PRADA's W as it was computed before: D sorted again on every query."""
+    mean, std = float(distances.mean()), float(distances.std())
+    kept = distances[np.abs(distances - mean) <= 3.0 * std] if std > 0 else distances
+    return shapiro_w(kept) if len(kept) >= 6 else 1.0
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), levels=st.sampled_from([2, 3, 50]))
+def test_the_sorted_prada_distances_equal_a_fresh_sort(seed: int, levels: int) -> None:
+    # discrete rows (few levels) make many distances tie; the ring overwrites its oldest ones
+    rng = np.random.default_rng(seed)
+    detector = PradaDetector(min_distances=6, max_distances=40, max_per_class=16)
+    for _ in range(150):
+        x = rng.integers(0, levels, 4).astype(np.float64)
+        verdict = detector.observe("c", x, int(rng.integers(0, 3)))
+        state = detector._clients.peek("c")
+        assert state is not None
+        n = state.d_count
+        np.testing.assert_array_equal(state.sorted[:n], np.sort(state.distances[:n]))
+        if n >= 6:
+            assert verdict.statistic == _prada_reference_w(state.distances[:n])
