@@ -147,7 +147,7 @@ def predict_endpoint(
             client,
             model,
             rows,
-            batch.frame,
+            batch.frame if g.shadow is not None else None,  # the table only the shadow reads
             answer.model_dump(mode="json")["predictions"],
             verdicts,
             run.fail_open,

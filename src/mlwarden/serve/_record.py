@@ -22,18 +22,26 @@ def log_decision(
     client: str,
     model: ServedModel,
     rows: list[dict[str, Any]],
-    frame: pd.DataFrame,
+    frame: pd.DataFrame | None,
     output: list[dict[str, Any]],
     verdicts: dict[str, Any],
     fail_open: list[str],
     latency_ms: float,
 ) -> None:
-    """After the response: the shadow model's answer, then the decision, queued for the log."""
+    """After the response: the shadow model's answer, then the decision, queued for the log.
+
+    ``frame``: the rows as the table the shadow model reads (None: built here from ``rows``
+    when there is a shadow model).
+    """
     from mlwarden.serve._decisions import PendingDecision, ShadowResult
 
     shadow: list[ShadowResult] = []
     if g.shadow is not None:
         try:
+            if frame is None:  # the request path built none: the model read a bare matrix
+                import pandas as pd
+
+                frame = pd.DataFrame(rows, columns=g.schema.features)
             proba = g.shadow.predict_proba(frame)
             labels = g.shadow.classes[proba.argmax(axis=1)].tolist()
             answer: Any = {"labels": labels, "probabilities": proba.round(6).tolist()}
