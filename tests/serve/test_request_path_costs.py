@@ -31,6 +31,7 @@ from mlwarden.serve._decisions import (
 from mlwarden.serve._extraction import (
     BenignTraffic,
     FeatureSpace,
+    OffManifoldDetector,
     PradaDetector,
     RarityDetector,
     shapiro_w,
@@ -327,3 +328,22 @@ def test_the_sorted_prada_distances_equal_a_fresh_sort(seed: int, levels: int) -
         np.testing.assert_array_equal(state.sorted[:n], np.sort(state.distances[:n]))
         if n >= 6:
             assert verdict.statistic == _prada_reference_w(state.distances[:n])
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), k=st.integers(1, 6))
+def test_the_off_manifold_flag_without_the_kth_distance_is_the_flag_with_it(
+    seed: int, k: int
+) -> None:
+    rng = np.random.default_rng(seed)
+    space, train, held_out = _mixed_space()
+    detector = OffManifoldDetector(k=k, max_reference=200, seed=seed % 1000).fit(
+        BenignTraffic(space, train, held_out, np.full((len(held_out), 2), 0.5))
+    )
+    X = np.vstack([held_out[:50], rng.normal(0, 2, (50, space.n_features)), train[:20]])
+    assert detector.radius_ is not None
+    np.testing.assert_array_equal(detector.beyond(X), detector.distances(X) > detector.radius_)
+    # a radius equal to a row's own k-th distance: that row is within it, the flag says so
+    for radius in (*detector.distances(X[:5]), 0.0, float(np.nextafter(0.0, 1.0))):
+        detector.radius_ = float(radius)
+        np.testing.assert_array_equal(detector.beyond(X), detector.distances(X) > radius)

@@ -4,6 +4,7 @@ off the data manifold, or rare column by column; each alarms on the binomial win
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Self
 
@@ -191,6 +192,7 @@ class OffManifoldDetector(_CountingDetector):
         self.reference_: FloatArray | None = None
         self._norms: FloatArray | None = None
         self.radius_: float | None = None
+        self._cut: tuple[float, float] | None = None  # (radius, squared cut)
 
     catches: frozenset[Pattern] = frozenset({"uniform"})
 
@@ -216,6 +218,11 @@ class OffManifoldDetector(_CountingDetector):
 
     def distances(self, X: ArrayLike) -> FloatArray:
         """Distance of each encoded row to its k-th nearest training row."""
+        kth = np.partition(self._squared(X), self.k - 1, axis=1)[:, self.k - 1]
+        return np.asarray(np.sqrt(np.maximum(kth, 0.0)))
+
+    def _squared(self, X: ArrayLike) -> FloatArray:
+        """Squared distance of each encoded row to every training row kept, (n, reference)."""
         if self.reference_ is None or self._norms is None:
             raise DataError(f"{self.name}: call fit() before observing")
         rows = np.atleast_2d(np.asarray(X, dtype=np.float64))
@@ -223,21 +230,39 @@ class OffManifoldDetector(_CountingDetector):
             raise DataError(
                 f"expected encoded rows of {self.reference_.shape[1]} features, got {rows.shape[1]}"
             )
-        squared = (
+        return np.asarray(
             self._norms[None, :]
             - 2.0 * rows @ self.reference_.T
             + np.einsum("ij,ij->i", rows, rows)[:, None]
         )
-        kth = np.partition(squared, self.k - 1, axis=1)[:, self.k - 1]
-        return np.asarray(np.sqrt(np.maximum(kth, 0.0)))
+
+    def beyond(self, X: ArrayLike) -> NDArray[np.bool_]:
+        """Whether each row's :meth:`distances` exceeds the radius, without selecting the
+        k-th distance: it does exactly when fewer than ``k`` training rows lie within the
+        radius (the distance is monotone in the squared one, so both read the same order)."""
+        within = self._squared(X) <= self._squared_cut()
+        return np.asarray(np.count_nonzero(within, axis=1) < self.k)
+
+    def _squared_cut(self) -> float:
+        """The largest squared distance ``s`` with ``sqrt(max(s, 0)) <= radius_``: comparing
+        squared distances with it decides as the distances themselves would."""
+        radius = self.radius_
+        assert radius is not None
+        if self._cut is None or self._cut[0] != radius:
+            cut = radius * radius
+            if math.isfinite(cut):  # an infinite or NaN radius compares the same squared
+                while cut > 0 and math.sqrt(cut) > radius:
+                    cut = float(np.nextafter(cut, -np.inf))
+                while math.sqrt(float(np.nextafter(cut, np.inf))) <= radius:
+                    cut = float(np.nextafter(cut, np.inf))
+            self._cut = (radius, cut)
+        return self._cut[1]
 
     def observe(self, client: str, x: ArrayLike, proba: ArrayLike | None = None) -> Verdict:
         """Record one encoded query of ``client``; ``proba`` is not used."""
-        distance = float(self.distances(x)[0])
+        flagged = bool(self.beyond(x)[0])
         assert self.radius_ is not None
-        return self._test.push(
-            client, distance > self.radius_, f"beyond k-NN radius {self.radius_:.3g}"
-        )
+        return self._test.push(client, flagged, f"beyond k-NN radius {self.radius_:.3g}")
 
 
 class RarityDetector(_CountingDetector):

@@ -267,7 +267,11 @@ class PradaDetector:
         not given)."""
         if ordered is None:
             ordered = np.sort(distances)
-        mean, std = float(distances.mean()), float(distances.std())
+        # numpy's own mean and std, without their Python wrappers: the same sums, bit for bit
+        n = len(distances)
+        mean = float(np.add.reduce(distances) / n)
+        deviations = distances - mean
+        std = float(np.sqrt(np.add.reduce(deviations * deviations) / n))
         kept = ordered[np.abs(ordered - mean) <= 3.0 * std] if std > 0 else ordered
         return shapiro_w_sorted(kept) if len(kept) >= 6 else 1.0
 
