@@ -18,7 +18,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mlwarden.data import ColumnSchema, TableSchema
+from mlwarden.data import (
+    ColumnSchema,
+    ColumnThresholds,
+    DriftReference,
+    DriftThresholds,
+    TableSchema,
+    drift_report,
+)
+from mlwarden.errors import DataError
 from mlwarden.serve._decision_records import stored_body
 from mlwarden.serve._decisions import (
     DecisionLog,
@@ -347,3 +355,55 @@ def test_the_off_manifold_flag_without_the_kth_distance_is_the_flag_with_it(
     for radius in (*detector.distances(X[:5]), 0.0, float(np.nextafter(0.0, 1.0))):
         detector.radius_ = float(radius)
         np.testing.assert_array_equal(detector.beyond(X), detector.distances(X) > radius)
+
+
+# -- the drift monitor ---------------------------------------------------------------------------
+
+
+def _drift_tables(seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    rng = np.random.default_rng(seed)
+
+    def table(n: int, shift: float) -> pd.DataFrame:
+        amount = rng.lognormal(3 + shift, 1, n)
+        amount[rng.random(n) < 0.1] = np.nan
+        return pd.DataFrame(
+            {
+                "grid": rng.integers(-1, 2, n),
+                "amount": amount,
+                "flat": np.full(n, 2.0),
+                "colour": rng.choice(["red", "green", "blue", None], n),
+                "flag": rng.random(n) < 0.3 + shift / 4,
+            }
+        )
+
+    return table(3000, 0.0), table(400, float(rng.choice([0.0, 0.5])))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_prepared_drift_reference_reports_what_drift_report_does(seed: int) -> None:
+    from scipy.stats import ks_2samp
+
+    reference, current = _drift_tables(seed)
+    thresholds = DriftThresholds(columns={"grid": ColumnThresholds(psi=0.01)})
+    prepared = DriftReference(reference, thresholds, categorical=["flag"])
+    expected = drift_report(reference, current, thresholds, categorical=["flag"])
+    assert prepared.compare(current) == expected
+    assert prepared.compare(current.iloc[::2]) == drift_report(
+        reference, current.iloc[::2], thresholds, categorical=["flag"]
+    )
+    amount = next(c for c in expected.columns if c.column == "amount")
+    public = ks_2samp(reference["amount"].dropna(), current["amount"].dropna())
+    assert (amount.ks_statistic, amount.ks_pvalue) == (public.statistic, public.pvalue)
+
+
+def test_the_prepared_drift_reference_raises_what_drift_report_raises() -> None:
+    reference, current = _drift_tables(0)
+    reference = reference.assign(empty=np.nan)
+    for batch in (current.drop(columns="grid"), current.assign(empty=1.0)):
+        with pytest.raises(DataError) as expected:
+            drift_report(reference, batch)
+        with pytest.raises(DataError) as got:
+            DriftReference(reference).compare(batch)
+        assert str(got.value) == str(expected.value)
+    with pytest.raises(DataError, match="not in the reference table"):
+        DriftReference(reference, columns=["nope"])
