@@ -11,7 +11,8 @@ worker) in its own subprocess on 127.0.0.1:
   blocking, drift on, decision log, metrics); only the rate limit is raised so that it never
   refuses the benchmark;
 * plain: one ``POST /v1/predict`` taking ``{"rows": [...]}`` as a plain dict, building the
-  DataFrame and calling the same loaded model's ``predict_proba``: no auth, no validation.
+  DataFrame (for ONNX and torch, the numeric matrix in the model's column order) and calling
+  the same loaded model's ``predict_proba``: no auth, no validation.
 
 Two loads per server, guarded and plain alternately (the server not under load is suspended
 with SIGSTOP so its background threads cannot steal CPU), one held-out row per request:
@@ -38,6 +39,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
+import json
 import os
 import signal
 import socket
@@ -68,7 +70,7 @@ KIND_SPEC = """\
 name: NAME
 data: {dataset: phishing, label: Result, positive: phishing}
 split: {test_size: 0.25, seed: 7}
-model: {import: FILE}
+model: {import: FILE, columns: COLUMNS}
 checks:
   - {check: performance_floor, metric: roc_auc, min: 0.9}
 register: {name: NAME}
@@ -101,6 +103,9 @@ def plain_app() -> Any:
     model = load_served(store, os.environ[MODEL_ENV])
     features = training_reference(store, model)[0].features
     classes = [str(c) for c in model.classes]
+    # A model that reads a bare numeric matrix (ONNX, torch) gets one, as a hand-written
+    # server would give it: the baseline pays for no table the guarded server does not build.
+    order = model.matrix_order(features)
     app = FastAPI(title="plain")
 
     @app.get("/healthz")
@@ -109,8 +114,11 @@ def plain_app() -> Any:
 
     @app.post("/v1/predict")
     def predict(body: dict[str, Any]) -> dict[str, Any]:
-        frame = pd.DataFrame(body["rows"], columns=features)
-        proba = model.predict_proba(frame)
+        if order is not None and model.adapter is not None:
+            matrix = np.array([[row[c] for c in order] for row in body["rows"]], dtype=np.float64)
+            proba = model.adapter.predict_proba(matrix)
+        else:
+            proba = model.predict_proba(pd.DataFrame(body["rows"], columns=features))
         labels = np.asarray(classes)[proba.argmax(axis=1)]
         return {
             "predictions": [
@@ -440,7 +448,12 @@ def import_kinds(store_root: Path, kinds: list[str]) -> None:
             files["torch"].write_bytes(_torch_model(X, y))
         for kind, path in files.items():
             name = REFS[kind].split("@")[0]
-            text = KIND_SPEC.replace("NAME", name).replace("FILE", path.name)
+            # fitted on the schema's column order: the import records it (model.columns)
+            text = (
+                KIND_SPEC.replace("NAME", name)
+                .replace("FILE", path.name)
+                .replace("COLUMNS", json.dumps(schema.features))
+            )
             result = LocalExecutor(store).run(parse_spec(text, base=folder))
             if result.status != "completed":
                 raise RuntimeError(f"importing the {kind} model: {result.status}: {result.error}")

@@ -23,6 +23,7 @@ from mlwarden.data._drift import (
     ks_test,
     population_stability_index,
 )
+from mlwarden.data._drift_reference import DriftReference
 from mlwarden.data._duplicates import (
     Duplicates,
     Overlap,
@@ -71,6 +72,7 @@ __all__ = [
     "ColumnSchema",
     "ColumnThresholds",
     "Dataset",
+    "DriftReference",
     "DriftReport",
     "DriftThresholds",
     "Duplicates",

@@ -120,6 +120,85 @@ class DecisionRecord(BaseModel):
         return data
 
 
+class PendingDecision:
+    """A served decision as the request thread queues it: plain values, nothing validated.
+
+    The writer thread turns it into its :class:`DecisionRecord` (:meth:`record`), whose
+    validation, canonical JSON and hashes would otherwise cost the request path; the record
+    is the one the request thread would have built, so the stored bytes are the same.
+    ``created_at`` is taken when the decision is queued, as the record's default would be.
+    """
+
+    __slots__ = (
+        "client",
+        "created_at",
+        "endpoint",
+        "fail_open",
+        "guards",
+        "input",
+        "latency_ms",
+        "lineage_head",
+        "model_ref",
+        "model_sha256",
+        "output",
+        "request_id",
+        "shadow",
+    )
+
+    def __init__(
+        self,
+        *,
+        request_id: str,
+        client: str,
+        model_ref: str,
+        model_sha256: str,
+        lineage_head: str,
+        input: list[dict[str, Any]],
+        output: Any,
+        guards: dict[str, Any],
+        fail_open: list[str],
+        shadow: list[ShadowResult],
+        latency_ms: float,
+        created_at: datetime | None = None,
+        endpoint: Literal["predict", "explain"] = "predict",
+    ) -> None:
+        self.request_id = request_id
+        self.endpoint = endpoint
+        self.client = client
+        self.model_ref = model_ref
+        self.model_sha256 = model_sha256
+        self.lineage_head = lineage_head
+        self.input = input
+        self.output = output
+        self.guards = guards
+        self.fail_open = fail_open
+        self.shadow = shadow
+        self.latency_ms = latency_ms
+        self.created_at = created_at if created_at is not None else _utcnow()
+
+    def record(self) -> DecisionRecord:
+        """The validated record (raises pydantic's ``ValidationError`` as the record would)."""
+        return DecisionRecord(
+            request_id=self.request_id,
+            endpoint=self.endpoint,
+            created_at=self.created_at,
+            client=self.client,
+            model_ref=self.model_ref,
+            model_sha256=self.model_sha256,
+            lineage_head=self.lineage_head,
+            input=self.input,
+            output=self.output,
+            guards=self.guards,
+            fail_open={guard: True for guard in self.fail_open},
+            shadow=self.shadow,
+            latency_ms=self.latency_ms,
+        )
+
+
+Queued = DecisionRecord | PendingDecision
+"""What the decision writer's queue holds: a built record, or one it builds itself."""
+
+
 class LogStatus(BaseModel):
     """Whether the log keeps up: what readiness and the request path ask before answering."""
 

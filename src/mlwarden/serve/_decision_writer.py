@@ -7,9 +7,9 @@ and the next ``raise_failures`` raises :class:`DecisionWriteError`. A database t
 writes for a while (:class:`Transient`) does not lose the batch: it is retried with backoff
 while later records wait in the bounded queue.
 
-Group commit: once a record is queued the writer lingers up to ``linger_s`` (a few
-milliseconds, far below ``max_delay_s``) for more to join its batch, so one caller sending
-requests back to back shares one transaction among several records instead of paying one each.
+Group commit: once a record is queued the writer lingers up to ``linger_s`` (the log's default
+is 20 ms, far below ``max_delay_s``) for more to join its batch, so one caller sending requests
+back to back shares one transaction among several records instead of paying one each.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from collections.abc import Callable
 from mlwarden.errors import MlwardenError
 from mlwarden.serve._decision_records import (
     DecisionLogClosedError,
-    DecisionRecord,
     DecisionWriteError,
     LogStatus,
+    Queued,
 )
 
 _log = logging.getLogger("mlwarden.serve._decisions")
@@ -51,7 +51,7 @@ class BatchWriter:
 
     def __init__(
         self,
-        write: Callable[[list[DecisionRecord]], int],
+        write: Callable[[list[Queued]], int],
         *,
         max_queue: int,
         max_batch: int,
@@ -73,7 +73,7 @@ class BatchWriter:
         self._has_items = threading.Condition(self._lock)
         self._has_room = threading.Condition(self._lock)
         self._progress = threading.Condition(self._lock)
-        self._queue: deque[DecisionRecord] = deque()
+        self._queue: deque[Queued] = deque()
         self._since: deque[float] = deque()  # when each queued record was appended
         self._inflight_since: float | None = None
         self._retrying: str | None = None  # why the batch in flight is being retried
@@ -121,7 +121,7 @@ class BatchWriter:
             accepting=reason is None, backlog=backlog, oldest_s=round(oldest, 3), reason=reason
         )
 
-    def append(self, record: DecisionRecord) -> bool:
+    def append(self, record: Queued) -> bool:
         """Queue ``record``; False (and counted) if the queue stayed full."""
         with self._lock:
             if self._closing:
@@ -214,7 +214,7 @@ class BatchWriter:
                 self._retrying = None
                 self._progress.notify_all()
 
-    def _write_with_retries(self, batch: list[DecisionRecord]) -> int:
+    def _write_with_retries(self, batch: list[Queued]) -> int:
         """Write ``batch``, retrying while the database refuses for now; unless closing."""
         delay = 0.05
         while True:

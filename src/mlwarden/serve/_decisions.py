@@ -7,7 +7,9 @@ said, which guards failed open, what shadow models answered, and how long it too
 later attach labels (feedback), which become training rows.
 
 Writing stays off the request path (:mod:`mlwarden.serve._decision_writer`): ``append`` queues
-the record and returns; one background thread commits queued records in batches. Nothing is
+the record and returns; one background thread commits queued records in batches. The server
+queues a :class:`PendingDecision` of plain values, and the writer builds, serialises and hashes
+its record. Nothing is
 lost without a count: a dropped record is counted in ``dropped``, one the writer cannot store in
 ``failed`` (the next ``flush`` or ``close`` raises :class:`DecisionWriteError`).
 
@@ -37,6 +39,7 @@ from typing import Any
 from pydantic import JsonValue, ValidationError
 from sqlalchemy import select
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError as UniqueViolation
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from mlwarden._sql import create_tables, open_engine, sqlalchemy_url
@@ -72,6 +75,8 @@ from mlwarden.serve._decision_records import (
     FeedbackError,
     FeedbackRow,
     LogStatus,
+    PendingDecision,
+    Queued,
     ShadowResult,
     _utcnow,
     load_body,
@@ -94,13 +99,14 @@ __all__ = [
     "FeedbackRow",
     "LogProblem",
     "LogStatus",
+    "PendingDecision",
     "ShadowResult",
     "chain_hash",
 ]
 
 LogProblem = Problem  # one problem type for every chain; ``table`` names the decision chain
 CHECKPOINT_EVERY = 100
-LINGER_S = 0.005  # group commit: a few ms of delay, far below max_delay_s
+LINGER_S = 0.02  # group commit: 20 ms of delay at most, far below max_delay_s
 _log = logging.getLogger(__name__)
 _decisions = DECISIONS.table
 _feedback = FEEDBACK.table
@@ -227,8 +233,11 @@ class DecisionLog:
 
     # -- writing -------------------------------------------------------------------------------
 
-    def append(self, record: DecisionRecord) -> bool:
+    def append(self, record: DecisionRecord | PendingDecision) -> bool:
         """Queue ``record`` for the background writer; False (and counted) if it was dropped.
+
+        A :class:`PendingDecision` (what the server queues) is built into its record by the
+        writer; one that does not validate is counted in ``failed``, like one not stored.
 
         Raises
         ------
@@ -305,57 +314,83 @@ class DecisionLog:
         if batches % self._checkpoint_every == 0:
             self.checkpoint()
 
-    def _write_batch(self, batch: list[DecisionRecord]) -> int:
-        """Commit ``batch`` as one transaction; return how many records could not be stored."""
+    def _write_batch(self, batch: list[Queued]) -> int:
+        """Commit ``batch`` as one transaction; return how many records could not be stored.
+
+        Runs on the writer thread: decisions queued as plain values are built, validated,
+        serialised and hashed here, off the request path. The batch is inserted without
+        looking its request ids up first; should one be taken already (the unique constraint
+        refuses the insert), the batch is written again with the ids checked one by one, the
+        duplicates left out and counted.
+        """
         bodies: list[tuple[DecisionRecord, dict[str, Any], bytes]] = []
         failed = 0
-        for record in batch:
+        for item in batch:
             try:
+                record = item.record() if isinstance(item, PendingDecision) else item
                 bodies.append((record, *stored_body(record, exclude={"feedback"})))
-            except (TypeError, ValueError) as exc:
+            except (TypeError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
                 failed += 1
-                _log.error("decision %s not stored: not JSON: %s", record.request_id, exc)
+                _log.error("decision %s not stored: not a valid record: %s", item.request_id, exc)
         if not bodies:
             return failed
         ids = [record.request_id for record, _, _ in bodies]
         try:
-            with self._writing("decisions") as (conn, seq, prev):
-                seen = set(
-                    conn.execute(
-                        select(_decisions.c.request_id).where(_decisions.c.request_id.in_(ids))
-                    ).scalars()
-                )
-                rows = []
-                for record, data, body in bodies:
-                    if record.request_id in seen:
-                        failed += 1
-                        _log.error("decision %s not stored: duplicate id", record.request_id)
-                        continue
-                    seen.add(record.request_id)
-                    seq += 1
-                    digest = chain_hash("decisions", DECISION_FORMAT, seq, body, prev)
-                    rows.append(
-                        {
-                            "seq": seq,
-                            "format": DECISION_FORMAT,
-                            "request_id": record.request_id,
-                            "created_at": data["created_at"],
-                            "client": record.client,
-                            "model_ref": record.model_ref,
-                            "body": body.decode("utf-8"),
-                            "prev_hash": prev,
-                            "hash": digest,
-                        }
-                    )
-                    prev = digest
-                if rows:
-                    conn.execute(_decisions.insert(), rows)
+            try:
+                return failed + self._insert(bodies, checked=False)
+            except UniqueViolation:
+                return failed + self._insert(bodies, checked=True)
         except OperationalError as exc:
             _log.warning("decision log write refused, will retry %d records: %s", len(ids), exc)
             raise Transient(f"database refused the write: {str(exc.orig)[:200]}") from exc
         except Exception:  # the writer must survive anything; every record is counted
             _log.exception("decision log write failed; not stored: %s", ", ".join(ids))
             return len(batch)
+
+    def _insert(
+        self, bodies: list[tuple[DecisionRecord, dict[str, Any], bytes]], *, checked: bool
+    ) -> int:
+        """Chain and insert ``bodies`` in one transaction; return the duplicates left out.
+
+        ``checked``: look the request ids up first and leave out those the log (or the batch
+        itself) already holds; unchecked, a duplicate makes the insert raise.
+        """
+        failed = 0
+        with self._writing("decisions") as (conn, seq, prev):
+            seen: set[str] = set()
+            if checked:
+                ids = [record.request_id for record, _, _ in bodies]
+                seen.update(
+                    conn.execute(
+                        select(_decisions.c.request_id).where(_decisions.c.request_id.in_(ids))
+                    ).scalars()
+                )
+            rows = []
+            for record, data, body in bodies:
+                if checked:
+                    if record.request_id in seen:
+                        failed += 1
+                        _log.error("decision %s not stored: duplicate id", record.request_id)
+                        continue
+                    seen.add(record.request_id)
+                seq += 1
+                digest = chain_hash("decisions", DECISION_FORMAT, seq, body, prev)
+                rows.append(
+                    {
+                        "seq": seq,
+                        "format": DECISION_FORMAT,
+                        "request_id": record.request_id,
+                        "created_at": data["created_at"],
+                        "client": record.client,
+                        "model_ref": record.model_ref,
+                        "body": body.decode("utf-8"),
+                        "prev_hash": prev,
+                        "hash": digest,
+                    }
+                )
+                prev = digest
+            if rows:
+                conn.execute(_decisions.insert(), rows)
         return failed
 
     def _writing(

@@ -173,7 +173,18 @@ class ServerMetrics:
             ["a", "b"],
             registry=r,
         )
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self._start_at_zero()
+
+    def child(self, metric: Any, *values: str) -> Any:
+        """``metric.labels(*values)``, looked up once per label set (the request path asks for
+        the same few children on every request; prometheus_client checks and locks each time).
+        Label sets stay the bounded ones the module docstring names."""
+        key = (id(metric), values)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*values)
+        return found
 
     def _start_at_zero(self) -> None:
         """Export every known label set of the alerting counters at 0 from the start."""
@@ -188,6 +199,9 @@ class ServerMetrics:
             self.drift_alarms.labels(kind=kind)
         for reason in AUTH_FAILURES:
             self.auth_failures.labels(reason=reason)
+
+
+_STATUS_CLASSES = {n: f"{n}xx" for n in range(1, 6)}
 
 
 class Measure:
@@ -219,5 +233,7 @@ class Measure:
         finally:
             route = scope.get("route")
             endpoint = getattr(route, "path", "unmatched")
-            self.metrics.latency.labels(endpoint=endpoint).observe(time.perf_counter() - started)
-            self.metrics.requests.labels(endpoint=endpoint, status=f"{status // 100}xx").inc()
+            m = self.metrics
+            m.child(m.latency, endpoint).observe(time.perf_counter() - started)
+            kind = _STATUS_CLASSES.get(status // 100) or f"{status // 100}xx"
+            m.child(m.requests, endpoint, kind).inc()

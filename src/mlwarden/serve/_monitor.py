@@ -50,9 +50,13 @@ class DriftMonitor:
         every: int = 250,
         thresholds: DriftThresholds | None = None,
     ) -> None:
+        from mlwarden.data import DriftReference
+
         self.reference = reference
         self.reference_labels = [str(v) for v in reference_labels]
         self.schema = schema
+        # the reference side of every comparison, computed once (the same reports)
+        self._prepared = DriftReference(reference, thresholds, schema=schema)
         self.metrics = metrics
         self.window = window
         self.every = every
@@ -93,10 +97,10 @@ class DriftMonitor:
     def _compare(self, rows: list[dict[str, Any]], labels: list[str]) -> DriftState:
         import pandas as pd
 
-        from mlwarden.data import drift_report, population_stability_index
+        from mlwarden.data import population_stability_index
 
         current = pd.DataFrame(rows, columns=list(self.reference.columns))
-        report = drift_report(self.reference, current, self.thresholds, schema=self.schema)
+        report = self._prepared.compare(current)  # drift_report(reference, current, ...)
         prediction_psi = population_stability_index(
             pd.Series(self.reference_labels, dtype=object),
             pd.Series(labels, dtype=object),

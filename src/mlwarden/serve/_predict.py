@@ -133,7 +133,7 @@ def predict_endpoint(
             labels = [p.label for p in predictions]
             watchers.watch_drift(batch, labels, run)
             for label in labels:
-                metrics.predictions.labels(model=model.ref, label=str(label)).inc()
+                metrics.child(metrics.predictions, model.ref, str(label)).inc()
         response.headers[MODEL_HEADER] = model.ref
         response.headers[REQUEST_ID_HEADER] = request_id
         if run.fail_open:
@@ -147,7 +147,7 @@ def predict_endpoint(
             client,
             model,
             rows,
-            batch.frame,
+            batch.frame if g.shadow is not None else None,  # the table only the shadow reads
             answer.model_dump(mode="json")["predictions"],
             verdicts,
             run.fail_open,

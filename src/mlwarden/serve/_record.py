@@ -1,9 +1,13 @@
-"""The decision record of an answered request, built and queued after the response is sent
-(with the shadow model's answer to the same rows)."""
+"""The decision record of an answered request, queued after the response is sent (with the
+shadow model's answer to the same rows).
+
+What is queued is plain values (:class:`~mlwarden.serve._decisions.PendingDecision`): the
+decision writer's thread validates, serialises, hashes and chains the record, off the request
+path, into the same stored bytes."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -18,7 +22,7 @@ def log_decision(
     client: str,
     model: ServedModel,
     rows: list[dict[str, Any]],
-    frame: pd.DataFrame,
+    frame: pd.DataFrame | None,
     output: list[dict[str, Any]],
     verdicts: dict[str, Any],
     fail_open: list[str],
@@ -26,12 +30,20 @@ def log_decision(
     *,
     endpoint: Literal["predict", "explain"] = "predict",
 ) -> None:
-    """After the response: the shadow model's answer, then the decision record."""
-    from mlwarden.serve._decisions import DecisionRecord, ShadowResult
+    """After the response: the shadow model's answer, then the decision, queued for the log.
+
+    ``frame``: the rows as the table the shadow model reads (None: built here from ``rows``
+    when there is a shadow model).
+    """
+    from mlwarden.serve._decisions import PendingDecision, ShadowResult
 
     shadow: list[ShadowResult] = []
     if g.shadow is not None:
         try:
+            if frame is None:  # the request path built none: the model read a bare matrix
+                import pandas as pd
+
+                frame = pd.DataFrame(rows, columns=g.schema.features)
             proba = g.shadow.predict_proba(frame)
             labels = g.shadow.classes[proba.argmax(axis=1)].tolist()
             answer: Any = {"labels": labels, "probabilities": proba.round(6).tolist()}
@@ -43,7 +55,7 @@ def log_decision(
             answer = {"error": f"{type(exc).__name__}: {exc}"}
         shadow.append(ShadowResult(model_ref=g.shadow.ref, output=answer))
     g.decisions.append(
-        DecisionRecord(
+        PendingDecision(
             request_id=request_id,
             endpoint=endpoint,
             client=client,
@@ -51,9 +63,9 @@ def log_decision(
             model_sha256=model.version.manifest.model_sha256,
             lineage_head=g.lineage_head,
             input=rows,
-            output=cast(Any, output),
+            output=output,
             guards=verdicts,
-            fail_open={guard: True for guard in fail_open},
+            fail_open=fail_open,
             shadow=shadow,
             latency_ms=latency_ms,
         )

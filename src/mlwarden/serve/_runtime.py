@@ -94,6 +94,19 @@ class ServedModel:
         assert self.adapter is not None
         return self.adapter.classes_
 
+    def matrix_order(self, columns: list[str]) -> list[str] | None:
+        """The column order in which the model reads a bare numeric matrix of the schema's
+        ``columns`` (what its adapter would pick from a table), or None when it must be given
+        the table: scikit-learn models, early-exit networks and models that impute first."""
+        if self.early_exit is not None or self.imputation is not None or self.adapter is None:
+            return None
+        if not self.takes_numbers_only:
+            return None
+        names = getattr(self.adapter, "feature_names", None)
+        if names is None:
+            return list(columns)  # the adapter reads a table's columns as they come
+        return list(names) if sorted(names) == sorted(columns) else None
+
     @property
     def takes_numbers_only(self) -> bool:
         """Whether the model reads its columns as one numeric matrix (all but scikit-learn)."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 import keyword
 import math
 import re
+import weakref
 from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -35,6 +36,9 @@ if TYPE_CHECKING:
 _PYTHON_TYPES = {"integer": int, "float": float, "string": str, "boolean": bool, "category": str}
 #: Largest integer magnitude a request may hold: every integer up to it is exact as a float.
 MAX_EXACT_INTEGER = 2**53
+#: Request models whose feature columns are all integers or all floats, with that type: their
+#: rows can be read into one numpy matrix (see :class:`RequestRows`).
+_MATRIX_TYPES: weakref.WeakKeyDictionary[type[BaseModel], str] = weakref.WeakKeyDictionary()
 
 
 def _json_number(value: Any, *, integer: bool, expected: str) -> Any:
@@ -147,6 +151,9 @@ def request_model(schema: TableSchema, max_rows: int) -> type[BaseModel]:
         __config__=ConfigDict(extra="forbid"),
         rows=(list[row], Field(min_length=1, max_length=max_rows)),
     )
+    types = {schema.columns[c].type for c in schema.features}
+    if len(types) == 1 and types <= {"integer", "float"}:
+        _MATRIX_TYPES[model] = types.pop()
     return model
 
 
@@ -161,23 +168,56 @@ class RequestRows:
     ``rows`` (dicts by column, as validated) feed the drift monitor and the decision record;
     ``frame`` (the table the model and the shadow read) and ``vectors`` (the extraction
     detectors' feature space) are built on first use and then reused, never rebuilt.
+
+    When every feature column is an integer (or every one a float) and no value is missing,
+    the rows are read once into one numpy matrix (``matrix``): the table is built from it
+    instead of column by column (the same table: same values, same dtypes), and a model that
+    reads a bare numeric matrix (ONNX, torch) is given its columns without any table at all.
     """
 
-    __slots__ = ("_frame", "_vectors", "columns", "rows")
+    __slots__ = ("_frame", "_matrix", "_vectors", "columns", "dtype", "rows")
 
-    def __init__(self, rows: list[dict[str, Any]], columns: list[str]) -> None:
+    def __init__(
+        self, rows: list[dict[str, Any]], columns: list[str], dtype: str | None = None
+    ) -> None:
         self.rows = rows
         self.columns = columns
+        self.dtype = dtype
         self._frame: pd.DataFrame | None = None
+        self._matrix: np.ndarray | bool | None = False  # False: not tried yet
         self._vectors: np.ndarray | None = None
 
     @classmethod
     def of(cls, body: BaseModel, columns: list[str]) -> RequestRows:
         """The rows of a validated request body, in the schema's ``columns``."""
-        return cls(rows_of(body), columns)
+        return cls(rows_of(body), columns, _MATRIX_TYPES.get(type(body)))
 
     def __len__(self) -> int:
         return len(self.rows)
+
+    @property
+    def matrix(self) -> np.ndarray | None:
+        """The rows as one int64 (or float64) matrix in ``columns`` order, None unless every
+        column is an integer (or every one a float) and no value is missing (built once)."""
+        if self._matrix is False:
+            self._matrix = None
+            if self.dtype is not None:
+                import numpy as np
+
+                columns = self.columns
+                values = np.array([[row[c] for c in columns] for row in self.rows])
+                expected = np.int64 if self.dtype == "integer" else np.float64
+                if values.dtype == expected and values.shape == (len(self.rows), len(columns)):
+                    self._matrix = values
+        return self._matrix  # type: ignore[return-value]
+
+    def matrix_in(self, order: list[str]) -> np.ndarray | None:
+        """:attr:`matrix` with its columns in ``order`` (the same names), or None."""
+        values = self.matrix
+        if values is None or order == self.columns:
+            return values
+        position = {c: i for i, c in enumerate(self.columns)}
+        return values[:, [position[c] for c in order]]
 
     @property
     def frame(self) -> pd.DataFrame:
@@ -185,7 +225,11 @@ class RequestRows:
         if self._frame is None:
             import pandas as pd
 
-            self._frame = pd.DataFrame(self.rows, columns=self.columns)
+            values = self.matrix
+            if values is not None:
+                self._frame = pd.DataFrame(values, columns=self.columns)
+            else:
+                self._frame = pd.DataFrame(self.rows, columns=self.columns)
         return self._frame
 
     def vectors(self, space: FeatureSpace) -> np.ndarray:

@@ -25,6 +25,10 @@ class Watchers:
         self.g = g
         self.admission = admission
         self.guards = g.deployment.guards
+        # per route: the column order its model reads a bare matrix in (None: give it a table)
+        self._matrix_orders = {
+            model.ref: model.matrix_order(g.schema.features) for model in g.routes
+        }
 
     def predict_rows(
         self, model: ServedModel, batch: RequestRows, client: str, run: GuardRun
@@ -44,7 +48,7 @@ class Watchers:
                 answers = model.early_exit.answer(batch.frame, max_exit=cap)
                 proba = answers.proba
             else:
-                proba, answers = model.predict_proba(batch.frame), None
+                proba, answers = self._proba(model, batch), None
             if not np.isfinite(proba).all():
                 raise FloatingPointError("the model answered non-finite probabilities")
             return proba, answers
@@ -56,6 +60,15 @@ class Watchers:
                     503, f"the model failed ({type(exc).__name__}) and this deployment fails closed"
                 ) from exc
             return None, None
+
+    def _proba(self, model: ServedModel, batch: RequestRows) -> "np.ndarray":
+        """The model's probabilities, from the rows' numeric matrix when the model reads one
+        (ONNX, torch: no table is built), else from the table."""
+        order = self._matrix_orders.get(model.ref)
+        matrix = batch.matrix_in(order) if order is not None else None
+        if matrix is None or model.adapter is None:
+            return model.predict_proba(batch.frame)
+        return model.adapter.predict_proba(matrix)
 
     def watch_slowdown(
         self, client: str, model: ServedModel, answers: "ExitAnswers", run: GuardRun

@@ -14,7 +14,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from mlwarden.errors import ParameterError
 from mlwarden.serve._extraction._protocol import BenignTraffic, Pattern, encoded_row
-from mlwarden.serve._extraction._stats import shapiro_w
+from mlwarden.serve._extraction._stats import shapiro_w_sorted
 from mlwarden.serve._verdict import Verdict
 from mlwarden.serve._windows import Clients, LogCodec, replay
 
@@ -64,17 +64,30 @@ class _GrowingSet:
 
 
 class _PradaState:
-    __slots__ = ("classes", "d_count", "d_head", "distances", "queries", "seen")
+    """One client's growing sets and distance list D: a ring in arrival order, and the same
+    values kept in ascending order as they arrive (one insertion and at most one removal per
+    query), so the test never sorts D again."""
+
+    __slots__ = ("classes", "d_count", "d_head", "distances", "queries", "seen", "sorted")
 
     def __init__(self, max_distances: int) -> None:
         self.classes: dict[Hashable, _GrowingSet] = {}
         self.distances = np.empty(max_distances)
+        self.sorted = np.empty(max_distances)
         self.d_count = 0
         self.d_head = 0
         self.queries = 0
         self.seen = "0-0"  # the last shared-log entry applied
 
     def add_distance(self, d: float) -> None:
+        n, ordered = self.d_count, self.sorted
+        if n == len(self.distances):  # the ring overwrites its oldest value: drop it
+            i = int(np.searchsorted(ordered[:n], self.distances[self.d_head]))
+            ordered[i : n - 1] = ordered[i + 1 : n]
+            n -= 1
+        j = int(np.searchsorted(ordered[:n], d, side="right"))
+        ordered[j + 1 : n + 1] = ordered[j:n]
+        ordered[j] = d
         self.distances[self.d_head] = d
         self.d_head = (self.d_head + 1) % len(self.distances)
         self.d_count = min(self.d_count + 1, len(self.distances))
@@ -217,7 +230,7 @@ class PradaDetector:
                 n=n,
                 reason=f"{n} of {self.min_distances} distances needed",
             )
-        w = self._statistic(state.distances[:n])
+        w = self._statistic(state.distances[:n], state.sorted[:n])
         alarm = w < self.delta
         return Verdict(
             detector=self.name,
@@ -248,17 +261,27 @@ class PradaDetector:
         return None
 
     @staticmethod
-    def _statistic(distances: FloatArray) -> float:
-        mean, std = float(distances.mean()), float(distances.std())
-        kept = distances[np.abs(distances - mean) <= 3.0 * std] if std > 0 else distances
-        return shapiro_w(kept) if len(kept) >= 6 else 1.0
+    def _statistic(distances: FloatArray, ordered: FloatArray | None = None) -> float:
+        """W of the distances without those beyond mean ± 3 std (mean and std of D in arrival
+        order; the kept values read from ``ordered``, D in ascending order, sorted here when
+        not given)."""
+        if ordered is None:
+            ordered = np.sort(distances)
+        # numpy's own mean and std, without their Python wrappers: the same sums, bit for bit
+        n = len(distances)
+        mean = float(np.add.reduce(distances) / n)
+        deviations = distances - mean
+        std = float(np.sqrt(np.add.reduce(deviations * deviations) / n))
+        kept = ordered[np.abs(ordered - mean) <= 3.0 * std] if std > 0 else ordered
+        return shapiro_w_sorted(kept) if len(kept) >= 6 else 1.0
 
     def statistic(self, client: str) -> float | None:
         """The client's current W (None before ``min_distances`` distances)."""
         state = self._clients.peek(client)
         if state is None or state.d_count < self.min_distances:
             return None
-        return self._statistic(state.distances[: state.d_count])
+        n = state.d_count
+        return self._statistic(state.distances[:n], state.sorted[:n])
 
     def state_size(self, client: str) -> int:
         """Stored values for ``client``: growing-set points and distances (0 if unknown)."""

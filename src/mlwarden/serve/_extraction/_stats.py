@@ -67,7 +67,12 @@ def shapiro_w(sample: ArrayLike) -> float:
     float
         W in (0, 1]; small values mean a non-normal sample.
     """
-    y = np.sort(np.asarray(sample, dtype=np.float64).reshape(-1))
+    return shapiro_w_sorted(np.sort(np.asarray(sample, dtype=np.float64).reshape(-1)))
+
+
+def shapiro_w_sorted(y: FloatArray) -> float:
+    """:func:`shapiro_w` of a flat float64 sample already in ascending order (not sorted
+    again: PRADA keeps its distances sorted as they arrive)."""
     n = len(y)
     if n < 6:
         raise ParameterError(f"the Shapiro-Wilk statistic needs at least 6 values, got {n}")
