@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -243,3 +244,25 @@ def input_digest(body: dict[str, Any]) -> str | None:
         return sha256_json(body.get("input"))
     except (TypeError, ValueError):
         return None
+
+
+def labelled_rows(
+    decisions: Iterable[tuple[int, dict[str, Any]]], latest: dict[str, dict[str, Any]]
+) -> list[FeedbackRow]:
+    """Each stored decision body's input rows with the labels of its latest feedback body."""
+    out: list[FeedbackRow] = []
+    for _, body in decisions:
+        fb = latest[body["request_id"]]
+        for index, (features, label) in enumerate(zip(body["input"], fb["labels"], strict=False)):
+            out.append(
+                FeedbackRow(
+                    request_id=body["request_id"],
+                    row_index=index,
+                    features=features,
+                    label=label,
+                    model_ref=body["model_ref"],
+                    analyst=fb["analyst"],
+                    labelled_at=datetime.fromisoformat(fb["created_at"]),
+                )
+            )
+    return out

@@ -79,6 +79,7 @@ from mlwarden.serve._decision_records import (
     Queued,
     ShadowResult,
     _utcnow,
+    labelled_rows,
     load_body,
     stored_body,
 )
@@ -543,24 +544,7 @@ class DecisionLog:
                     (seq, load_body(text, request_id))
                     for seq, request_id, text in conn.execute(query)
                 )
-        out: list[FeedbackRow] = []
-        for _, body in sorted(decisions, key=lambda item: item[0]):
-            fb = latest[body["request_id"]]
-            for index, (features, label) in enumerate(
-                zip(body["input"], fb["labels"], strict=False)
-            ):
-                out.append(
-                    FeedbackRow(
-                        request_id=body["request_id"],
-                        row_index=index,
-                        features=features,
-                        label=label,
-                        model_ref=body["model_ref"],
-                        analyst=fb["analyst"],
-                        labelled_at=datetime.fromisoformat(fb["created_at"]),
-                    )
-                )
-        return out
+        return labelled_rows(sorted(decisions, key=lambda item: item[0]), latest)
 
     def verify(
         self,
