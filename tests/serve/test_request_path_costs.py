@@ -407,3 +407,26 @@ def test_the_prepared_drift_reference_raises_what_drift_report_raises() -> None:
         assert str(got.value) == str(expected.value)
     with pytest.raises(DataError, match="not in the reference table"):
         DriftReference(reference, columns=["nope"])
+
+
+@settings(max_examples=60, deadline=None)
+@given(kind=st.sampled_from(["integer", "float"]), data=st.data())
+def test_the_detectors_vectors_from_the_matrix_equal_those_from_the_rows(
+    kind: str, data: Any
+) -> None:
+    schema = _schema({f"c{j}": kind for j in range(4)})
+    reference = pd.DataFrame(
+        np.random.default_rng(0).integers(-3, 4, (50, 4)), columns=schema.features
+    )
+    space = FeatureSpace.fit(reference, schema)
+    value = (
+        st.integers(-(2**53), 2**53)
+        if kind == "integer"
+        else st.floats(allow_nan=False, allow_infinity=False, width=64)
+    )
+    rows = data.draw(
+        st.lists(st.fixed_dictionaries({c: value for c in schema.features}), min_size=1)
+    )
+    batch = _batch(schema, rows)
+    assert batch.matrix is not None
+    np.testing.assert_array_equal(batch.vectors(space), space.transform(batch.rows))

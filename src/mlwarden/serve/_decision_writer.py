@@ -121,6 +121,18 @@ class BatchWriter:
             accepting=reason is None, backlog=backlog, oldest_s=round(oldest, 3), reason=reason
         )
 
+    def accepting(self) -> bool:
+        """``status().accepting``, without building the status (asked on every request)."""
+        with self._lock:
+            since = self._inflight_since
+            if since is None and self._since:
+                since = self._since[0]
+            full = len(self._queue) >= self._max_queue
+            closing = self._closing
+        if closing or full or not self._thread.is_alive():
+            return False
+        return since is None or self._monotonic() - since <= self.max_delay_s
+
     def append(self, record: Queued) -> bool:
         """Queue ``record``; False (and counted) if the queue stayed full."""
         with self._lock:

@@ -229,8 +229,9 @@ class DecisionLog:
         return self._writer.status()
 
     def healthy(self) -> bool:
-        """Open, its writer running and keeping up: what a readiness probe asks."""
-        return self.status().accepting
+        """Open, its writer running and keeping up: what a readiness probe asks
+        (``status().accepting``, without building the status)."""
+        return self._writer.accepting()
 
     # -- writing -------------------------------------------------------------------------------
 
@@ -333,6 +334,7 @@ class DecisionLog:
             except (TypeError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
                 failed += 1
                 _log.error("decision %s not stored: not a valid record: %s", item.request_id, exc)
+            time.sleep(0)  # hand the GIL to a waiting request: none waits behind a whole batch
         if not bodies:
             return failed
         ids = [record.request_id for record, _, _ in bodies]

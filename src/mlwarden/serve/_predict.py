@@ -35,7 +35,9 @@ _log = logging.getLogger(__name__)
 
 def check_decision_log(g: Guarded, run: GuardRun) -> None:
     """Refuse (closed) or flag (open) a request while the decision log cannot keep up."""
-    state = g.decisions.status()
+    if g.decisions.healthy():
+        return
+    state = g.decisions.status()  # why not (or, a moment later, keeping up again)
     if state.accepting:
         return
     policy = g.deployment.guards.decisions

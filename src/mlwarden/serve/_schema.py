@@ -235,5 +235,9 @@ class RequestRows:
     def vectors(self, space: FeatureSpace) -> np.ndarray:
         """The rows in the detectors' standardized feature space (built once)."""
         if self._vectors is None:
-            self._vectors = space.transform(self.rows)  # per-row dicts: no table round trip
+            values = self.matrix
+            if values is not None:
+                self._vectors = space.transform_matrix(values, self.columns)
+            if self._vectors is None:
+                self._vectors = space.transform(self.rows)  # per-row dicts: no table round trip
         return self._vectors

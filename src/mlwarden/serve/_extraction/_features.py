@@ -221,6 +221,22 @@ class FeatureSpace:
             f"rows must be a DataFrame, a dict or a list of dicts, got {type(rows).__name__}"
         )
 
+    def transform_matrix(self, values: Any, columns: Sequence[str]) -> FloatArray | None:
+        """Rows given as one numeric matrix (``columns`` names its columns), encoded as
+        :meth:`transform` encodes them one by one as dicts; None when the space has
+        categorical columns or reads a column the matrix lacks (then encode the dicts)."""
+        if self.categories:
+            return None
+        position = {name: i for i, name in enumerate(columns)}
+        if any(name not in position for name in self.numeric):
+            return None
+        block = np.asarray(values)[:, [position[name] for name in self.numeric]]
+        block = block.astype(np.float64)
+        with np.errstate(over="ignore", invalid="ignore"):
+            standardized = (block - self.centre) / self.scale
+        # as _one: a value that is not finite is the missing value (not its standardization)
+        return np.asarray(np.where(np.isfinite(block), standardized, self._missing))
+
     def _one(self, row: Mapping[Any, Any]) -> FloatArray:
         out = np.zeros(self.n_features)
         for j, name in enumerate(self.numeric):
