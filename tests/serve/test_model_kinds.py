@@ -293,6 +293,7 @@ def test_rows_are_encoded_once_for_the_model_the_shadow_and_the_detectors(
     frames: list[int] = []
     encoded: list[int] = []
     predict, transform = ServedModel.predict_proba, FeatureSpace.transform
+    transform_matrix = FeatureSpace.transform_matrix
 
     def recording_predict(self: ServedModel, frame: pd.DataFrame) -> Any:
         frames.append(id(frame))
@@ -302,9 +303,14 @@ def test_rows_are_encoded_once_for_the_model_the_shadow_and_the_detectors(
         encoded.append(len(rows))
         return transform(self, rows)
 
+    def recording_transform_matrix(self: FeatureSpace, values: Any, columns: Any) -> Any:
+        encoded.append(len(values))
+        return transform_matrix(self, values, columns)
+
     g, client, key = serve("sklearn", shadow="phish-onnx@1")
     monkeypatch.setattr(ServedModel, "predict_proba", recording_predict)
     monkeypatch.setattr(FeatureSpace, "transform", recording_transform)
+    monkeypatch.setattr(FeatureSpace, "transform_matrix", recording_transform_matrix)
     answer = post(client, key, benign[:5])
     assert answer.status_code == 200
     g.decisions.flush()
