@@ -334,7 +334,6 @@ class DecisionLog:
             except (TypeError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
                 failed += 1
                 _log.error("decision %s not stored: not a valid record: %s", item.request_id, exc)
-            time.sleep(0)  # hand the GIL to a waiting request: none waits behind a whole batch
         if not bodies:
             return failed
         ids = [record.request_id for record, _, _ in bodies]
