@@ -272,6 +272,46 @@ def test_a_full_backlog_stalls_the_log(db: Path, monkeypatch: pytest.MonkeyPatch
     log.close()
 
 
+def test_a_lagging_writer_slows_appends_down_until_it_catches_up(
+    db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = Clock()
+    log = DecisionLog(db, max_delay_s=20.0, monotonic=clock)
+    writer = HeldWriter(log, monkeypatch)
+    first, second = _record(0), _record(1)
+    log.append(first)
+    assert writer.entered.wait(30)
+    clock.now += 6.0  # behind (over a quarter of max_delay_s), not stalled (under all of it)
+    assert log.status().accepting
+    returned = threading.Event()
+    appender = threading.Thread(target=lambda: (log.append(second), returned.set()))
+    appender.start()
+    assert not returned.wait(0.5)  # waiting for the writer (at most max_delay_s / 2)
+    writer.release.set()
+    assert returned.wait(30)
+    appender.join()
+    log.flush()
+    assert log.throttled == 1 and log.dropped == 0
+    assert log.get(first.request_id) is not None and log.get(second.request_id) is not None
+    log.close()
+
+
+def test_a_stalled_writer_is_not_waited_for_its_policy_decides(
+    db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = Clock()
+    log = DecisionLog(db, max_delay_s=2.0, monotonic=clock)
+    writer = HeldWriter(log, monkeypatch)
+    log.append(_record(0))
+    assert writer.entered.wait(30)
+    clock.now += 2.5
+    assert not log.status().accepting
+    assert log.append(_record(1))  # queued at once: a fail-open server keeps answering
+    assert log.throttled == 0
+    writer.release.set()
+    log.close()
+
+
 def test_feedback_links_to_its_decision_and_becomes_training_rows(log: DecisionLog) -> None:
     a, b, c = _record(1, rows=2), _record(2), _record(3)
     for record in (a, b, c):

@@ -10,6 +10,13 @@ while later records wait in the bounded queue.
 Group commit: once a record is queued the writer lingers up to ``linger_s`` (the log's default
 is 20 ms, far below ``max_delay_s``) for more to join its batch, so one caller sending requests
 back to back shares one transaction among several records instead of paying one each.
+
+Back-pressure: request threads outnumber the writer, and on one interpreter lock they can
+starve it until the log counts as stalled and a fail-closed server refuses every request.
+So while the writer is healthy but its oldest record has waited more than a quarter of
+``max_delay_s``, ``append`` first waits (up to half of ``max_delay_s``) for it to catch up:
+under overload requests slow down instead of failing. A writer that is retrying, stopped or
+already stalled is not waited for; the log's status and its failure policy decide then.
 """
 
 from __future__ import annotations
@@ -73,6 +80,7 @@ class BatchWriter:
         self._has_items = threading.Condition(self._lock)
         self._has_room = threading.Condition(self._lock)
         self._progress = threading.Condition(self._lock)
+        self._caught_up = threading.Condition(self._lock)  # a batch taken or written
         self._queue: deque[Queued] = deque()
         self._since: deque[float] = deque()  # when each queued record was appended
         self._inflight_since: float | None = None
@@ -81,6 +89,7 @@ class BatchWriter:
         self._enqueued = 0
         self._processed = 0
         self.dropped = 0
+        self.throttled = 0  # appends that waited for a lagging writer
         self.failed = 0
         self._failed_reported = 0
         self.batches = 0
@@ -133,11 +142,28 @@ class BatchWriter:
             return False
         return since is None or self._monotonic() - since <= self.max_delay_s
 
+    def _behind(self) -> bool:
+        """Healthy but lagging: the oldest record waited past a quarter of ``max_delay_s``
+        (and not past all of it). Called with the lock held."""
+        since = self._inflight_since
+        if since is None and self._since:
+            since = self._since[0]
+        if since is None or self._closing or self._retrying is not None:
+            return False
+        age = self._monotonic() - since
+        return self.max_delay_s / 4 < age <= self.max_delay_s and self._thread.is_alive()
+
     def append(self, record: Queued) -> bool:
-        """Queue ``record``; False (and counted) if the queue stayed full."""
+        """Queue ``record``; False (and counted) if the queue stayed full. Waits a while
+        first when the writer lags (see the module's back-pressure)."""
         with self._lock:
             if self._closing:
                 raise DecisionLogClosedError("the decision log is closed")
+            if self._behind():
+                self.throttled += 1
+                self._caught_up.wait_for(lambda: not self._behind(), self.max_delay_s / 2)
+                if self._closing:
+                    raise DecisionLogClosedError("the decision log is closed")
             if len(self._queue) >= self._max_queue:
                 self._has_room.wait_for(
                     lambda: len(self._queue) < self._max_queue or self._closing,
@@ -172,6 +198,7 @@ class BatchWriter:
             self._closing = True
             self._has_items.notify_all()
             self._has_room.notify_all()
+            self._caught_up.notify_all()
         if already:
             return False
         self._thread.join(timeout_s)
@@ -210,6 +237,7 @@ class BatchWriter:
                 for _ in range(take):
                     self._since.popleft()
                 self._has_room.notify_all()
+                self._caught_up.notify_all()
             failed = self._write_with_retries(batch)
             with self._lock:
                 self.batches += 1
@@ -225,6 +253,7 @@ class BatchWriter:
                 self._inflight_since = None
                 self._retrying = None
                 self._progress.notify_all()
+                self._caught_up.notify_all()
 
     def _write_with_retries(self, batch: list[Queued]) -> int:
         """Write ``batch``, retrying while the database refuses for now; unless closing."""
@@ -235,6 +264,7 @@ class BatchWriter:
             except Transient as exc:
                 with self._lock:
                     self._retrying = str(exc)
+                    self._caught_up.notify_all()  # nobody waits for a writer that retries
                     if self._closing:
                         ids = ", ".join(r.request_id for r in batch)
                         _log.error("decision log closed while failing; not stored: %s", ids)

@@ -9,9 +9,9 @@ later attach labels (feedback), which become training rows.
 Writing stays off the request path (:mod:`mlwarden.serve._decision_writer`): ``append`` queues
 the record and returns; one background thread commits queued records in batches. The server
 queues a :class:`PendingDecision` of plain values, and the writer builds, serialises and hashes
-its record. Nothing is
-lost without a count: a dropped record is counted in ``dropped``, one the writer cannot store in
-``failed`` (the next ``flush`` or ``close`` raises :class:`DecisionWriteError`).
+its record. Nothing is lost without a count: a dropped record is counted in ``dropped``, one
+the writer cannot store in ``failed`` (the next ``flush`` or ``close`` raises
+:class:`DecisionWriteError`). A lagging writer slows ``append`` down (``throttled``).
 
 :meth:`DecisionLog.status` says whether the log keeps up: it is *stalled* when its oldest
 unwritten record has waited more than ``max_delay_s`` or the queue is full. The server asks it
@@ -200,14 +200,14 @@ class DecisionLog:
     # -- counters ------------------------------------------------------------------------------
 
     @property
-    def max_delay_s(self) -> float:
-        """How long the oldest record may wait before the log counts as stalled."""
-        return self._writer.max_delay_s
-
-    @property
     def dropped(self) -> int:
         """Records refused by ``append`` because the queue stayed full."""
         return self._writer.dropped
+
+    @property
+    def throttled(self) -> int:
+        """Appends that waited for a lagging writer (back-pressure) before queuing."""
+        return self._writer.throttled
 
     @property
     def failed(self) -> int:
@@ -229,8 +229,7 @@ class DecisionLog:
         return self._writer.status()
 
     def healthy(self) -> bool:
-        """Open, its writer running and keeping up: what a readiness probe asks
-        (``status().accepting``, without building the status)."""
+        """Open, writing and keeping up (``status().accepting``, without building it)."""
         return self._writer.accepting()
 
     # -- writing -------------------------------------------------------------------------------

@@ -84,6 +84,7 @@ def add_probes(app: FastAPI, g: Guarded, admission: Admission) -> None:
 
         state = g.decisions.status()
         metrics.decision_log_dropped.set(g.decisions.dropped)
+        metrics.decision_log_throttled.set(g.decisions.throttled)
         metrics.decision_log_failed.set(g.decisions.failed)
         metrics.decision_log_backlog.set(state.backlog)
         metrics.decision_log_oldest.set(state.oldest_s)

@@ -109,6 +109,11 @@ class ServerMetrics:
             "Decision records the log could not keep (queue full).",
             registry=r,
         )
+        self.decision_log_throttled = Gauge(
+            "mlwarden_decision_log_throttled",
+            "Requests that waited for the lagging decision log before being answered.",
+            registry=r,
+        )
         self.decision_log_backlog = Gauge(
             "mlwarden_decision_log_backlog",
             "Decision records waiting to be written.",
