@@ -559,17 +559,20 @@ def bench_kind(kind: str, store_root: Path, keys: list[str], args: Any) -> KindR
 
 
 def summarize(r: KindResult) -> list[bool]:
-    """Print a kind's means over rounds against the goals; whether each goal was met."""
+    """Print a kind's medians over rounds against the goals; whether each goal was met.
 
-    def mean(runs: list[tuple[RunResult, RunResult]], f: Any, side: int) -> float:
-        return float(np.mean([f(pair[side]) for pair in runs]))
+    Medians, not means: on a shared 2-core machine one round in a few is disturbed (another
+    process, a slow start), and one disturbed round should not decide a goal either way."""
 
-    p50 = [mean(r.single, lambda x: x.pct(50), i) for i in (0, 1)]
-    p99 = [mean(r.single, lambda x: x.pct(99), i) for i in (0, 1)]
-    cpu1 = [mean(r.single, lambda x: x.cpu_ms_per_request, i) for i in (0, 1)]
-    cpu50 = [mean(r.loaded, lambda x: x.cpu_ms_per_request, i) for i in (0, 1)]
-    tp = [mean(r.loaded, lambda x: x.throughput, i) for i in (0, 1)]
-    p99_50 = [mean(r.loaded, lambda x: x.pct(99), i) for i in (0, 1)]
+    def median(runs: list[tuple[RunResult, RunResult]], f: Any, side: int) -> float:
+        return float(np.median([f(pair[side]) for pair in runs]))
+
+    p50 = [median(r.single, lambda x: x.pct(50), i) for i in (0, 1)]
+    p99 = [median(r.single, lambda x: x.pct(99), i) for i in (0, 1)]
+    cpu1 = [median(r.single, lambda x: x.cpu_ms_per_request, i) for i in (0, 1)]
+    cpu50 = [median(r.loaded, lambda x: x.cpu_ms_per_request, i) for i in (0, 1)]
+    tp = [median(r.loaded, lambda x: x.throughput, i) for i in (0, 1)]
+    p99_50 = [median(r.loaded, lambda x: x.pct(99), i) for i in (0, 1)]
     errors = sum(a.errors + b.errors for a, b in r.single + r.loaded)
     overhead, ratio, cpu_ratio = p50[0] - p50[1], tp[0] / tp[1], cpu50[0] / cpu50[1]
     print(
@@ -600,7 +603,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=20.0, help="measured s, 50 conn")
     parser.add_argument("--single", type=float, default=10.0, help="measured s, 1 conn")
     parser.add_argument("--warmup", type=float, default=3.0, help="warm-up s per run")
-    parser.add_argument("--rounds", type=int, default=2, help="guarded/plain pairs per load")
+    parser.add_argument("--rounds", type=int, default=3, help="guarded/plain pairs per load")
     parser.add_argument("--no-detectors", action="store_true", help="skip the detector table")
     parser.add_argument("--store", type=Path, help="keep the store here; reused when it exists")
     args = parser.parse_args()
@@ -638,7 +641,7 @@ def main() -> None:
             detectors = detector_comparison(store_root)
 
     print(
-        f"\n=== summary (guarded vs plain, means over {args.rounds} round(s); total "
+        f"\n=== summary (guarded vs plain, medians over {args.rounds} round(s); total "
         f"{time.perf_counter() - began:.0f} s) ==="
     )
     for result in results:
