@@ -2,9 +2,9 @@
 
 Each row a client sends goes through the default detector suite (PRADA, boundary, off-manifold,
 rarity, and the coverage detector when ``--coverage``). In process, a row is a few array
-operations; with ``state: redis://`` each detector that keeps a window or a log makes one
-Redis round trip per row. This prints the microseconds per row of each, measured in the same
-run on the same rows, and their ratio.
+operations; with ``state: redis://`` the suite sends every detector's window push and log
+exchange for the row in one MULTI/EXEC pipeline: one Redis round trip per row. This prints the
+microseconds per row of each, measured in the same run on the same rows, and their ratio.
 
     python bench/replicas.py [--rows 2000] [--rounds 3] [--coverage]
 

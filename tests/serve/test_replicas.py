@@ -284,6 +284,91 @@ def test_prada_replicas_replay_one_query_log_and_alarm_as_one(redis_url: str) ->
     assert unshared > alone  # each replica sees half the queries
 
 
+@pytest.fixture(scope="module")
+def suite_traffic() -> tuple[Any, np.ndarray, np.ndarray]:
+    """Benign phishing traffic, and 90 query rows (as the shared log holds them: float32) with
+    a logistic regression's answers."""
+    from sklearn.linear_model import LogisticRegression
+
+    from mlwarden import datasets
+    from mlwarden.serve._extraction import BenignTraffic, FeatureSpace
+
+    data = datasets.load("phishing")
+    X, y = data.X.iloc[:3000], data.y.iloc[:3000]
+    model = LogisticRegression(max_iter=1000).fit(X, y)
+    space = FeatureSpace.fit(X, data.schema)
+    encoded = space.transform(X)
+    traffic = BenignTraffic(space, encoded, encoded, model.predict_proba(X))
+    queries = X.sample(n=90, replace=True, random_state=1)
+    vectors = space.transform(queries).astype(np.float32).astype(np.float64)
+    return traffic, vectors, model.predict_proba(queries)
+
+
+def default_suite(traffic: Any) -> Any:
+    from mlwarden.serve._extraction import (
+        BoundaryDetector,
+        DetectorSuite,
+        OffManifoldDetector,
+        PradaDetector,
+        RarityDetector,
+    )
+
+    detectors = [PradaDetector(), BoundaryDetector(), OffManifoldDetector(), RarityDetector()]
+    return DetectorSuite(detectors).fit(traffic)
+
+
+def judged(verdict: Any) -> list[tuple[str, bool, int, float | None]]:
+    return [
+        (p.detector, p.alarm, p.n, None if p.statistic is None else round(p.statistic, 9))
+        for p in verdict.parts
+    ]
+
+
+def test_a_suite_on_redis_judges_as_in_process_in_one_round_trip_per_query(
+    redis_url: str,
+    suite_traffic: tuple[Any, np.ndarray, np.ndarray],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import redis.connection
+
+    traffic, vectors, proba = suite_traffic
+    state = shared(redis_url, "suite")
+    local, remote = default_suite(traffic), default_suite(traffic)
+    remote.share(state)
+    state.redis.ping()  # the connection and its handshake, before counting
+    sent: list[bytes] = []
+    send = redis.connection.AbstractConnection.send_packed_command
+
+    def counted(self: Any, command: Any, check_health: bool = True) -> None:
+        sent.append(command)
+        send(self, command, check_health)
+
+    monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", counted)
+    for i, (x, p) in enumerate(zip(vectors, proba, strict=True)):
+        client = f"client-{i % 3}"
+        before = len(sent)
+        got = remote.observe_answer(client, x, p)
+        assert len(sent) - before == 1  # PRADA's log and three windows: one round trip
+        assert judged(got) == judged(local.observe_answer(client, x, p))
+
+
+def test_a_suite_whose_redis_fails_counts_one_failure_per_query(
+    suite_traffic: tuple[Any, np.ndarray, np.ndarray],
+) -> None:
+    traffic, vectors, proba = suite_traffic
+    down = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    opened, local, fallback = shared(down, "suite", "open"), *(default_suite(traffic) for _ in "ab")
+    fallback.share(opened)
+    for x, p in zip(vectors[:20], proba[:20], strict=True):  # served on this replica's state
+        assert judged(fallback.observe_answer("c", x, p)) == judged(local.observe_answer("c", x, p))
+    assert errors(opened, "open") == 20
+    closed, refusing = shared(down, "suite", "closed"), default_suite(traffic)
+    refusing.share(closed)
+    with pytest.raises(GuardError) as refused:
+        refusing.observe_answer("c", vectors[0], proba[0])
+    assert refused.value.guard == "state" and errors(closed, "closed") == 1
+
+
 def test_a_revocation_reaches_the_other_replica_within_a_second(
     redis_url: str, tmp_path: Path
 ) -> None:

@@ -25,7 +25,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, MutableSet
+from collections.abc import Callable, Iterator, MutableSet, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from mlwarden.errors import CapabilityError, SpecError, StoreError
@@ -41,6 +41,7 @@ from mlwarden.serve._state import (
     LocalState,
     QueryLog,
 )
+from mlwarden.serve._state_calls import StateCall
 
 if TYPE_CHECKING:
     from redis import Redis
@@ -101,6 +102,8 @@ local count = 0
 for i = 1, #flags do if flags[i] == '1' then count = count + 1 end end
 return {#flags, count}
 """
+
+_WINDOW_LUA_BYTES = _WINDOW_LUA.encode()  # what a batch sends: encoded once, not per call
 
 
 # KEYS[1] events sorted set; ARGV window s, n new events, unique tag. Returns {held, retry s}.
@@ -184,12 +187,36 @@ class RedisState:
         try:
             return op()
         except RedisError as exc:
-            run = GuardRun.current()
-            if run is None or run.metrics is not self.metrics:
-                run = GuardRun(self.metrics)
-            run.failed("state", self.on_error, cause=exc)
-            _log.warning("shared state failed open: %s", exc)
+            self._failed(exc)
             return fallback()
+
+    def answer(self, calls: Sequence[StateCall[Any]]) -> list[Any]:
+        """Several calls in one round trip (one MULTI/EXEC pipeline, so each is as atomic as
+        alone); if Redis fails, refuse (closed) or answer every call's fallback (open)."""
+        from redis import RedisError
+
+        if len(calls) == 1:
+            return [calls[0].run()]
+        pipe = self.redis.pipeline(transaction=True)
+        sizes = [call.queue(pipe) for call in calls]  # type: ignore[misc]
+        try:
+            replies = pipe.execute()
+        except RedisError as exc:
+            self._failed(exc)
+            return [call.fallback() for call in calls]  # type: ignore[misc]
+        out, at = [], 0
+        for call, size in zip(calls, sizes, strict=True):
+            out.append(call.parse(replies[at : at + size]))  # type: ignore[misc]
+            at += size
+        return out
+
+    def _failed(self, exc: Exception) -> None:
+        """Count a Redis failure on the request's guard run: raises when failing closed."""
+        run = GuardRun.current()
+        if run is None or run.metrics is not self.metrics:
+            run = GuardRun(self.metrics)
+        run.failed("state", self.on_error, cause=exc)
+        _log.warning("shared state failed open: %s", exc)
 
     def key(self, *parts: str) -> str:
         """A Redis key under this deployment's prefix."""
@@ -313,6 +340,23 @@ class _RedisFlags:
 
         return self._state.call(shared, lambda: self._local.push(client, flag))
 
+    def push_call(self, client: str, flag: bool) -> StateCall[tuple[int, int]]:
+        key = self._state.key("flags", self._name, client)
+
+        def queue(pipe: Any) -> int:
+            # EVAL, not EVALSHA: a Redis that lost its script cache cannot fail one command of
+            # the batch after the others ran (Redis caches the compiled script by its text)
+            pipe.eval(_WINDOW_LUA_BYTES, 1, key, int(flag), self.window, self._ttl_ms)
+            return 1
+
+        return StateCall(
+            lambda: self.push(client, flag),
+            batch=self._state,
+            queue=queue,
+            parse=lambda replies: (int(replies[0][0]), int(replies[0][1])),
+            fallback=lambda: self._local.push(client, flag),
+        )
+
     def size(self, client: str) -> int:
         key = self._state.key("flags", self._name, client)
         held = self._state.call(
@@ -342,21 +386,46 @@ class _RedisLog:
         self._max_entries = max_entries
 
     def exchange(self, client: str, entry: str, after: str) -> list[tuple[str, str]] | None:
-        key = self._state.key("log", self._name, client)
+        queue = self._queue(client, entry, after)
 
         def shared() -> list[tuple[str, str]]:
             pipe = self._state.redis.pipeline(transaction=True)
+            queue(pipe)
+            return _entries(pipe.execute())
+
+        return self._state.call(shared, lambda: None)
+
+    def exchange_call(
+        self, client: str, entry: str, after: str
+    ) -> StateCall[list[tuple[str, str]] | None]:
+        return StateCall(
+            lambda: self.exchange(client, entry, after),
+            batch=self._state,
+            queue=self._queue(client, entry, after),
+            parse=_entries,
+            fallback=lambda: None,
+        )
+
+    def _queue(self, client: str, entry: str, after: str) -> Callable[[Any], int]:
+        """Append ``entry``, renew the log's expiry and read what follows ``after``."""
+        key = self._state.key("log", self._name, client)
+
+        def queue(pipe: Any) -> int:
             pipe.xadd(key, {"q": entry}, maxlen=self._max_entries, approximate=True)
             pipe.pexpire(key, WINDOW_TTL_S * 1000)
             pipe.xrange(key, min=f"({after}")
-            replies: Any = pipe.execute()
-            return [(str(i), str(fields["q"])) for i, fields in replies[2]]
+            return 3
 
-        return self._state.call(shared, lambda: None)
+        return queue
 
     def drop(self, client: str) -> None:
         key = self._state.key("log", self._name, client)
         self._state.call(lambda: self._state.redis.delete(key), lambda: 0)
+
+
+def _entries(replies: list[Any]) -> list[tuple[str, str]]:
+    """A log exchange's entries from its three replies (the last is the range read)."""
+    return [(str(i), str(fields["q"])) for i, fields in replies[-1]]
 
 
 class _RedisAllowance:

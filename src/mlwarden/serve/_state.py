@@ -6,6 +6,9 @@ restricted clients. :class:`LocalState`, the default, keeps them in this process
 replica's state. Replicas behind a load balancer would then give a thief one fresh budget each,
 so a deployment with ``state: redis://host:port/db`` gets ``RedisState`` (its own module)
 instead, where every replica spends from the same bucket and counts into the same window.
+
+The flag windows and query logs also hand out their calls as :class:`StateCall` s
+(:mod:`mlwarden.serve._state_calls`), so that a detector suite asks shared state once a query.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from collections.abc import Callable, MutableSet
 from typing import TYPE_CHECKING, Protocol
 
 from mlwarden.serve._ratelimit import Decision, TokenBucketLimiter
+from mlwarden.serve._state_calls import StateCall
 
 if TYPE_CHECKING:
     from mlwarden.serve._keys import RevocationFeed
@@ -50,6 +54,10 @@ class FlagStore(Protocol):
 
     def push(self, client: str, flag: bool) -> tuple[int, int]:
         """Add one flag; return the flags held and how many of them are set."""
+        ...
+
+    def push_call(self, client: str, flag: bool) -> StateCall[tuple[int, int]]:
+        """:meth:`push` as a call a detector's steps yield (made when it is answered)."""
         ...
 
     def size(self, client: str) -> int:
@@ -91,6 +99,12 @@ class QueryLog(Protocol):
         """Append ``entry`` to ``client``'s log; return the entries after id ``after`` (the
         other replicas' and this one, in log order) as ``(id, entry)``. None when the shared
         state failed open: the caller applies its own entry alone."""
+        ...
+
+    def exchange_call(
+        self, client: str, entry: str, after: str
+    ) -> StateCall[list[tuple[str, str]] | None]:
+        """:meth:`exchange` as a call a detector's steps yield (made when it is answered)."""
         ...
 
     def drop(self, client: str) -> None:

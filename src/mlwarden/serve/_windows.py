@@ -18,6 +18,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from mlwarden.errors import DataError, ParameterError
+from mlwarden.serve._state_calls import StateCall, Steps, drive
 from mlwarden.serve._verdict import Verdict
 
 if TYPE_CHECKING:
@@ -31,6 +32,7 @@ __all__ = [
     "WindowTest",
     "critical_counts",
     "replay",
+    "replay_steps",
 ]
 
 S = TypeVar("S")
@@ -91,7 +93,7 @@ def _stream_order(entry_id: str) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
-def replay(
+def replay_steps(
     clients: Clients[S],
     log: QueryLog | None,
     client: str,
@@ -99,8 +101,9 @@ def replay(
     apply: Callable[[S, E], None],
     judge: Callable[[S], T],
     codec: LogCodec[E],
-) -> T:
-    """Apply one query of ``client`` to its state and judge the state, as one server would.
+) -> Steps[T]:
+    """Apply one query of ``client`` to its state and judge the state, as one server would
+    (as steps: the log exchange is the one call they wait for).
 
     Without ``log`` (one replica) the query is applied here. With a shared log, the query is
     appended to the client's log and every entry this replica has not applied yet (the other
@@ -116,7 +119,8 @@ def replay(
             return judge(state)
     with clients.lock:
         after: str = clients.get(client).seen  # type: ignore[attr-defined]
-    entries = log.exchange(client, codec.encode(item), after)  # no lock held over the network
+    # no lock held over the network
+    entries = yield log.exchange_call(client, codec.encode(item), after)
     with clients.lock:
         state = clients.get(client)
         if entries is None:
@@ -127,6 +131,19 @@ def replay(
             apply(state, codec.decode(logged))
             state.seen = entry_id  # type: ignore[attr-defined]
         return judge(state)
+
+
+def replay(
+    clients: Clients[S],
+    log: QueryLog | None,
+    client: str,
+    item: E,
+    apply: Callable[[S, E], None],
+    judge: Callable[[S], T],
+    codec: LogCodec[E],
+) -> T:
+    """:func:`replay_steps`, run to its result."""
+    return drive(replay_steps(clients, log, client, item, apply, judge, codec))
 
 
 class FlagWindow:
@@ -168,6 +185,10 @@ class LocalFlags:
             state = self._clients.get(client)
             state.push(flag)
             return state.n, state.count
+
+    def push_call(self, client: str, flag: bool) -> StateCall[tuple[int, int]]:
+        """:meth:`push`, made when the call is answered."""
+        return StateCall(lambda: self.push(client, flag))
 
     def size(self, client: str) -> int:
         """Flags stored for ``client`` (its ring's length; 0 if unknown)."""
@@ -226,9 +247,13 @@ class WindowTest:
 
     def push(self, client: str, flag: bool, what: str) -> Verdict:
         """Record one flag of ``client`` and test its window (``what``: what a flag means)."""
+        return drive(self.push_steps(client, flag, what))
+
+    def push_steps(self, client: str, flag: bool, what: str) -> Steps[Verdict]:
+        """:meth:`push` as steps: the flag's push is the call they wait for."""
         if self._critical is None or self.rate is None:
             raise DataError(f"{self.name}: call fit() with benign rows before observing")
-        n, count = self._flags.push(client, flag)
+        n, count = yield self._flags.push_call(client, flag)
         if n < self.min_queries:
             return Verdict(
                 detector=self.name,

@@ -14,6 +14,7 @@ from numpy.typing import ArrayLike, NDArray
 from mlwarden.errors import DataError, ParameterError
 from mlwarden.serve._extraction._protocol import BenignTraffic, Pattern, encoded_row
 from mlwarden.serve._extraction._stats import top_margin
+from mlwarden.serve._state_calls import Steps, drive
 from mlwarden.serve._verdict import Verdict
 from mlwarden.serve._windows import WindowTest
 
@@ -32,8 +33,18 @@ class _CountingDetector(ABC):
     _test: WindowTest
 
     @abstractmethod
-    def observe(self, client: str, x: ArrayLike, proba: ArrayLike) -> Verdict:
+    def _flag(self, x: ArrayLike | None, proba: ArrayLike | None) -> tuple[bool, str]:
+        """Whether one query is flagged, and what a flag means (for the verdict's reason)."""
+
+    def steps(self, client: str, x: ArrayLike | None, proba: ArrayLike | None) -> Steps[Verdict]:
+        """Flag one query of ``client`` now; the steps then push the flag and test the window
+        (:func:`~mlwarden.serve._state.drive_all` runs a suite's steps side by side)."""
+        flag, what = self._flag(x, proba)
+        return self._test.push_steps(client, flag, what)
+
+    def observe(self, client: str, x: ArrayLike | None, proba: ArrayLike | None = None) -> Verdict:
         """Record one query of ``client`` and test its window."""
+        return drive(self.steps(client, x, proba))
 
     def observe_answer(self, client: str, x: ArrayLike, proba: ArrayLike) -> Verdict:
         """:meth:`observe`, in the :class:`Detector` call shape."""
@@ -130,14 +141,17 @@ class BoundaryDetector(_CountingDetector):
         self._test.calibrate(rate)
         return self
 
-    def observe(self, client: str, x: ArrayLike | None, proba: ArrayLike) -> Verdict:
-        """Record one answer of ``client``; ``x`` is only checked (kept for a uniform call)."""
+    def _flag(self, x: ArrayLike | None, proba: ArrayLike | None) -> tuple[bool, str]:
+        """Flagged when the answer's top margin is at most the benign cut; ``x`` is only
+        checked (kept for a uniform call)."""
         if self.margin_ is None:
             raise DataError(f"{self.name}: call fit() with benign answers before observing")
+        if proba is None:
+            raise DataError(f"{self.name} judges answers: observe it with their probabilities")
         if x is not None and self.n_features_ is not None:
             encoded_row(x, self.n_features_)
         margin = float(top_margin(proba)[0])
-        return self._test.push(client, margin <= self.margin_, f"at margin <= {self.margin_:.3g}")
+        return margin <= self.margin_, f"at margin <= {self.margin_:.3g}"
 
 
 class OffManifoldDetector(_CountingDetector):
@@ -258,11 +272,13 @@ class OffManifoldDetector(_CountingDetector):
             self._cut = (radius, cut)
         return self._cut[1]
 
-    def observe(self, client: str, x: ArrayLike, proba: ArrayLike | None = None) -> Verdict:
-        """Record one encoded query of ``client``; ``proba`` is not used."""
+    def _flag(self, x: ArrayLike | None, proba: ArrayLike | None) -> tuple[bool, str]:
+        """Flagged beyond the k-NN radius of the training rows; ``proba`` is not used."""
+        if x is None:
+            raise DataError(f"{self.name} judges queries: observe it with the encoded row")
         flagged = bool(self.beyond(x)[0])
         assert self.radius_ is not None
-        return self._test.push(client, flagged, f"beyond k-NN radius {self.radius_:.3g}")
+        return flagged, f"beyond k-NN radius {self.radius_:.3g}"
 
 
 class RarityDetector(_CountingDetector):
@@ -384,13 +400,13 @@ class RarityDetector(_CountingDetector):
             total -= log_p[self._category(rows[:, where])]
         return total
 
-    def observe(self, client: str, x: ArrayLike, proba: ArrayLike | None = None) -> Verdict:
-        """Record one encoded query of ``client``; ``proba`` is not used."""
+    def _flag(self, x: ArrayLike | None, proba: ArrayLike | None) -> tuple[bool, str]:
+        """Flagged when the row's surprise is above the benign cut; ``proba`` is not used."""
+        if x is None:
+            raise DataError(f"{self.name} judges queries: observe it with the encoded row")
         score = float(self.surprise(x)[0])
         assert self.threshold_ is not None
-        return self._test.push(
-            client, score > self.threshold_, f"with surprise above {self.threshold_:.3g}"
-        )
+        return score > self.threshold_, f"with surprise above {self.threshold_:.3g}"
 
 
 class _Bins:

@@ -11,8 +11,9 @@ from numpy.typing import ArrayLike, NDArray
 
 from mlwarden.errors import DataError, ParameterError
 from mlwarden.serve._extraction._protocol import BenignTraffic, Pattern, encoded_row
+from mlwarden.serve._state_calls import Steps, drive
 from mlwarden.serve._verdict import Verdict
-from mlwarden.serve._windows import Clients, LogCodec, replay
+from mlwarden.serve._windows import Clients, LogCodec, replay_steps
 
 if TYPE_CHECKING:
     from mlwarden.serve._state import GuardState, QueryLog
@@ -226,9 +227,17 @@ class CoverageDetector:
 
     def observe_answer(self, client: str, x: ArrayLike, proba: ArrayLike | None = None) -> Verdict:
         """Record one encoded query of ``client`` (``proba`` is not used); judge the client."""
+        return drive(self.steps(client, x, proba))
+
+    def steps(self, client: str, x: ArrayLike, proba: ArrayLike | None = None) -> Steps[Verdict]:
+        """:meth:`observe_answer` as steps: the region is found now; the shared log's
+        exchange is the call they wait for."""
         region = int(self.region_index(encoded_row(x, self.n_features_))[0])
+        return self._judged(client, region)
+
+    def _judged(self, client: str, region: int) -> Steps[Verdict]:
         assert self.weight_ is not None and self.threshold_ is not None
-        n, gain, share = replay(
+        n, gain, share = yield from replay_steps(
             self._clients,
             self._log,
             client,

@@ -15,8 +15,9 @@ from numpy.typing import ArrayLike, NDArray
 from mlwarden.errors import ParameterError
 from mlwarden.serve._extraction._protocol import BenignTraffic, Pattern, encoded_row
 from mlwarden.serve._extraction._stats import shapiro_w_sorted
+from mlwarden.serve._state_calls import Steps, drive
 from mlwarden.serve._verdict import Verdict
-from mlwarden.serve._windows import Clients, LogCodec, replay
+from mlwarden.serve._windows import Clients, LogCodec, replay_steps
 
 if TYPE_CHECKING:
     from mlwarden.serve._state import GuardState, QueryLog
@@ -187,12 +188,17 @@ class PradaDetector:
         Verdict
             ``statistic`` is W (None before ``min_distances`` distances), ``n`` = |D|.
         """
+        return drive(self.class_steps(client, x, predicted_class))
+
+    def class_steps(self, client: str, x: ArrayLike, predicted_class: Hashable) -> Steps[Verdict]:
+        """:meth:`observe` as steps: the row is encoded now; the shared log's exchange is the
+        call they wait for."""
         key = predicted_class.item() if isinstance(predicted_class, np.generic) else predicted_class
         with self._clients.lock:
             vector = encoded_row(x, self.n_features_ or self._width(self._clients.get(client)))
         if self._log is not None:  # what every replica replays: the row as the log holds it
             vector = vector.astype(np.float32).astype(np.float64)
-        return replay(
+        return replay_steps(
             self._clients,
             self._log,
             client,
@@ -252,7 +258,11 @@ class PradaDetector:
 
     def observe_answer(self, client: str, x: ArrayLike, proba: ArrayLike) -> Verdict:
         """:meth:`observe` with the predicted class read from the probabilities (argmax)."""
-        return self.observe(client, x, int(np.argmax(np.asarray(proba).reshape(-1))))
+        return drive(self.steps(client, x, proba))
+
+    def steps(self, client: str, x: ArrayLike, proba: ArrayLike) -> Steps[Verdict]:
+        """:meth:`observe_answer` as steps (see :meth:`class_steps`)."""
+        return self.class_steps(client, x, int(np.argmax(np.asarray(proba).reshape(-1))))
 
     @staticmethod
     def _width(state: _PradaState) -> int | None:

@@ -9,6 +9,7 @@ from numpy.typing import ArrayLike
 
 from mlwarden.errors import ParameterError
 from mlwarden.serve._extraction._protocol import BenignTraffic, Detector, Pattern, Stream
+from mlwarden.serve._state_calls import drive_all
 from mlwarden.serve._verdict import Verdict
 
 if TYPE_CHECKING:
@@ -49,9 +50,25 @@ class DetectorSuite:
         return self
 
     def observe_answer(self, client: str, x: ArrayLike, proba: ArrayLike) -> Verdict:
-        """Pass one query to every detector; alarm if any alarms."""
-        parts = tuple(d.observe_answer(client, x, proba) for d in self.detectors)
-        return Verdict.any_of(self.name, client, parts)
+        """Pass one query to every detector; alarm if any alarms.
+
+        Detectors that work in steps (``steps``: all the built-in ones) run side by side, so
+        on shared state (Redis) the query costs one round trip for all of them; any other
+        detector is asked with ``observe_answer``.
+        """
+        parts: list[Verdict | None] = [None] * len(self.detectors)
+        stepped: list[int] = []
+        all_steps = []
+        for i, detector in enumerate(self.detectors):
+            steps = getattr(detector, "steps", None)
+            if callable(steps):
+                stepped.append(i)
+                all_steps.append(steps(client, x, proba))
+            else:
+                parts[i] = detector.observe_answer(client, x, proba)
+        for i, verdict in zip(stepped, drive_all(all_steps), strict=True):
+            parts[i] = verdict
+        return Verdict.any_of(self.name, client, tuple(v for v in parts if v is not None))
 
     observe = observe_answer
 
