@@ -237,3 +237,43 @@ def test_the_suite_fits_each_detector_on_the_same_benign_traffic(setup: dict[str
         boundary.observe_answer("a", np.zeros(space.n_features + 1), [0.5, 0.5])
     with pytest.raises(DataError):
         BenignTraffic(space, benign.train[:, :3], benign.held_out, benign.proba)
+
+
+def test_a_detector_of_ones_own_joins_a_suite_beside_the_built_in_ones(
+    setup: dict[str, Any],
+) -> None:
+    from mlwarden.serve._verdict import Verdict
+
+    class EveryThird:  # the Detector protocol only: no steps
+        name = "every-third"
+        catches: frozenset[str] = frozenset()
+
+        def __init__(self) -> None:
+            self.seen: dict[str, int] = {}
+
+        def fit(self, benign: BenignTraffic) -> EveryThird:
+            return self
+
+        def observe_answer(self, client: str, x: Any, proba: Any) -> Verdict:
+            n = self.seen[client] = self.seen.get(client, 0) + 1
+            return Verdict(
+                detector=self.name, client=client, alarm=n % 3 == 0, statistic=float(n),
+                threshold=3.0, n=n, reason="every third query",
+            )  # fmt: skip
+
+        def reset(self, client: str) -> None:
+            self.seen.pop(client, None)
+
+    space, model = setup["space"], setup["model"]
+    calib = setup["pool"].iloc[:300]
+    benign = BenignTraffic(
+        space, space.transform(setup["train"]), space.transform(calib), model.predict_proba(calib)
+    )
+    suite = DetectorSuite([BoundaryDetector(), EveryThird(), RarityDetector()]).fit(benign)
+    alone = BoundaryDetector().fit(benign)
+    rows = space.transform(calib.iloc[:6])
+    for i, (x, p) in enumerate(zip(rows, model.predict_proba(calib.iloc[:6]), strict=True), 1):
+        verdict = suite.observe_answer("c", x, p)
+        assert [part.detector for part in verdict.parts] == ["boundary", "every-third", "rarity"]
+        assert verdict.parts[1].alarm == (i % 3 == 0) and verdict.alarm >= verdict.parts[1].alarm
+        assert verdict.parts[0] == alone.observe_answer("c", x, p)
