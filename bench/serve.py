@@ -31,7 +31,8 @@ on the streams of ``bench/detect.py`` (benign clients, uniform and public-data d
 Goals (issue 16): p50 overhead <= 1 ms at one connection; server CPU per request <= 1.3x plain;
 throughput ratio >= 0.9 at 50 connections; zero errors. Run by hand:
 ``.venv/bin/python bench/serve.py`` (``--kinds``, ``--duration``, ``--single``, ``--warmup``
-and ``--rounds`` change what runs and for how long).
+and ``--rounds`` change what runs and for how long; ``--redis`` keeps the guarded server's
+state in a Redis it starts, as replicas would).
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ MODEL_REF = "phishing@latest"
 REFS = {"sklearn": MODEL_REF, "onnx": "phishing-onnx@latest", "torch": "phishing-torch@latest"}
 STORE_ENV = "MLWARDEN_BENCH_STORE"
 MODEL_ENV = "MLWARDEN_BENCH_MODEL"
+STATE_ENV = "MLWARDEN_BENCH_STATE"
 CONNECTIONS = 50
 THROUGHPUT_RATIO_TARGET = 0.9
 P50_OVERHEAD_TARGET_MS = 1.0
@@ -87,7 +89,10 @@ def guarded_app() -> Any:
     from mlwarden.serve import Deployment, build_server, create_app
 
     root = Path(os.environ[STORE_ENV])
-    deployment = Deployment.single(os.environ[MODEL_ENV], rate_limit=RATE_LIMIT)
+    state = os.environ.get(STATE_ENV)  # --redis: guard state shared through Redis
+    deployment = Deployment.single(
+        os.environ[MODEL_ENV], rate_limit=RATE_LIMIT, **({"state": state} if state else {})
+    )
     g = build_server(LineageStore(root), deployment, serve_db=root / "serve.db")
     return create_app(g)
 
@@ -188,6 +193,25 @@ def start_server(kind: str, store: Path, ref: str) -> ServerProcess:
     env = {**os.environ, STORE_ENV: str(store), MODEL_ENV: ref}
     cmd = [sys.executable, str(Path(__file__).resolve()), "--serve", kind, "--port", str(port)]
     return ServerProcess(kind, port, subprocess.Popen(cmd, env=env))
+
+
+def start_redis() -> subprocess.Popen[bytes]:
+    """A redis-server on a free port, without persistence, for the guarded servers' state
+    (``$MLWARDEN_BENCH_STATE``). Its CPU is not in the server CPU figures."""
+    import shutil
+
+    server = shutil.which("redis-server")
+    if server is None:
+        sys.exit("--redis needs redis-server on the PATH: bash scripts/redis-for-tests.sh")
+    port = free_port()
+    args = ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    process = subprocess.Popen(
+        [server, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    os.environ[STATE_ENV] = f"redis://127.0.0.1:{port}/0"
+    print(f"guarded servers keep their guard state in Redis ({os.environ[STATE_ENV]})")
+    time.sleep(0.5)  # the guarded server refuses to start (fail closed) without it
+    return process
 
 
 def wait_healthy(server: ServerProcess, timeout_s: float = 180.0) -> None:
@@ -606,6 +630,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="guarded/plain pairs per load")
     parser.add_argument("--no-detectors", action="store_true", help="skip the detector table")
     parser.add_argument("--store", type=Path, help="keep the store here; reused when it exists")
+    parser.add_argument(
+        "--redis", action="store_true", help="guarded server keeps its guard state in Redis"
+    )
     args = parser.parse_args()
     if args.serve:
         serve_main(args.serve, args.port)
@@ -635,7 +662,13 @@ def main() -> None:
             "numbers are bounded by that, and the client's CPU share is shown per run.",
             flush=True,
         )
-        results = [bench_kind(kind, store_root, keys, args) for kind in kinds]
+        redis = start_redis() if args.redis else None
+        try:
+            results = [bench_kind(kind, store_root, keys, args) for kind in kinds]
+        finally:
+            if redis is not None:
+                redis.terminate()
+                redis.wait(timeout=10)
         detectors = None
         if "sklearn" in kinds and not args.no_detectors:
             detectors = detector_comparison(store_root)

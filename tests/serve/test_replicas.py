@@ -160,6 +160,40 @@ def test_windows_and_blocks_are_shared(redis_url: str) -> None:
     assert "thief" not in blocked_a
 
 
+def test_blocked_and_throttled_are_asked_in_one_round_trip(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import redis.connection
+
+    from mlwarden.serve._admission import _member
+    from mlwarden.serve._state_calls import settle
+
+    state = shared(redis_url, "admission")
+    blocked, throttled = state.restrictions("blocked"), state.restrictions("throttled")
+    shared(redis_url, "admission").restrictions("throttled").add("slow")  # another replica
+    state.redis.ping()
+    sent: list[bytes] = []
+    send = redis.connection.AbstractConnection.send_packed_command
+
+    def counted(self: Any, command: Any, check_health: bool = True) -> None:
+        sent.append(command)
+        send(self, command, check_health)
+
+    monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", counted)
+    for client, expected in (("slow", [False, True]), ("other", [False, False])):
+        before = len(sent)
+        assert settle([_member(blocked, client), _member(throttled, client)]) == expected
+        assert len(sent) - before == 1
+    down = shared(f"redis://127.0.0.1:{free_port()}/0", "admission", "open")
+    local_blocked = down.restrictions("blocked")
+    local_blocked.add("thief")  # kept by this replica while Redis is down
+    assert settle([_member(local_blocked, "thief"), _member(down.restrictions("t"), "x")]) == [
+        True,
+        False,
+    ]
+    assert errors(down, "open") == 2  # the add, then the one batch of two
+
+
 def test_an_allowance_over_a_window_is_shared(redis_url: str) -> None:
     a, b = (
         shared(redis_url, "allowance").allowance("explain", 5, 60.0, time.monotonic) for _ in "ab"

@@ -3,7 +3,7 @@ block or throttle the extraction guard puts on a client after an alarm."""
 
 import logging
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, MutableSet
 from typing import Annotated, NoReturn
 
 from fastapi import Depends, HTTPException, Request
@@ -13,6 +13,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from mlwarden.serve._guarded import Guarded
 from mlwarden.serve._keys import Principal, Role
 from mlwarden.serve._state import LocalState
+from mlwarden.serve._state_calls import StateCall, settle
 
 _log = logging.getLogger(__name__)
 _bearer_scheme = HTTPBearer(
@@ -100,19 +101,27 @@ class Admission:
             )
         return principal
 
-    def refuse_blocked(self, client: str) -> None:
-        """Refuse with 403 a client the extraction guard has blocked."""
-        if client in self.g.blocked:
+    def refuse_blocked(self, client: str) -> bool:
+        """Refuse with 403 a client the extraction guard has blocked; else return whether it
+        is throttled (for :meth:`admit`: on shared state both are asked in one round trip)."""
+        blocked, throttled = settle(
+            [_member(self.g.blocked, client), _member(self.g.throttled, client)]
+        )
+        if blocked:
             self.g.metrics.blocked.inc()
             raise HTTPException(
                 403, "this client is blocked: its queries look like a model extraction attack"
             )
+        return bool(throttled)
 
-    def admit(self, client: str, cost: int) -> None:
-        """Spend ``cost`` rows from the client's buckets, or refuse with 413 or 429."""
+    def admit(self, client: str, cost: int, *, throttled: bool | None = None) -> None:
+        """Spend ``cost`` rows from the client's buckets, or refuse with 413 or 429.
+
+        ``throttled``: whether the client is throttled, as :meth:`refuse_blocked` found it
+        (None: ask)."""
         metrics = self.g.metrics
         lanes = [(self.limiter, False)]
-        if client in self.g.throttled:
+        if throttled if throttled is not None else client in self.g.throttled:
             lanes.append((self.slow_lane, True))
         for bucket, throttled in lanes:
             if cost > bucket.burst:
@@ -162,3 +171,9 @@ class Admission:
             f"{self.guard.throttle_rate_per_s:g} rows/s, one row per request",
             headers={"Retry-After": retry},
         )
+
+
+def _member(clients: MutableSet[str], client: str) -> StateCall[bool]:
+    """Whether ``client`` is in ``clients``, as a call (joins a batch on shared state)."""
+    call = getattr(clients, "contains_call", None)
+    return call(client) if callable(call) else StateCall(lambda: client in clients)

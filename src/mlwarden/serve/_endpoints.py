@@ -236,7 +236,7 @@ def explain_endpoint(
         """SHAP values per input column of each row; the schema is the model's."""
         started = time.perf_counter()
         client = principal.key_id
-        admission.refuse_blocked(client)
+        throttled = admission.refuse_blocked(client)
         batch = RequestRows.of(body, features)
         rows = batch.rows
         burst = admission.limiter.burst
@@ -250,7 +250,7 @@ def explain_endpoint(
         refuse_over_budget(client, len(rows))
         run = GuardRun(g.metrics)
         check_decision_log(g, run)
-        admission.admit(client, len(rows) * cost)
+        admission.admit(client, len(rows) * cost, throttled=throttled)
         model = g.routes[router.route(client)]
         explainer = g.explainers.get(model.ref)
         if explainer is None:

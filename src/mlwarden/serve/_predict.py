@@ -101,12 +101,12 @@ def predict_endpoint(
         """Predict one or many rows; the schema is the model's training schema."""
         started = time.perf_counter()
         client = principal.key_id
-        admission.refuse_blocked(client)
+        throttled = admission.refuse_blocked(client)
         batch = RequestRows.of(body, features)  # encoded once, shared by the model and guards
         rows = batch.rows
         run = GuardRun(metrics)
         check_decision_log(g, run)
-        admission.admit(client, len(rows))
+        admission.admit(client, len(rows), throttled=throttled)
         request_id = uuid.uuid4().hex
         model = g.routes[router.route(client)]
         proba, answers = watchers.predict_rows(model, batch, client, run)

@@ -469,6 +469,19 @@ class _RedisSet(MutableSet[str]):
             lambda: client in self._local,
         )
 
+    def contains_call(self, client: str) -> StateCall[bool]:
+        def queue(pipe: Any) -> int:
+            pipe.sismember(self._key, client)
+            return 1
+
+        return StateCall(
+            lambda: client in self,
+            batch=self._state,
+            queue=queue,
+            parse=lambda replies: bool(replies[0]),
+            fallback=lambda: client in self._local,
+        )
+
     def _members(self) -> set[str]:
         remote: Any = self._state.call(
             lambda: self._state.redis.smembers(self._key), lambda: self._local
