@@ -90,6 +90,21 @@ def errors(state: RedisState, outcome: str) -> float:
     return float(counter._value.get())
 
 
+def round_trips(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """What every Redis connection sends from now on: one entry per round trip."""
+    import redis.connection
+
+    sent: list[bytes] = []
+    send = redis.connection.AbstractConnection.send_packed_command
+
+    def counted(self: Any, command: Any, check_health: bool = True) -> None:
+        sent.append(command)
+        send(self, command, check_health)
+
+    monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", counted)
+    return sent
+
+
 # -- the state itself -------------------------------------------------------------------------
 
 
@@ -163,8 +178,6 @@ def test_windows_and_blocks_are_shared(redis_url: str) -> None:
 def test_blocked_and_throttled_are_asked_in_one_round_trip(
     redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import redis.connection
-
     from mlwarden.serve._admission import _member
     from mlwarden.serve._state_calls import settle
 
@@ -172,14 +185,7 @@ def test_blocked_and_throttled_are_asked_in_one_round_trip(
     blocked, throttled = state.restrictions("blocked"), state.restrictions("throttled")
     shared(redis_url, "admission").restrictions("throttled").add("slow")  # another replica
     state.redis.ping()
-    sent: list[bytes] = []
-    send = redis.connection.AbstractConnection.send_packed_command
-
-    def counted(self: Any, command: Any, check_health: bool = True) -> None:
-        sent.append(command)
-        send(self, command, check_health)
-
-    monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", counted)
+    sent = round_trips(monkeypatch)
     for client, expected in (("slow", [False, True]), ("other", [False, False])):
         before = len(sent)
         assert settle([_member(blocked, client), _member(throttled, client)]) == expected
@@ -363,21 +369,12 @@ def test_a_suite_on_redis_judges_as_in_process_in_one_round_trip_per_query(
     suite_traffic: tuple[Any, np.ndarray, np.ndarray],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import redis.connection
-
     traffic, vectors, proba = suite_traffic
     state = shared(redis_url, "suite")
     local, remote = default_suite(traffic), default_suite(traffic)
     remote.share(state)
     state.redis.ping()  # the connection and its handshake, before counting
-    sent: list[bytes] = []
-    send = redis.connection.AbstractConnection.send_packed_command
-
-    def counted(self: Any, command: Any, check_health: bool = True) -> None:
-        sent.append(command)
-        send(self, command, check_health)
-
-    monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", counted)
+    sent = round_trips(monkeypatch)
     for i, (x, p) in enumerate(zip(vectors, proba, strict=True)):
         client = f"client-{i % 3}"
         before = len(sent)
