@@ -37,6 +37,7 @@ class DetectorSuite:
             raise ParameterError(f"detector names must be distinct, got {names}")
         self.detectors = list(detectors)
         self.name = name
+        self._batched = False  # shared onto a state that answers a round's calls at once
 
     @property
     def catches(self) -> frozenset[Pattern]:
@@ -52,10 +53,13 @@ class DetectorSuite:
     def observe_answer(self, client: str, x: ArrayLike, proba: ArrayLike) -> Verdict:
         """Pass one query to every detector; alarm if any alarms.
 
-        Detectors that work in steps (``steps``: all the built-in ones) run side by side, so
-        on shared state (Redis) the query costs one round trip for all of them; any other
-        detector is asked with ``observe_answer``.
+        On shared state (Redis), detectors that work in steps (``steps``: all the built-in
+        ones) run side by side, so the query costs one round trip for all of them; any other
+        detector, and every detector on in-process state, is asked with ``observe_answer``.
         """
+        if not self._batched:  # in-process state: nothing to gather, each answers alone
+            alone = tuple(d.observe_answer(client, x, proba) for d in self.detectors)
+            return Verdict.any_of(self.name, client, alone)
         parts: list[Verdict | None] = [None] * len(self.detectors)
         stepped: list[int] = []
         all_steps = []
@@ -77,6 +81,7 @@ class DetectorSuite:
         Redis): flag windows, and for PRADA and the coverage detector the queries, as a log
         each replica replays; returns the names of those that keep theirs in this process
         (a detector without ``share``)."""
+        self._batched = callable(getattr(state, "answer", None))
         local = []
         for detector in self.detectors:
             share = getattr(detector, "share", None)
