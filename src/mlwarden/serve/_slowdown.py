@@ -49,8 +49,9 @@ from numpy.typing import ArrayLike, NDArray
 from pydantic import BaseModel, ConfigDict, Field
 
 from mlwarden.errors import DataError, ParameterError
+from mlwarden.serve._state_calls import drive
 from mlwarden.serve._verdict import Verdict
-from mlwarden.serve._windows import Clients, LogCodec, WindowTest, replay
+from mlwarden.serve._windows import Clients, LogCodec, WindowTest, replay_steps
 
 if TYPE_CHECKING:
     from mlwarden.serve._state import GuardState, QueryLog
@@ -278,14 +279,16 @@ class ExitMonitor:
             state.s = 0.0 if state.alarm else state.statistic
             state.alarms += int(state.alarm)
 
-        s, alarm, n = replay(
-            self._cusums,
-            self._log,
-            client,
-            value,
-            apply,
-            lambda state: (state.statistic, state.alarm, state.n),
-            _FLOAT_CODEC,
+        s, alarm, n = drive(
+            replay_steps(
+                self._cusums,
+                self._log,
+                client,
+                value,
+                apply,
+                lambda state: (state.statistic, state.alarm, state.n),
+                _FLOAT_CODEC,
+            )
         )
         return Verdict(
             detector=f"{self.name}-cusum",

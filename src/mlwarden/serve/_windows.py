@@ -31,7 +31,6 @@ __all__ = [
     "LogCodec",
     "WindowTest",
     "critical_counts",
-    "replay",
     "replay_steps",
 ]
 
@@ -131,19 +130,6 @@ def replay_steps(
             apply(state, codec.decode(logged))
             state.seen = entry_id  # type: ignore[attr-defined]
         return judge(state)
-
-
-def replay(
-    clients: Clients[S],
-    log: QueryLog | None,
-    client: str,
-    item: E,
-    apply: Callable[[S, E], None],
-    judge: Callable[[S], T],
-    codec: LogCodec[E],
-) -> T:
-    """:func:`replay_steps`, run to its result."""
-    return drive(replay_steps(clients, log, client, item, apply, judge, codec))
 
 
 class FlagWindow:
